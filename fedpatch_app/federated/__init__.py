@@ -1,0 +1,1 @@
+"""fedpatch_app.federated"""
