@@ -1,0 +1,570 @@
+"""Split AutoVI categories across federated clients.
+
+Three schemes, each configured by a YAML file in ``conf/partitions/`` (read with
+``yaml.safe_load`` and validated):
+
+- ``category`` (non-IID, five clients): each production line owns whole categories
+  (client 0 engine_wiring; 1 underbody_pipes + underbody_screw; 2 tank_screw + pipe_staple;
+  3 pipe_clip) and a "mixed QC" client 4 holds a fraction (10 %, at least one image) of the
+  train images of every category, taken from the owning line.
+- ``iid``: every category's train images are shuffled and split uniformly across the
+  clients (stratified per category, per-client counts differ by at most one).
+- ``dirichlet``: for every category, client proportions are drawn from Dir(alpha); every
+  image is assigned once, and every client gets at least one train image.
+
+Test images of a category go to the clients that hold train images of it, in proportion to
+their share of its train images, stratified by defect type (largest-remainder rounding per
+defect type). Every train and test image is in exactly one client. Paths are relative to the
+category folder (``train/good/0000.png``, ``test/<defect>/0003.png``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from fedpatch_app.data.autovi import CATEGORIES, Category, available_categories, load_category
+from fedpatch_app.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "SCHEMES",
+    "CONF_DIR",
+    "ClientShare",
+    "Partition",
+    "SchemeConfig",
+    "client_share",
+    "load_scheme_config",
+    "make_partition",
+    "run_cli",
+]
+
+SCHEMES: tuple[str, ...] = ("category", "iid", "dirichlet")
+
+#: Folder of the per-scheme YAML files (``<scheme>.yaml``), at the project root.
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "partitions"
+
+_SCHEME_CODES = {"category": 1, "iid": 2, "dirichlet": 3}
+
+
+# --------------------------------------------------------------------------- result types
+
+
+@dataclass(frozen=True)
+class ClientShare:
+    """The images one client holds: ``{category: [relative paths]}`` for train and test."""
+
+    client: int
+    train: dict[str, list[str]]
+    test: dict[str, list[str]]
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        """Categories with at least one train image at this client, in AutoVI order."""
+        return tuple(c for c in CATEGORIES if self.train.get(c))
+
+    @property
+    def num_train(self) -> int:
+        return sum(len(v) for v in self.train.values())
+
+    @property
+    def num_test(self) -> int:
+        return sum(len(v) for v in self.test.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "client": self.client,
+            "train": {c: list(v) for c, v in self.train.items()},
+            "test": {c: list(v) for c, v in self.test.items()},
+        }
+
+
+@dataclass(frozen=True)
+class Partition:
+    """A split of the data across clients; ``clients[i].client == i``."""
+
+    scheme: str
+    seed: int
+    clients: list[ClientShare]
+
+    @property
+    def num_clients(self) -> int:
+        return len(self.clients)
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        """Categories held by any client, in AutoVI order."""
+        held = {c for share in self.clients for c in (*share.train, *share.test)}
+        return tuple(c for c in CATEGORIES if c in held)
+
+    def client(self, client_id: int) -> ClientShare:
+        """The share of one client; `ConfigError` if there is no such client."""
+        return client_share(self, client_id)
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"scheme", "seed", "clients": [{"client", "train", "test"}, ...]}``."""
+        return {
+            "scheme": self.scheme,
+            "seed": self.seed,
+            "clients": [share.to_json() for share in self.clients],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], source: str = "partition JSON") -> Partition:
+        """Rebuild a partition from `to_json` output, checking it (`ConfigError` if malformed)."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source}: expected an object, got {type(data).__name__}")
+        missing = [k for k in ("scheme", "seed", "clients") if k not in data]
+        if missing:
+            raise ConfigError(f"{source}: missing keys {', '.join(missing)}")
+        scheme, seed, clients = data["scheme"], data["seed"], data["clients"]
+        if scheme not in SCHEMES:
+            raise ConfigError(f"{source}: unknown scheme {scheme!r} (one of {', '.join(SCHEMES)})")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigError(f"{source}: seed must be an integer, got {seed!r}")
+        if not isinstance(clients, list) or not clients:
+            raise ConfigError(f"{source}: 'clients' must be a non-empty list")
+        shares = []
+        seen: dict[tuple[str, str], int] = {}
+        for i, entry in enumerate(clients):
+            where = f"{source}: clients[{i}]"
+            if not isinstance(entry, Mapping):
+                raise ConfigError(f"{where}: expected an object")
+            if entry.get("client") != i or isinstance(entry.get("client"), bool):
+                raise ConfigError(f"{where}: 'client' must be {i}, got {entry.get('client')!r}")
+            parts = {}
+            for split in ("train", "test"):
+                block = entry.get(split, {})
+                if not isinstance(block, Mapping):
+                    raise ConfigError(f"{where}: '{split}' must map categories to path lists")
+                parts[split] = {}
+                for cat, paths in block.items():
+                    if cat not in CATEGORIES:
+                        raise ConfigError(f"{where}: unknown category {cat!r} in '{split}'")
+                    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+                        raise ConfigError(f"{where}: {split}.{cat} must be a list of paths")
+                    for p in paths:
+                        if not p.startswith(f"{split}/") or ".." in Path(p).parts:
+                            raise ConfigError(
+                                f"{where}: {split} path {p!r} of {cat} must be relative to the "
+                                f"category folder and start with '{split}/'"
+                            )
+                        if (cat, p) in seen:
+                            raise ConfigError(
+                                f"{where}: {cat}/{p} is also in client {seen[(cat, p)]}"
+                            )
+                        seen[(cat, p)] = i
+                    parts[split][cat] = list(paths)
+            shares.append(ClientShare(i, parts["train"], parts["test"]))
+        return cls(scheme, seed, shares)
+
+
+def client_share(partition: Partition, client_id: int) -> ClientShare:
+    """The share of client ``client_id``; `ConfigError` naming the client if out of range."""
+    if isinstance(client_id, bool) or not isinstance(client_id, int | np.integer):
+        raise ConfigError(f"client id must be an integer, got {client_id!r}")
+    if not 0 <= client_id < partition.num_clients:
+        raise ConfigError(
+            f"client {client_id} is not in the {partition.scheme} partition "
+            f"(clients 0..{partition.num_clients - 1})"
+        )
+    return partition.clients[int(client_id)]
+
+
+# --------------------------------------------------------------------------- scheme YAML
+
+
+@dataclass(frozen=True)
+class LineClient:
+    """A client of the ``category`` scheme that owns whole categories."""
+
+    client: int
+    name: str
+    categories: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MixedQC:
+    """The ``category`` scheme's client holding a fraction of every category."""
+
+    client: int
+    name: str
+    fraction: float
+    min_per_category: int
+
+
+@dataclass(frozen=True)
+class SchemeConfig:
+    """The settings of one scheme, from ``conf/partitions/<scheme>.yaml``."""
+
+    scheme: str
+    num_clients: int
+    seed: int
+    source: Path
+    alpha: float | None = None
+    lines: tuple[LineClient, ...] = ()
+    mixed_qc: MixedQC | None = None
+
+    def owner(self, category: str) -> int:
+        for line in self.lines:
+            if category in line.categories:
+                return line.client
+        raise ConfigError(f"{self.source}: category {category} is not assigned to any client")
+
+
+def _int(where: str, key: str, value: Any, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where}: '{key}' must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{where}: '{key}' must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(where: str, key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{where}: '{key}' must be a number, got {value!r}")
+    return float(value)
+
+
+def load_scheme_config(scheme: str, conf_dir: str | Path | None = None) -> SchemeConfig:
+    """Read and validate ``<conf_dir>/<scheme>.yaml``; `ConfigError` names the file at fault."""
+    if scheme not in SCHEMES:
+        raise ConfigError(f"unknown partition scheme {scheme!r} (one of {', '.join(SCHEMES)})")
+    path = Path(conf_dir if conf_dir is not None else CONF_DIR) / f"{scheme}.yaml"
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"partition settings {path} not found") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read partition settings {path}: {exc}") from exc
+    where = str(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping of settings")
+    known = {"scheme", "num_clients", "seed", "alpha", "clients", "mixed_qc"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {', '.join(map(str, unknown))}")
+    if raw.get("scheme") != scheme:
+        raise ConfigError(f"{where}: 'scheme' must be {scheme!r}, got {raw.get('scheme')!r}")
+    num_clients = _int(where, "num_clients", raw.get("num_clients"), minimum=1)
+    seed = _int(where, "seed", raw.get("seed", 0))
+    alpha = None
+    if scheme == "dirichlet":
+        alpha = _float(where, "alpha", raw.get("alpha"))
+        if alpha <= 0:
+            raise ConfigError(f"{where}: 'alpha' must be > 0, got {alpha}")
+    elif "alpha" in raw:
+        raise ConfigError(f"{where}: 'alpha' applies to the dirichlet scheme only")
+    if scheme != "category":
+        for key in ("clients", "mixed_qc"):
+            if key in raw:
+                raise ConfigError(f"{where}: '{key}' applies to the category scheme only")
+        return SchemeConfig(scheme, num_clients, seed, path, alpha=alpha)
+    lines, qc = _category_clients(where, raw)
+    ids = sorted([line.client for line in lines] + [qc.client])
+    if ids != list(range(num_clients)):
+        raise ConfigError(
+            f"{where}: the clients and mixed_qc must be numbered 0..{num_clients - 1} "
+            f"(num_clients {num_clients}), got {ids}"
+        )
+    return SchemeConfig(scheme, num_clients, seed, path, lines=tuple(lines), mixed_qc=qc)
+
+
+def _category_clients(where: str, raw: dict[str, Any]) -> tuple[list[LineClient], MixedQC]:
+    clients = raw.get("clients")
+    if not isinstance(clients, list) or not clients:
+        raise ConfigError(f"{where}: 'clients' must be a non-empty list")
+    lines = []
+    owner: dict[str, int] = {}
+    for i, entry in enumerate(clients):
+        w = f"{where}: clients[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{w}: expected a mapping with 'client' and 'categories'")
+        cid = _int(w, "client", entry.get("client"), minimum=0)
+        cats = entry.get("categories")
+        if not isinstance(cats, list) or not cats:
+            raise ConfigError(f"{w}: 'categories' must be a non-empty list")
+        for cat in cats:
+            if cat not in CATEGORIES:
+                raise ConfigError(f"{w}: unknown category {cat!r} (one of {', '.join(CATEGORIES)})")
+            if cat in owner:
+                raise ConfigError(f"{w}: category {cat} is already assigned to client {owner[cat]}")
+            owner[cat] = cid
+        lines.append(LineClient(cid, str(entry.get("name", f"client {cid}")), tuple(cats)))
+    missing = [c for c in CATEGORIES if c not in owner]
+    if missing:
+        raise ConfigError(f"{where}: categories {', '.join(missing)} are assigned to no client")
+    qc = raw.get("mixed_qc")
+    if not isinstance(qc, dict):
+        raise ConfigError(f"{where}: 'mixed_qc' must be a mapping (client, fraction)")
+    w = f"{where}: mixed_qc"
+    cid = _int(w, "client", qc.get("client"), minimum=0)
+    fraction = _float(w, "fraction", qc.get("fraction"))
+    if not 0 < fraction < 1:
+        raise ConfigError(f"{w}: 'fraction' must be in (0, 1), got {fraction}")
+    min_per = _int(w, "min_per_category", qc.get("min_per_category", 1), minimum=0)
+    return lines, MixedQC(cid, str(qc.get("name", "mixed QC")), fraction, min_per)
+
+
+# --------------------------------------------------------------------------- splitting
+
+
+def _largest_remainder(
+    quotas: np.ndarray, total: int, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """Integer counts summing to ``total``, closest to ``quotas`` (which sum to ``total``).
+
+    Floors first, then one more to the largest fractional parts; ties are broken in a
+    random (seeded) order if ``rng`` is given, else by lower client id. Clients with a zero
+    quota get nothing.
+    """
+    quotas = np.asarray(quotas, dtype=np.float64)
+    n = len(quotas)
+    rank = rng.permutation(n) if rng is not None else np.arange(n)
+    counts = np.minimum(np.floor(quotas + 1e-9).astype(np.int64), total)
+    left = total - int(counts.sum())
+    if left > 0:
+        frac = np.where(quotas > 0, quotas - counts, -1.0)
+        order = sorted(range(n), key=lambda i: (-round(frac[i], 9), rank[i]))
+        for i in order[:left]:
+            counts[i] += 1
+    while counts.sum() > total:  # only from rounding noise: take back from the largest
+        counts[int(np.argmax(counts))] -= 1
+    return counts
+
+
+def _deal(items: Sequence[str], counts: np.ndarray, rng: np.random.Generator) -> list[list[str]]:
+    """Shuffle ``items`` and cut them into consecutive groups of ``counts``, each sorted."""
+    order = rng.permutation(len(items))
+    out, start = [], 0
+    for n in counts:
+        out.append(sorted(items[j] for j in order[start : start + int(n)]))
+        start += int(n)
+    return out
+
+
+def _split_train(
+    cfg: SchemeConfig,
+    cat: Category,
+    num_clients: int,
+    alpha: float,
+    rng: np.random.Generator,
+) -> list[list[str]]:
+    """The train images (relative paths) of each client for one category."""
+    items = list(cat.train_rel)
+    n = len(items)
+    if cfg.scheme == "category":
+        assert cfg.mixed_qc is not None
+        qc = cfg.mixed_qc
+        k = max(qc.min_per_category, math.floor(qc.fraction * n + 0.5))
+        if n < k + 1:
+            raise ConfigError(
+                f"category partition: {cat.name} has {n} train images, too few to give "
+                f"{k} to the {qc.name} client (client {qc.client}) and keep one for "
+                f"client {cfg.owner(cat.name)}"
+            )
+        counts = np.zeros(num_clients, dtype=np.int64)
+        counts[qc.client] = k
+        counts[cfg.owner(cat.name)] = n - k
+        return _deal(items, counts, rng)
+    if cfg.scheme == "iid":
+        if n < num_clients:
+            raise ConfigError(
+                f"iid partition: {num_clients} clients but category {cat.name} has only "
+                f"{n} train images (use fewer clients)"
+            )
+        base = np.full(num_clients, n // num_clients, dtype=np.int64)
+        base[rng.permutation(num_clients)[: n % num_clients]] += 1
+        return _deal(items, base, rng)
+    # dirichlet
+    with np.errstate(all="ignore"):
+        p = rng.dirichlet(np.full(num_clients, alpha))
+    if not np.all(np.isfinite(p)) or p.sum() <= 0:
+        raise ConfigError(f"dirichlet partition: alpha {alpha} is too small to sample from")
+    p = p / p.sum()
+    return _deal(items, _largest_remainder(p * n, n, rng), rng)
+
+
+def _fill_empty_clients(train: dict[str, list[list[str]]], num_clients: int) -> None:
+    """Give every client at least one train image, moving it from the richest client."""
+    for client in range(num_clients):
+        if any(train[cat][client] for cat in train):
+            continue
+        cat, donor = max(
+            ((c, d) for c in train for d in range(num_clients)),
+            key=lambda cd: (len(train[cd[0]][cd[1]]), -CATEGORIES.index(cd[0]), -cd[1]),
+        )
+        if len(train[cat][donor]) < 2:  # pragma: no cover - excluded by the count check
+            raise ConfigError(f"cannot give client {client} a train image")
+        moved = train[cat][donor].pop()
+        train[cat][client].append(moved)
+        log.debug("dirichlet partition: moved %s/%s to empty client %d", cat, moved, client)
+
+
+def _split_test(
+    cat: Category, train_counts: np.ndarray, rng: np.random.Generator
+) -> list[list[str]]:
+    """Test images of one category, split in proportion to the clients' train shares,
+    stratified by defect type (largest-remainder rounding per defect type)."""
+    shares = train_counts / train_counts.sum()
+    by_defect: dict[str, list[str]] = {}
+    for sample in cat.test:
+        by_defect.setdefault(sample.defect, []).append(sample.rel_path)
+    out: list[list[str]] = [[] for _ in train_counts]
+    for defect in sorted(by_defect):
+        items = by_defect[defect]
+        counts = _largest_remainder(shares * len(items), len(items), rng)
+        for client, part in enumerate(_deal(items, counts, rng)):
+            out[client].extend(part)
+    return [sorted(part) for part in out]
+
+
+def _load_categories(data_root: str | Path, categories: Iterable[str] | None) -> list[Category]:
+    root = Path(data_root)
+    present = available_categories(root)
+    if categories is None:
+        wanted = present
+        if not wanted:
+            raise DataError(
+                f"no AutoVI category under {root} (expected folders such as "
+                f"{root / CATEGORIES[0] / 'train'})"
+            )
+    else:
+        wanted = list(dict.fromkeys(categories))
+        if not wanted:
+            raise ConfigError("no categories to partition")
+        unknown = [c for c in wanted if c not in CATEGORIES]
+        if unknown:
+            raise ConfigError(
+                f"unknown AutoVI categories {', '.join(unknown)} (one of {', '.join(CATEGORIES)})"
+            )
+        absent = [c for c in wanted if c not in present]
+        if absent:
+            raise DataError(f"categories {', '.join(absent)} not found under {root}")
+        wanted = [c for c in CATEGORIES if c in wanted]
+    return [load_category(root, name) for name in wanted]
+
+
+def make_partition(
+    data_root: str | Path,
+    scheme: str = "category",
+    num_clients: int | None = None,
+    alpha: float | None = None,
+    seed: int | None = None,
+    categories: Iterable[str] | None = None,
+    *,
+    conf_dir: str | Path | None = None,
+) -> Partition:
+    """Split the categories present under ``data_root`` across clients.
+
+    ``num_clients``, ``alpha`` and ``seed`` default to the values in
+    ``conf/partitions/<scheme>.yaml`` (5 clients, alpha 0.5, seed 0). The ``category``
+    scheme takes its client mapping from that file and needs exactly its number of clients.
+    The same arguments and data give the same partition.
+    """
+    if scheme not in SCHEMES:
+        raise ConfigError(f"unknown partition scheme {scheme!r} (one of {', '.join(SCHEMES)})")
+    if num_clients is not None and (isinstance(num_clients, bool) or num_clients < 1):
+        raise ConfigError(f"partition: number of clients must be >= 1, got {num_clients}")
+    if alpha is not None and not (math.isfinite(alpha) and alpha > 0):
+        raise ConfigError(f"partition: Dirichlet alpha must be > 0, got {alpha}")
+    cfg = load_scheme_config(scheme, conf_dir)
+    n_clients = cfg.num_clients if num_clients is None else int(num_clients)
+    seed = cfg.seed if seed is None else int(seed)
+    alpha = (cfg.alpha or 0.5) if alpha is None else float(alpha)
+    if scheme == "category" and n_clients != cfg.num_clients:
+        raise ConfigError(
+            f"the category partition has exactly {cfg.num_clients} clients (see {cfg.source}), "
+            f"got {n_clients}; use the iid or dirichlet scheme for another number of clients"
+        )
+
+    cats = _load_categories(data_root, categories)
+    total = sum(len(c.train) for c in cats)
+    if scheme != "category" and n_clients > total:
+        raise ConfigError(
+            f"{scheme} partition: {n_clients} clients but only {total} train images in "
+            f"{', '.join(c.name for c in cats)}"
+        )
+
+    def rng_for(cat: Category, purpose: int) -> np.random.Generator:
+        key = [seed, _SCHEME_CODES[scheme], CATEGORIES.index(cat.name), purpose]
+        return np.random.default_rng(key)
+
+    train = {c.name: _split_train(cfg, c, n_clients, alpha, rng_for(c, 0)) for c in cats}
+    if scheme == "dirichlet":
+        _fill_empty_clients(train, n_clients)
+    test = {}
+    for c in cats:
+        counts = np.array([len(part) for part in train[c.name]], dtype=np.float64)
+        test[c.name] = _split_test(c, counts, rng_for(c, 1))
+
+    shares = []
+    for client in range(n_clients):
+        tr = {c.name: sorted(train[c.name][client]) for c in cats if train[c.name][client]}
+        te = {c.name: test[c.name][client] for c in cats if test[c.name][client]}
+        shares.append(ClientShare(client, tr, te))
+    partition = Partition(scheme, seed, shares)
+    log.info(
+        "%s partition (seed %d) of %s: %s train images per client",
+        scheme,
+        seed,
+        data_root,
+        [s.num_train for s in shares],
+    )
+    return partition
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def format_table(partition: Partition) -> str:
+    """A readable table of per-client, per-category train and test counts."""
+    header = f"{'client':>6}  {'category':<16} {'train':>6} {'test':>6} {'good':>6} {'defect':>6}"
+    lines = [
+        f"{partition.scheme} partition, seed {partition.seed}, {partition.num_clients} clients",
+        header,
+        "-" * len(header),
+    ]
+    for share in partition.clients:
+        cats = [c for c in CATEGORIES if c in share.train or c in share.test]
+        if not cats:
+            lines.append(f"{share.client:>6}  {'(no images)':<16}")
+        for cat in cats:
+            tr = len(share.train.get(cat, []))
+            te = share.test.get(cat, [])
+            good = sum(1 for p in te if p.startswith("test/good/"))
+            lines.append(
+                f"{share.client:>6}  {cat:<16} {tr:>6} {len(te):>6} {good:>6} {len(te) - good:>6}"
+            )
+    total_train = sum(s.num_train for s in partition.clients)
+    total_test = sum(s.num_test for s in partition.clients)
+    lines.append("-" * len(header))
+    lines.append(f"{'all':>6}  {'':<16} {total_train:>6} {total_test:>6}")
+    return "\n".join(lines)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """`fedpatch partition`: print the partition as a table, or as JSON with ``--json``."""
+    partition = make_partition(
+        args.data_root,
+        scheme=args.scheme,
+        num_clients=args.num_clients,
+        alpha=args.alpha,
+        seed=args.seed,
+        categories=args.categories,
+    )
+    if args.json:
+        print(json.dumps(partition.to_json(), indent=2))
+    else:
+        print(format_table(partition))
+    return 0
