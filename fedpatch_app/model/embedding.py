@@ -1,0 +1,252 @@
+"""Locally aware patch features (PatchCore's embedding) and the feature specification.
+
+Per patch of ``layer2``'s grid (stride 8):
+
+1. each layer's channels are averaged down to half of ``embed_dim`` (adaptive average
+   pooling over the channel axis): with the default 1024, layer2's 512 channels are
+   kept as they are and layer3's 1024 channels become 512 means of adjacent pairs;
+2. each layer is averaged over a ``neighbourhood x neighbourhood`` window (stride 1,
+   padding, border windows averaged over the pixels that exist);
+3. layer3 (stride 16) is bilinearly upsampled onto layer2's grid;
+4. the two halves are concatenated: ``embed_dim`` values per patch.
+
+All three operations are linear and act on separate axes, so their order does not
+change the result; pooling channels first makes the rest cheaper. At ``embed_dim =
+1024`` the projection equals the reference implementation's two-stage adaptive
+average pooling (each layer to 1024, then the concatenation to 1024), which also
+gives each layer half of the dimensions. See docs/phases/phase-2-baseline-model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from fedpatch_app.errors import ConfigError, DataError, ModelError
+from fedpatch_app.model.backbone import (
+    Backbone,
+    ImageFolderDataset,
+    autocast_dtype,
+    resolve_device,
+    weights_id,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Everything that determines the patch features; banks are only comparable when
+    their specs' fingerprints match.
+
+    ``weights``: ``"imagenet"``, ``"none"``, a state-dict path, or a weights identifier
+    (``"imagenet-v1"``, ``"file:<sha256 prefix>"``). ``projection_dim`` and ``seed`` are
+    those of the coreset's random projection.
+    """
+
+    weights: str = "imagenet"
+    image_size: int = 256
+    embed_dim: int = 1024
+    backbone: str = "wide_resnet50_2"
+    layers: tuple[str, ...] = ("layer2", "layer3")
+    neighbourhood: int = 3
+    projection_dim: int | None = 128
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weights", str(self.weights))
+        object.__setattr__(self, "layers", tuple(self.layers))
+        if self.backbone != "wide_resnet50_2":
+            raise ConfigError(f"backbone {self.backbone!r} is not supported (only wide_resnet50_2)")
+        if self.layers != ("layer2", "layer3"):
+            raise ConfigError(f"layers {self.layers!r} are not supported (only layer2, layer3)")
+        if int(self.image_size) < 32:
+            raise ConfigError(f"image_size must be at least 32, got {self.image_size}")
+        if int(self.embed_dim) < 2:
+            raise ConfigError(f"embed_dim must be at least 2, got {self.embed_dim}")
+        if int(self.neighbourhood) < 1 or int(self.neighbourhood) % 2 == 0:
+            raise ConfigError(f"neighbourhood must be an odd number >= 1, got {self.neighbourhood}")
+        if self.projection_dim is not None and int(self.projection_dim) < 1:
+            raise ConfigError(f"projection_dim must be >= 1 or None, got {self.projection_dim}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict of all fields (``layers`` as a list)."""
+        out = dataclasses.asdict(self)
+        out["layers"] = list(self.layers)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureSpec:
+        """Inverse of :meth:`to_dict`; unknown keys are a ``ModelError``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ModelError(f"feature spec has unknown field(s) {unknown}")
+        values = dict(data)
+        if "layers" in values:
+            values["layers"] = tuple(values["layers"])
+        return cls(**values)
+
+    def with_weights_id(self) -> FeatureSpec:
+        """The same spec with ``weights`` replaced by its identifier (portable, no path)."""
+        return dataclasses.replace(self, weights=weights_id(self.weights))
+
+    def fingerprint(self) -> str:
+        """First 16 hex characters of the SHA-256 of the canonical JSON of all fields.
+
+        ``weights`` enters as its identifier (``weights_id``), so a path and the file's
+        identifier give the same fingerprint on every machine.
+        """
+        data = self.with_weights_id().to_dict()
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _pool_channels(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Adaptive average pooling over the channel axis of ``(B, C, H, W)``."""
+    b, c, h, w = x.shape
+    if size == c:
+        return x
+    flat = x.permute(0, 2, 3, 1).reshape(b * h * w, 1, c)
+    pooled = F.adaptive_avg_pool1d(flat, size)
+    return pooled.reshape(b, h, w, size).permute(0, 3, 1, 2)
+
+
+def embed(
+    layer2: torch.Tensor,
+    layer3: torch.Tensor,
+    embed_dim: int = 1024,
+    neighbourhood: int = 3,
+) -> torch.Tensor:
+    """Patch features ``(B, h, w, embed_dim)`` float32 on layer2's grid ``(h, w)``."""
+    if layer2.ndim != 4 or layer3.ndim != 4 or layer2.shape[0] != layer3.shape[0]:
+        raise ModelError(
+            f"embed: expected two (B, C, H, W) maps with the same B, got {tuple(layer2.shape)} "
+            f"and {tuple(layer3.shape)}"
+        )
+    half2 = embed_dim // 2
+    half3 = embed_dim - half2
+    pad = neighbourhood // 2
+    parts = []
+    for layer, size in ((layer2, half2), (layer3, half3)):
+        x = _pool_channels(layer.float(), size)
+        if neighbourhood > 1:
+            x = F.avg_pool2d(x, neighbourhood, stride=1, padding=pad, count_include_pad=False)
+        parts.append(x)
+    h, w = layer2.shape[-2:]
+    if parts[1].shape[-2:] != (h, w):
+        parts[1] = F.interpolate(parts[1], size=(h, w), mode="bilinear", align_corners=False)
+    out = torch.cat(parts, dim=1)  # (B, E, h, w)
+    return out.permute(0, 2, 3, 1).contiguous()
+
+
+class FeatureExtractor:
+    """Images -> patch features with the backbone and :func:`embed`, batched on ``device``."""
+
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        device: str | torch.device = "auto",
+        batch_size: int = 8,
+        num_workers: int = 0,
+        backbone: Backbone | None = None,
+    ) -> None:
+        if int(batch_size) < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if int(num_workers) < 0:
+            raise ConfigError(f"num_workers must be >= 0, got {num_workers}")
+        self.spec = spec
+        self.device = resolve_device(device)
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        net = backbone if backbone is not None else Backbone(spec.weights, seed=spec.seed)
+        if self.device.type == "cuda":
+            net = net.to(self.device, memory_format=torch.channels_last)
+        else:
+            net = net.to(self.device)
+        self.backbone = net
+        self._amp = autocast_dtype(self.device)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Patch features ``(B, h, w, embed_dim)`` float32 (on the device) of a batch."""
+        x = images.to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            if self._amp is not None:
+                with torch.autocast(device_type="cuda", dtype=self._amp):
+                    layer2, layer3 = self.backbone(x)
+            else:
+                layer2, layer3 = self.backbone(x)
+            return embed(layer2, layer3, self.spec.embed_dim, self.spec.neighbourhood)
+
+    def _loader(self, paths: Sequence[str | os.PathLike]) -> torch.utils.data.DataLoader:
+        dataset = ImageFolderDataset(paths, self.spec.image_size)
+        return torch.utils.data.DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            collate_fn=dataset.collate,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def extract_iter(
+        self, paths: Sequence[str | os.PathLike], desc: str = "features"
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(first image index, float32 (B, h, w, embed_dim))`` batch by batch.
+
+        Every image must give the same grid as the first; otherwise ``DataError``.
+        """
+        paths = list(paths)
+        if not paths:
+            raise DataError(f"{desc}: no images to extract features from")
+        first_size: tuple[int, int] | None = None
+        with tqdm(total=len(paths), desc=desc, unit="img", disable=None) as bar:
+            for images, indices in self._loader(paths):
+                size = (int(images.shape[-2]), int(images.shape[-1]))
+                if first_size is None:
+                    first_size = size
+                elif size != first_size:
+                    raise DataError(
+                        f"image {str(paths[indices[0]])!r} has size {size} (H, W) after resizing "
+                        f"but {str(paths[0])!r} has {first_size}: all images of one category "
+                        "must share one size"
+                    )
+                feats = self.features(images)
+                yield indices[0], feats.cpu().numpy()
+                bar.update(len(indices))
+
+    def extract(self, paths: Sequence[str | os.PathLike], desc: str = "features") -> np.ndarray:
+        """Features of all images, float32 ``(n_images, h, w, embed_dim)``.
+
+        Written into one array allocated once the first batch shows the grid size, so
+        the peak memory stays near the size of the features themselves.
+        """
+        paths = list(paths)
+        out: np.ndarray | None = None
+        for start, feats in self.extract_iter(paths, desc):
+            if out is None:
+                out = np.empty((len(paths), *feats.shape[1:]), dtype=np.float32)
+                logger.debug(
+                    "%s: %d images, grid %dx%d, %.1f MiB of features",
+                    desc,
+                    len(paths),
+                    feats.shape[1],
+                    feats.shape[2],
+                    out.nbytes / 2**20,
+                )
+            out[start : start + len(feats)] = feats
+        assert out is not None  # extract_iter raises on an empty list
+        return out

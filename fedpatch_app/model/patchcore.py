@@ -1,0 +1,308 @@
+"""PatchCore: the pipeline every run kind shares.
+
+Fit = patch features of a category's good images -> greedy k-center coreset = memory bank.
+Predict = nearest-neighbour distance of each test patch to the bank -> anomaly map at the
+image's native resolution (bilinear upsampling, Gaussian smoothing) -> image score = map max.
+
+The centralized baseline, the federated clients and the federated server all call these
+functions, so "federated vs centralized" differs only by the federation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fedpatch_app.errors import ModelError
+from fedpatch_app.model.backbone import resized_size, resolve_device
+from fedpatch_app.model.coreset import greedy_coreset
+from fedpatch_app.model.embedding import FeatureExtractor, FeatureSpec
+from fedpatch_app.model.memory_bank import MemoryBank
+
+log = logging.getLogger(__name__)
+
+#: Gaussian smoothing of the anomaly map: sigma 4 px at the reference's 224 px input.
+REFERENCE_SIGMA = 4.0
+REFERENCE_INPUT = 224
+
+BANK_FORMAT = "fedpatch-bank-v1"
+
+
+def coreset_size(n_patches: int, ratio: float) -> int:
+    """Number of bank entries for `n_patches` training patches at `ratio` (at least 1)."""
+    if n_patches < 1:
+        raise ModelError(f"cannot build a coreset from {n_patches} patches")
+    if not (ratio > 0):
+        raise ModelError(f"coreset ratio must be > 0, got {ratio}")
+    return int(min(n_patches, max(1, round(ratio * n_patches))))
+
+
+@dataclass
+class Bank:
+    """The memory bank of one category, with the feature spec it was built with."""
+
+    features: np.ndarray
+    spec: FeatureSpec
+    category: str
+    radius: float
+    n_patches: int
+
+    def __post_init__(self) -> None:
+        _check_features(self.features, self.spec.embed_dim, f"bank of {self.category}")
+
+    @property
+    def size(self) -> int:
+        return int(self.features.shape[0])
+
+    def save(self, path: str | Path) -> Path:
+        """Write the bank as a numpy .npz (no pickle): features, spec JSON and fingerprint."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format": BANK_FORMAT,
+            "category": self.category,
+            "radius": float(self.radius),
+            "n_patches": int(self.n_patches),
+            # The weights as their identifier: a bank built from a local weights file
+            # stays loadable on machines that keep the file elsewhere.
+            "spec": self.spec.with_weights_id().to_dict(),
+            "fingerprint": self.spec.fingerprint(),
+        }
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(
+            tmp,
+            features=self.features.astype(np.float32, copy=False),
+            meta=np.array(json.dumps(meta)),
+        )
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, expected_spec: FeatureSpec | None = None) -> Bank:
+        """Read a bank written by `save`; refuse one built with other feature settings."""
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"memory bank file not found: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                features = np.asarray(data["features"], dtype=np.float32)
+                meta = json.loads(str(data["meta"]))
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelError(f"{path} is not a fedpatch memory bank: {exc}") from exc
+        if meta.get("format") != BANK_FORMAT:
+            raise ModelError(f"{path}: unknown bank format {meta.get('format')!r}")
+        spec = FeatureSpec.from_dict(meta["spec"])
+        if spec.fingerprint() != meta.get("fingerprint"):
+            raise ModelError(f"{path}: the stored fingerprint does not match its feature spec")
+        if expected_spec is not None and spec.fingerprint() != expected_spec.fingerprint():
+            raise ModelError(
+                f"{path} was built with other feature settings (fingerprint {spec.fingerprint()}, "
+                f"expected {expected_spec.fingerprint()}): {_spec_diff(spec, expected_spec)}"
+            )
+        return cls(
+            features=features,
+            spec=spec,
+            category=str(meta["category"]),
+            radius=float(meta["radius"]),
+            n_patches=int(meta["n_patches"]),
+        )
+
+
+@dataclass
+class Prediction:
+    """Scores of a list of test images: one anomaly map (native size) and one score each."""
+
+    image_scores: np.ndarray
+    maps: list[np.ndarray]
+
+
+def _spec_diff(a: FeatureSpec, b: FeatureSpec) -> str:
+    da, db = a.to_dict(), b.to_dict()
+    diffs = [
+        f"{k}={da.get(k)!r} vs {db.get(k)!r}"
+        for k in sorted(set(da) | set(db))
+        if da.get(k) != db.get(k)
+    ]
+    return ", ".join(diffs) or "no field differs"
+
+
+def _check_features(features: np.ndarray, dim: int, what: str) -> None:
+    if not isinstance(features, np.ndarray) or features.ndim != 2:
+        raise ModelError(
+            f"{what}: expected a 2-D feature array, got {getattr(features, 'shape', type(features))}"
+        )
+    if features.shape[1] != dim:
+        raise ModelError(
+            f"{what}: feature dimension {features.shape[1]} does not match the spec's {dim}"
+        )
+    if features.shape[0] == 0:
+        raise ModelError(f"{what}: no features")
+
+
+def select_coreset(
+    features: np.ndarray,
+    k: int,
+    spec: FeatureSpec,
+    *,
+    initial: np.ndarray | None = None,
+    device: str | torch.device | None = None,
+) -> tuple[np.ndarray, float]:
+    """Greedy k-center selection of `k` rows of `features` with the spec's projection and seed."""
+    result = greedy_coreset(
+        features,
+        k,
+        projection_dim=spec.projection_dim,
+        seed=spec.seed,
+        initial=initial,
+        device=device,
+    )
+    selected = np.ascontiguousarray(features[result.indices], dtype=np.float32)
+    return selected, float(result.radius)
+
+
+def merge_coresets(
+    parts: Sequence[np.ndarray],
+    k: int,
+    spec: FeatureSpec,
+    *,
+    device: str | torch.device | None = None,
+) -> tuple[np.ndarray, float]:
+    """Merge coresets (one per client) into one bank of at most `k` entries: greedy k-center
+    over their union, with the same code as the local selection.
+
+    Merging is associative in practice: a later client's coreset can be merged into an
+    existing bank by passing the bank as one of the parts.
+    """
+    parts = [p for p in parts if p is not None and len(p)]
+    if not parts:
+        raise ModelError("nothing to merge: every coreset is empty")
+    for i, part in enumerate(parts):
+        _check_features(part, spec.embed_dim, f"coreset {i}")
+    union = np.concatenate([np.asarray(p, dtype=np.float32) for p in parts], axis=0)
+    k = min(int(k), union.shape[0])
+    return select_coreset(union, k, spec, device=device)
+
+
+def _gaussian_kernel(sigma: float, device: torch.device) -> torch.Tensor:
+    radius = max(1, int(math.ceil(4.0 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    return kernel / kernel.sum()
+
+
+def smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian smoothing of (B, H, W) maps, reflecting at the borders."""
+    if sigma <= 0:
+        return maps
+    kernel = _gaussian_kernel(sigma, maps.device)
+    pad = kernel.numel() // 2
+    x = maps.unsqueeze(1)
+    # Reflect padding needs pad < size; fall back to replicate for tiny maps.
+    mode = "reflect" if pad < min(x.shape[-2:]) else "replicate"
+    x = F.pad(x, (pad, pad, 0, 0), mode=mode)
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1))
+    x = F.pad(x, (0, 0, pad, pad), mode=mode)
+    x = F.conv2d(x, kernel.view(1, 1, -1, 1))
+    return x.squeeze(1)
+
+
+def input_size(native_size: tuple[int, int], image_size: int) -> tuple[int, int]:
+    """(height, width) of the backbone input for a (width, height) image (the backbone's
+    own resizing rule: shorter side = `image_size`, aspect ratio kept)."""
+    width, height = resized_size(*native_size, image_size)
+    return height, width
+
+
+class PatchCore:
+    """Feature extraction, bank building and scoring for one feature spec on one device."""
+
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        device: str | torch.device = "auto",
+        batch_size: int = 8,
+        num_workers: int = 0,
+    ) -> None:
+        self.spec = spec
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.extractor = FeatureExtractor(
+            spec, self.device, batch_size=batch_size, num_workers=num_workers
+        )
+
+    def features(self, paths: Sequence[str | Path], desc: str = "features") -> np.ndarray:
+        """Patch features (n_images, h, w, D) of the given images."""
+        if not paths:
+            raise ModelError(f"{desc}: no images")
+        return self.extractor.extract(list(paths), desc=desc)
+
+    def fit(
+        self,
+        paths: Sequence[str | Path],
+        category: str,
+        coreset_ratio: float = 0.1,
+        oversample: float = 1.0,
+    ) -> Bank:
+        """Memory bank of `category` from its good training images.
+
+        `oversample` > 1 keeps more than `coreset_ratio` of the patches: federated clients
+        do so, so that the server's merge has something to choose from.
+        """
+        if not paths:
+            raise ModelError(f"category {category}: no training images to fit on")
+        feats = self.features(paths, desc=f"{category}: train features")
+        flat = feats.reshape(-1, feats.shape[-1])
+        n = flat.shape[0]
+        k = coreset_size(n, coreset_ratio * oversample)
+        log.info("%s: %d images, %d patches -> coreset of %d", category, len(paths), n, k)
+        selected, radius = select_coreset(flat, k, self.spec, device=self.device)
+        del feats, flat
+        return Bank(
+            features=selected, spec=self.spec, category=category, radius=radius, n_patches=n
+        )
+
+    def predict(
+        self,
+        bank: Bank,
+        paths: Sequence[str | Path],
+        native_size: tuple[int, int],
+        desc: str = "scoring",
+    ) -> Prediction:
+        """Anomaly maps (float32, native (height, width)) and image scores (map maxima)."""
+        if bank.spec.fingerprint() != self.spec.fingerprint():
+            raise ModelError(
+                f"bank of {bank.category} was built with other feature settings: "
+                f"{_spec_diff(bank.spec, self.spec)}"
+            )
+        if not paths:
+            raise ModelError(f"{desc}: no test images")
+        index = MemoryBank(bank.features, device=self.device)
+        width, height = native_size
+        in_h, in_w = input_size(native_size, self.spec.image_size)
+        sigma = REFERENCE_SIGMA * self.spec.image_size / REFERENCE_INPUT
+        maps: list[np.ndarray] = []
+        scores = np.empty(len(paths), dtype=np.float64)
+        for start, feats in self.extractor.extract_iter(list(paths), desc=desc):
+            b, h, w, d = feats.shape
+            patch = index.patch_scores(feats.reshape(-1, d)).reshape(b, h, w)
+            grid = torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32)).to(self.device)
+            # Patch grid -> backbone input resolution -> smoothing -> native resolution.
+            up = F.interpolate(
+                grid.unsqueeze(1), size=(in_h, in_w), mode="bilinear", align_corners=False
+            )
+            up = smooth(up.squeeze(1), sigma)
+            native = F.interpolate(
+                up.unsqueeze(1), size=(height, width), mode="bilinear", align_corners=False
+            )
+            native = native.squeeze(1).float().cpu().numpy()
+            for i in range(b):
+                maps.append(native[i])
+                scores[start + i] = float(native[i].max())
+        return Prediction(image_scores=scores, maps=maps)

@@ -1,0 +1,131 @@
+"""Patch embedding, feature spec fingerprints and the feature extractor."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from fedpatch_app.errors import ConfigError, DataError, ModelError
+from fedpatch_app.model.backbone import Backbone
+from fedpatch_app.model.embedding import FeatureExtractor, FeatureSpec, embed
+
+
+def test_fingerprint_is_sha256_of_canonical_json() -> None:
+    spec = FeatureSpec(weights="none", image_size=64)
+    text = json.dumps(spec.to_dict(), sort_keys=True, separators=(",", ":"))
+    assert spec.fingerprint() == hashlib.sha256(text.encode()).hexdigest()[:16]
+    assert len(spec.fingerprint()) == 16
+
+
+def test_fingerprint_round_trip_and_sensitivity() -> None:
+    spec = FeatureSpec(weights="imagenet")
+    again = FeatureSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+    assert again == spec and again.fingerprint() == spec.fingerprint()
+    assert FeatureSpec(weights="imagenet-v1").fingerprint() == spec.fingerprint()
+    for change in ({"image_size": 320}, {"embed_dim": 512}, {"seed": 1}, {"projection_dim": None}):
+        assert FeatureSpec(weights="imagenet", **change).fingerprint() != spec.fingerprint()
+
+
+def test_fingerprint_of_a_weights_file_uses_its_hash(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    a.write_bytes(b"same bytes")
+    b.write_bytes(b"same bytes")
+    spec_a, spec_b = FeatureSpec(weights=str(a)), FeatureSpec(weights=str(b))
+    assert spec_a.fingerprint() == spec_b.fingerprint()
+    assert spec_a.with_weights_id().weights.startswith("file:")
+    assert spec_a.with_weights_id().fingerprint() == spec_a.fingerprint()
+
+
+def test_spec_validation() -> None:
+    with pytest.raises(ConfigError, match="backbone"):
+        FeatureSpec(backbone="resnet18")
+    with pytest.raises(ConfigError, match="neighbourhood"):
+        FeatureSpec(neighbourhood=2)
+    with pytest.raises(ConfigError, match="image_size"):
+        FeatureSpec(image_size=8)
+    with pytest.raises(ModelError, match="colour"):
+        FeatureSpec.from_dict({"weights": "none", "colour": "red"})
+
+
+def reference_style_embedding(layer2: torch.Tensor, layer3: torch.Tensor) -> torch.Tensor:
+    """Two-stage pooling as the reference implementation does it: each layer's vector to
+    1024, the concatenation to 1024 (after the 3x3 average and the upsampling)."""
+    l2 = F.avg_pool2d(layer2, 3, stride=1, padding=1, count_include_pad=False)
+    l3 = F.avg_pool2d(layer3, 3, stride=1, padding=1, count_include_pad=False)
+    l3 = F.interpolate(l3, size=l2.shape[-2:], mode="bilinear", align_corners=False)
+    b, _, h, w = l2.shape
+    rows = []
+    for layer in (l2, l3):
+        flat = layer.permute(0, 2, 3, 1).reshape(b * h * w, 1, -1)
+        rows.append(F.adaptive_avg_pool1d(flat, 1024))
+    both = F.adaptive_avg_pool1d(torch.cat(rows, dim=2), 1024)
+    return both.reshape(b, h, w, 1024)
+
+
+def test_embed_matches_reference_two_stage_pooling() -> None:
+    gen = torch.Generator().manual_seed(0)
+    layer2 = torch.randn(2, 512, 6, 5, generator=gen)
+    layer3 = torch.randn(2, 1024, 3, 3, generator=gen)
+    out = embed(layer2, layer3, 1024)
+    assert out.shape == (2, 6, 5, 1024) and out.dtype == torch.float32
+    torch.testing.assert_close(out, reference_style_embedding(layer2, layer3), rtol=1e-5, atol=1e-5)
+
+
+def test_embed_neighbourhood_and_dims() -> None:
+    layer2 = torch.zeros(1, 512, 4, 4)
+    layer2[0, 0, 0, 0] = 9.0
+    layer3 = torch.zeros(1, 1024, 2, 2)
+    out = embed(layer2, layer3, 1024)
+    # the corner window holds 4 existing pixels: their mean; the pixel 2 steps away is untouched
+    assert out[0, 0, 0, 0] == pytest.approx(9.0 / 4)
+    assert out[0, 1, 1, 0] == pytest.approx(9.0 / 9)
+    assert out[0, 2, 2, 0] == 0.0
+    assert embed(layer2, layer3, 300).shape == (1, 4, 4, 300)
+    with pytest.raises(ModelError, match="B, C, H, W"):
+        embed(layer2[0], layer3, 1024)
+
+
+@pytest.fixture(scope="module")
+def extractor() -> FeatureExtractor:
+    spec = FeatureSpec(weights="none", image_size=32)
+    return FeatureExtractor(spec, device="cpu", batch_size=2, backbone=Backbone("none"))
+
+
+def write_images(folder: Path, count: int, size: tuple[int, int] = (40, 32)) -> list[Path]:
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(count):
+        path = folder / f"{i:03d}.png"
+        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_extract_shapes_and_batches(extractor: FeatureExtractor, tmp_path: Path) -> None:
+    paths = write_images(tmp_path, 3)
+    feats = extractor.extract(paths, desc="test")
+    assert feats.shape == (3, 4, 5, 1024) and feats.dtype == np.float32  # 40x32 -> grid 5x4
+    assert np.isfinite(feats).all()
+    one_by_one = FeatureExtractor(extractor.spec, "cpu", batch_size=1, backbone=extractor.backbone)
+    np.testing.assert_allclose(one_by_one.extract(paths[1:]), feats[1:], rtol=1e-4, atol=1e-4)
+
+
+def test_extract_rejects_mixed_sizes_and_empty(extractor: FeatureExtractor, tmp_path: Path) -> None:
+    paths = write_images(tmp_path, 2)
+    odd = tmp_path / "odd_one.png"
+    Image.new("RGB", (60, 32)).save(odd)
+    batches = extractor.extract_iter([*paths, odd])
+    assert next(batches)[0] == 0
+    with pytest.raises(DataError, match="odd_one.png"):
+        next(batches)  # the second batch has another size
+    with pytest.raises(DataError, match="odd_one.png"):
+        extractor.extract([paths[0], odd])  # in the same batch
+    with pytest.raises(DataError, match="no images"):
+        extractor.extract([])

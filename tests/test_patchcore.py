@@ -1,0 +1,135 @@
+"""PatchCore pipeline: bank persistence, coreset merge, fit/predict on tiny synthetic data."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from fedpatch_app.data.autovi import load_category
+from fedpatch_app.errors import ModelError
+from fedpatch_app.model.embedding import FeatureSpec
+from fedpatch_app.model.patchcore import (
+    Bank,
+    PatchCore,
+    coreset_size,
+    input_size,
+    merge_coresets,
+    select_coreset,
+    smooth,
+)
+
+SPEC = FeatureSpec(weights="none", image_size=64, embed_dim=32, seed=0)
+
+
+def _bank(n: int = 20, dim: int = 32, seed: int = 0, spec: FeatureSpec = SPEC) -> Bank:
+    feats = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return Bank(features=feats, spec=spec, category="pipe_clip", radius=1.5, n_patches=200)
+
+
+def test_coreset_size_rounds_and_clamps() -> None:
+    assert coreset_size(1000, 0.1) == 100
+    assert coreset_size(5, 0.01) == 1
+    assert coreset_size(10, 4.0) == 10
+    with pytest.raises(ModelError):
+        coreset_size(0, 0.1)
+    with pytest.raises(ModelError):
+        coreset_size(10, 0.0)
+
+
+def test_bank_round_trip(tmp_path) -> None:
+    bank = _bank()
+    path = bank.save(tmp_path / "banks" / "pipe_clip.npz")
+    loaded = Bank.load(path, expected_spec=SPEC)
+    np.testing.assert_array_equal(loaded.features, bank.features)
+    assert loaded.spec == SPEC
+    assert (loaded.category, loaded.radius, loaded.n_patches) == ("pipe_clip", 1.5, 200)
+    # The file is plain numpy: readable without pickle.
+    with np.load(path, allow_pickle=False) as data:
+        assert set(data.files) == {"features", "meta"}
+
+
+def test_bank_refuses_other_feature_settings(tmp_path) -> None:
+    path = _bank().save(tmp_path / "b.npz")
+    other = dataclasses.replace(SPEC, image_size=128)
+    with pytest.raises(ModelError, match="image_size"):
+        Bank.load(path, expected_spec=other)
+
+
+def test_bank_rejects_bad_files(tmp_path) -> None:
+    with pytest.raises(ModelError, match="not found"):
+        Bank.load(tmp_path / "missing.npz")
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(ModelError, match="junk.npz"):
+        Bank.load(junk)
+    with pytest.raises(ModelError, match="dimension"):
+        Bank(np.zeros((3, 7), np.float32), SPEC, "pipe_clip", 0.0, 3)
+
+
+def test_merge_is_greedy_over_the_union() -> None:
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(50, 32)).astype(np.float32)
+    b = rng.normal(size=(30, 32)).astype(np.float32) + 3.0
+    merged, radius = merge_coresets([a, b], 20, SPEC)
+    direct, direct_radius = select_coreset(np.concatenate([a, b]), 20, SPEC)
+    np.testing.assert_array_equal(merged, direct)
+    assert radius == pytest.approx(direct_radius)
+    # Asking for more than the union holds keeps everything.
+    everything, r0 = merge_coresets([a, b], 500, SPEC)
+    assert everything.shape == (80, 32)
+    assert r0 == pytest.approx(0.0, abs=1e-5)
+    with pytest.raises(ModelError):
+        merge_coresets([], 5, SPEC)
+    with pytest.raises(ModelError, match="dimension"):
+        merge_coresets([np.zeros((4, 8), np.float32)], 2, SPEC)
+
+
+def test_smoothing_keeps_mass_and_shape() -> None:
+    import torch
+
+    maps = torch.zeros(2, 40, 30)
+    maps[0, 20, 15] = 1.0
+    out = smooth(maps, 3.0)
+    assert out.shape == maps.shape
+    assert float(out[0].sum()) == pytest.approx(1.0, rel=1e-4)
+    assert float(out[0, 20, 15]) == pytest.approx(float(out[0].max()))
+    assert float(out[1].abs().max()) == 0.0
+
+
+def test_input_size_keeps_aspect_ratio() -> None:
+    assert input_size((1000, 750), 256) == (256, 341)
+    assert input_size((400, 400), 256) == (256, 256)
+
+
+@pytest.mark.slow
+def test_fit_predict_scores_defects_higher(tiny_root) -> None:
+    category = load_category(tiny_root, "pipe_staple")
+    model = PatchCore(FeatureSpec(weights="none", image_size=96), device="cpu", batch_size=4)
+    bank = model.fit(list(category.train), category.name, coreset_ratio=0.1)
+    assert bank.features.shape[1] == 1024
+    assert bank.size == coreset_size(bank.n_patches, 0.1)
+    pred = model.predict(bank, [s.path for s in category.test], category.size)
+    width, height = category.size
+    assert len(pred.maps) == len(category.test)
+    assert all(m.shape == (height, width) and m.dtype == np.float32 for m in pred.maps)
+    np.testing.assert_allclose(pred.image_scores, [m.max() for m in pred.maps], rtol=1e-6)
+    good = [s for s, x in zip(category.test, pred.image_scores, strict=True) if s.is_good]
+    assert good
+    is_good = np.array([s.is_good for s in category.test])
+    assert pred.image_scores[~is_good].mean() > pred.image_scores[is_good].mean()
+    # Same seed and data give the same bank and the same maps.
+    again = PatchCore(FeatureSpec(weights="none", image_size=96), device="cpu", batch_size=4)
+    bank2 = again.fit(list(category.train), category.name, coreset_ratio=0.1)
+    np.testing.assert_array_equal(bank.features, bank2.features)
+    # A bank from other settings is refused by predict.
+    other = PatchCore(FeatureSpec(weights="none", image_size=64), device="cpu")
+    with pytest.raises(ModelError, match="other feature settings"):
+        other.predict(bank, [category.test[0].path], category.size)
+
+
+def test_fit_without_images_is_an_error() -> None:
+    model = PatchCore(FeatureSpec(weights="none", image_size=64), device="cpu")
+    with pytest.raises(ModelError, match="no training images"):
+        model.fit([], "pipe_clip")
