@@ -1,0 +1,248 @@
+"""Which data a federated run uses, and which share of it a client holds.
+
+The server decides the dataset once (`resolve_dataset`): real AutoVI at `data-root`,
+or the built-in synthetic data, generated once and deterministically into a cache
+folder under `out-dir` (`ensure_synthetic`: a file lock and a completion marker make
+it safe when several processes ask at the same time, as simulated clients may).
+
+A client's share (`client_share`) comes either from the run's partition scheme and its
+`partition-id`/`num-partitions` (simulation, or deployments that split one copy of the
+data), or from an explicit `data-root` (+ optional `categories`) in its node config: then
+it holds every train and test image of those categories.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedpatch_app.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+SYNTHETIC_MARKER = ".fedpatch-synthetic.json"
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` (created if needed) across processes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - non-POSIX
+            fcntl = None  # type: ignore[assignment]
+        if fcntl is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def synthetic_root(out_dir: Path, scale: str, seed: int) -> Path:
+    """Cache folder of the synthetic data for one scale and seed."""
+    return Path(out_dir) / ".synthetic" / f"{scale}-seed{seed}"
+
+
+def ensure_synthetic(
+    root: Path, scale: str, seed: int, categories: Sequence[str] | None = None
+) -> Path:
+    """Generate synthetic AutoVI-format data into `root` once; later calls only check the
+    marker. Safe under concurrent calls (file lock), and deterministic (same seed, same
+    files), so every client that generates it itself gets identical data."""
+    from fedpatch_app.data.autovi import CATEGORIES
+    from fedpatch_app.data.synthetic import generate
+
+    root = Path(root)
+    wanted = list(categories or CATEGORIES)
+    marker = root / SYNTHETIC_MARKER
+    with file_lock(root.parent / f".{root.name}.lock"):
+        have: list[str] = []
+        if marker.is_file():
+            try:
+                info = json.loads(marker.read_text(encoding="utf-8"))
+                if info.get("scale") == scale and int(info.get("seed", -1)) == int(seed):
+                    have = list(info.get("categories", []))
+            except (OSError, ValueError, TypeError):
+                have = []
+        missing = [c for c in wanted if c not in have]
+        if missing:
+            log.info(
+                "generating synthetic data (%s, seed %d) for %s into %s",
+                scale,
+                seed,
+                ", ".join(missing),
+                root,
+            )
+            generate(root, scale=scale, seed=seed, categories=missing)
+            done = sorted(set(have) | set(missing), key=list(CATEGORIES).index)
+            tmp = marker.with_suffix(".tmp")
+            tmp.write_text(
+                json.dumps({"scale": scale, "seed": int(seed), "categories": done}),
+                encoding="utf-8",
+            )
+            os.replace(tmp, marker)
+    return root
+
+
+@dataclass
+class DatasetChoice:
+    """The server's decision: which dataset, where, and what the user must be told."""
+
+    dataset: str  # "autovi" or "synthetic"
+    data_root: Path
+    categories: tuple[str, ...]
+    warnings: list[str] = field(default_factory=list)
+
+
+def resolve_dataset(settings: Any) -> DatasetChoice:
+    """Pick the dataset of a run from `dataset`, `data-root` and `categories`.
+
+    "autovi": the data must be at data-root on the clients; if it is visible here too,
+    its categories are checked. "synthetic": generated under out-dir. "auto": AutoVI if
+    data-root holds any AutoVI category, else synthetic with a warning.
+    """
+    from fedpatch_app.data.autovi import CATEGORIES, available_categories
+
+    requested = tuple(settings.categories or CATEGORIES)
+    root = Path(settings.data_root)
+    found: list[str] = []
+    if root.is_dir():
+        try:
+            found = available_categories(root)
+        except DataError:
+            found = []
+    if settings.dataset == "autovi":
+        if found:
+            missing = [c for c in requested if c not in found]
+            if missing and settings.categories:
+                raise ConfigError(
+                    f"run config 'categories': {', '.join(missing)} not found under "
+                    f"data-root {root}"
+                )
+            cats = tuple(c for c in requested if c in found)
+        else:
+            log.info(
+                "AutoVI is not visible to the server at %s: the clients must hold it "
+                "(node config data-root, or the same path)",
+                root,
+            )
+            cats = requested
+        return DatasetChoice("autovi", root.resolve() if root.exists() else root, cats)
+    warnings: list[str] = []
+    if settings.dataset == "auto":
+        if found:
+            cats = tuple(c for c in requested if c in found)
+            if not cats:
+                raise ConfigError(
+                    f"run config 'categories': none of {', '.join(requested)} is under data-root {root}"
+                )
+            return DatasetChoice("autovi", root.resolve(), cats)
+        message = (
+            f"AutoVI was not found at data-root {root}: this run uses the built-in SYNTHETIC "
+            f"data ({settings.synthetic_scale}, seed {settings.seed}); its metrics say "
+            "nothing about AutoVI"
+        )
+        log.warning(message)
+        warnings.append(message)
+    syn = synthetic_root(Path(settings.out_dir), settings.synthetic_scale, settings.seed)
+    ensure_synthetic(syn, settings.synthetic_scale, settings.seed, requested)
+    return DatasetChoice("synthetic", syn.resolve(), requested, warnings)
+
+
+@dataclass
+class ClientShare:
+    """The images one client holds: per category, train and test paths relative to the
+    category folder, and the category folders."""
+
+    partition_id: int
+    data_root: Path
+    train: dict[str, list[str]]
+    test: dict[str, list[str]]
+
+    @property
+    def categories(self) -> list[str]:
+        return sorted(set(self.train) | set(self.test))
+
+
+def _node_value(node_config: Mapping[str, Any], key: str) -> Any:
+    value = node_config.get(key)
+    return value.strip() if isinstance(value, str) else value
+
+
+def client_share(plan: Any, node_config: Mapping[str, Any]) -> ClientShare:
+    """This client's images, from its node config and the run plan (see module doc)."""
+    from fedpatch_app.config import parse_categories
+    from fedpatch_app.data.autovi import CATEGORIES, available_categories, load_category
+
+    node_root = _node_value(node_config, "data-root")
+    root = Path(node_root) if node_root else Path(plan.data_root)
+    plan_cats = tuple(plan.categories or CATEGORIES)
+    if plan.dataset == "synthetic" and not (root / SYNTHETIC_MARKER).is_file():
+        # Another machine than the server's: make the same data locally.
+        ensure_synthetic(root, plan.synthetic_scale, plan.seed, plan_cats)
+    if not root.is_dir():
+        raise DataError(f"data-root {root} does not exist on this client")
+
+    if node_root and "partition-id" not in node_config:
+        cats = parse_categories("categories", node_config.get("categories")) or tuple(
+            c for c in available_categories(root) if c in plan_cats
+        )
+        cats = tuple(c for c in cats if c in plan_cats)
+        if not cats:
+            raise DataError(f"no AutoVI category of this run found under data-root {root}")
+        train: dict[str, list[str]] = {}
+        test: dict[str, list[str]] = {}
+        for cat in cats:
+            category = load_category(root, cat)
+            train[cat] = list(category.train_rel)
+            test[cat] = list(category.test_rel)
+        pid = node_config.get("partition-id", -1)
+        return ClientShare(int(pid) if isinstance(pid, int) else -1, root, train, test)
+
+    try:
+        pid = int(node_config["partition-id"])
+        num = int(node_config.get("num-partitions", plan.num_clients))
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(
+            "node config: set 'partition-id' and 'num-partitions', or 'data-root' "
+            "(and optionally 'categories') for a client that holds whole categories"
+        ) from None
+    if not 0 <= pid < num:
+        raise ConfigError(f"node config 'partition-id' {pid} is outside 0..{num - 1}")
+    if num != plan.num_clients:
+        log.warning(
+            "num-partitions %d (node config) differs from num-clients %d (run config): "
+            "partitioning into %d",
+            num,
+            plan.num_clients,
+            num,
+        )
+    from fedpatch_app.data.partition import make_partition
+
+    cats = [c for c in available_categories(root) if c in plan_cats]
+    if not cats:
+        raise DataError(f"no AutoVI category of this run found under data-root {root}")
+    partition = make_partition(
+        root,
+        scheme=plan.partition,
+        num_clients=num,
+        alpha=plan.dirichlet_alpha,
+        seed=plan.seed,
+        categories=cats,
+    )
+    share = partition.clients[pid]
+    return ClientShare(
+        pid,
+        root,
+        {c: list(v) for c, v in share.train.items() if v},
+        {c: list(v) for c, v in share.test.items() if v},
+    )

@@ -1,0 +1,401 @@
+"""The federated run driven in-process: the real ServerApp and ClientApp code, no Ray.
+
+`InProcessGrid` hands every message to the real `client_app.app` with a fresh Context,
+so these tests exercise the strategy, the message checks, the client handlers and the
+results the server writes, on tiny synthetic data (random weights, 64 px input).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from flwr.app import Array, ConfigRecord, Context, Message, MessageType, RecordDict
+
+import client_app
+import server_app
+from fedpatch_app.config import RunSettings
+from fedpatch_app.errors import FedpatchError
+from fedpatch_app.federated import messages as M
+from fedpatch_app.federated.data import ensure_synthetic, resolve_dataset
+from fedpatch_app.federated.inprocess import InProcessGrid
+from fedpatch_app.federated.server import choose_weights, run_server
+from fedpatch_app.federated.strategy import FederationError
+
+CATS = ("pipe_clip", "pipe_staple")
+BASE = {
+    "weights": "none",
+    "image-size": 64,
+    "device": "cpu",
+    "categories": ",".join(CATS),
+    "synthetic-scale": "tiny",
+    "wait-timeout": 0,
+}
+
+
+def server_context(run_config: dict[str, Any], run_id: int = 7) -> Context:
+    return Context(
+        run_id=run_id, node_id=1, node_config={}, state=RecordDict(), run_config=run_config
+    )
+
+
+def partition_nodes(n: int) -> list[dict[str, Any]]:
+    return [{"partition-id": i, "num-partitions": n} for i in range(n)]
+
+
+# --------------------------------------------------------------------------- the normal run
+
+
+@pytest.fixture(scope="module")
+def normal_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Five clients, category partition, AutoVI absent -> built-in synthetic data."""
+    out = tmp_path_factory.mktemp("fed_normal")
+    run_config = {
+        **BASE,
+        "dataset": "auto",
+        "data-root": str(out / "no-autovi-here"),
+        "out-dir": str(out),
+        "run-name": "normal",
+        "partition": "category",
+        "num-clients": 5,
+        "min-clients": 5,
+        "write-maps": True,
+    }
+    grid = InProcessGrid(client_app.app, partition_nodes(5), run_config)
+    outcome = run_server(grid, server_context(run_config))
+    return {"outcome": outcome, "grid": grid, "run_config": run_config}
+
+
+@pytest.mark.slow
+def test_normal_run_writes_everything(normal_run: dict[str, Any]) -> None:
+    from fedpatch_app.evaluation.results import load_results
+    from fedpatch_app.model.embedding import FeatureSpec
+    from fedpatch_app.model.patchcore import Bank, coreset_size
+
+    outcome = normal_run["outcome"]
+    run_dir: Path = outcome.run_dir
+    assert run_dir == (Path(normal_run["run_config"]["out-dir"]) / "normal").resolve()
+    results = load_results(run_dir / "results.json")
+    assert results["run"]["kind"] == "federated"
+    assert results["dataset"] == "synthetic"
+    assert any("SYNTHETIC" in w for w in results["warnings"])
+    assert sorted(results["categories"]) == sorted(CATS)
+    for name in ("report.md", "curves.npz"):
+        assert (run_dir / name).is_file()
+    fed = results["federated"]
+    assert fed["partition"]["scheme"] == "category"
+    assert fed["dropped"] == []
+    assert [c["status"] for c in fed["clients"]] == ["evaluated"] * 5
+    assert sorted(c["partition_id"] for c in fed["clients"]) == [0, 1, 2, 3, 4]
+    for key in ("train_up_total", "evaluate_down_uploaded", "query_up_total"):
+        assert fed["bytes"][key] > 0
+    # The banks are broadcast: uploaded once, received by every node.
+    assert fed["bytes"]["evaluate_down_total"] == 5 * fed["bytes"]["evaluate_down_uploaded"]
+    for phase in ("train", "merge", "evaluate", "query"):
+        assert fed["seconds"][phase] >= 0
+    spec = FeatureSpec.from_dict(results["run"]["config"]["feature_spec"])
+    for cat in CATS:
+        block = results["categories"][cat]
+        info = fed["banks"][cat]
+        # Global size = coreset-ratio x all clients' patches (the centralized size).
+        assert info["size"] == coreset_size(info["total_patches"], 0.1)
+        assert info["union_rows"] > info["size"]
+        assert len(info["clients"]) >= 2  # the owning line and the mixed-QC client
+        bank = Bank.load(run_dir / "banks" / f"{cat}.npz", expected_spec=spec)
+        assert bank.size == info["size"] == block["bank_size"]
+        assert bank.radius == pytest.approx(info["covering_radius"])
+        # Every test image of the category was scored by exactly one client.
+        held = sum(c["test_images"].get(cat, 0) for c in fed["clients"])
+        assert held == block["counts"]["test_good"] + block["counts"]["test_defective"]
+        rows = (run_dir / "scores" / f"{cat}.csv").read_text().strip().splitlines()
+        assert len(rows) == held + 1
+        assert block["counts"]["train"] == sum(
+            c["train_images"].get(cat, 0) for c in fed["clients"]
+        )
+        assert 0.0 <= block["auc_spro"]["0.3"] <= 1.0
+
+
+@pytest.mark.slow
+def test_pooled_metrics_equal_centralized_on_the_same_maps(normal_run: dict[str, Any]) -> None:
+    """The server only ever saw statistics; the clients wrote their 16-bit maps. The
+    centralized evaluation of those maps must give exactly the same numbers."""
+    from fedpatch_app.data.autovi import load_category
+    from fedpatch_app.evaluation.evaluate import evaluate_category
+    from fedpatch_app.evaluation.export import read_category_maps
+
+    outcome = normal_run["outcome"]
+    results = outcome.results
+    root = Path(results["run"]["config"]["data_root_used"])
+    for cat in CATS:
+        category = load_category(root, cat)
+        maps, scaling = read_category_maps(outcome.run_dir / "maps", category, dtype=np.uint16)
+        block, curves = evaluate_category(category, maps)
+        fed = results["categories"][cat]
+        assert fed["auc_spro"] == block["auc_spro"]
+        assert fed["auc_spro_per_defect"] == block["auc_spro_per_defect"]
+        assert fed["image_auroc"] == block["image_auroc"]
+        assert fed["counts"] == block["counts"]
+        assert fed["map_scaling"] == scaling.to_dict()
+
+
+@pytest.mark.slow
+def test_messages_carry_no_maps_and_match_their_phase(normal_run: dict[str, Any]) -> None:
+    grid: InProcessGrid = normal_run["grid"]
+    kinds = [msg.metadata.message_type for msg, _ in grid.history]
+    assert kinds == [MessageType.TRAIN] * 5 + [MessageType.EVALUATE] * 5 + [MessageType.QUERY] * 5
+    # The banks go out as ONE RecordDict shared by all evaluate messages.
+    evaluate = [msg for msg, _ in grid.history if msg.metadata.message_type == MessageType.EVALUATE]
+    assert len({id(m.content) for m in evaluate}) == 1
+    for msg, reply in grid.history:
+        assert reply.metadata.reply_to_message_id == msg.metadata.message_id
+        assert not reply.has_error()
+        for record in reply.content.array_records.values():
+            for arr in record.values():
+                # no (H, W) map or (H, W, 3) image in any reply
+                assert len(arr.shape) <= 2
+                if len(arr.shape) == 2:
+                    assert arr.shape[1] == 1024
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def _tamper(node_id: int, msg: Message, reply: Message) -> Message:
+    """Nodes 1002-1004 send bad coresets (after computing real ones)."""
+    if msg.metadata.message_type != MessageType.TRAIN or reply.has_error():
+        return reply
+    coresets = reply.content.array_records.get(M.CORESETS)
+    if not coresets:
+        return reply
+    cat = next(iter(coresets.keys()))
+    good = coresets[cat].numpy()
+    if node_id == 1002:
+        bad = good.copy()
+        bad[0, 0] = np.nan
+    elif node_id == 1003:
+        bad = good[:, :100].copy()
+    elif node_id == 1004:
+        bad = np.concatenate([good] * 20)
+    else:
+        return reply
+    coresets[cat] = Array(bad)
+    return reply
+
+
+@pytest.mark.slow
+def test_bad_clients_are_dropped_and_the_run_completes(tiny_root: Path, tmp_path: Path) -> None:
+    run_config = {
+        **BASE,
+        "dataset": "autovi",
+        "data-root": str(tiny_root),
+        "out-dir": str(tmp_path),
+        "run-name": "failures",
+        "partition": "iid",
+        "num-clients": 8,
+        "min-clients": 3,
+    }
+    nodes = partition_nodes(8)
+    nodes[0]["data-root"] = str(tmp_path / "missing")  # node 1001 raises in its ClientApp
+    grid = InProcessGrid(client_app.app, nodes, run_config, tamper=_tamper, offline=[1005])
+    outcome = run_server(grid, server_context(run_config))
+    results = json.loads((outcome.run_dir / "results.json").read_text())
+    dropped = {d["node_id"]: d for d in results["federated"]["dropped"]}
+    assert sorted(dropped) == [1001, 1002, 1003, 1004, 1005]
+    assert "error 2" in dropped[1001]["reason"] and "does not exist" in dropped[1001]["reason"]
+    assert "NaN" in dropped[1002]["reason"]
+    assert "dimension 100" in dropped[1003]["reason"]
+    assert "exceeds the allowed" in dropped[1004]["reason"]
+    # The SuperLink's "node unavailable" error comes from node 1: mapped back to 1005.
+    assert "error 5" in dropped[1005]["reason"]
+    assert all(d["phase"] == "train" for d in dropped.values())
+    # named by partition too (an error reply carries it in its text)
+    assert dropped[1001]["partition_id"] == 0 and dropped[1002]["partition_id"] == 1
+    for node_id in dropped:
+        assert any(f"node {node_id}" in w for w in results["warnings"])
+    kept = [c for c in results["federated"]["clients"] if c["status"] == "evaluated"]
+    assert sorted(c["node_id"] for c in kept) == [1006, 1007, 1008]
+    assert sorted(results["categories"]) == sorted(CATS)
+    # Only the kept clients' test images are pooled.
+    for cat in CATS:
+        counts = results["categories"][cat]["counts"]
+        held = sum(c["test_images"].get(cat, 0) for c in kept)
+        assert counts["test_good"] + counts["test_defective"] == held
+
+
+def test_fewer_clients_than_min_clients_is_a_clear_error(tiny_root: Path, tmp_path: Path) -> None:
+    run_config = {
+        **BASE,
+        "dataset": "autovi",
+        "data-root": str(tiny_root),
+        "out-dir": str(tmp_path),
+        "run-name": "few",
+        "num-clients": 5,
+        "min-clients": 3,
+    }
+    grid = InProcessGrid(client_app.app, partition_nodes(2), run_config)
+    with pytest.raises(FederationError, match=r"only 2 client\(s\) connected .* min-clients is 3"):
+        server_app.app(grid, server_context(run_config))
+    assert grid.history == []  # nothing was sent
+
+
+def test_too_many_failures_is_a_clear_error(tiny_root: Path, tmp_path: Path) -> None:
+    run_config = {
+        **BASE,
+        "dataset": "autovi",
+        "data-root": str(tiny_root),
+        "out-dir": str(tmp_path),
+        "run-name": "lost",
+        "partition": "iid",
+        "num-clients": 2,
+        "min-clients": 2,
+    }
+    nodes = partition_nodes(2)
+    nodes[0]["data-root"] = str(tmp_path / "missing")
+    grid = InProcessGrid(client_app.app, nodes, run_config, offline=[1002])
+    with pytest.raises(FederationError) as info:
+        run_server(grid, server_context(run_config))
+    text = str(info.value)
+    assert "train: only 0 client(s) remain, min-clients is 2" in text
+    assert "node 1001 (partition 0)" in text and "does not exist" in text
+    assert "node 1002 (partition None)" in text and "node unavailable" in text
+
+
+def test_replies_to_unknown_messages_are_ignored(tiny_root: Path, tmp_path: Path) -> None:
+    """A reply whose reply_to id matches nothing sent is not attributed to any node."""
+    from fedpatch_app.federated.server import make_plan
+    from fedpatch_app.federated.strategy import PatchCoreStrategy
+    from fedpatch_app.model.embedding import FeatureSpec
+
+    settings = RunSettings.from_run_config(
+        {**BASE, "data-root": str(tiny_root), "dataset": "autovi"}
+    )
+    spec = FeatureSpec(weights="none", image_size=64)
+    plan = make_plan(settings, resolve_dataset(settings), spec, "k", tmp_path)
+    strategy = PatchCoreStrategy(plan, spec, min_clients=1)
+    grid = InProcessGrid(client_app.app, [{}], {})
+    sent = list(strategy.configure_train(1, None, ConfigRecord(), grid))
+    grid.push_messages(sent)
+    stray = Message(
+        M.encode_train_reply({}, {}, fingerprint=plan.fingerprint, partition_id=0), reply_to=sent[0]
+    )
+    stray.metadata.__dict__["_reply_to_message_id"] = "unknown"
+    with pytest.raises(FederationError, match="no reply within the timeout"):
+        strategy.aggregate_train(1, [stray])
+
+
+# --------------------------------------------------------------------------- data and weights
+
+
+def test_auto_dataset_falls_back_to_synthetic(tmp_path: Path) -> None:
+    settings = RunSettings.from_run_config(
+        {
+            **BASE,
+            "dataset": "auto",
+            "data-root": str(tmp_path / "none"),
+            "out-dir": str(tmp_path),
+            "categories": "pipe_staple",
+        }
+    )
+    choice = resolve_dataset(settings)
+    assert choice.dataset == "synthetic"
+    assert choice.categories == ("pipe_staple",)
+    assert (choice.data_root / "pipe_staple" / "train" / "good").is_dir()
+    assert "SYNTHETIC" in choice.warnings[0]
+    # Real AutoVI is never replaced: "autovi" keeps the path even when it is not here.
+    settings = RunSettings.from_run_config(
+        {**BASE, "dataset": "autovi", "data-root": str(tmp_path / "none")}
+    )
+    assert resolve_dataset(settings).dataset == "autovi"
+
+
+def test_auto_dataset_uses_autovi_when_present(tiny_root: Path) -> None:
+    settings = RunSettings.from_run_config({**BASE, "dataset": "auto", "data-root": str(tiny_root)})
+    choice = resolve_dataset(settings)
+    assert choice.dataset == "autovi" and choice.warnings == []
+    assert choice.categories == CATS
+
+
+def test_synthetic_generation_happens_once_under_concurrency(tmp_path: Path, monkeypatch) -> None:
+    import fedpatch_app.data.synthetic as synthetic
+
+    calls: list[int] = []
+
+    def slow_generate(root, scale, seed, categories):
+        calls.append(1)
+        time.sleep(0.3)
+        Path(root).mkdir(parents=True, exist_ok=True)
+        return {}
+
+    monkeypatch.setattr(synthetic, "generate", slow_generate)
+    root = tmp_path / "syn"
+    threads = [
+        threading.Thread(target=ensure_synthetic, args=(root, "tiny", 0, ["pipe_clip"]))
+        for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    ensure_synthetic(root, "tiny", 0, ["pipe_clip", "tank_screw"])  # only the new category
+    assert len(calls) == 2
+    ensure_synthetic(root, "tiny", 1, ["pipe_clip"])  # another seed: regenerated
+    assert len(calls) == 3
+
+
+def test_imagenet_fallback_only_for_synthetic(tmp_path: Path, monkeypatch) -> None:
+    import fedpatch_app.model.backbone as backbone
+    from fedpatch_app.federated.data import DatasetChoice
+
+    monkeypatch.setattr(backbone, "imagenet_cache_path", lambda: tmp_path / "absent.pth")
+    settings = RunSettings.from_run_config({"weights": "imagenet"})
+    weights, warnings = choose_weights(settings, DatasetChoice("synthetic", tmp_path, CATS))
+    assert weights == "none" and "RANDOM" in warnings[0]
+    weights, warnings = choose_weights(settings, DatasetChoice("autovi", tmp_path, CATS))
+    assert weights == "imagenet" and warnings == []
+
+
+def test_client_rejects_a_forged_plan(tiny_root: Path, tmp_path: Path) -> None:
+    """The client checks the server's spec against its fingerprint before any work."""
+    from fedpatch_app.federated.inprocess import set_task_identity
+    from fedpatch_app.federated.server import make_plan
+    from fedpatch_app.model.embedding import FeatureSpec
+
+    set_task_identity()
+    settings = RunSettings.from_run_config(
+        {**BASE, "data-root": str(tiny_root), "dataset": "autovi"}
+    )
+    spec = FeatureSpec(weights="none", image_size=64)
+    plan = make_plan(settings, resolve_dataset(settings), spec, "k", tmp_path)
+    record = plan.to_config()
+    record["fingerprint"] = "0123456789abcdef"
+    msg = Message(RecordDict({M.CONFIG: record}), 1001, MessageType.TRAIN)
+    context = Context(
+        run_id=1,
+        node_id=1001,
+        node_config={"partition-id": 0, "num-partitions": 5},
+        state=RecordDict(),
+        run_config={},
+    )
+    with pytest.raises(FedpatchError, match="fingerprint"):
+        client_app.app(msg, context)
+
+
+def test_run_inprocess_waits_for_its_clients(tiny_root: Path, tmp_path: Path) -> None:
+    from fedpatch_app.federated.inprocess import run_inprocess
+
+    run_config = {
+        **BASE,
+        "dataset": "autovi",
+        "data-root": str(tiny_root),
+        "out-dir": str(tmp_path),
+        "num-clients": 1,
+        "min-clients": 1,
+    }
+    with pytest.raises(FederationError, match=r"only 0 client\(s\) connected"):
+        run_inprocess(run_config, node_configs=[])
