@@ -101,8 +101,9 @@ def _add_experiment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", required=True)
     p.add_argument("--data-root", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--weights", default=None)
-    p.add_argument("--device", default=None)
+    p.add_argument("--weights", default=None, help="override the preset's weights")
+    p.add_argument("--device", default=None, help="override the preset's device")
+    p.add_argument("--image-size", type=int, default=None, help="override the preset's image size")
     p.set_defaults(func=_handler("fedpatch_app.experiment:run_cli"))
 
 

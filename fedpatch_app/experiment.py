@@ -1,0 +1,381 @@
+"""`fedpatch experiment`: the runs of a preset on the same data and settings, one report.
+
+Preset `stage1` (conf/experiments/stage1.yaml): centralized; federated IID (5 clients);
+federated non-IID (category partition, 5 clients); local-only (each client's own bank on
+its own test split); and the `local-oversample` ablation of the non-IID federation.
+The federated runs go through Flower (`flwr run` simulation with five SuperNodes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fedpatch_app.centralized import run_centralized
+from fedpatch_app.data.autovi import available_categories
+from fedpatch_app.data.partition import make_partition
+from fedpatch_app.errors import ConfigError, DataError
+from fedpatch_app.evaluation.report import write_report
+from fedpatch_app.evaluation.results import load_results
+from fedpatch_app.local_only import run_local_only
+
+log = logging.getLogger(__name__)
+
+PRESET_DIR = Path(__file__).resolve().parents[1] / "conf" / "experiments"
+SETTING_KEYS = {
+    "weights": str,
+    "device": str,
+    "image_size": int,
+    "coreset_ratio": float,
+    "local_oversample": float,
+    "num_clients": int,
+    "seed": int,
+    "batch_size": int,
+}
+RUN_KINDS = ("centralized", "federated", "local-only")
+
+
+def load_preset(name_or_path: str) -> dict[str, Any]:
+    """A preset by name (conf/experiments/<name>.yaml) or path, validated."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PRESET_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PRESET_DIR.glob("*.yaml")) if PRESET_DIR.is_dir() else []
+        raise ConfigError(f"experiment preset {name_or_path!r} not found ({path}); known: {known}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
+        raise ConfigError(f"{path}: a preset needs a 'runs' list")
+    settings = data.get("settings") or {}
+    for key, value in settings.items():
+        if key not in SETTING_KEYS:
+            raise ConfigError(f"{path}: unknown setting {key!r} (known: {sorted(SETTING_KEYS)})")
+        try:
+            settings[key] = SETTING_KEYS[key](value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{path}: setting {key!r}: {exc}") from exc
+    names = set()
+    for i, run in enumerate(data["runs"]):
+        if not isinstance(run, dict) or run.get("kind") not in RUN_KINDS:
+            raise ConfigError(f"{path}: runs[{i}] needs a kind among {RUN_KINDS}")
+        run.setdefault("name", run["kind"])
+        if run["name"] in names:
+            raise ConfigError(f"{path}: two runs are named {run['name']!r}")
+        names.add(run["name"])
+        if run["kind"] != "centralized" and run.get("partition") not in (
+            "iid",
+            "category",
+            "dirichlet",
+        ):
+            raise ConfigError(f"{path}: runs[{i}] ({run['name']}) needs a partition")
+    ablation = data.get("ablation")
+    if ablation is not None:
+        values = ablation.get("local_oversample")
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{path}: ablation.local_oversample must be a non-empty list")
+        ablation["local_oversample"] = [float(v) for v in values]
+    data["settings"] = settings
+    data["path"] = str(path)
+    return data
+
+
+def federated_run_config(
+    settings: dict, data_root: Path, out: Path, name: str, partition: str, **extra
+) -> dict:
+    """The Flower run config of one federated run of the experiment."""
+    config = {
+        "dataset": "autovi",
+        "data-root": str(data_root),
+        "partition": partition,
+        "num-clients": settings["num_clients"],
+        "min-clients": settings["num_clients"],
+        "weights": settings["weights"],
+        "coreset-ratio": settings["coreset_ratio"],
+        "local-oversample": settings["local_oversample"],
+        "image-size": settings["image_size"],
+        "seed": settings["seed"],
+        "device": settings["device"],
+        "batch-size": settings["batch_size"],
+        "out-dir": str(out),
+        "run-name": name,
+    }
+    config.update(extra)
+    return config
+
+
+def run_experiment(
+    preset_name: str,
+    data_root: Path,
+    out: Path,
+    *,
+    weights: str | None = None,
+    device: str | None = None,
+    image_size: int | None = None,
+) -> Path:
+    """Run every run of the preset into `out/<run name>/`, then the comparison report."""
+    from fedpatch_app.federated.simulation import run_simulation
+
+    preset = load_preset(preset_name)
+    settings = {
+        "weights": "imagenet",
+        "device": "auto",
+        "image_size": 256,
+        "coreset_ratio": 0.1,
+        "local_oversample": 2.0,
+        "num_clients": 5,
+        "seed": 0,
+        "batch_size": 8,
+        **preset["settings"],
+    }
+    if weights is not None:
+        settings["weights"] = weights
+    if device is not None:
+        settings["device"] = device
+    if image_size is not None:
+        settings["image_size"] = int(image_size)
+    data_root, out = Path(data_root).resolve(), Path(out).resolve()
+    categories = available_categories(data_root) if data_root.is_dir() else []
+    if not categories:
+        raise DataError(
+            f"no AutoVI category under {data_root}: download AutoVI (fedpatch download-autovi) "
+            "or make synthetic data (fedpatch synth --scale small)"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    flwr_home = out / ".flwr"
+    run_dirs: list[Path] = []
+    ablation_dirs: dict[float, Path] = {}
+    timings: dict[str, float] = {}
+
+    def federated(name: str, partition: str, **extra) -> Path:
+        config = federated_run_config(settings, data_root, out, name, partition, **extra)
+        sim = run_simulation(
+            config, flwr_home=flwr_home, num_supernodes=settings["num_clients"],
+            log_file=out / name / "flwr-run.log",
+        )  # fmt: skip
+        timings[name] = sim.seconds
+        return out / name
+
+    for run in preset["runs"]:
+        name, kind = run["name"], run["kind"]
+        log.info("experiment %s: run %s (%s)", preset_name, name, kind)
+        t0 = time.perf_counter()
+        if kind == "centralized":
+            run_centralized(
+                data_root, out / name, weights=settings["weights"],
+                coreset_ratio=settings["coreset_ratio"], image_size=settings["image_size"],
+                seed=settings["seed"], device=settings["device"],
+                batch_size=settings["batch_size"], name=name,
+            )  # fmt: skip
+            timings[name] = time.perf_counter() - t0
+        elif kind == "local-only":
+            partition = make_partition(
+                data_root,
+                run["partition"],
+                num_clients=settings["num_clients"],
+                seed=settings["seed"],
+            )
+            run_local_only(
+                data_root, out / name, partition, weights=settings["weights"],
+                coreset_ratio=settings["coreset_ratio"], image_size=settings["image_size"],
+                seed=settings["seed"], device=settings["device"],
+                batch_size=settings["batch_size"], name=name,
+            )  # fmt: skip
+            timings[name] = time.perf_counter() - t0
+        else:
+            federated(name, run["partition"])
+            if run["partition"] == (preset.get("ablation") or {}).get("partition"):
+                ablation_dirs[settings["local_oversample"]] = out / name
+        run_dirs.append(out / name)
+
+    ablation = preset.get("ablation")
+    if ablation:
+        for value in ablation["local_oversample"]:
+            if value in ablation_dirs:
+                continue
+            name = f"federated-{ablation['partition']}-oversample-{value:g}"
+            ablation_dirs[value] = federated(
+                name, ablation["partition"], **{"local-oversample": value}
+            )
+
+    report_dir = out / "report"
+    write_report(run_dirs, report_dir, data_root=data_root)
+    summary = write_summary(out, preset, settings, data_root, run_dirs, ablation_dirs, timings)
+    log.info("experiment report: %s and %s", report_dir / "report.md", summary)
+    return summary
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _gap(value: Any, ref: Any) -> str:
+    if value is None or ref is None:
+        return "-"
+    return f"{value - ref:+.4f}"
+
+
+def write_summary(
+    out: Path,
+    preset: dict,
+    settings: dict,
+    data_root: Path,
+    run_dirs: list[Path],
+    ablation_dirs: dict[float, Path],
+    timings: dict[str, float],
+) -> Path:
+    """experiment.md: the comparison the study asks for, from the runs' results.json."""
+    runs = [(d.name, load_results(d / "results.json")) for d in run_dirs]
+    central = next((r for n, r in runs if r["run"]["kind"] == "centralized"), None)
+    cats = sorted({c for _, r in runs for c in r["categories"]})
+    lines = [
+        f"# Experiment `{Path(preset['path']).stem}`",
+        "",
+        f"Data: `{data_root}` ({', '.join(cats)}). Settings: "
+        + ", ".join(f"{k}={v}" for k, v in sorted(settings.items()))
+        + ".",
+        "",
+    ]
+    warnings = sorted({w for _, r in runs for w in r.get("warnings", [])})
+    if warnings:
+        lines += ["**Warnings**", ""] + [f"- {w}" for w in warnings] + [""]
+
+    def metric(r: dict, cat: str, key: str) -> Any:
+        block = r["categories"].get(cat)
+        if block is None:
+            return None
+        if key == "auroc":
+            return block["image_auroc"]["mean"]
+        return block["auc_spro"][key]
+
+    for key, title in (
+        ("0.05", "AUC-sPRO@0.05"),
+        ("0.3", "AUC-sPRO@0.3"),
+        ("auroc", "image AUROC"),
+    ):
+        lines += [f"## {title} (gap to centralized in brackets)", ""]
+        lines += ["| category | " + " | ".join(n for n, _ in runs) + " |"]
+        lines += ["|---|" + "---|" * len(runs)]
+        for cat in cats + ["mean"]:
+            cells = []
+            for _, r in runs:
+                if cat == "mean":
+                    v = r["mean"]["image_auroc"] if key == "auroc" else r["mean"]["auc_spro"][key]
+                    ref = None
+                    if central is not None:
+                        ref = (
+                            central["mean"]["image_auroc"]
+                            if key == "auroc"
+                            else central["mean"]["auc_spro"][key]
+                        )
+                else:
+                    v = metric(r, cat, key)
+                    ref = metric(central, cat, key) if central is not None else None
+                cells.append(
+                    _fmt(v) if r is central or ref is None else f"{_fmt(v)} ({_gap(v, ref)})"
+                )
+            label = "**mean**" if cat == "mean" else cat
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+
+    lines += ["## Memory banks (size / covering radius in the projected space)", ""]
+    lines += ["| category | " + " | ".join(n for n, _ in runs) + " |", "|---|" + "---|" * len(runs)]
+    for cat in cats:
+        cells = []
+        for _, r in runs:
+            bank = _bank_of(r, cat)
+            cells.append("-" if bank is None else f"{bank[0]} / {_fmt(bank[1], 3)}")
+        lines.append(f"| {cat} | " + " | ".join(cells) + " |")
+    lines.append("")
+
+    lines += ["## Communication and time", ""]
+    lines += [
+        "| run | bytes up | bytes down | wall time (s) | phases (s) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, r in runs:
+        fed = r.get("federated") or {}
+        up, down = _bytes(fed)
+        phases = fed.get("seconds") or _phase_seconds(r["run"]["seconds"])
+        phase_text = ", ".join(
+            f"{k} {v:.1f}" for k, v in phases.items() if isinstance(v, int | float)
+        )
+        lines.append(
+            f"| {name} | {up} | {down} | {timings.get(name, 0.0):.1f} | {phase_text or '-'} |"
+        )
+    lines.append("")
+
+    if ablation_dirs:
+        lines += ["## Ablation: local oversampling (federated, "
+                  f"{preset['ablation']['partition']} partition)", ""]  # fmt: skip
+        lines += [
+            "| local-oversample | mean AUC-sPRO@0.05 | mean AUC-sPRO@0.3 | mean image AUROC | bytes up |"
+        ]
+        lines += ["|---|---|---|---|---|"]
+        for value in sorted(ablation_dirs):
+            r = load_results(ablation_dirs[value] / "results.json")
+            up, _ = _bytes(r.get("federated") or {})
+            lines.append(
+                f"| {value:g} | {_fmt(r['mean']['auc_spro']['0.05'])} | {_fmt(r['mean']['auc_spro']['0.3'])} "
+                f"| {_fmt(r['mean']['image_auroc'])} | {up} |"
+            )
+        lines.append("")
+    lines += ["Full tables and plots: [report/report.md](report/report.md).", ""]
+    path = out / "experiment.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def _phase_seconds(seconds: dict) -> dict[str, float]:
+    """Per-category timings ("<category>/fit") summed per phase ("fit")."""
+    out: dict[str, float] = {}
+    for key, value in seconds.items():
+        if "/" in key and isinstance(value, int | float):
+            phase = key.split("/", 1)[1]
+            phase = "fit+predict" if phase.startswith("client-") else phase
+            out[phase] = out.get(phase, 0.0) + float(value)
+    return out
+
+
+def _bank_of(results: dict, cat: str) -> tuple[int, float] | None:
+    """(size, covering radius) of a run's bank of `cat`, centralized or federated."""
+    candidates = [
+        (results["categories"].get(cat) or {}).get("bank"),
+        ((results.get("federated") or {}).get("banks") or {}).get(cat),
+    ]
+    for bank in candidates:
+        if isinstance(bank, dict) and "size" in bank:
+            radius = bank.get("radius", bank.get("covering_radius"))
+            return int(bank["size"]), float(radius or 0.0)
+    return None
+
+
+def _bytes(fed: dict) -> tuple[str, str]:
+    """Total bytes clients sent (up) and received (down) in a federated run."""
+    traffic = fed.get("bytes") or {}
+    if not traffic:
+        return "-", "-"
+    up = sum(v for k, v in traffic.items() if k.endswith("_up_total"))
+    down = sum(v for k, v in traffic.items() if k.endswith("_down_total"))
+    return f"{up / 1e6:.1f} MB", f"{down / 1e6:.1f} MB"
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    summary = run_experiment(
+        args.preset,
+        Path(args.data_root),
+        Path(args.out),
+        weights=args.weights,
+        device=args.device,
+        image_size=args.image_size,
+    )
+    print(summary.read_text(encoding="utf-8"))
+    print(f"summary: {summary}")
+    return 0
