@@ -150,18 +150,40 @@ def run_centralized(
             block["image_auroc"]["mean"],
         )
     seconds["total"] = time.perf_counter() - t_start
-    config = {
-        "data_root": str(data_root),
-        "categories": names,
+    settings = {
         "weights": weights,
         "coreset_ratio": coreset_ratio,
         "image_size": image_size,
         "seed": seed,
+    }
+    return write_run(
+        out, "centralized", name, data_root, names, model, settings, seconds, blocks, curves
+    )
+
+
+def write_run(
+    out: Path,
+    kind: str,
+    name: str,
+    data_root: Path,
+    categories: Sequence[str],
+    model: PatchCore,
+    settings: dict,
+    seconds: dict[str, float],
+    blocks: dict[str, dict],
+    curves: dict[str, dict],
+) -> dict:
+    """results.json (shared schema) and curves.npz of a non-federated run."""
+    spec = model.spec
+    config = {
+        "data_root": str(data_root),
+        "categories": list(categories),
+        **settings,
         "device": str(model.device),
-        "feature_spec": spec.to_dict(),
+        "feature_spec": spec.with_weights_id().to_dict(),
         "fingerprint": spec.fingerprint(),
     }
-    results = build_results("centralized", name, config, weights_id(spec.weights), seconds, blocks)
+    results = build_results(kind, name, config, weights_id(spec.weights), seconds, blocks)
     write_results(out, results)
     write_curves(out, curves)
     return results

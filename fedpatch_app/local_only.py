@@ -23,14 +23,13 @@ from fedpatch_app.centralized import (
     quantized,
     resolve_categories,
     run_category,
+    write_run,
 )
 from fedpatch_app.data.autovi import load_category
 from fedpatch_app.data.partition import Partition
 from fedpatch_app.errors import DataError, FedpatchError
 from fedpatch_app.evaluation.evaluate import evaluate_category
 from fedpatch_app.evaluation.export import fit_scaling
-from fedpatch_app.evaluation.results import build_results, write_curves, write_results
-from fedpatch_app.model.backbone import weights_id
 
 log = logging.getLogger(__name__)
 
@@ -101,23 +100,17 @@ def run_local_only(
             block["image_auroc"]["mean"],
         )
     seconds["total"] = time.perf_counter() - t_start
-    config = {
-        "data_root": str(data_root),
-        "categories": names,
+    settings = {
         "partition": partition.scheme,
         "num_clients": len(partition.clients),
         "weights": weights,
         "coreset_ratio": coreset_ratio,
         "image_size": image_size,
         "seed": seed,
-        "device": str(model.device),
-        "feature_spec": spec.to_dict(),
-        "fingerprint": spec.fingerprint(),
     }
-    results = build_results("local-only", name, config, weights_id(spec.weights), seconds, blocks)
-    write_results(out, results)
-    write_curves(out, curves)
-    return results
+    return write_run(
+        out, "local-only", name, data_root, names, model, settings, seconds, blocks, curves
+    )
 
 
 def _per_client(category, client_runs, ordered_maps, seed: int) -> dict[str, dict]:

@@ -95,3 +95,30 @@ def test_centralized_rejects_bad_settings(tiny_root, tmp_path, capsys) -> None:
                  "--coreset-ratio", "0", "--weights", "none"])  # fmt: skip
     assert code == 2
     assert "coreset-ratio" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_local_only_scores_every_test_image_with_its_clients_bank(tiny_root, tmp_path) -> None:
+    from fedpatch_app.data.partition import make_partition
+    from fedpatch_app.local_only import run_local_only
+
+    cats = ["pipe_staple"]
+    partition = make_partition(tiny_root, "category", categories=cats)
+    out = tmp_path / "local"
+    results = run_local_only(
+        tiny_root, out, partition, categories=cats, weights="none", image_size=64, device="cpu"
+    )
+    assert results["run"]["kind"] == "local-only"
+    block = results["categories"]["pipe_staple"]
+    category = load_category(tiny_root, "pipe_staple")
+    # Every test image has a map, scored by the client that holds it.
+    rows = (out / "scores" / "pipe_staple.csv").read_text().splitlines()[1:]
+    assert sorted(r.split(",")[0] for r in rows) == sorted(s.rel_path for s in category.test)
+    holders = {str(c.client) for c in partition.clients if c.train.get("pipe_staple")}
+    assert set(block["clients"]) <= holders
+    for client, entry in block["clients"].items():
+        share = partition.clients[int(client)]
+        assert entry["train_images"] == len(share.train["pipe_staple"])
+        assert entry["test_images"] == len(share.test["pipe_staple"])
+        assert ("auc_spro" in entry) != ("note" in entry)
+    assert sum(e["test_images"] for e in block["clients"].values()) == len(category.test)
