@@ -1,0 +1,242 @@
+"""Real deployment processes on loopback: `flower-superlink` (TLS, SuperNode
+authentication, a state database) and five `flower-supernode` processes, started with
+the project's scripts (scripts/make-certs.sh, make-node-keys.sh, register-nodes.sh,
+start-superlink.sh, start-supernode.sh), a run submitted with `flwr run . <connection>`
+and checked with `flwr list --format json`.
+
+- the normal run: `finished:completed`, results.json complete; a SuperNode whose key is
+  not registered is refused; the SuperLink restarted on its state database still knows
+  the run and the registered nodes, and the SuperNodes reconnect;
+- faults: a client killed during feature extraction and a client sending a malformed
+  coreset are dropped, named in results.json, and the run completes with the others.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import deployment_utils as du
+import pytest
+
+pytestmark = [pytest.mark.deployment, pytest.mark.slow]
+
+CATEGORIES = "pipe_clip,pipe_staple"
+CONNECTION = "loopback"
+
+
+@dataclass
+class Stack:
+    tmp: Path
+    port: int
+    env: dict[str, str]
+    group: du.ProcessGroup
+    certs: Path
+    keys: Path
+    data: Path
+    superlink: du.Started | None = None
+
+    def start_superlink(self) -> du.Started:
+        env = {**self.env, "SUPERLINK_HOST": "127.0.0.1", "SUPERLINK_PORT": str(self.port)}
+        cmd = [
+            "bash",
+            str(du.SCRIPTS / "start-superlink.sh"),
+            str(self.certs),
+            str(self.tmp / "state"),
+        ]
+        self.superlink = self.group.start("superlink", cmd, env, self.tmp)
+        du.wait_for(
+            lambda: du.superlink_ready(self.env, CONNECTION), 90, "the SuperLink", self.group
+        )
+        return self.superlink
+
+    def start_supernode(self, name: str, extra: str = "") -> du.Started:
+        env = {
+            **self.env,
+            "RUNTIME_PORT": str(du.free_port()),
+            "NODE_DEVICE": "cpu",
+            "NODE_EXTRA_CONFIG": extra,
+        }
+        cmd = [
+            "bash",
+            str(du.SCRIPTS / "start-supernode.sh"),
+            f"127.0.0.1:{self.port}",
+            str(self.certs / "ca.crt"),
+            str(self.keys / name),
+            str(self.data),
+            CATEGORIES,
+        ]
+        return self.group.start(name, cmd, env, self.tmp)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    if missing := du.missing_tools("bash", "openssl", "ssh-keygen"):
+        reason = f"missing {', '.join(missing)} (apt-get install -y openssl openssh-client)"
+        print(f"SKIP: {reason}")
+        pytest.skip(reason)
+    certs = du.make_certs(tmp_path / "certs", ["localhost"])
+    keys = du.make_keys(tmp_path / "keys", [*(f"node{i}" for i in range(1, 6)), "intruder"])
+    data = du.make_client_data(tmp_path / "data", CATEGORIES.split(","))
+    home = tmp_path / "flwr_home"
+    port = du.free_port()
+    du.write_connection(home, CONNECTION, f"127.0.0.1:{port}", certs / "ca.crt")
+    group = du.ProcessGroup(tmp_path / "logs")
+    stack = Stack(tmp_path, port, du.base_env(home), group, certs, keys, data)
+    try:
+        yield stack
+    finally:
+        group.stop_all()
+    assert not any(du.alive(s.proc.pid) for s in group.started)
+
+
+def _start_federation(stack: Stack, faults: Mapping[int, str] = {}) -> None:
+    stack.start_superlink()
+    proc = du.run_cmd(
+        [
+            "bash",
+            str(du.SCRIPTS / "register-nodes.sh"),
+            CONNECTION,
+            *(str(stack.keys / f"node{i}.pub") for i in range(1, 6)),
+        ],
+        stack.env,
+        du.REPO,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for i in range(1, 6):
+        extra = f"partition-id={i - 1} num-partitions=5"
+        if i in faults:
+            extra += f' fault="{faults[i]}"'
+        stack.start_supernode(f"node{i}", extra)
+    du.wait_for(
+        lambda: du.online_nodes(stack.env, CONNECTION) == 5, 120, "5 SuperNodes online", stack.group
+    )
+
+
+def _node_id(stack: Stack, name: str) -> int:
+    """The node id a SuperNode printed at start ("SuperNode ID: N")."""
+    for item in stack.group.started:
+        if item.name == name:
+            for line in item.text().splitlines():
+                if "SuperNode ID:" in line:
+                    return int(line.rsplit(":", 1)[1].strip())
+    raise AssertionError(f"{name} printed no SuperNode ID")
+
+
+def _run(stack: Stack, name: str, **config: Any) -> tuple[str, dict[str, Any]]:
+    run_config = {
+        **du.FAST_RUN_CONFIG,
+        "dataset": "autovi",  # tiny synthetic data in the AutoVI layout, at data-root
+        "partition": "iid",
+        "categories": CATEGORIES,
+        "out-dir": str(stack.tmp / "runs"),
+        "run-name": name,
+        **config,
+    }
+    run_id = du.submit(stack.env, CONNECTION, run_config)
+    status = du.wait_finished(stack.env, CONNECTION, run_id, 420, stack.group)
+    results_file = stack.tmp / "runs" / name / "results.json"
+    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    return status, results
+
+
+def test_loopback_tls_auth_run_and_superlink_restart(stack: Stack) -> None:
+    start = time.monotonic()
+    _start_federation(stack)
+    # A SuperNode whose key is not registered is refused.
+    intruder = stack.start_supernode("intruder", "partition-id=0 num-partitions=5")
+
+    status, results = _run(stack, "loopback")
+    assert status == "finished:completed", stack.group.logs()
+    fed = results["federated"]
+    assert len(fed["clients"]) == 5 and fed["dropped"] == []
+    assert sorted(c["partition_id"] for c in fed["clients"]) == [0, 1, 2, 3, 4]
+    assert all(c["status"] == "evaluated" for c in fed["clients"])
+    assert sorted(results["categories"]) == sorted(CATEGORIES.split(","))
+    for cat in CATEGORIES.split(","):
+        assert results["categories"][cat]["auc_spro"]["0.3"] is not None
+        assert (stack.tmp / "runs" / "loopback" / "banks" / f"{cat}.npz").is_file()
+    assert (stack.tmp / "runs" / "loopback" / "report.md").is_file()
+
+    assert du.online_nodes(stack.env, CONNECTION) == 5
+    assert len(du.node_list(stack.env, CONNECTION)) == 5  # the intruder never got a node
+    intruder_log = intruder.text()
+    assert "SuperNode ID" not in intruder_log, intruder_log
+    assert "Receiving" not in intruder_log, intruder_log
+    assert stack.superlink is not None
+    assert "No SuperNode found with the given public key" in stack.superlink.text()
+
+    # Restart the SuperLink on its state database.
+    stack.group.stop(stack.superlink)
+    assert stack.superlink.proc.poll() is not None
+    stack.start_superlink()
+    listed = json.loads(du.flwr(["list", CONNECTION, "--format", "json"], stack.env))["runs"]
+    assert [r["status"] for r in listed] == ["finished:completed"]
+    assert len(du.node_list(stack.env, CONNECTION)) == 5  # registrations survived
+    du.wait_for(
+        lambda: du.online_nodes(stack.env, CONNECTION) == 5,
+        150,
+        "the SuperNodes to reconnect after the restart",
+        stack.group,
+    )
+    print(f"loopback run + restart: {time.monotonic() - start:.0f} s")
+
+
+def test_faults_killed_client_and_malformed_coreset(stack: Stack) -> None:
+    start = time.monotonic()
+    _start_federation(stack, {2: "exit-during-extraction", 4: "malformed-coreset"})
+    status, results = _run(stack, "faults", **{"min-clients": 3})
+    assert status == "finished:completed", stack.group.logs()
+    fed = results["federated"]
+    # The lost clients are named by their node ids (the killed one never told its partition).
+    node_ids = {name: _node_id(stack, name) for name in ("node2", "node4")}
+    dropped = {int(d["node_id"]): d for d in fed["dropped"]}
+    assert sorted(dropped) == sorted(node_ids.values()), fed["dropped"]
+    assert all(d["phase"] == "train" for d in dropped.values())
+    killed, malformed = dropped[node_ids["node2"]], dropped[node_ids["node4"]]
+    assert killed["reason"] and malformed["reason"], fed["dropped"]
+    evaluated = [c for c in fed["clients"] if c["status"] == "evaluated"]
+    assert sorted(c["partition_id"] for c in evaluated) == [0, 2, 4]
+    print(f"killed: {killed['reason']}\nmalformed: {malformed['reason']}")
+    for cat in CATEGORIES.split(","):
+        assert results["categories"][cat]["auc_spro"]["0.3"] is not None
+    # The malformed client's SuperNode is still up; only the crashed ClientApp died.
+    assert du.online_nodes(stack.env, CONNECTION) == 5
+    print(f"faults run: {time.monotonic() - start:.0f} s")
+
+
+def test_unknown_fault_name_is_a_config_error() -> None:
+    from fedpatch_app.errors import ConfigError
+    from fedpatch_app.federated import faults
+
+    assert faults.fault_of({}) == ""
+    assert faults.fault_of({"fault": "malformed-coreset"}) == "malformed-coreset"
+    with pytest.raises(ConfigError, match="fault"):
+        faults.fault_of({"fault": "explode"})
+
+
+def test_malformed_coreset_fault_changes_only_the_first_array() -> None:
+    import numpy as np
+    from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+
+    from fedpatch_app.federated import faults
+
+    good = np.ones((4, 1024), dtype=np.float32)
+    content = RecordDict(
+        {
+            "coresets": ArrayRecord({"a": Array(good), "b": Array(good)}),
+            "info": ConfigRecord({"x": 1}),
+        }
+    )
+    same = faults.corrupt_train_reply({}, content)
+    assert same["coresets"]["a"].shape == (4, 1024)
+    bad = faults.corrupt_train_reply({"fault": "malformed-coreset"}, content)
+    assert tuple(bad["coresets"]["a"].shape) == (3, 7)
+    assert tuple(bad["coresets"]["b"].shape) == (4, 1024)
+    assert signal.SIGKILL  # the other fault kills the process: exercised in the run above
