@@ -23,6 +23,7 @@ DATASETS = ("synthetic", "autovi", "auto")
 PARTITIONS = ("category", "iid", "dirichlet")
 SYNTHETIC_SCALES = ("tiny", "small")
 TRANSPORT_DTYPES = ("float32", "float16")
+BANK_BUDGETS = ("volume", "equal", "sqrt")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -143,6 +144,14 @@ class RunSettings:
     round_timeout: float = 3600.0
     wait_timeout: float = 300.0
     max_coreset_rows: int = 1_000_000
+    dp_epsilon: float = 0.0
+    dp_delta: float = 1e-5
+    dp_clip: float = 0.0
+    dp_centres: int = 128
+    dp_clusters_per_image: int = 8
+    dp_public_images: int = 8
+    dp_public_seed: int = 1_000_003
+    bank_budget: str = "volume"
     unknown_keys: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
@@ -195,6 +204,11 @@ class RunSettings:
         values["round_timeout"] = _as_float("round-timeout", get("round_timeout"))
         values["wait_timeout"] = _as_float("wait-timeout", get("wait_timeout"))
         values["max_coreset_rows"] = _as_int("max-coreset-rows", get("max_coreset_rows"))
+        for name in ("dp_epsilon", "dp_delta", "dp_clip"):
+            values[name] = _as_float(_key(name), get(name))
+        for name in ("dp_centres", "dp_clusters_per_image", "dp_public_images", "dp_public_seed"):
+            values[name] = _as_int(_key(name), get(name))
+        values["bank_budget"] = _choice("bank-budget", get("bank_budget"), BANK_BUDGETS)
         settings = cls(**values, unknown_keys=unknown)
         settings.check()
         return settings
@@ -251,6 +265,27 @@ class RunSettings:
             raise ConfigError(
                 f"run config 'max-coreset-rows': must be >= 1, got {self.max_coreset_rows}"
             )
+
+        self.dp_config().check()
+        if self.dp_epsilon > 0 and self.dataset != "autovi" and self.dp_public_seed == self.seed:
+            raise ConfigError(
+                "run config 'dp-public-seed': must differ from 'seed', which seeds the "
+                "synthetic data (the public reference must not be the private data)"
+            )
+
+    def dp_config(self) -> Any:
+        """The differential-privacy settings (`fedpatch_app.model.dp.DPConfig`)."""
+        from fedpatch_app.model.dp import DPConfig
+
+        return DPConfig(
+            epsilon=self.dp_epsilon,
+            delta=self.dp_delta,
+            clip=self.dp_clip,
+            centres=self.dp_centres,
+            clusters_per_image=self.dp_clusters_per_image,
+            public_images=self.dp_public_images,
+            public_seed=self.dp_public_seed,
+        )
 
     def resolved_run_name(self, stamp: str) -> str:
         """The run folder's name: `run-name`, or `federated-<partition>-<stamp>`."""

@@ -4,6 +4,11 @@ Preset `stage1` (conf/experiments/stage1.yaml): centralized; federated IID (5 cl
 federated non-IID (category partition, 5 clients); local-only (each client's own bank on
 its own test split); and the `local-oversample` ablation of the non-IID federation.
 The federated runs go through Flower (`flwr run` simulation with five SuperNodes).
+
+Preset `privacy` (conf/experiments/privacy.yaml): a `sweep` of one run-config key
+(`dp-epsilon`) over federated runs, reported as a table and a plot of utility against
+epsilon; and a `budget_study` of `bank-budget` on data where one category keeps only a
+fraction of its training images (a view of the data root made of links).
 """
 
 from __future__ import annotations
@@ -76,6 +81,36 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
             "dirichlet",
         ):
             raise ConfigError(f"{path}: runs[{i}] ({run['name']}) needs a partition")
+    sweep = data.get("sweep")
+    if sweep is not None:
+        if (
+            not isinstance(sweep, dict)
+            or not isinstance(sweep.get("key"), str)
+            or not isinstance(sweep.get("values"), list)
+            or not sweep["values"]
+            or sweep.get("partition") not in ("iid", "category", "dirichlet")
+        ):
+            raise ConfigError(
+                f"{path}: sweep needs a run-config 'key', a non-empty 'values' list and a "
+                "'partition'"
+            )
+        sweep.setdefault("run_config", {})
+    study = data.get("budget_study")
+    if study is not None:
+        budgets = study.get("budgets") if isinstance(study, dict) else None
+        if (
+            not isinstance(budgets, list)
+            or not budgets
+            or any(b not in ("volume", "equal", "sqrt") for b in budgets)
+            or study.get("partition") not in ("iid", "category", "dirichlet")
+        ):
+            raise ConfigError(
+                f"{path}: budget_study needs 'budgets' among volume, equal, sqrt and a 'partition'"
+            )
+        fraction = float(study.get("smallest_fraction", 0.25))
+        if not 0 < fraction <= 1:
+            raise ConfigError(f"{path}: budget_study.smallest_fraction must be in (0, 1]")
+        study["smallest_fraction"] = fraction
     ablation = data.get("ablation")
     if ablation is not None:
         values = ablation.get("local_oversample")
@@ -119,8 +154,17 @@ def run_experiment(
     weights: str | None = None,
     device: str | None = None,
     image_size: int | None = None,
+    engine: str = "simulation",
 ) -> Path:
-    """Run every run of the preset into `out/<run name>/`, then the comparison report."""
+    """Run every run of the preset into `out/<run name>/`, then the comparison report.
+
+    `engine` "simulation" (the default, what the CLI uses) runs every federated run as a
+    real `flwr run` simulation; "inprocess" drives the same ServerApp and ClientApp code
+    through `InProcessGrid` in this process (no Ray, no SuperLink port: for machines
+    where a simulation cannot start, e.g. while another one holds the port).
+    """
+    if engine not in ("simulation", "inprocess"):
+        raise ConfigError(f"experiment engine must be simulation or inprocess, got {engine!r}")
     from fedpatch_app.federated.simulation import run_simulation
 
     preset = load_preset(preset_name)
@@ -154,8 +198,13 @@ def run_experiment(
     ablation_dirs: dict[float, Path] = {}
     timings: dict[str, float] = {}
 
-    def federated(name: str, partition: str, **extra) -> Path:
-        config = federated_run_config(settings, data_root, out, name, partition, **extra)
+    def federated(name: str, partition: str, root: Path | None = None, **extra) -> Path:
+        config = federated_run_config(settings, root or data_root, out, name, partition, **extra)
+        if engine == "inprocess":
+            t0 = time.perf_counter()
+            _run_inprocess(config, settings["num_clients"])
+            timings[name] = time.perf_counter() - t0
+            return out / name
         sim = run_simulation(
             config, flwr_home=flwr_home, num_supernodes=settings["num_clients"],
             log_file=out / name / "flwr-run.log",
@@ -205,9 +254,40 @@ def run_experiment(
                 name, ablation["partition"], **{"local-oversample": value}
             )
 
+    sweep_dirs: dict[float, Path] = {}
+    sweep = preset.get("sweep")
+    if sweep:
+        for value in sweep["values"]:
+            label = f"{value:g}" if float(value) > 0 else "off"
+            name = f"federated-{sweep['partition']}-{sweep['key']}-{label}"
+            sweep_dirs[float(value)] = federated(
+                name, sweep["partition"], **{**sweep["run_config"], sweep["key"]: value}
+            )
+    budget_dirs: dict[str, Path] = {}
+    study = preset.get("budget_study")
+    if study:
+        view, smallest = unequal_view(data_root, out / "data-unequal", study["smallest_fraction"])
+        for budget in study["budgets"]:
+            budget_dirs[budget] = federated(
+                f"federated-{study['partition']}-budget-{budget}",
+                study["partition"],
+                root=view,
+                **{"bank-budget": budget},
+            )
+        study["smallest"] = smallest
+
     report_dir = out / "report"
-    write_report(run_dirs, report_dir, data_root=data_root)
-    summary = write_summary(out, preset, settings, data_root, run_dirs, ablation_dirs, timings)
+    write_report(
+        run_dirs + list(sweep_dirs.values()) + list(budget_dirs.values()),
+        report_dir,
+        data_root=data_root,
+    )
+    summary = write_summary(
+        out, preset, settings, data_root,
+        run_dirs + list(sweep_dirs.values()) + list(budget_dirs.values()),
+        ablation_dirs, timings,
+        sweep_dirs=sweep_dirs, budget_dirs=budget_dirs,
+    )  # fmt: skip
     log.info("experiment report: %s and %s", report_dir / "report.md", summary)
     return summary
 
@@ -230,6 +310,9 @@ def write_summary(
     run_dirs: list[Path],
     ablation_dirs: dict[float, Path],
     timings: dict[str, float],
+    *,
+    sweep_dirs: dict[float, Path] | None = None,
+    budget_dirs: dict[str, Path] | None = None,
 ) -> Path:
     """experiment.md: the comparison the study asks for, from the runs' results.json."""
     runs = [(d.name, load_results(d / "results.json")) for d in run_dirs]
@@ -327,10 +410,180 @@ def write_summary(
                 f"| {_fmt(r['mean']['image_auroc'])} | {up} |"
             )
         lines.append("")
+    if sweep_dirs:
+        lines += privacy_section(out, preset["sweep"], sweep_dirs)
+    if budget_dirs:
+        lines += budget_section(preset["budget_study"], budget_dirs)
     lines += ["Full tables and plots: [report/report.md](report/report.md).", ""]
     path = out / "experiment.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def _run_inprocess(config: dict, num_clients: int) -> None:
+    """One federated run through the real ServerApp/ClientApp code on an InProcessGrid."""
+    import importlib
+
+    from flwr.app import Context, RecordDict
+
+    from fedpatch_app.federated.inprocess import InProcessGrid
+    from fedpatch_app.federated.server import run_server
+
+    client_app = importlib.import_module("client_app")
+    nodes = [{"partition-id": i, "num-partitions": num_clients} for i in range(num_clients)]
+    grid = InProcessGrid(client_app.app, nodes, config)
+    context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config=config)
+    run_server(grid, context)
+
+
+def unequal_view(data_root: Path, view: Path, fraction: float) -> tuple[Path, str]:
+    """A data root of links where the LAST available category keeps only `fraction` of
+    its training images (the first ones by name); the others are linked whole.
+    Returns the view and the reduced category."""
+    import math
+    import shutil
+
+    cats = available_categories(data_root)
+    smallest = cats[-1]
+    if view.exists():
+        shutil.rmtree(view)
+    view.mkdir(parents=True)
+    for entry in sorted(data_root.iterdir()):
+        if entry.name != smallest:
+            (view / entry.name).symlink_to(entry.resolve())
+    src = data_root / smallest
+    dst = view / smallest
+    dst.mkdir()
+    for entry in sorted(src.iterdir()):
+        if entry.name != "train":
+            (dst / entry.name).symlink_to(entry.resolve())
+    for folder in sorted(p for p in (src / "train").iterdir() if p.is_dir()):
+        images = sorted(p for p in folder.iterdir() if p.is_file())
+        keep = images[: max(1, math.ceil(fraction * len(images)))]
+        (dst / "train" / folder.name).mkdir(parents=True)
+        for image in keep:
+            (dst / "train" / folder.name / image.name).symlink_to(image.resolve())
+    log.info("data view %s: %s keeps %.0f%% of its training images", view, smallest, 100 * fraction)
+    return view, smallest
+
+
+def _mean_of(r: dict, key: str) -> Any:
+    return r["mean"]["image_auroc"] if key == "auroc" else r["mean"]["auc_spro"][key]
+
+
+def privacy_section(out: Path, sweep: dict, sweep_dirs: dict[float, Path]) -> list[str]:
+    """Utility against epsilon: a table and plots/privacy_utility.png."""
+    rows = []
+    for value in sorted(sweep_dirs, key=lambda v: (v <= 0, v)):
+        r = load_results(sweep_dirs[value] / "results.json")
+        spent = ((r.get("privacy") or {}).get("spent")) or {}
+        banks = (r.get("federated") or {}).get("banks") or {}
+        rows.append(
+            {
+                "value": value,
+                "label": f"{value:g}" if value > 0 else "no DP",
+                "spent": spent.get("epsilon"),
+                "exact": spent.get("epsilon_exact"),
+                "delta": spent.get("delta"),
+                "spro": _mean_of(r, "0.3"),
+                "auroc": _mean_of(r, "auroc"),
+                "bank": sum(int(b.get("size", 0)) for b in banks.values()),
+            }
+        )
+    lines = [
+        f"## Utility against privacy ({sweep['key']}, {sweep['partition']} partition)",
+        "",
+        "| target epsilon | epsilon spent (zCDP) | epsilon spent (exact Gaussian) | delta "
+        "| mean AUC-sPRO@0.3 | mean image AUROC | bank rows (all categories) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['label']} | {_fmt(row['spent'])} | {_fmt(row['exact'])} | "
+            f"{'-' if row['delta'] is None else format(row['delta'], 'g')} "
+            f"| {_fmt(row['spro'])} | {_fmt(row['auroc'])} | {row['bank']} |"
+        )
+    lines += [
+        "",
+        "Privacy unit: one training image of a client; epsilon per category and client, "
+        "composed in parallel (disjoint images). See docs/privacy.md.",
+        "",
+    ]
+    plot = out / "plots" / "privacy_utility.png"
+    if _plot_privacy(rows, plot):
+        lines += [f"![utility against epsilon](plots/{plot.name})", ""]
+    return lines
+
+
+def _plot_privacy(rows: list[dict], path: Path) -> bool:
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    private = [r for r in rows if r["value"] > 0]
+    baseline = next((r for r in rows if r["value"] <= 0), None)
+    if not private:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    xs = [r["value"] for r in private]
+    for key, label, colour in (
+        ("spro", "mean AUC-sPRO@0.3", "#0072B2"),
+        ("auroc", "mean image AUROC", "#D55E00"),
+    ):
+        ys = [math.nan if r[key] is None else r[key] for r in private]
+        ax.plot(xs, ys, "o-", color=colour, label=label)
+        if baseline is not None and baseline[key] is not None:
+            ax.axhline(baseline[key], color=colour, linestyle="--", label=f"{label}, no DP")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("epsilon (per image, delta fixed)")
+    ax.set_ylabel("metric")
+    ax.set_ylim(0.0, 1.02)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Utility against privacy (federated, DP cluster summaries)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def budget_section(study: dict, budget_dirs: dict[str, Path]) -> list[str]:
+    """Effect of `bank-budget` on the reduced category (and on the others)."""
+    smallest = study.get("smallest")
+    lines = [
+        f"## Bank budget (federated, {study['partition']} partition; {smallest} keeps "
+        f"{100 * study['smallest_fraction']:.0f}% of its training images)",
+        "",
+        "| bank-budget | category | bank rows | AUC-sPRO@0.3 | image AUROC |",
+        "|---|---|---|---|---|",
+    ]
+    spread_rows = []
+    for budget, folder in budget_dirs.items():
+        r = load_results(folder / "results.json")
+        banks = (r.get("federated") or {}).get("banks") or {}
+        for cat, block in sorted(r["categories"].items()):
+            label = f"**{cat}**" if cat == smallest else cat
+            lines.append(
+                f"| {budget} | {label} | {(banks.get(cat) or {}).get('size', '-')} | "
+                f"{_fmt(block['auc_spro']['0.3'])} | {_fmt(block['image_auroc']['mean'])} |"
+            )
+        fair = ((r.get("fairness") or {}).get("categories") or {}).get("auc_spro_0.3") or {}
+        spread_rows.append(
+            f"| {budget} | {fair.get('worst', '-')} ({_fmt(fair.get('worst_value'))}) | "
+            f"{_fmt(fair.get('gap'))} | {_fmt(fair.get('std'))} | {_fmt(_mean_of(r, '0.3'))} |"
+        )
+    lines += [
+        "",
+        "| bank-budget | worst category (AUC-sPRO@0.3) | max-min gap | std | mean |",
+        "|---|---|---|---|---|",
+        *spread_rows,
+        "",
+    ]
+    return lines
 
 
 def _phase_seconds(seconds: dict) -> dict[str, float]:

@@ -399,3 +399,29 @@ def test_run_inprocess_waits_for_its_clients(tiny_root: Path, tmp_path: Path) ->
     }
     with pytest.raises(FederationError, match=r"only 0 client\(s\) connected"):
         run_inprocess(run_config, node_configs=[])
+
+
+@pytest.mark.slow
+def test_same_data_give_the_same_banks_whatever_the_node_ids(
+    normal_run: dict[str, Any], tmp_path: Path
+) -> None:
+    """Node ids are random in a deployment and replies arrive in any order: the merge must
+    not depend on them (the IID split puts each category on several clients)."""
+    from fedpatch_app.model.patchcore import Bank
+
+    banks = []
+    for first_node_id, nodes in ((1001, partition_nodes(5)), (90_000, partition_nodes(5)[::-1])):
+        run_config = {
+            **BASE,
+            "dataset": "synthetic",
+            "categories": "pipe_clip",
+            "out-dir": str(tmp_path),
+            "run-name": f"ids-{first_node_id}",
+            "partition": "iid",
+            "num-clients": 5,
+            "min-clients": 5,
+        }
+        grid = InProcessGrid(client_app.app, nodes, run_config, first_node_id=first_node_id)
+        outcome = run_server(grid, server_context(run_config))
+        banks.append(Bank.load(outcome.run_dir / "banks" / "pipe_clip.npz"))
+    np.testing.assert_array_equal(banks[0].features, banks[1].features)

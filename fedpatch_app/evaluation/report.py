@@ -586,15 +586,53 @@ def _run_section(run: Run) -> list[str]:
             [[cat, *(_fmt(v.get(c)) for c in extra_cols)] for cat, v in extra_values.items()],
         )
 
+    lines += _fairness_section(run)
+
     if seconds:
         lines += _render_value(f"Seconds ({run.label})", seconds, 3, "seconds")
     config = info.get("config") or {}
     if config:
         lines += _render_value(f"Configuration ({run.label})", config, 3, "config")
     for key, value in res.items():
-        if key in SCHEMA_KEYS:
+        if key in SCHEMA_KEYS or key == "fairness":
             continue
         lines += _render_value(f"{key} ({run.label})", value, 3, key)
+    return lines
+
+
+def _fairness_section(run: Run) -> list[str]:
+    """Spread across categories and clients (results' "fairness" block, or computed from
+    the categories for results written before it existed)."""
+    from fedpatch_app.evaluation.fairness import METRICS, fairness_block
+
+    block = run.results.get("fairness") or fairness_block(run.results)
+    rows = []
+    for scope in ("categories", "clients"):
+        for key, label, _, _ in METRICS:
+            item = (block.get(scope) or {}).get(key)
+            if not item or not item.get("n"):
+                continue
+            rows.append(
+                [
+                    scope,
+                    label,
+                    _fmt(item.get("n")),
+                    f"{item.get('worst')} ({_fmt(item.get('worst_value'))})",
+                    f"{item.get('best')} ({_fmt(item.get('best_value'))})",
+                    _fmt(item.get("gap")),
+                    _fmt(item.get("std")),
+                    _fmt(item.get("mean")),
+                ]
+            )
+    if not rows:
+        return []
+    lines = [f"### Fairness: spread across categories and clients ({run.label})", ""]
+    lines += _table(["across", "metric", "n", "worst", "best", "max-min gap", "std", "mean"], rows)
+    lines += [
+        "Clients: each client's own metrics on its own test images, averaged over the "
+        "categories it evaluated. std: population standard deviation.",
+        "",
+    ]
     return lines
 
 

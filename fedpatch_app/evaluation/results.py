@@ -16,7 +16,9 @@
       },
       "mean": {"auc_spro": {"0.01": x, ...}, "image_auroc": x},
       "warnings": [str, ...],
-      ...                                   (optional top-level extras, e.g. "federated")
+      "fairness": {...},                    (spread across categories and clients, always)
+      ...                                   (optional top-level extras, e.g. "federated",
+                                             "privacy")
     }
 
 Categories are written in sorted order. A value that is not a finite number (an AUROC
@@ -208,6 +210,10 @@ def build_results(
         if key in results:
             raise ValueError(f"extra results key {key!r} would overwrite a schema key")
         results[key] = _plain(value)
+    if "fairness" not in results:
+        from fedpatch_app.evaluation.fairness import fairness_block
+
+        results["fairness"] = _plain(fairness_block(results))
     return results
 
 

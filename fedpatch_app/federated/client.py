@@ -28,6 +28,7 @@ import numpy as np
 from flwr.app import Context, Message, RecordDict
 
 from fedpatch_app.errors import FedpatchError, ModelError
+from fedpatch_app.federated import faults
 from fedpatch_app.federated import messages as M
 from fedpatch_app.federated.data import ClientShare, client_share
 
@@ -127,6 +128,7 @@ def handle_train(msg: Message, context: Context) -> Message:
     )
     banks: dict[str, Any] = {}
     n_images: dict[str, int] = {}
+    dp_facts: dict[str, dict[str, Any]] = {}
     model = None
     for cat in sorted(share.train):
         rel = share.train[cat]
@@ -136,6 +138,10 @@ def handle_train(msg: Message, context: Context) -> Message:
             model = _model(plan, spec, context.node_config)
         category = _category(share, cat)
         paths = [category.root / r for r in rel]
+        faults.during_extraction(context.node_config)
+        if plan.dp_epsilon > 0:
+            banks[cat], n_images[cat], dp_facts[cat] = _private_release(model, paths, cat, plan)
+            continue
         banks[cat] = model.fit(paths, cat, plan.coreset_ratio, plan.local_oversample)
         n_images[cat] = len(paths)
     device = str(model.device) if model is not None else ""
@@ -144,11 +150,70 @@ def handle_train(msg: Message, context: Context) -> Message:
         n_images,
         fingerprint=plan.fingerprint,
         partition_id=share.partition_id,
-        transport_dtype=plan.transport_dtype,
+        # DP sums can exceed float16's range: they always travel as float32.
+        transport_dtype="float32" if plan.dp_epsilon > 0 else plan.transport_dtype,
         seconds=time.perf_counter() - start,
         device=device,
     )
+    for facts in dp_facts.values():
+        for key, value in facts.items():
+            content.config_records[M.INFO][key] = value
+    content = faults.corrupt_train_reply(context.node_config, content)
     return Message(content, reply_to=msg)
+
+
+#: Public centres per (fingerprint, category, DP settings), kept for the process.
+_CENTRES_CACHE: dict[tuple[str, str, Any], tuple[np.ndarray, float]] = {}
+
+
+def _private_release(
+    model: Any, paths: list[Path], cat: str, plan: M.Plan
+) -> tuple[Any, int, dict[str, Any]]:
+    """DP train reply of one category (see `fedpatch_app.model.dp`): noisy per-cluster
+    sums of per-image bounded contributions, around centres from public images only.
+
+    Returns a Bank-like object (features = noisy sums, n_patches = noisy image count x
+    patches per image), the noisy image count (>= 1) and the reply's DP info entries.
+    Nothing sent depends on the private images except through the Gaussian releases.
+    """
+    from types import SimpleNamespace
+
+    from fedpatch_app.model import dp
+    from fedpatch_app.model.patchcore import select_coreset
+
+    config = plan.dp_config()
+    key = (plan.fingerprint, cat, config)
+    if key not in _CENTRES_CACHE:
+        _CENTRES_CACHE[key] = dp.public_centres(
+            lambda p: model.features(p, desc=f"{cat}: public reference"),
+            lambda x, k: select_coreset(x, k, model.spec, device=model.device)[0],
+            cat,
+            config,
+        )
+    centres, clip = _CENTRES_CACHE[key]
+    feats = model.features(paths, desc=f"{cat}: train features")
+    patches_per_image = int(feats.shape[1] * feats.shape[2])
+    stats = dp.cluster_statistics(iter(feats), centres, clip, config.clusters_per_image)
+    del feats
+    release = dp.privatize(stats, config, clip)
+    n_noisy = max(1, int(round(release.n_images)))
+    log.info(
+        "%s: DP release of %d images (epsilon %.3g, delta %.3g spent; sigma sums %.4g, "
+        "counts %.4g)",
+        cat,
+        stats.n_images,
+        release.epsilon,
+        release.delta,
+        release.sigmas["sums"],
+        release.sigmas["counts"],
+    )
+    bank = SimpleNamespace(
+        features=release.sums.astype(np.float32),
+        n_patches=n_noisy * patches_per_image,
+        radius=0.0,
+    )
+    facts = M.dp_info(cat, release, dp.centres_digest(centres, clip), clip)
+    return bank, n_noisy, facts
 
 
 # --------------------------------------------------------------------------- evaluate

@@ -98,6 +98,28 @@ class Plan:
     run_key: str
     write_maps: bool = False
     maps_dir: str = ""
+    #: Differential privacy of the train replies (`fedpatch_app.model.dp`): 0 = off. The
+    #: `dp-*` keys travel only when it is on, so a run without DP sends the same plan.
+    dp_epsilon: float = 0.0
+    dp_delta: float = 1e-5
+    dp_clip: float = 0.0
+    dp_centres: int = 128
+    dp_clusters_per_image: int = 8
+    dp_public_images: int = 8
+    dp_public_seed: int = 1_000_003
+
+    def dp_config(self) -> Any:
+        from fedpatch_app.model.dp import DPConfig
+
+        return DPConfig(
+            epsilon=self.dp_epsilon,
+            delta=self.dp_delta,
+            clip=self.dp_clip,
+            centres=self.dp_centres,
+            clusters_per_image=self.dp_clusters_per_image,
+            public_images=self.dp_public_images,
+            public_seed=self.dp_public_seed,
+        )
 
     def to_config(self, **extra: Any) -> ConfigRecord:
         record = ConfigRecord(
@@ -122,6 +144,14 @@ class Plan:
                 "maps-dir": self.maps_dir,
             }
         )
+        if self.dp_epsilon > 0:
+            record["dp-epsilon"] = float(self.dp_epsilon)
+            record["dp-delta"] = float(self.dp_delta)
+            record["dp-clip"] = float(self.dp_clip)
+            record["dp-centres"] = int(self.dp_centres)
+            record["dp-clusters-per-image"] = int(self.dp_clusters_per_image)
+            record["dp-public-images"] = int(self.dp_public_images)
+            record["dp-public-seed"] = int(self.dp_public_seed)
         for key, value in extra.items():
             record[key] = value
         return record
@@ -134,6 +164,17 @@ class Plan:
             if not isinstance(spec, dict):
                 raise ModelError("the feature spec is not a JSON object")
             cats = _get(record, "categories", str)
+            dp: dict[str, Any] = {}
+            if "dp-epsilon" in record:
+                dp = {
+                    "dp_epsilon": float(_get(record, "dp-epsilon", (int, float))),
+                    "dp_delta": float(_get(record, "dp-delta", (int, float))),
+                    "dp_clip": float(_get(record, "dp-clip", (int, float))),
+                    "dp_centres": _get(record, "dp-centres", int),
+                    "dp_clusters_per_image": _get(record, "dp-clusters-per-image", int),
+                    "dp_public_images": _get(record, "dp-public-images", int),
+                    "dp_public_seed": _get(record, "dp-public-seed", int),
+                }
             return cls(
                 spec=spec,
                 fingerprint=_get(record, "fingerprint", str),
@@ -153,6 +194,7 @@ class Plan:
                 run_key=_get(record, "run-key", str),
                 write_maps=bool(_get(record, "write-maps", bool)),
                 maps_dir=_get(record, "maps-dir", str),
+                **dp,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"instruction from the server has a bad plan: {exc}") from None
@@ -290,6 +332,9 @@ class LocalCoreset:
     n_patches: int
     n_images: int
     radius: float
+    #: Under DP: `features` are noisy per-cluster SUMS; this holds the noisy "counts"
+    #: (K,), the public centres' "digest" and the noise and budget facts.
+    dp: dict[str, Any] | None = None
 
 
 @dataclass
@@ -312,11 +357,15 @@ class TrainLimits:
     local_oversample: float
     max_rows: int
     transport_dtype: str = "float32"
+    #: DP on: every category's array has exactly `dp_centres` rows (noisy sums).
+    dp_centres: int = 0
 
     def max_coreset(self, n_patches: int) -> int:
         """The largest local coreset a client with `n_patches` patches may send."""
         from fedpatch_app.model.patchcore import coreset_size
 
+        if self.dp_centres > 0:
+            return min(self.max_rows, self.dp_centres)
         return min(
             self.max_rows, coreset_size(n_patches, self.coreset_ratio * self.local_oversample)
         )
@@ -454,8 +503,9 @@ def decode_train_reply(content: RecordDict, limits: TrainLimits) -> TrainReply:
         features = values.astype(np.float32, copy=False)
         if not np.all(np.isfinite(features)):
             raise InvalidReply(f"{cat} coreset: holds NaN or infinite values")
+        dp = _decode_dp_info(info, cat, rows) if limits.dp_centres > 0 else None
         out[cat] = LocalCoreset(
-            features=features, n_patches=n_patches, n_images=n_images, radius=radius
+            features=features, n_patches=n_patches, n_images=n_images, radius=radius, dp=dp
         )
     return TrainReply(
         fingerprint=fingerprint,
@@ -464,6 +514,43 @@ def decode_train_reply(content: RecordDict, limits: TrainLimits) -> TrainReply:
         seconds=seconds,
         device=device,
     )
+
+
+#: Per-category info keys of a DP train reply (float values, besides counts and digest).
+DP_FLOAT_KEYS = ("clip", "sigma-sums", "sigma-counts", "sigma-images", "rho", "epsilon", "delta")
+
+
+def dp_info(cat: str, release: Any, digest: str, clip: float) -> dict[str, Any]:
+    """Info entries of one category's DP release (`fedpatch_app.model.dp.NoisyRelease`)."""
+    return {
+        f"dp-counts.{cat}": [float(c) for c in release.counts],
+        f"dp-digest.{cat}": digest,
+        f"dp-clip.{cat}": float(clip),
+        f"dp-sigma-sums.{cat}": float(release.sigmas["sums"]),
+        f"dp-sigma-counts.{cat}": float(release.sigmas["counts"]),
+        f"dp-sigma-images.{cat}": float(release.sigmas["images"]),
+        f"dp-rho.{cat}": float(release.rho),
+        f"dp-epsilon.{cat}": float(release.epsilon),
+        f"dp-delta.{cat}": float(release.delta),
+    }
+
+
+def _decode_dp_info(info: ConfigRecord, cat: str, rows: int) -> dict[str, Any]:
+    try:
+        counts = _get(info, f"dp-counts.{cat}", list)
+        digest = _get(info, f"dp-digest.{cat}", str)
+        values = {k: float(_get(info, f"dp-{k}.{cat}", (int, float))) for k in DP_FLOAT_KEYS}
+    except (KeyError, TypeError) as exc:
+        raise InvalidReply(f"{cat}: DP reply: {exc}") from None
+    if len(counts) != rows or not all(
+        isinstance(c, int | float) and not isinstance(c, bool) and math.isfinite(c) for c in counts
+    ):
+        raise InvalidReply(f"{cat}: DP reply: {rows} noisy counts expected, finite numbers")
+    if not all(math.isfinite(v) and v >= 0 for v in values.values()):
+        raise InvalidReply(f"{cat}: DP reply: noise and budget facts must be finite and >= 0")
+    if not values["sigma-counts"] > 0 or not values["sigma-sums"] > 0:
+        raise InvalidReply(f"{cat}: DP reply: no noise (sigma 0)")
+    return {"counts": np.asarray(counts, dtype=np.float64), "digest": digest, **values}
 
 
 # --------------------------------------------------------------------------- banks

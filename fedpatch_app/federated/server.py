@@ -104,6 +104,13 @@ def make_plan(
         run_key=run_key,
         write_maps=settings.write_maps,
         maps_dir=str((run_dir / "maps").resolve()),
+        dp_epsilon=settings.dp_epsilon,
+        dp_delta=settings.dp_delta,
+        dp_clip=settings.dp_clip,
+        dp_centres=settings.dp_centres,
+        dp_clusters_per_image=settings.dp_clusters_per_image,
+        dp_public_images=settings.dp_public_images,
+        dp_public_seed=settings.dp_public_seed,
     )
 
 
@@ -165,6 +172,7 @@ def run_server(grid: Grid, context: Context) -> ServerOutcome:
         merge_device=_merge_device(settings.device),
         timeout=settings.round_timeout,
         known_categories=dataset.categories,
+        bank_budget=settings.bank_budget,
     )
     t0 = time.perf_counter()
     strategy.start(
@@ -261,6 +269,7 @@ def write_outputs(
         warnings=warnings,
         dataset=dataset.dataset,
         federated=federated,
+        privacy=strategy.privacy_facts(),
     )
     write_results(run_dir, results)
     try:

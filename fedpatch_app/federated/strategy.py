@@ -24,6 +24,7 @@ why) is kept on the strategy for the ServerApp to write.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import re
@@ -141,6 +142,7 @@ class PatchCoreStrategy(Strategy):
         merge_device: Any = "cpu",
         timeout: float = 3600.0,
         known_categories: Iterable[str] | None = None,
+        bank_budget: str = "volume",
     ) -> None:
         from fedpatch_app.data.autovi import CATEGORIES
 
@@ -150,6 +152,8 @@ class PatchCoreStrategy(Strategy):
         self.max_rows = int(max_rows)
         self.merge_device = merge_device
         self.timeout = float(timeout)
+        self.bank_budget = bank_budget
+        self.dp = plan.dp_config()
         cats = tuple(known_categories or plan.categories or CATEGORIES)
         self.known_categories = tuple(c for c in CATEGORIES if c in cats)
         self.limits = M.TrainLimits(
@@ -160,6 +164,7 @@ class PatchCoreStrategy(Strategy):
             local_oversample=plan.local_oversample,
             max_rows=self.max_rows,
             transport_dtype=plan.transport_dtype,
+            dp_centres=plan.dp_centres if self.dp.enabled else 0,
         )
         self.clients: dict[int, ClientState] = {}
         self.banks: dict[str, Any] = {}
@@ -370,21 +375,36 @@ class PatchCoreStrategy(Strategy):
         return arrays, metrics
 
     def _merge(self, accepted: dict[int, M.TrainReply]) -> dict[str, Any]:
-        from fedpatch_app.model.patchcore import Bank, coreset_size, merge_coresets
+        from fedpatch_app.evaluation.fairness import bank_budget
+        from fedpatch_app.model.patchcore import Bank, merge_coresets
 
-        for cat in self.known_categories:
-            holders = [
-                (nid, r.coresets[cat]) for nid, r in sorted(accepted.items()) if cat in r.coresets
-            ]
-            if not holders:
-                continue
-            total_patches = sum(p.n_patches for _, p in holders)
-            k = coreset_size(total_patches, self.plan.coreset_ratio)
-            union = sum(p.features.shape[0] for _, p in holders)
-            t0 = time.perf_counter()
-            merged, radius = merge_coresets(
-                [p.features for _, p in holders], k, self.spec, device=self.merge_device
+        # The union's row order decides the greedy start: order the parts by their content,
+        # not by node ids (random in a deployment), so the same data give the same bank
+        # whatever the engine, the node ids or the order replies arrived in.
+        held = {
+            cat: sorted(
+                ((nid, r.coresets[cat]) for nid, r in accepted.items() if cat in r.coresets),
+                key=lambda item: _digest(item[1].features),
             )
+            for cat in self.known_categories
+        }
+        held = {cat: h for cat, h in held.items() if h}
+        budget = bank_budget(
+            {cat: sum(p.n_patches for _, p in h) for cat, h in held.items()},
+            self.plan.coreset_ratio,
+            self.bank_budget,
+        )
+        for cat, holders in held.items():
+            total_patches = sum(p.n_patches for _, p in holders)
+            k = budget[cat]
+            t0 = time.perf_counter()
+            dp_info: dict[str, Any] | None = None
+            if self.dp.enabled:
+                parts, dp_info = _dp_parts(holders)
+            else:
+                parts = [p.features for _, p in holders]
+            union = sum(p.shape[0] for p in parts)
+            merged, radius = merge_coresets(parts, k, self.spec, device=self.merge_device)
             bank = Bank(
                 features=merged,
                 spec=self.spec,
@@ -404,6 +424,10 @@ class PatchCoreStrategy(Strategy):
                 "local_radius_max": float(max(p.radius for _, p in holders)),
                 "merge_seconds": round(time.perf_counter() - t0, 3),
             }
+            if self.bank_budget != "volume":
+                self.bank_info[cat]["budget"] = self.bank_budget
+            if dp_info is not None:
+                self.bank_info[cat]["dp"] = dp_info
             log.info(
                 "merge %s: %d clients, union %d rows -> bank of %d (radius %.4f)",
                 cat,
@@ -632,6 +656,60 @@ class PatchCoreStrategy(Strategy):
 
     # ------------------------------------------------------------------ facts
 
+    def privacy_facts(self) -> dict[str, Any]:
+        """The "privacy" block of results.json: settings and the budget actually spent."""
+        from fedpatch_app.model.dp import Accountant, describe
+
+        facts = describe(self.dp)
+        if not self.dp.enabled:
+            facts["spent"] = None
+            return facts
+        per: dict[str, dict[str, float]] = {}
+        for client in self.clients.values():
+            reply = self._train.get(client.node_id)
+            if reply is None:
+                continue
+            for cat, part in reply.coresets.items():
+                if part.dp is None:
+                    continue
+                acc = Accountant(part.dp["delta"])
+                for name in ("sums", "counts", "images"):
+                    sens = {"sums": math.sqrt(self.plan.dp_clusters_per_image) * part.dp["clip"],
+                            "counts": math.sqrt(self.plan.dp_clusters_per_image),
+                            "images": 1.0}[name]  # fmt: skip
+                    acc.add(name, sens, part.dp[f"sigma-{name}"])
+                per[f"{client.label} {cat}"] = {
+                    "epsilon": acc.epsilon(),
+                    "epsilon_exact": acc.exact_epsilon(),
+                    "rho": acc.rho,
+                    "delta": acc.delta,
+                    "clip": part.dp["clip"],
+                    "sigma_sums": part.dp["sigma-sums"],
+                    "sigma_counts": part.dp["sigma-counts"],
+                    "sigma_images": part.dp["sigma-images"],
+                }
+        facts["spent"] = {
+            # Parallel composition: each image is in one category and on one client.
+            "epsilon": Accountant.parallel(v["epsilon"] for v in per.values()),
+            "epsilon_exact": Accountant.parallel(v["epsilon_exact"] for v in per.values()),
+            "delta": self.dp.delta,
+            "composition": "parallel across categories and clients (disjoint images)",
+            "per_release": per,
+        }
+        facts["private_steps"] = [
+            "client: per-cluster sums and counts of per-image bounded contributions, and the "
+            "image count (Gaussian mechanism, accounted)",
+        ]
+        facts["public_steps"] = [
+            "centres and clip norm: public synthetic reference images (no private data)",
+            "server: sum over clients, noisy means, count threshold, greedy k-center "
+            "(post-processing)",
+        ]
+        facts["not_covered"] = [
+            "test images: scores and evaluation statistics are not differentially private",
+        ]
+        return facts
+
     def federated_facts(self) -> dict[str, Any]:
         """The "federated" block of results.json."""
         return {
@@ -656,6 +734,40 @@ class PatchCoreStrategy(Strategy):
             "bytes": self.bytes,
             "seconds": self.seconds,
         }
+
+
+def _digest(array: np.ndarray) -> str:
+    """SHA-256 of an array's shape and bytes: a content order for the merge."""
+    data = np.ascontiguousarray(array)
+    return hashlib.sha256(repr(data.shape).encode() + data.tobytes()).hexdigest()
+
+
+def _dp_parts(holders: list[tuple[int, Any]]) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """Noisy cluster means from the clients' DP releases (post-processing): releases that
+    share the public centres (same digest) are summed first, so their noise averages out."""
+    from fedpatch_app.model.dp import noisy_means
+
+    groups: dict[str, list[Any]] = {}
+    for _, part in holders:
+        groups.setdefault(part.dp["digest"], []).append(part)
+    parts: list[np.ndarray] = []
+    kept = 0
+    thresholds = []
+    for members in groups.values():
+        means, counts, threshold = noisy_means(
+            [m.features for m in members],
+            [m.dp["counts"] for m in members],
+            [m.dp["sigma-counts"] for m in members],
+        )
+        parts.append(means)
+        kept += int(means.shape[0])
+        thresholds.append(threshold)
+    return parts, {
+        "groups": len(groups),
+        "clusters_kept": kept,
+        "clusters_sent": int(sum(p.features.shape[0] for _, p in holders)),
+        "count_threshold": max(thresholds),
+    }
 
 
 def _image_count(stats: Any) -> int | None:

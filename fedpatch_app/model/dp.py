@@ -1,0 +1,413 @@
+"""Differential privacy for the coresets a federated client shares (no Flower in here).
+
+Privacy unit: ONE TRAINING IMAGE of a client (add/remove adjacency: two datasets are
+neighbours when one holds one image more). Mechanism ("noisy cluster summaries"):
+
+1. Centres, data-independent: K centres are chosen by greedy k-center on the patch
+   features of PUBLIC reference images (the built-in synthetic generator, with a public
+   seed that differs from any private data's seed). The clipping norm C is either set
+   by hand or taken from those public features. Neither step reads private data.
+2. Per image, bounded contribution: every patch feature is clipped to L2 norm C and
+   assigned to its nearest centre; the image contributes, for at most m of the
+   clusters it touches (those with most of its patches), the MEAN of its clipped patches
+   in that cluster (norm <= C) and a count of 1. So one image changes the (K x D) sum
+   matrix by at most sqrt(m) * C in L2 (Frobenius) norm, the K counts by at most
+   sqrt(m), and the image count by 1 (`sensitivities`).
+3. Gaussian mechanism on the three releases, all with the same noise multiplier z
+   (sigma = z x sensitivity). Each is rho = 1 / (2 z^2) zero-concentrated DP; they
+   compose additively (rho = 3 / (2 z^2)), and rho-zCDP gives (rho + 2 sqrt(rho
+   ln(1/delta)), delta)-DP. `noise_multiplier` picks z so that this is the target
+   (epsilon, delta); `Accountant` recomputes what was actually spent from the sigmas.
+4. Composition across categories is parallel (an image belongs to one category only),
+   and so across clients (no image is held by two clients): a run spends the maximum
+   over its categories, not the sum.
+
+Everything the server does with the noisy releases (summing over clients, dividing sums
+by counts, dropping clusters with small noisy counts, greedy k-center) is
+post-processing and costs nothing more.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import secrets
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedpatch_app.errors import ConfigError, ModelError
+
+log = logging.getLogger(__name__)
+
+PRIVACY_UNIT = "image"
+MECHANISM = "gaussian-noisy-cluster-summaries"
+#: Number of Gaussian releases per category and client: sums, counts, image count.
+RELEASES = 3
+#: Default quantile of the public patch-feature norms used as the clipping norm.
+AUTO_CLIP_QUANTILE = 0.9
+
+
+# --------------------------------------------------------------------------- accounting
+
+
+def zcdp_rho(sensitivity: float, sigma: float) -> float:
+    """The Gaussian mechanism with L2 sensitivity Delta and noise sigma is
+    Delta^2 / (2 sigma^2) - zCDP."""
+    if sigma <= 0:
+        raise ModelError(f"Gaussian noise sigma must be > 0, got {sigma}")
+    return float(sensitivity) ** 2 / (2.0 * float(sigma) ** 2)
+
+
+def zcdp_to_epsilon(rho: float, delta: float) -> float:
+    """(epsilon, delta)-DP implied by rho-zCDP: epsilon = rho + 2 sqrt(rho ln(1/delta))."""
+    _check_delta(delta)
+    if rho < 0:
+        raise ModelError(f"rho must be >= 0, got {rho}")
+    return rho + 2.0 * math.sqrt(rho * math.log(1.0 / delta))
+
+
+def rho_for_epsilon(epsilon: float, delta: float) -> float:
+    """The largest rho whose zCDP guarantee gives (epsilon, delta)-DP (inverse of the above)."""
+    _check_delta(delta)
+    if epsilon <= 0:
+        raise ModelError(f"epsilon must be > 0, got {epsilon}")
+    log_term = math.log(1.0 / delta)
+    return (math.sqrt(log_term + epsilon) - math.sqrt(log_term)) ** 2
+
+
+def classical_gaussian_sigma(epsilon: float, delta: float, sensitivity: float) -> float:
+    """Dwork-Roth's Gaussian mechanism: sigma = sqrt(2 ln(1.25/delta)) Delta / epsilon
+    (valid for epsilon < 1; reference values for the tests and the docs)."""
+    _check_delta(delta)
+    if not 0 < epsilon < 1:
+        raise ModelError(f"the classical Gaussian mechanism needs 0 < epsilon < 1, got {epsilon}")
+    return math.sqrt(2.0 * math.log(1.25 / delta)) * sensitivity / epsilon
+
+
+def gaussian_delta(epsilon: float, mu: float) -> float:
+    """Exact delta(epsilon) of a Gaussian mechanism with Delta / sigma = mu (Balle & Wang's
+    analytic Gaussian mechanism; a composition of Gaussians with ratios mu_i is one with
+    mu = sqrt(sum mu_i^2)). Used to check that the zCDP figure is an upper bound."""
+    if mu <= 0:
+        return 0.0
+    a = -epsilon / mu + mu / 2.0
+    b = -epsilon / mu - mu / 2.0
+    phi_b = _phi(b)
+    # exp(epsilon) * phi(b) in logs: exp(epsilon) alone overflows for a large epsilon.
+    tail = 0.0 if phi_b <= 0.0 else math.exp(min(700.0, epsilon + math.log(phi_b)))
+    return max(0.0, _phi(a) - tail)
+
+
+def _phi(x: float) -> float:
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
+def _check_delta(delta: float) -> None:
+    if not 0 < delta < 1:
+        raise ModelError(f"delta must be in (0, 1), got {delta}")
+
+
+def noise_multiplier(epsilon: float, delta: float, releases: int = RELEASES) -> float:
+    """z such that `releases` Gaussian releases with sigma_i = z Delta_i spend exactly
+    (epsilon, delta) under zCDP composition: releases / (2 z^2) = rho(epsilon, delta)."""
+    rho = rho_for_epsilon(epsilon, delta)
+    return math.sqrt(releases / (2.0 * rho))
+
+
+@dataclass
+class Accountant:
+    """zCDP accountant: sequential composition adds rho; `parallel` takes the maximum.
+
+    `add(name, sensitivity, sigma)` records one Gaussian release on the same data.
+    """
+
+    delta: float
+    releases: list[dict[str, float | str]] = field(default_factory=list)
+
+    def add(self, name: str, sensitivity: float, sigma: float) -> float:
+        rho = zcdp_rho(sensitivity, sigma)
+        self.releases.append(
+            {"name": name, "sensitivity": float(sensitivity), "sigma": float(sigma), "rho": rho}
+        )
+        return rho
+
+    @property
+    def rho(self) -> float:
+        return float(sum(float(r["rho"]) for r in self.releases))
+
+    def epsilon(self, delta: float | None = None) -> float:
+        return zcdp_to_epsilon(self.rho, self.delta if delta is None else delta)
+
+    def exact_epsilon(self, delta: float | None = None) -> float:
+        """The smallest epsilon with gaussian_delta(epsilon, mu) <= delta (bisection)."""
+        target = self.delta if delta is None else delta
+        mu = math.sqrt(2.0 * self.rho)
+        lo, hi = 0.0, max(1.0, self.epsilon(target))
+        if gaussian_delta(0.0, mu) <= target:
+            return 0.0
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            if gaussian_delta(mid, mu) > target:
+                lo = mid
+            else:
+                hi = mid
+        return hi
+
+    @staticmethod
+    def parallel(epsilons: Iterable[float]) -> float:
+        """Disjoint data (different categories, different clients): the maximum."""
+        values = list(epsilons)
+        return max(values) if values else 0.0
+
+
+# --------------------------------------------------------------------------- mechanism
+
+
+@dataclass(frozen=True)
+class DPConfig:
+    """The run's DP settings (`dp-*` run-config keys). epsilon 0 = DP off."""
+
+    epsilon: float = 0.0
+    delta: float = 1e-5
+    clip: float = 0.0  # 0 = from the public reference features
+    centres: int = 128
+    clusters_per_image: int = 8
+    public_images: int = 8
+    public_seed: int = 1_000_003
+
+    @property
+    def enabled(self) -> bool:
+        return self.epsilon > 0
+
+    def check(self) -> None:
+        if self.epsilon < 0:
+            raise ConfigError(
+                f"run config 'dp-epsilon': must be >= 0 (0 = off), got {self.epsilon}"
+            )
+        if not 0 < self.delta < 1:
+            raise ConfigError(f"run config 'dp-delta': must be in (0, 1), got {self.delta}")
+        if self.clip < 0:
+            raise ConfigError(f"run config 'dp-clip': must be >= 0 (0 = auto), got {self.clip}")
+        if not 1 <= self.centres <= 100_000:
+            raise ConfigError(
+                f"run config 'dp-centres': must be in [1, 100000], got {self.centres}"
+            )
+        if not 1 <= self.clusters_per_image <= max(1, self.centres if self.enabled else 10**9):
+            raise ConfigError(
+                "run config 'dp-clusters-per-image': must be between 1 and dp-centres, "
+                f"got {self.clusters_per_image}"
+            )
+        if not 1 <= self.public_images <= 1000:
+            raise ConfigError(
+                f"run config 'dp-public-images': must be in [1, 1000], got {self.public_images}"
+            )
+
+
+def sensitivities(clip: float, clusters_per_image: int) -> dict[str, float]:
+    """L2 sensitivities of the three releases under add/remove of one image."""
+    return {
+        "sums": math.sqrt(clusters_per_image) * clip,
+        "counts": math.sqrt(clusters_per_image),
+        "images": 1.0,
+    }
+
+
+def clip_rows(x: np.ndarray, clip: float) -> np.ndarray:
+    """Rows scaled down to L2 norm <= clip (float64)."""
+    x = np.asarray(x, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    scale = np.minimum(1.0, clip / np.maximum(norms, 1e-300))
+    return x * scale
+
+
+def nearest_centre(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Index of the nearest centre (squared Euclidean distance) of every row of x."""
+    x = np.asarray(x, dtype=np.float64)
+    c = np.asarray(centres, dtype=np.float64)
+    d = (x * x).sum(1)[:, None] - 2.0 * x @ c.T + (c * c).sum(1)[None, :]
+    return np.argmin(d, axis=1)
+
+
+def image_contribution(
+    patches: np.ndarray, centres: np.ndarray, clip: float, clusters_per_image: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One image's contribution: (cluster ids (t,), per-cluster means (t, D)), t <= m.
+
+    The image keeps the m clusters holding most of its patches (ties: lower id); each
+    value is the mean of its clipped patches there, so its norm is <= clip.
+    """
+    clipped = clip_rows(patches.reshape(-1, patches.shape[-1]), clip)
+    ids = nearest_centre(clipped, centres)
+    counts = np.bincount(ids, minlength=len(centres))
+    touched = np.flatnonzero(counts)
+    order = touched[np.lexsort((touched, -counts[touched]))]
+    keep = np.sort(order[:clusters_per_image])
+    means = np.stack([clipped[ids == k].mean(axis=0) for k in keep])
+    return keep, means
+
+
+@dataclass
+class ClusterStats:
+    """Exact (not yet private) per-cluster sums and counts of one category on one client."""
+
+    sums: np.ndarray  # (K, D) float64
+    counts: np.ndarray  # (K,) float64
+    n_images: int
+
+
+def cluster_statistics(
+    images: Iterable[np.ndarray], centres: np.ndarray, clip: float, clusters_per_image: int
+) -> ClusterStats:
+    """Sum every image's bounded contribution (`image_contribution`)."""
+    k, d = centres.shape
+    sums = np.zeros((k, d), dtype=np.float64)
+    counts = np.zeros(k, dtype=np.float64)
+    n = 0
+    for patches in images:
+        ids, means = image_contribution(patches, centres, clip, clusters_per_image)
+        sums[ids] += means
+        counts[ids] += 1.0
+        n += 1
+    return ClusterStats(sums, counts, n)
+
+
+@dataclass
+class NoisyRelease:
+    """What a client sends for one category under DP, and what it cost."""
+
+    sums: np.ndarray
+    counts: np.ndarray
+    n_images: float
+    sigmas: dict[str, float]
+    rho: float
+    epsilon: float
+    delta: float
+
+
+def privatize(
+    stats: ClusterStats,
+    config: DPConfig,
+    clip: float,
+    rng: np.random.Generator | None = None,
+) -> NoisyRelease:
+    """Gaussian noise on sums, counts and the image count, calibrated to (epsilon, delta).
+
+    `rng` None = a generator seeded from the OS's entropy (the noise must not be
+    predictable; a fixed seed is for tests only).
+    """
+    if not config.enabled:
+        raise ModelError("privatize called with DP off (dp-epsilon = 0)")
+    rng = rng if rng is not None else np.random.default_rng(secrets.randbits(128))
+    z = noise_multiplier(config.epsilon, config.delta)
+    sens = sensitivities(clip, config.clusters_per_image)
+    sigmas = {name: z * value for name, value in sens.items()}
+    acc = Accountant(config.delta)
+    for name in ("sums", "counts", "images"):
+        acc.add(name, sens[name], sigmas[name])
+    sums = stats.sums + rng.normal(0.0, sigmas["sums"], size=stats.sums.shape)
+    counts = stats.counts + rng.normal(0.0, sigmas["counts"], size=stats.counts.shape)
+    n_images = stats.n_images + rng.normal(0.0, sigmas["images"])
+    return NoisyRelease(
+        sums=sums,
+        counts=counts,
+        n_images=float(n_images),
+        sigmas=sigmas,
+        rho=acc.rho,
+        epsilon=acc.epsilon(),
+        delta=config.delta,
+    )
+
+
+def centres_digest(centres: np.ndarray, clip: float) -> str:
+    """Identifies the public centres and clip: the server sums only releases that share it."""
+    h = hashlib.sha256(np.ascontiguousarray(centres, dtype=np.float32).tobytes())
+    h.update(repr(float(clip)).encode())
+    return h.hexdigest()[:16]
+
+
+def noisy_means(
+    sums: Sequence[np.ndarray], counts: Sequence[np.ndarray], count_sigmas: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Server side (post-processing): sum the releases of clients that share the centres,
+    keep the clusters whose noisy count is at least twice the count noise's standard
+    deviation (at least 1; the largest one if none passes), and return their means
+    (sum / count), the kept noisy counts and the threshold."""
+    total_s = np.sum([np.asarray(s, dtype=np.float64) for s in sums], axis=0)
+    total_c = np.sum([np.asarray(c, dtype=np.float64) for c in counts], axis=0)
+    threshold = max(1.0, 2.0 * math.sqrt(sum(float(s) ** 2 for s in count_sigmas)))
+    keep = np.flatnonzero(total_c >= threshold)
+    if keep.size == 0:
+        keep = np.array([int(np.argmax(total_c))])
+    denom = np.maximum(total_c[keep], threshold)[:, None]
+    return (total_s[keep] / denom).astype(np.float32), total_c[keep], threshold
+
+
+# --------------------------------------------------------------------------- public centres
+
+
+def public_reference_paths(category: str, n_images: int, seed: int, folder: Path) -> list[Path]:
+    """Write `n_images` PUBLIC good images of `category` from the synthetic generator
+    (seed `seed`, a split code no dataset uses) and return their paths."""
+    from PIL import Image
+
+    from fedpatch_app.data import synthetic
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n_images):
+        path = folder / f"public-{category}-{seed}-{i:03d}.png"
+        if not path.is_file():
+            img = synthetic._good_image(category, int(seed), 97, i)
+            Image.fromarray(img).save(path)
+        paths.append(path)
+    return paths
+
+
+def public_centres(
+    features_of: Callable[[list[Path]], np.ndarray],
+    select: Callable[[np.ndarray, int], np.ndarray],
+    category: str,
+    config: DPConfig,
+) -> tuple[np.ndarray, float]:
+    """(K centres, clip norm) from the public reference images only.
+
+    `features_of(paths)` returns (n, h, w, D) patch features; `select(features, k)` the
+    k selected rows (the project's greedy k-center).
+    """
+    with tempfile.TemporaryDirectory(prefix="fedpatch-public-") as tmp:
+        paths = public_reference_paths(
+            category, config.public_images, config.public_seed, Path(tmp)
+        )
+        feats = features_of(paths)
+    flat = feats.reshape(-1, feats.shape[-1]).astype(np.float64)
+    norms = np.linalg.norm(flat, axis=1)
+    clip = config.clip if config.clip > 0 else float(np.quantile(norms, AUTO_CLIP_QUANTILE))
+    if not clip > 0:
+        raise ModelError(f"{category}: the public reference gives a clipping norm of {clip}")
+    k = min(config.centres, flat.shape[0])
+    centres = select(clip_rows(flat, clip).astype(np.float32), k)
+    return np.asarray(centres, dtype=np.float64), clip
+
+
+def describe(config: DPConfig) -> dict[str, Any]:
+    """The settings part of results.json's "privacy" block."""
+    return {
+        "enabled": config.enabled,
+        "mechanism": MECHANISM if config.enabled else None,
+        "unit": PRIVACY_UNIT,
+        "adjacency": "add/remove one training image of a client",
+        "epsilon_target": config.epsilon if config.enabled else None,
+        "delta": config.delta if config.enabled else None,
+        "clip": config.clip or "auto",
+        "centres": config.centres,
+        "clusters_per_image": config.clusters_per_image,
+        "public_images": config.public_images,
+        "public_seed": config.public_seed,
+        "accountant": "zCDP (rho adds up; epsilon = rho + 2 sqrt(rho ln(1/delta)))",
+    }

@@ -1,0 +1,254 @@
+"""Differential privacy of the shared coresets: mechanism, sensitivity, accountant, and
+the federated run with DP on and off (in-process Grid, no Ray)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from flwr.app import Context, RecordDict
+
+from fedpatch_app.config import RunSettings
+from fedpatch_app.errors import ConfigError, ModelError
+from fedpatch_app.federated import messages as M
+from fedpatch_app.model import dp
+
+# --------------------------------------------------------------------------- accountant
+
+
+def test_classical_gaussian_sigma_known_value() -> None:
+    # sqrt(2 ln(1.25 / 1e-5)) / 0.5 = 9.6896...
+    sigma = dp.classical_gaussian_sigma(0.5, 1e-5, 1.0)
+    assert sigma == pytest.approx(math.sqrt(2 * math.log(125000.0)) / 0.5)
+    assert sigma == pytest.approx(9.68966, rel=1e-5)
+    assert dp.classical_gaussian_sigma(0.5, 1e-5, 3.0) == pytest.approx(3 * sigma)
+    with pytest.raises(ModelError):
+        dp.classical_gaussian_sigma(2.0, 1e-5, 1.0)
+
+
+def test_zcdp_known_values() -> None:
+    # Gaussian mechanism, Delta = 1, sigma = 1: rho = 1/2.
+    assert dp.zcdp_rho(1.0, 1.0) == 0.5
+    assert dp.zcdp_rho(2.0, 4.0) == pytest.approx(0.125)
+    # epsilon = rho + 2 sqrt(rho ln(1/delta)) = 0.5 + 2 sqrt(0.5 ln 1e5) = 5.298526...
+    assert dp.zcdp_to_epsilon(0.5, 1e-5) == pytest.approx(5.298526, rel=1e-6)
+    for eps in (0.5, 1.0, 8.0):
+        rho = dp.rho_for_epsilon(eps, 1e-5)
+        assert dp.zcdp_to_epsilon(rho, 1e-5) == pytest.approx(eps, rel=1e-12)
+
+
+def test_noise_multiplier_spends_exactly_the_target() -> None:
+    for eps in (0.5, 1.0, 2.0, 16.0):
+        z = dp.noise_multiplier(eps, 1e-5)
+        acc = dp.Accountant(1e-5)
+        for name, sens in dp.sensitivities(clip=3.0, clusters_per_image=4).items():
+            acc.add(name, sens, z * sens)
+        assert acc.rho == pytest.approx(3 / (2 * z * z))
+        assert acc.epsilon() == pytest.approx(eps, rel=1e-9)
+        # The zCDP conversion is an upper bound of the exact (analytic) epsilon.
+        exact = acc.exact_epsilon()
+        assert 0 < exact <= acc.epsilon() + 1e-9
+        assert dp.gaussian_delta(exact, math.sqrt(2 * acc.rho)) <= 1e-5 * (1 + 1e-6)
+    # Smaller epsilon, more noise.
+    assert dp.noise_multiplier(0.5, 1e-5) > dp.noise_multiplier(1.0, 1e-5)
+
+
+def test_exact_gaussian_delta_matches_classical_regime() -> None:
+    # The classical sigma is valid (conservative) for epsilon < 1: its exact delta is below.
+    sigma = dp.classical_gaussian_sigma(0.8, 1e-5, 1.0)
+    assert dp.gaussian_delta(0.8, 1.0 / sigma) < 1e-5
+
+
+def test_exact_epsilon_for_a_huge_budget() -> None:
+    acc = dp.Accountant(1e-5)
+    z = dp.noise_multiplier(1000.0, 1e-5)
+    acc.add("sums", 1.0, z)
+    assert 0 < acc.exact_epsilon() <= acc.epsilon()
+
+
+def test_parallel_composition_is_the_maximum() -> None:
+    assert dp.Accountant.parallel([0.5, 2.0, 1.0]) == 2.0
+    assert dp.Accountant.parallel([]) == 0.0
+
+
+# --------------------------------------------------------------------------- mechanism
+
+
+def _centres(k: int = 6, d: int = 5, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(k, d))
+
+
+def test_image_contribution_is_bounded_and_uses_at_most_m_clusters() -> None:
+    rng = np.random.default_rng(1)
+    centres = _centres()
+    clip, m = 0.7, 3
+    for _ in range(50):
+        # Patches spread over many clusters, some with huge norms.
+        patches = rng.normal(size=(4, 5, 5)) * rng.choice([0.01, 1.0, 100.0], size=(4, 5, 1))
+        ids, means = dp.image_contribution(patches, centres, clip, m)
+        assert len(ids) <= m and len(set(ids.tolist())) == len(ids)
+        assert np.all(np.linalg.norm(means, axis=1) <= clip + 1e-9)
+        full = np.zeros_like(centres)
+        full[ids] = means
+        assert np.linalg.norm(full) <= dp.sensitivities(clip, m)["sums"] + 1e-9
+
+
+def test_sensitivity_bound_is_reached_and_never_exceeded() -> None:
+    """Removing one image changes the sums by its contribution: at most sqrt(m) C, reached
+    by an image whose patches are spread over m clusters with norms >= C."""
+    centres = np.eye(4) * 10.0  # cluster k holds the patches along axis k
+    clip, m = 2.0, 3
+    others = [np.random.default_rng(i).normal(size=(2, 2, 4)) for i in range(5)]
+    # One patch per cluster 0..3, each far beyond the clip: touches 4 clusters, keeps 3.
+    extreme = (np.eye(4) * 50.0).reshape(2, 2, 4)
+    with_it = dp.cluster_statistics([*others, extreme], centres, clip, m)
+    without = dp.cluster_statistics(others, centres, clip, m)
+    sens = dp.sensitivities(clip, m)
+    d_sums = np.linalg.norm(with_it.sums - without.sums)
+    d_counts = np.linalg.norm(with_it.counts - without.counts)
+    assert d_sums == pytest.approx(sens["sums"]) == pytest.approx(math.sqrt(3) * 2.0)
+    assert d_counts == pytest.approx(sens["counts"]) == pytest.approx(math.sqrt(3))
+    assert with_it.n_images - without.n_images == sens["images"] == 1
+    # Random neighbours never exceed the bounds.
+    rng = np.random.default_rng(7)
+    for _ in range(30):
+        img = rng.normal(size=(3, 3, 4)) * 40
+        a = dp.cluster_statistics([*others, img], centres, clip, m)
+        assert np.linalg.norm(a.sums - without.sums) <= sens["sums"] + 1e-9
+        assert np.linalg.norm(a.counts - without.counts) <= sens["counts"] + 1e-9
+
+
+def test_privatize_noise_scale_matches_calibration() -> None:
+    k, d = 50, 40
+    stats = dp.ClusterStats(np.zeros((k, d)), np.zeros(k), 0)
+    config = dp.DPConfig(epsilon=1.0, delta=1e-5, clusters_per_image=4)
+    release = dp.privatize(stats, config, clip=2.0, rng=np.random.default_rng(0))
+    z = dp.noise_multiplier(1.0, 1e-5)
+    assert release.sigmas["sums"] == pytest.approx(z * 2.0 * 2.0)
+    assert release.sigmas["counts"] == pytest.approx(z * 2.0)
+    assert release.sigmas["images"] == pytest.approx(z)
+    assert np.std(release.sums) == pytest.approx(release.sigmas["sums"], rel=0.05)
+    assert np.std(release.counts) == pytest.approx(release.sigmas["counts"], rel=0.25)
+    assert release.epsilon == pytest.approx(1.0)
+    with pytest.raises(ModelError):
+        dp.privatize(stats, dp.DPConfig(epsilon=0.0), clip=1.0)
+
+
+def test_noisy_means_threshold_and_fallback() -> None:
+    sums = [np.array([[10.0, 0.0], [1.0, 1.0]]), np.array([[10.0, 0.0], [0.0, 0.0]])]
+    counts = [np.array([10.0, 0.2]), np.array([10.0, 0.1])]
+    means, kept, threshold = dp.noisy_means(sums, counts, [1.0, 1.0])
+    assert threshold == pytest.approx(2 * math.sqrt(2))
+    assert means.shape == (1, 2) and np.allclose(means, [[1.0, 0.0]])
+    assert kept.tolist() == [20.0]
+    means, kept, _ = dp.noisy_means([np.ones((2, 2))], [np.array([0.5, 0.9])], [5.0])
+    assert means.shape == (1, 2)  # none passes: the largest count is kept
+
+
+def test_public_reference_does_not_touch_private_data(tmp_path: Path) -> None:
+    paths = dp.public_reference_paths("pipe_clip", 2, 1_000_003, tmp_path)
+    assert len(paths) == 2 and all(p.is_file() for p in paths)
+    again = dp.public_reference_paths("pipe_clip", 2, 1_000_003, tmp_path / "b")
+    assert [p.read_bytes() for p in paths] == [p.read_bytes() for p in again]
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_dp_settings_parse_and_check() -> None:
+    settings = RunSettings.from_run_config({"dp-epsilon": 2, "dp-delta": "1e-6"})
+    assert settings.dp_config().enabled and settings.dp_delta == 1e-6
+    assert not RunSettings.from_run_config({}).dp_config().enabled
+    for bad in (
+        {"dp-epsilon": -1},
+        {"dp-delta": 0},
+        {"dp-epsilon": 1, "dp-clusters-per-image": 500, "dp-centres": 10},
+        {"dp-epsilon": 1, "dp-public-seed": 0, "dataset": "synthetic"},
+        {"bank-budget": "by-luck"},
+    ):
+        with pytest.raises(ConfigError):
+            RunSettings.from_run_config(bad)
+
+
+def test_plan_without_dp_is_unchanged() -> None:
+    base = dict(
+        spec={"a": 1}, fingerprint="f", dataset="synthetic", data_root="d",
+        synthetic_scale="tiny", partition="iid", dirichlet_alpha=0.5, num_clients=2,
+        categories=("pipe_clip",), coreset_ratio=0.1, local_oversample=2.0,
+        transport_dtype="float32", seed=0, device="cpu", batch_size=8, run_key="r",
+    )  # fmt: skip
+    off = M.Plan(**base).to_config()
+    assert not any(k.startswith("dp-") for k in off)
+    on = M.Plan(**base, dp_epsilon=1.0, dp_centres=16).to_config()
+    plan = M.Plan.from_config(on)
+    assert plan.dp_epsilon == 1.0 and plan.dp_centres == 16
+    assert M.Plan.from_config(off) == M.Plan(**base)
+
+
+# --------------------------------------------------------------------------- federated
+
+
+CATS = ("pipe_clip", "pipe_staple")
+
+
+def _run(tmp: Path, name: str, **extra: Any) -> Any:
+    import client_app
+    from fedpatch_app.federated.inprocess import InProcessGrid
+    from fedpatch_app.federated.server import run_server
+
+    run_config = {
+        "weights": "none",
+        "image-size": 64,
+        "device": "cpu",
+        "categories": ",".join(CATS),
+        "synthetic-scale": "tiny",
+        "wait-timeout": 0,
+        "dataset": "synthetic",
+        "data-root": str(tmp / "none"),
+        "out-dir": str(tmp),
+        "run-name": name,
+        "partition": "iid",
+        "num-clients": 2,
+        "min-clients": 2,
+        **extra,
+    }
+    nodes = [{"partition-id": i, "num-partitions": 2} for i in range(2)]
+    grid = InProcessGrid(client_app.app, nodes, run_config)
+    ctx = Context(run_id=3, node_id=1, node_config={}, state=RecordDict(), run_config=run_config)
+    return run_server(grid, ctx)
+
+
+@pytest.mark.slow
+def test_federated_run_with_dp(tmp_path: Path) -> None:
+    from fedpatch_app.evaluation.results import load_results
+
+    outcome = _run(tmp_path, "dp1", categories="pipe_clip", **{"dp-epsilon": 1.0, "dp-centres": 32})
+    results = load_results(outcome.run_dir / "results.json")
+    privacy = results["privacy"]
+    assert privacy["enabled"] and privacy["unit"] == "image"
+    assert privacy["spent"]["epsilon"] == pytest.approx(1.0, rel=1e-6)
+    assert privacy["spent"]["delta"] == 1e-5
+    assert privacy["spent"]["epsilon_exact"] <= privacy["spent"]["epsilon"]
+    assert len(privacy["spent"]["per_release"]) == 2  # two clients, one category
+    for cat in ("pipe_clip",):
+        info = results["federated"]["banks"][cat]
+        assert info["dp"]["groups"] == 1  # both clients share the public centres
+        assert 1 <= info["size"] <= 32
+        assert 0.0 <= results["categories"][cat]["auc_spro"]["0.3"] <= 1.0
+    assert "fairness" in results
+
+
+@pytest.mark.slow
+def test_dp_off_gives_identical_banks(tmp_path: Path) -> None:
+    one = {"categories": "pipe_clip"}
+    plain = _run(tmp_path, "plain", **one)
+    off = _run(tmp_path, "off", **one, **{"dp-epsilon": 0.0, "dp-centres": 7, "dp-clip": 3.0})
+    for cat in ("pipe_clip",):
+        a = np.load(plain.run_dir / "banks" / f"{cat}.npz", allow_pickle=False)["features"]
+        b = np.load(off.run_dir / "banks" / f"{cat}.npz", allow_pickle=False)["features"]
+        assert a.tobytes() == b.tobytes()
+    assert plain.results["privacy"]["enabled"] is False
+    assert plain.results["categories"] == off.results["categories"]
