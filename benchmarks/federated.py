@@ -7,8 +7,8 @@ Each configuration runs in its own Python process so its peak RSS is its own:
   message in one process (no Ray, no SuperLink): the algorithm's own cost, all five
   clients and the server sharing one process;
 - federated (flwr run): a real `flwr run` simulation with five SuperNodes (Ray); its
-  peak memory is the largest single process of the run (the children's max RSS), not
-  the sum over processes.
+  peak memory is the largest sum, sampled every 0.5 s, of the resident memory of all the
+  run's processes (SuperLink, SuperExec, Ray workers, ClientApps).
 
 Prints ratios against the centralized run measured in the same invocation.
 
@@ -27,6 +27,7 @@ from pathlib import Path
 
 CHILD = r"""
 import json, resource, sys, time, logging
+peak = [0]
 logging.basicConfig(level=logging.WARNING)
 mode, data, out, cats, image_size, run_name = sys.argv[1:7]
 cats = cats.split(",")
@@ -43,13 +44,45 @@ elif mode == "inprocess":
     from fedpatch_app.federated.inprocess import run_inprocess
     run_inprocess(common)
 else:
+    import threading
     from pathlib import Path
     from fedpatch_app.federated.simulation import run_simulation
-    run_simulation(common, flwr_home=Path(out) / ".flwr", num_supernodes=5)
+    home = Path(out) / ".flwr"
+    marker = f"FLWR_HOME={home.resolve()}".encode()
+    peak = [0]
+    done = threading.Event()
+
+    def rss_of_run():
+        # Sum of the resident memory of every process of the run (SuperLink, SuperExec,
+        # Ray workers, ClientApps): they all carry this run's FLWR_HOME in their env.
+        total = 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if marker not in (entry / "environ").read_bytes():
+                    continue
+                for line in (entry / "status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            except OSError:
+                continue
+        return total
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_of_run())
+            done.wait(0.5)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    run_simulation(common, flwr_home=home, num_supernodes=5, port_wait=900)
+    done.set()
+    thread.join()
 seconds = time.perf_counter() - t0
 self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(json.dumps({"seconds": seconds, "peak_mib": max(self_kb, child_kb) / 1024}))
+peak_kb = peak[0] if mode == "flwr" else self_kb
+print(json.dumps({"seconds": seconds, "peak_mib": peak_kb / 1024}))
 """
 
 

@@ -92,6 +92,23 @@ def superlink_pids(flwr_home: Path) -> list[int]:
     return pids
 
 
+def wait_for_free_ports(timeout: float, poll: float = 5.0) -> None:
+    """Wait until no local SuperLink holds the simulation ports, at most `timeout` s."""
+    deadline = time.monotonic() + timeout
+    announced = False
+    while any(port_busy(p) for p in SUPERLINK_PORTS):
+        if time.monotonic() >= deadline:
+            raise SimulationError(
+                "a local SuperLink is already running on 127.0.0.1:39091 (started by another "
+                "`flwr run`?): stop it first (pkill -f flower-superlink), one simulation runs "
+                "at a time"
+            )
+        if not announced:
+            log.warning("another simulation holds 127.0.0.1:39091: waiting up to %.0f s", timeout)
+            announced = True
+        time.sleep(poll)
+
+
 def stop_processes(pids: list[int], grace: float = 20.0) -> None:
     """SIGTERM, then SIGKILL what is still alive after `grace` seconds."""
     for pid in pids:
@@ -120,20 +137,19 @@ def run_simulation(
     gpus_per_client: float = 0,
     timeout: float = 3600,
     log_file: Path | None = None,
+    port_wait: float = 0.0,
 ) -> SimulationRun:
     """`flwr run APP --stream` with `num_supernodes` simulated SuperNodes; waits for the end.
 
     Raises `SimulationError` when the run does not finish as `finished:completed` (the
-    exit code of `flwr run` alone does not tell).
+    exit code of `flwr run` alone does not tell). One simulation runs at a time on a
+    machine (the local SuperLink's ports are fixed): `port_wait` seconds are spent waiting
+    for another one to end before giving up.
     """
     app_dir = Path(app_dir) if app_dir is not None else project_root()
     flwr_home = Path(flwr_home).resolve()
     flwr_home.mkdir(parents=True, exist_ok=True)
-    if any(port_busy(p) for p in SUPERLINK_PORTS):
-        raise SimulationError(
-            "a local SuperLink is already running on 127.0.0.1:39091 (started by another "
-            "`flwr run`?): stop it first, one simulation runs at a time"
-        )
+    wait_for_free_ports(port_wait)
     bin_dir = Path(sys.executable).parent
     flwr = bin_dir / "flwr"
     env = {
