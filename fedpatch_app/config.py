@@ -277,15 +277,7 @@ class RunSettings:
         """The differential-privacy settings (`fedpatch_app.model.dp.DPConfig`)."""
         from fedpatch_app.model.dp import DPConfig
 
-        return DPConfig(
-            epsilon=self.dp_epsilon,
-            delta=self.dp_delta,
-            clip=self.dp_clip,
-            centres=self.dp_centres,
-            clusters_per_image=self.dp_clusters_per_image,
-            public_images=self.dp_public_images,
-            public_seed=self.dp_public_seed,
-        )
+        return DPConfig.of(self)
 
     def resolved_run_name(self, stamp: str) -> str:
         """The run folder's name: `run-name`, or `federated-<partition>-<stamp>`."""

@@ -111,15 +111,7 @@ class Plan:
     def dp_config(self) -> Any:
         from fedpatch_app.model.dp import DPConfig
 
-        return DPConfig(
-            epsilon=self.dp_epsilon,
-            delta=self.dp_delta,
-            clip=self.dp_clip,
-            centres=self.dp_centres,
-            clusters_per_image=self.dp_clusters_per_image,
-            public_images=self.dp_public_images,
-            public_seed=self.dp_public_seed,
-        )
+        return DPConfig.of(self)
 
     def to_config(self, **extra: Any) -> ConfigRecord:
         record = ConfigRecord(

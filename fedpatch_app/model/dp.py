@@ -181,6 +181,20 @@ class DPConfig:
     public_images: int = 8
     public_seed: int = 1_000_003
 
+    @classmethod
+    def of(cls, settings: Any) -> DPConfig:
+        """The DP settings of anything with `dp_epsilon`, `dp_delta`, ... attributes (the run
+        settings on the server, the plan on the clients)."""
+        return cls(
+            epsilon=settings.dp_epsilon,
+            delta=settings.dp_delta,
+            clip=settings.dp_clip,
+            centres=settings.dp_centres,
+            clusters_per_image=settings.dp_clusters_per_image,
+            public_images=settings.dp_public_images,
+            public_seed=settings.dp_public_seed,
+        )
+
     @property
     def enabled(self) -> bool:
         return self.epsilon > 0
