@@ -151,6 +151,7 @@ class RunSettings:
     dp_clusters_per_image: int = 8
     dp_public_images: int = 8
     dp_public_seed: int = 1_000_003
+    dp_public_root: str = ""
     bank_budget: str = "volume"
     unknown_keys: tuple[str, ...] = field(default=(), compare=False)
 
@@ -208,6 +209,7 @@ class RunSettings:
             values[name] = _as_float(_key(name), get(name))
         for name in ("dp_centres", "dp_clusters_per_image", "dp_public_images", "dp_public_seed"):
             values[name] = _as_int(_key(name), get(name))
+        values["dp_public_root"] = _as_str("dp-public-root", get("dp_public_root"))
         values["bank_budget"] = _choice("bank-budget", get("bank_budget"), BANK_BUDGETS)
         settings = cls(**values, unknown_keys=unknown)
         settings.check()
@@ -267,7 +269,12 @@ class RunSettings:
             )
 
         self.dp_config().check()
-        if self.dp_epsilon > 0 and self.dataset != "autovi" and self.dp_public_seed == self.seed:
+        if (
+            self.dp_epsilon > 0
+            and self.dataset != "autovi"
+            and not self.dp_public_root
+            and self.dp_public_seed == self.seed
+        ):
             raise ConfigError(
                 "run config 'dp-public-seed': must differ from 'seed', which seeds the "
                 "synthetic data (the public reference must not be the private data)"

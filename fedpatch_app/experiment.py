@@ -488,31 +488,47 @@ def privacy_section(out: Path, sweep: dict, sweep_dirs: dict[float, Path]) -> li
                 "spro": _mean_of(r, "0.3"),
                 "auroc": _mean_of(r, "auroc"),
                 "bank": sum(int(b.get("size", 0)) for b in banks.values()),
+                "kept": _dp_sum(banks, "clusters_kept"),
+                "public": _dp_sum(banks, "public_centres"),
             }
         )
     lines = [
         f"## Utility against privacy ({sweep['key']}, {sweep['partition']} partition)",
         "",
         "| target epsilon | epsilon spent (zCDP) | epsilon spent (exact Gaussian) | delta "
-        "| mean AUC-sPRO@0.3 | mean image AUROC | bank rows (all categories) |",
-        "|---|---|---|---|---|---|---|",
+        "| mean AUC-sPRO@0.3 | mean image AUROC | bank rows (all categories) "
+        "| rows from private data / public centres |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
+        origin = "-" if row["kept"] is None else f"{row['kept']} / {row['public']}"
         lines.append(
             f"| {row['label']} | {_fmt(row['spent'])} | {_fmt(row['exact'])} | "
             f"{'-' if row['delta'] is None else format(row['delta'], 'g')} "
-            f"| {_fmt(row['spro'])} | {_fmt(row['auroc'])} | {row['bank']} |"
+            f"| {_fmt(row['spro'])} | {_fmt(row['auroc'])} | {row['bank']} | {origin} |"
         )
     lines += [
         "",
         "Privacy unit: one training image of a client; epsilon per category and client, "
         "composed in parallel (disjoint images). See docs/privacy.md.",
         "",
+        "Under DP the rows the server merges into a bank are the public centres (from the "
+        "public reference images only) and the noisy means of the clusters whose noisy "
+        "count passed the threshold (the only rows shaped by private data), before the "
+        "greedy reduction to the bank size. A row with 0 rows from private data measures "
+        "the public reference alone.",
+        "",
     ]
     plot = out / "plots" / "privacy_utility.png"
     if _plot_privacy(rows, plot):
         lines += [f"![utility against epsilon](plots/{plot.name})", ""]
     return lines
+
+
+def _dp_sum(banks: dict, key: str) -> int | None:
+    """Sum of a DP merge fact over the categories (None without DP)."""
+    values = [b["dp"][key] for b in banks.values() if isinstance(b.get("dp"), dict)]
+    return int(sum(values)) if values else None
 
 
 def _plot_privacy(rows: list[dict], path: Path) -> bool:

@@ -137,13 +137,17 @@ def test_privacy_preset_and_its_summary(tmp_path: Path) -> None:
             privacy={"spent": {"epsilon": eps, "epsilon_exact": eps / 2, "delta": 1e-5}}
             if eps
             else {"spent": None},
+            federated={"banks": {"pipe_clip": {"size": 40, **(
+                {"dp": {"clusters_kept": int(10 * eps), "public_centres": 30}}
+                if eps else {}
+            )}}},
         )  # fmt: skip
         dirs[eps] = tmp_path / f"e{eps}"
         write_results(dirs[eps], results)
     lines = privacy_section(tmp_path, preset["sweep"], dirs)
     table = [line for line in lines if line.startswith("| ")]
-    assert table[1].startswith("| 1 | 1.0000 | 0.5000 | 1e-05 | 0.2000 | 0.8000")
-    assert table[-1].startswith("| no DP | - | - | - | 0.6000")
+    assert table[1] == "| 1 | 1.0000 | 0.5000 | 1e-05 | 0.2000 | 0.8000 | 40 | 10 / 30 |"
+    assert table[-1] == "| no DP | - | - | - | 0.6000 | 0.8000 | 40 | - |"
     assert (tmp_path / "plots" / "privacy_utility.png").stat().st_size > 1000
 
 

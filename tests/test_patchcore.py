@@ -45,6 +45,11 @@ def test_bank_round_trip(tmp_path) -> None:
     np.testing.assert_array_equal(loaded.features, bank.features)
     assert loaded.spec == SPEC
     assert (loaded.category, loaded.radius, loaded.n_patches) == ("pipe_clip", 1.5, 200)
+    assert loaded.query_clip == 0.0
+    clipped = dataclasses.replace(bank, query_clip=2.5)
+    assert Bank.load(clipped.save(tmp_path / "c.npz")).query_clip == 2.5
+    with pytest.raises(ModelError, match="query clip"):
+        dataclasses.replace(bank, query_clip=float("nan"))
     # The file is plain numpy: readable without pickle.
     with np.load(path, allow_pickle=False) as data:
         assert set(data.files) == {"features", "meta"}
@@ -127,6 +132,37 @@ def test_fit_predict_scores_defects_higher(tiny_root) -> None:
     other = PatchCore(FeatureSpec(weights="none", image_size=64), device="cpu")
     with pytest.raises(ModelError, match="other feature settings"):
         other.predict(bank, [category.test[0].path], category.size)
+
+
+def test_predict_clips_queries_of_a_clipped_bank(tiny_root, monkeypatch) -> None:
+    from fedpatch_app.model import memory_bank
+
+    category = load_category(tiny_root, "pipe_staple")
+    model = PatchCore(FeatureSpec(weights="none", image_size=64), device="cpu", batch_size=4)
+    paths = [s.path for s in category.test[:2]]
+    feats = model.features(paths).reshape(-1, 1024)
+    norms = np.linalg.norm(feats, axis=1)
+    clip = float(np.median(norms))
+    seen: list[np.ndarray] = []
+    original = memory_bank.MemoryBank.patch_scores
+
+    def spy(self, queries):
+        seen.append(np.asarray(queries))
+        return original(self, queries)
+
+    monkeypatch.setattr(memory_bank.MemoryBank, "patch_scores", spy)
+    bank = Bank(feats[:10], model.spec, "pipe_staple", 0.0, len(feats), query_clip=clip)
+    model.predict(bank, paths, category.size)
+    got = np.concatenate(seen)
+    assert got.shape == feats.shape
+    assert np.linalg.norm(got, axis=1).max() <= clip * (1 + 1e-5)
+    # Rows below the clip are left as they are, rows above are scaled onto the sphere.
+    small = norms < clip
+    np.testing.assert_allclose(got[small], feats[small], rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(got[~small], axis=1), clip, rtol=1e-5)
+    seen.clear()
+    model.predict(dataclasses.replace(bank, query_clip=0.0), paths, category.size)
+    np.testing.assert_array_equal(np.concatenate(seen), feats)
 
 
 def test_fit_without_images_is_an_error() -> None:

@@ -15,6 +15,7 @@ from fedpatch_app.config import RunSettings
 from fedpatch_app.errors import ConfigError, ModelError
 from fedpatch_app.federated import messages as M
 from fedpatch_app.model import dp
+from fedpatch_app.model.patchcore import Bank
 
 # --------------------------------------------------------------------------- accountant
 
@@ -148,11 +149,101 @@ def test_noisy_means_threshold_and_fallback() -> None:
     assert means.shape == (1, 2)  # none passes: the largest count is kept
 
 
+def test_noisy_means_come_after_the_public_centres() -> None:
+    centres = np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])
+    sums = [np.array([[8.0, 0.0], [0.5, 0.5], [9.0, 9.0]])]
+    counts = [np.array([4.0, 0.3, 3.0])]
+    rows, kept, threshold = dp.noisy_means(sums, counts, [1.0], centres=centres)
+    assert threshold == 2.0
+    # All public centres, then the means of the clusters whose count passes, in order.
+    np.testing.assert_allclose(rows, [[1.0, 1.0], [2.0, 2.0], [3.0, 3.0], [2.0, 0.0], [3.0, 3.0]])
+    assert kept.tolist() == [4.0, 3.0]
+    rows, kept, _ = dp.noisy_means(sums, [np.array([0.1, 0.2, 0.3])], [1.0], centres=centres)
+    np.testing.assert_allclose(rows, centres)  # nothing passes: the public centres alone
+    assert kept.size == 0
+    with pytest.raises(ModelError, match="public centres"):
+        dp.noisy_means(sums, counts, [1.0], centres=centres[:2])
+
+
+def test_dp_reply_public_centres_are_checked() -> None:
+    from flwr.app import ArrayRecord
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 8)).astype(np.float32)
+    stats = dp.ClusterStats(rng.normal(size=(4, 8)), np.ones(4), 3)
+    config = dp.DPConfig(epsilon=1.0, centres=4, clusters_per_image=2)
+    release = dp.privatize(stats, config, clip=2.0, rng=np.random.default_rng(1))
+
+    class Part:
+        features = release.sums.astype(np.float32)
+        n_patches = 30
+        radius = 0.0
+
+    def reply(sent_centres: np.ndarray | None) -> RecordDict:
+        content = M.encode_train_reply(
+            {"pipe_clip": Part()}, {"pipe_clip": 3}, fingerprint="f", partition_id=0
+        )
+        digest = dp.centres_digest(centres, 2.0)
+        for key, value in M.dp_info("pipe_clip", release, digest, 2.0).items():
+            content.config_records[M.INFO][key] = value
+        if sent_centres is not None:
+            content.array_records[M.PUBLIC] = M.public_centres_record({"pipe_clip": sent_centres})
+        return content
+
+    limits = M.TrainLimits(
+        fingerprint="f", categories=("pipe_clip",), embed_dim=8, coreset_ratio=0.5,
+        local_oversample=2.0, max_rows=1000, dp_centres=4,
+    )  # fmt: skip
+    decoded = M.decode_train_reply(reply(centres), limits)
+    np.testing.assert_array_equal(decoded.coresets["pipe_clip"].dp["centres"], centres)
+    with pytest.raises(M.InvalidReply, match="without its public centres"):
+        M.decode_train_reply(reply(None), limits)
+    with pytest.raises(M.InvalidReply, match="do not match the digest"):
+        M.decode_train_reply(reply(centres + 1.0), limits)
+    with pytest.raises(M.InvalidReply, match="public centres"):
+        M.decode_train_reply(reply(centres[:3]), limits)
+    assert isinstance(reply(centres).array_records[M.PUBLIC], ArrayRecord)
+
+
 def test_public_reference_does_not_touch_private_data(tmp_path: Path) -> None:
     paths = dp.public_reference_paths("pipe_clip", 2, 1_000_003, tmp_path)
     assert len(paths) == 2 and all(p.is_file() for p in paths)
     again = dp.public_reference_paths("pipe_clip", 2, 1_000_003, tmp_path / "b")
     assert [p.read_bytes() for p in paths] == [p.read_bytes() for p in again]
+
+
+def test_public_reference_from_a_folder(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from fedpatch_app.errors import DataError
+
+    autovi = tmp_path / "pub" / "pipe_clip" / "train" / "good"
+    flat = tmp_path / "pub" / "pipe_staple"
+    for folder in (autovi, flat):
+        folder.mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (16, 16), (i, i, i)).save(folder / f"{2 - i:03d}.png")
+        (folder / "notes.txt").write_text("not an image")
+    got = dp.public_image_paths(tmp_path / "pub", "pipe_clip", 2)
+    assert [p.name for p in got] == ["000.png", "001.png"]
+    assert [p.name for p in dp.public_image_paths(tmp_path / "pub", "pipe_staple", 3)] == [
+        "000.png", "001.png", "002.png",
+    ]  # fmt: skip
+    with pytest.raises(DataError, match="holds 3 image"):
+        dp.public_image_paths(tmp_path / "pub", "pipe_clip", 4)
+    with pytest.raises(DataError, match="no folder of public images for tank_screw"):
+        dp.public_image_paths(tmp_path / "pub", "tank_screw", 1)
+    # public_centres reads exactly those images, and nothing of the synthetic generator.
+    seen: list[list[Path]] = []
+
+    def features_of(paths: list[Path]) -> np.ndarray:
+        seen.append(list(paths))
+        return np.random.default_rng(0).normal(size=(len(paths), 4, 4, 8))
+
+    config = dp.DPConfig(epsilon=1.0, centres=5, public_images=2, public_root=str(tmp_path / "pub"))
+    centres, clip = dp.public_centres(features_of, lambda x, k: x[:k], "pipe_clip", config)
+    assert seen == [got] and centres.shape == (5, 8) and clip > 0
+    assert dp.describe(config)["public_reference"] == str(tmp_path / "pub")
 
 
 # --------------------------------------------------------------------------- config
@@ -171,6 +262,11 @@ def test_dp_settings_parse_and_check() -> None:
     ):
         with pytest.raises(ConfigError):
             RunSettings.from_run_config(bad)
+    # With a folder of public images the synthetic generator's seed does not matter.
+    own = RunSettings.from_run_config(
+        {"dp-epsilon": 1, "dp-public-seed": 0, "dataset": "synthetic", "dp-public-root": "pub"}
+    )
+    assert own.dp_config().public_root == "pub"
 
 
 def test_plan_without_dp_is_unchanged() -> None:
@@ -182,9 +278,9 @@ def test_plan_without_dp_is_unchanged() -> None:
     )  # fmt: skip
     off = M.Plan(**base).to_config()
     assert not any(k.startswith("dp-") for k in off)
-    on = M.Plan(**base, dp_epsilon=1.0, dp_centres=16).to_config()
+    on = M.Plan(**base, dp_epsilon=1.0, dp_centres=16, dp_public_root="pub").to_config()
     plan = M.Plan.from_config(on)
-    assert plan.dp_epsilon == 1.0 and plan.dp_centres == 16
+    assert plan.dp_epsilon == 1.0 and plan.dp_centres == 16 and plan.dp_public_root == "pub"
     assert M.Plan.from_config(off) == M.Plan(**base)
 
 
@@ -236,7 +332,13 @@ def test_federated_run_with_dp(tmp_path: Path) -> None:
     for cat in ("pipe_clip",):
         info = results["federated"]["banks"][cat]
         assert info["dp"]["groups"] == 1  # both clients share the public centres
-        assert 1 <= info["size"] <= 32
+        assert info["dp"]["public_centres"] == 32
+        assert 0 <= info["dp"]["clusters_kept"] <= 32
+        assert 1 <= info["size"] <= 32 + info["dp"]["clusters_kept"]
+        # The bank lives in the clipped space; it says so, and the clients clipped their
+        # queries to the same norm.
+        bank = Bank.load(outcome.run_dir / "banks" / f"{cat}.npz")
+        assert bank.query_clip == pytest.approx(info["dp"]["clip"]) and bank.query_clip > 0
         assert 0.0 <= results["categories"][cat]["auc_spro"]["0.3"] <= 1.0
     assert "fairness" in results
 

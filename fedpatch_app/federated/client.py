@@ -12,6 +12,7 @@ No image or map leaves the client; only coresets, scores and statistics do.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -129,6 +130,7 @@ def handle_train(msg: Message, context: Context) -> Message:
     banks: dict[str, Any] = {}
     n_images: dict[str, int] = {}
     dp_facts: dict[str, dict[str, Any]] = {}
+    public: dict[str, np.ndarray] = {}
     model = None
     for cat in sorted(share.train):
         rel = share.train[cat]
@@ -140,7 +142,9 @@ def handle_train(msg: Message, context: Context) -> Message:
         paths = [category.root / r for r in rel]
         faults.during_extraction(context.node_config)
         if plan.dp_epsilon > 0:
-            banks[cat], n_images[cat], dp_facts[cat] = _private_release(model, paths, cat, plan)
+            banks[cat], n_images[cat], dp_facts[cat], public[cat] = _private_release(
+                model, paths, cat, plan, context.node_config
+            )
             continue
         banks[cat] = model.fit(paths, cat, plan.coreset_ratio, plan.local_oversample)
         n_images[cat] = len(paths)
@@ -158,6 +162,8 @@ def handle_train(msg: Message, context: Context) -> Message:
     for facts in dp_facts.values():
         for key, value in facts.items():
             content.config_records[M.INFO][key] = value
+    if public:
+        content.array_records[M.PUBLIC] = M.public_centres_record(public)
     content = faults.corrupt_train_reply(context.node_config, content)
     return Message(content, reply_to=msg)
 
@@ -167,13 +173,14 @@ _CENTRES_CACHE: dict[tuple[str, str, Any], tuple[np.ndarray, float]] = {}
 
 
 def _private_release(
-    model: Any, paths: list[Path], cat: str, plan: M.Plan
-) -> tuple[Any, int, dict[str, Any]]:
+    model: Any, paths: list[Path], cat: str, plan: M.Plan, node_config: Mapping[str, Any]
+) -> tuple[Any, int, dict[str, Any], np.ndarray]:
     """DP train reply of one category (see `fedpatch_app.model.dp`): noisy per-cluster
     sums of per-image bounded contributions, around centres from public images only.
 
     Returns a Bank-like object (features = noisy sums, n_patches = noisy image count x
-    patches per image), the noisy image count (>= 1) and the reply's DP info entries.
+    patches per image), the noisy image count (>= 1), the reply's DP info entries and the
+    public centres (float32; public, sent so the server can check and use them).
     Nothing sent depends on the private images except through the Gaussian releases.
     """
     from types import SimpleNamespace
@@ -182,6 +189,11 @@ def _private_release(
     from fedpatch_app.model.patchcore import select_coreset
 
     config = plan.dp_config()
+    local_root = node_config.get("dp-public-root")
+    if isinstance(local_root, str) and local_root:
+        # The same public images, kept elsewhere on this client's machine (deployments);
+        # the server's digest check catches a client whose images differ.
+        config = dataclasses.replace(config, public_root=local_root)
     key = (plan.fingerprint, cat, config)
     if key not in _CENTRES_CACHE:
         _CENTRES_CACHE[key] = dp.public_centres(
@@ -213,7 +225,7 @@ def _private_release(
         radius=0.0,
     )
     facts = M.dp_info(cat, release, dp.centres_digest(centres, clip), clip)
-    return bank, n_noisy, facts
+    return bank, n_noisy, facts, centres.astype(np.float32)
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -230,6 +242,7 @@ def handle_evaluate(msg: Message, context: Context) -> Message:
     if arrays is None:
         raise ModelError("evaluate instruction lacks the global banks")
     banks = M.decode_banks(arrays, int(spec.embed_dim), CATEGORIES)
+    clips = M.query_clips(msg.content.config_records[M.CONFIG], list(banks))
     share = client_share(plan, context.node_config)
     cache = cache_dir(plan, context)
     if cache.exists():
@@ -248,7 +261,12 @@ def handle_evaluate(msg: Message, context: Context) -> Message:
         category = _category(share, cat)
         samples = [category.find_test(r) for r in share.test[cat]]
         bank = Bank(
-            features=banks[cat], spec=spec, category=cat, radius=0.0, n_patches=len(banks[cat])
+            features=banks[cat],
+            spec=spec,
+            category=cat,
+            radius=0.0,
+            n_patches=len(banks[cat]),
+            query_clip=clips[cat],
         )
         pred = model.predict(bank, [s.path for s in samples], category.size, desc=f"{cat}: scoring")
         width, height = category.size

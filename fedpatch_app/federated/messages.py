@@ -44,6 +44,12 @@ CONFIG = "config"
 INFO = "info"
 CORESETS = "coresets"
 BANKS = "banks"
+#: Under DP: the public centres of every category (data-independent, sent so the server
+#: can stand in a centre for a cluster whose noisy count is too small to be trusted).
+PUBLIC = "public-centres"
+#: Evaluate config key prefix (`query-clip.<category>`): the L2 norm a DP bank's queries
+#: are clipped to (absent = no clipping).
+QUERY_CLIP = "query-clip"
 SCORES = "scores"
 STATS_PREFIX = "stats."
 LOCAL_METRICS = "local"
@@ -107,6 +113,7 @@ class Plan:
     dp_clusters_per_image: int = 8
     dp_public_images: int = 8
     dp_public_seed: int = 1_000_003
+    dp_public_root: str = ""
 
     def dp_config(self) -> Any:
         from fedpatch_app.model.dp import DPConfig
@@ -144,6 +151,7 @@ class Plan:
             record["dp-clusters-per-image"] = int(self.dp_clusters_per_image)
             record["dp-public-images"] = int(self.dp_public_images)
             record["dp-public-seed"] = int(self.dp_public_seed)
+            record["dp-public-root"] = self.dp_public_root
         for key, value in extra.items():
             record[key] = value
         return record
@@ -166,6 +174,7 @@ class Plan:
                     "dp_clusters_per_image": _get(record, "dp-clusters-per-image", int),
                     "dp_public_images": _get(record, "dp-public-images", int),
                     "dp_public_seed": _get(record, "dp-public-seed", int),
+                    "dp_public_root": _get(record, "dp-public-root", str),
                 }
             return cls(
                 spec=spec,
@@ -325,7 +334,7 @@ class LocalCoreset:
     n_images: int
     radius: float
     #: Under DP: `features` are noisy per-cluster SUMS; this holds the noisy "counts"
-    #: (K,), the public centres' "digest" and the noise and budget facts.
+    #: (K,), the public "centres" (K, D) and their "digest", and the noise and budget facts.
     dp: dict[str, Any] | None = None
 
 
@@ -495,7 +504,10 @@ def decode_train_reply(content: RecordDict, limits: TrainLimits) -> TrainReply:
         features = values.astype(np.float32, copy=False)
         if not np.all(np.isfinite(features)):
             raise InvalidReply(f"{cat} coreset: holds NaN or infinite values")
-        dp = _decode_dp_info(info, cat, rows) if limits.dp_centres > 0 else None
+        dp = None
+        if limits.dp_centres > 0:
+            dp = _decode_dp_info(info, cat, rows)
+            dp["centres"] = _decode_public_centres(content, cat, rows, limits.embed_dim, dp)
         out[cat] = LocalCoreset(
             features=features, n_patches=n_patches, n_images=n_images, radius=radius, dp=dp
         )
@@ -545,6 +557,34 @@ def _decode_dp_info(info: ConfigRecord, cat: str, rows: int) -> dict[str, Any]:
     return {"counts": np.asarray(counts, dtype=np.float64), "digest": digest, **values}
 
 
+def public_centres_record(centres: Mapping[str, np.ndarray]) -> ArrayRecord:
+    """The public centres of a DP train reply, float32, one array per category."""
+    return ArrayRecord(
+        {cat: array_of(np.asarray(c, dtype=np.float32)) for cat, c in centres.items()}
+    )
+
+
+def _decode_public_centres(
+    content: RecordDict, cat: str, rows: int, dim: int, dp: dict[str, Any]
+) -> np.ndarray:
+    """The public centres of one category, checked against the digest the sums refer to."""
+    from fedpatch_app.model.dp import centres_digest
+
+    record = content.array_records.get(PUBLIC)
+    if record is None or cat not in record:
+        raise InvalidReply(f"{cat}: DP reply without its public centres ('{PUBLIC}')")
+    centres = decode_array(
+        record[cat], f"{cat} public centres", dtypes=["float32"], ndim=2, max_elements=rows * dim
+    )
+    if centres.shape != (rows, dim):
+        raise InvalidReply(
+            f"{cat}: {centres.shape[0]}x{centres.shape[1]} public centres for {rows}x{dim} sums"
+        )
+    if centres_digest(centres, dp["clip"]) != dp["digest"]:
+        raise InvalidReply(f"{cat}: the public centres do not match the digest of the release")
+    return centres.astype(np.float64)
+
+
 # --------------------------------------------------------------------------- banks
 
 
@@ -576,6 +616,19 @@ def decode_banks(
                 f"global bank {cat}: shape {values.shape}, expected (M >= 1, {embed_dim})"
             )
         out[cat] = values.astype(np.float32, copy=False)
+    return out
+
+
+def query_clips(config: ConfigRecord, categories: Sequence[str]) -> dict[str, float]:
+    """The per-category query clips of an evaluate instruction (0 = none), checked."""
+    out: dict[str, float] = {}
+    for cat in categories:
+        value = config.get(f"{QUERY_CLIP}.{cat}", 0.0)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ModelError(f"{QUERY_CLIP}.{cat}: a number expected, got {value!r}")
+        if not (math.isfinite(float(value)) and float(value) >= 0):
+            raise ModelError(f"{QUERY_CLIP}.{cat}: must be a finite value >= 0, got {value}")
+        out[cat] = float(value)
     return out
 
 

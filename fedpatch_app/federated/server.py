@@ -111,6 +111,7 @@ def make_plan(
         dp_clusters_per_image=settings.dp_clusters_per_image,
         dp_public_images=settings.dp_public_images,
         dp_public_seed=settings.dp_public_seed,
+        dp_public_root=settings.dp_public_root,
     )
 
 

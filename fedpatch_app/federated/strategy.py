@@ -399,8 +399,10 @@ class PatchCoreStrategy(Strategy):
             k = budget[cat]
             t0 = time.perf_counter()
             dp_info: dict[str, Any] | None = None
+            query_clip = 0.0
             if self.dp.enabled:
                 parts, dp_info = _dp_parts(holders)
+                query_clip = float(dp_info["clip"])
             else:
                 parts = [p.features for _, p in holders]
             union = sum(p.shape[0] for p in parts)
@@ -411,6 +413,7 @@ class PatchCoreStrategy(Strategy):
                 category=cat,
                 radius=float(radius),
                 n_patches=int(total_patches),
+                query_clip=query_clip,
             )
             self.banks[cat] = bank
             self.bank_info[cat] = {
@@ -446,11 +449,13 @@ class PatchCoreStrategy(Strategy):
         self._grid = grid
         node_ids = [c.node_id for c in self.active()]
         # ONE RecordDict for every node: Flower uploads the banks once.
+        extra = dict(config.items())
+        # DP banks hold clipped features: the clients clip their queries the same way.
+        for cat, bank in self.banks.items():
+            if bank.query_clip > 0:
+                extra[f"{M.QUERY_CLIP}.{cat}"] = float(bank.query_clip)
         content = RecordDict(
-            {
-                M.BANKS: arrays,
-                M.CONFIG: self.plan.to_config(phase=M.PHASE_SCORE, **dict(config.items())),
-            }
+            {M.BANKS: arrays, M.CONFIG: self.plan.to_config(phase=M.PHASE_SCORE, **extra)}
         )
         log.info("evaluate: broadcasting %d bank(s) to %d node(s)", len(arrays), len(node_ids))
         messages = [
@@ -743,30 +748,44 @@ def _digest(array: np.ndarray) -> str:
 
 
 def _dp_parts(holders: list[tuple[int, Any]]) -> tuple[list[np.ndarray], dict[str, Any]]:
-    """Noisy cluster means from the clients' DP releases (post-processing): releases that
-    share the public centres (same digest) are summed first, so their noise averages out."""
+    """Bank rows from the clients' DP releases (post-processing).
+
+    Releases that share the public centres and clip (same digest) are summed first, so
+    their noise averages out; the rows are the public centres and the noisy means of the
+    clusters whose summed noisy count passes the threshold. The clients of a run derive the centres the same way, so
+    they share one digest; should they not, only the largest group is used (rows clipped
+    to different norms cannot be searched with one query clip) and the others are counted
+    as ignored.
+    """
     from fedpatch_app.model.dp import noisy_means
 
     groups: dict[str, list[Any]] = {}
     for _, part in holders:
         groups.setdefault(part.dp["digest"], []).append(part)
-    parts: list[np.ndarray] = []
-    kept = 0
-    thresholds = []
-    for members in groups.values():
-        means, counts, threshold = noisy_means(
-            [m.features for m in members],
-            [m.dp["counts"] for m in members],
-            [m.dp["sigma-counts"] for m in members],
+    digest = min(groups, key=lambda d: (-len(groups[d]), d))
+    members = groups[digest]
+    if len(groups) > 1:
+        log.warning(
+            "DP releases with %d different public centres/clips: using the %d release(s) "
+            "of the largest group, ignoring %d",
+            len(groups),
+            len(members),
+            len(holders) - len(members),
         )
-        parts.append(means)
-        kept += int(means.shape[0])
-        thresholds.append(threshold)
-    return parts, {
+    rows, counts, threshold = noisy_means(
+        [m.features for m in members],
+        [m.dp["counts"] for m in members],
+        [m.dp["sigma-counts"] for m in members],
+        centres=members[0].dp["centres"],
+    )
+    return [rows], {
         "groups": len(groups),
-        "clusters_kept": kept,
+        "releases_ignored": len(holders) - len(members),
+        "clusters_kept": int(counts.shape[0]),
+        "public_centres": int(rows.shape[0] - counts.shape[0]),
         "clusters_sent": int(sum(p.features.shape[0] for _, p in holders)),
-        "count_threshold": max(thresholds),
+        "count_threshold": threshold,
+        "clip": float(members[0].dp["clip"]),
     }
 
 

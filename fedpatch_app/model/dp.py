@@ -23,8 +23,13 @@ neighbours when one holds one image more). Mechanism ("noisy cluster summaries")
    over its categories, not the sum.
 
 Everything the server does with the noisy releases (summing over clients, dividing sums
-by counts, dropping clusters with small noisy counts, greedy k-center) is
-post-processing and costs nothing more.
+by counts, dropping clusters with small noisy counts, adding the public centres, greedy
+k-center) is post-processing and costs nothing more.
+
+The bank rows live in the space of CLIPPED patch features (every row is a mean of
+vectors of norm <= C, or a public centre chosen among clipped public features), so the
+bank records C and scoring clips the test patches to C as well (`Bank.query_clip`):
+unclipped queries would be far from every row by their norm alone, whatever they show.
 """
 
 from __future__ import annotations
@@ -180,6 +185,9 @@ class DPConfig:
     clusters_per_image: int = 8
     public_images: int = 8
     public_seed: int = 1_000_003
+    #: A folder of public good images per category (`<root>/<category>/train/good/` or
+    #: `<root>/<category>/`); "" = the built-in synthetic generator.
+    public_root: str = ""
 
     @classmethod
     def of(cls, settings: Any) -> DPConfig:
@@ -193,6 +201,7 @@ class DPConfig:
             clusters_per_image=settings.dp_clusters_per_image,
             public_images=settings.dp_public_images,
             public_seed=settings.dp_public_seed,
+            public_root=settings.dp_public_root,
         )
 
     @property
@@ -346,20 +355,36 @@ def centres_digest(centres: np.ndarray, clip: float) -> str:
 
 
 def noisy_means(
-    sums: Sequence[np.ndarray], counts: Sequence[np.ndarray], count_sigmas: Sequence[float]
+    sums: Sequence[np.ndarray],
+    counts: Sequence[np.ndarray],
+    count_sigmas: Sequence[float],
+    centres: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Server side (post-processing): sum the releases of clients that share the centres,
     keep the clusters whose noisy count is at least twice the count noise's standard
-    deviation (at least 1; the largest one if none passes), and return their means
-    (sum / count), the kept noisy counts and the threshold."""
+    deviation (at least 1), and return the bank rows, the kept noisy counts and the
+    threshold.
+
+    The rows are the kept clusters' means (sum / count), in cluster order. With the public
+    `centres` (K, D) they come after all K centres: the public reference covers feature
+    space without private data (free of privacy cost), and the private data adds the
+    means of the clusters it populates enough to rise above the noise. Without them, the
+    largest cluster is kept when none passes.
+    """
     total_s = np.sum([np.asarray(s, dtype=np.float64) for s in sums], axis=0)
     total_c = np.sum([np.asarray(c, dtype=np.float64) for c in counts], axis=0)
     threshold = max(1.0, 2.0 * math.sqrt(sum(float(s) ** 2 for s in count_sigmas)))
-    keep = np.flatnonzero(total_c >= threshold)
-    if keep.size == 0:
-        keep = np.array([int(np.argmax(total_c))])
-    denom = np.maximum(total_c[keep], threshold)[:, None]
-    return (total_s[keep] / denom).astype(np.float32), total_c[keep], threshold
+    kept = total_c >= threshold
+    if not kept.any() and centres is None:
+        kept[int(np.argmax(total_c))] = True
+    rows = total_s[kept] / np.maximum(total_c[kept], threshold)[:, None]
+    if centres is not None:
+        if np.shape(centres) != total_s.shape:
+            raise ModelError(
+                f"public centres of shape {np.shape(centres)} for sums of shape {total_s.shape}"
+            )
+        rows = np.concatenate([np.asarray(centres, dtype=np.float64), rows])
+    return rows.astype(np.float32), total_c[kept], threshold
 
 
 # --------------------------------------------------------------------------- public centres
@@ -383,6 +408,36 @@ def public_reference_paths(category: str, n_images: int, seed: int, folder: Path
     return paths
 
 
+#: Image files a public reference folder may hold.
+PUBLIC_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def public_image_paths(root: str | Path, category: str, n_images: int) -> list[Path]:
+    """The first `n_images` (sorted by name) public good images of `category` under
+    `root`: `<root>/<category>/train/good/` (AutoVI layout) or `<root>/<category>/`."""
+    from fedpatch_app.errors import DataError
+
+    base = Path(root) / category
+    folders = [base / "train" / "good", base]
+    folder = next((f for f in folders if f.is_dir()), None)
+    if folder is None:
+        raise DataError(
+            f"dp-public-root: no folder of public images for {category} "
+            f"(looked for {folders[0]} and {folders[1]})"
+        )
+    paths = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in PUBLIC_SUFFIXES
+    )
+    if len(paths) < n_images:
+        raise DataError(
+            f"dp-public-root: {folder} holds {len(paths)} image(s), dp-public-images asks "
+            f"for {n_images}"
+        )
+    return paths[:n_images]
+
+
 def public_centres(
     features_of: Callable[[list[Path]], np.ndarray],
     select: Callable[[np.ndarray, int], np.ndarray],
@@ -394,11 +449,14 @@ def public_centres(
     `features_of(paths)` returns (n, h, w, D) patch features; `select(features, k)` the
     k selected rows (the project's greedy k-center).
     """
-    with tempfile.TemporaryDirectory(prefix="fedpatch-public-") as tmp:
-        paths = public_reference_paths(
-            category, config.public_images, config.public_seed, Path(tmp)
-        )
-        feats = features_of(paths)
+    if config.public_root:
+        feats = features_of(public_image_paths(config.public_root, category, config.public_images))
+    else:
+        with tempfile.TemporaryDirectory(prefix="fedpatch-public-") as tmp:
+            paths = public_reference_paths(
+                category, config.public_images, config.public_seed, Path(tmp)
+            )
+            feats = features_of(paths)
     flat = feats.reshape(-1, feats.shape[-1]).astype(np.float64)
     norms = np.linalg.norm(flat, axis=1)
     clip = config.clip if config.clip > 0 else float(np.quantile(norms, AUTO_CLIP_QUANTILE))
@@ -423,5 +481,6 @@ def describe(config: DPConfig) -> dict[str, Any]:
         "clusters_per_image": config.clusters_per_image,
         "public_images": config.public_images,
         "public_seed": config.public_seed,
+        "public_reference": config.public_root or "built-in synthetic generator",
         "accountant": "zCDP (rho adds up; epsilon = rho + 2 sqrt(rho ln(1/delta)))",
     }

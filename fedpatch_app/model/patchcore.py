@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from fedpatch_app.errors import ModelError
 from fedpatch_app.model.backbone import resized_size, resolve_device
 from fedpatch_app.model.coreset import greedy_coreset
+from fedpatch_app.model.dp import clip_rows
 from fedpatch_app.model.embedding import FeatureExtractor, FeatureSpec
 from fedpatch_app.model.memory_bank import MemoryBank
 
@@ -54,9 +55,18 @@ class Bank:
     category: str
     radius: float
     n_patches: int
+    #: > 0: the bank lives in the space of patch features clipped to this L2 norm (a bank
+    #: made from differentially private cluster summaries), so queries are clipped the
+    #: same way before the nearest-neighbour search; 0 = no clipping.
+    query_clip: float = 0.0
 
     def __post_init__(self) -> None:
         _check_features(self.features, self.spec.embed_dim, f"bank of {self.category}")
+        if not (math.isfinite(self.query_clip) and self.query_clip >= 0):
+            raise ModelError(
+                f"bank of {self.category}: query clip must be a finite value >= 0, "
+                f"got {self.query_clip}"
+            )
 
     @property
     def size(self) -> int:
@@ -71,6 +81,7 @@ class Bank:
             "category": self.category,
             "radius": float(self.radius),
             "n_patches": int(self.n_patches),
+            "query_clip": float(self.query_clip),
             # The weights as their identifier: a bank built from a local weights file
             # stays loadable on machines that keep the file elsewhere.
             "spec": self.spec.with_weights_id().to_dict(),
@@ -113,6 +124,7 @@ class Bank:
             category=str(meta["category"]),
             radius=float(meta["radius"]),
             n_patches=int(meta["n_patches"]),
+            query_clip=float(meta.get("query_clip", 0.0)),
         )
 
 
@@ -291,7 +303,10 @@ class PatchCore:
         scores = np.empty(len(paths), dtype=np.float64)
         for start, feats in self.extractor.extract_iter(list(paths), desc=desc):
             b, h, w, d = feats.shape
-            patch = index.patch_scores(feats.reshape(-1, d)).reshape(b, h, w)
+            queries = feats.reshape(-1, d)
+            if bank.query_clip > 0:
+                queries = clip_rows(queries, bank.query_clip).astype(np.float32)
+            patch = index.patch_scores(queries).reshape(b, h, w)
             grid = torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32)).to(self.device)
             # Patch grid -> backbone input resolution -> smoothing -> native resolution.
             up = F.interpolate(
