@@ -104,6 +104,13 @@ def _add_experiment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=None, help="override the preset's weights")
     p.add_argument("--device", default=None, help="override the preset's device")
     p.add_argument("--image-size", type=int, default=None, help="override the preset's image size")
+    p.add_argument(
+        "--engine",
+        choices=("simulation", "inprocess"),
+        default="simulation",
+        help="federated runs as `flwr run` simulations (default) or through the same "
+        "ServerApp/ClientApp code in this process (no Ray, no SuperLink port)",
+    )
     p.set_defaults(func=_handler("fedpatch_app.experiment:run_cli"))
 
 

@@ -158,7 +158,7 @@ def run_experiment(
 ) -> Path:
     """Run every run of the preset into `out/<run name>/`, then the comparison report.
 
-    `engine` "simulation" (the default, what the CLI uses) runs every federated run as a
+    `engine` "simulation" (the default; CLI `--engine`) runs every federated run as a
     real `flwr run` simulation; "inprocess" drives the same ServerApp and ClientApp code
     through `InProcessGrid` in this process (no Ray, no SuperLink port: for machines
     where a simulation cannot start, e.g. while another one holds the port).
@@ -644,6 +644,7 @@ def run_cli(args: argparse.Namespace) -> int:
         weights=args.weights,
         device=args.device,
         image_size=args.image_size,
+        engine=args.engine,
     )
     print(summary.read_text(encoding="utf-8"))
     print(f"summary: {summary}")

@@ -66,6 +66,27 @@ def test_bad_presets_are_refused(tmp_path: Path, text: str, message: str) -> Non
         load_preset("no-such-preset")
 
 
+def test_cli_passes_the_engine(tmp_path: Path, monkeypatch, capsys) -> None:
+    import fedpatch_app.experiment as experiment
+
+    calls = []
+
+    def fake(preset, data_root, out, **kwargs):
+        calls.append(kwargs)
+        summary = tmp_path / "experiment.md"
+        summary.write_text("# summary")
+        return summary
+
+    monkeypatch.setattr(experiment, "run_experiment", fake)
+    base = ["experiment", "--preset", "stage1", "--data-root", "d", "--out", "o"]
+    assert main(base) == 0
+    assert main([*base, "--engine", "inprocess"]) == 0
+    assert [c["engine"] for c in calls] == ["simulation", "inprocess"]
+    with pytest.raises(SystemExit):
+        main([*base, "--engine", "ray"])
+    assert "# summary" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_small_experiment_end_to_end(tmp_path: Path, capsys) -> None:
     if any(port_busy(p) for p in SUPERLINK_PORTS):
