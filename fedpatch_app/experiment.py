@@ -212,17 +212,17 @@ def run_experiment(
         timings[name] = sim.seconds
         return out / name
 
+    # The settings the centralized and local-only runs share with the federated ones.
+    model_settings = {
+        key: settings[key]
+        for key in ("weights", "coreset_ratio", "image_size", "seed", "device", "batch_size")
+    }
     for run in preset["runs"]:
         name, kind = run["name"], run["kind"]
         log.info("experiment %s: run %s (%s)", preset_name, name, kind)
         t0 = time.perf_counter()
         if kind == "centralized":
-            run_centralized(
-                data_root, out / name, weights=settings["weights"],
-                coreset_ratio=settings["coreset_ratio"], image_size=settings["image_size"],
-                seed=settings["seed"], device=settings["device"],
-                batch_size=settings["batch_size"], name=name,
-            )  # fmt: skip
+            run_centralized(data_root, out / name, name=name, **model_settings)
             timings[name] = time.perf_counter() - t0
         elif kind == "local-only":
             partition = make_partition(
@@ -231,12 +231,7 @@ def run_experiment(
                 num_clients=settings["num_clients"],
                 seed=settings["seed"],
             )
-            run_local_only(
-                data_root, out / name, partition, weights=settings["weights"],
-                coreset_ratio=settings["coreset_ratio"], image_size=settings["image_size"],
-                seed=settings["seed"], device=settings["device"],
-                batch_size=settings["batch_size"], name=name,
-            )  # fmt: skip
+            run_local_only(data_root, out / name, partition, name=name, **model_settings)
             timings[name] = time.perf_counter() - t0
         else:
             federated(name, run["partition"])
