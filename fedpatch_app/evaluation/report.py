@@ -329,13 +329,13 @@ METRICS: tuple[tuple[str, Callable[[Mapping[str, Any]], Any], Callable[[Run], An
 def _plot_bars(categories: Sequence[str], runs: Sequence[Run], path: Path) -> None:
     groups = [*categories, "mean"]
     width_in = max(8.0, 1.2 + len(groups) * (0.35 + 0.28 * len(runs)))
-    height_in = 3.2 * len(METRICS) + 0.6
+    height_in = 3.2 * len(METRICS) + 1.0
     fig = _new_figure(width_in, height_in)
     fig.subplots_adjust(
         left=0.8 / width_in,
         right=0.98,
         bottom=0.7 / height_in,
-        top=1 - 0.4 / height_in,
+        top=1 - 0.8 / height_in,
         hspace=0.45,
     )
     axes = fig.subplots(len(METRICS), 1, squeeze=False)[:, 0]
@@ -367,7 +367,11 @@ def _plot_bars(categories: Sequence[str], runs: Sequence[Run], path: Path) -> No
         ax.set_ylabel(title.split(" (")[0])
         ax.set_title(title)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(loc="upper left", fontsize=8, ncols=min(len(runs), 3))
+    # Above the plots, where it hides no bar or label.
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(
+        handles, labels, loc="upper center", fontsize=8, ncols=min(len(runs), 4), frameon=False
+    )
     _save(fig, path)
 
 
