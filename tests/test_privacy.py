@@ -205,6 +205,33 @@ def test_dp_reply_public_centres_are_checked() -> None:
     assert isinstance(reply(centres).array_records[M.PUBLIC], ArrayRecord)
 
 
+def test_server_sums_releases_that_share_centres_and_ignores_the_others() -> None:
+    from types import SimpleNamespace
+
+    from fedpatch_app.federated.strategy import _dp_parts
+
+    centres = np.eye(3, 2)
+
+    def part(digest: str, sums: list, counts: list, clip: float = 2.0) -> Any:
+        dp_facts = {"digest": digest, "counts": np.array(counts, dtype=float), "clip": clip,
+                    "sigma-counts": 0.5, "centres": centres}  # fmt: skip
+        return SimpleNamespace(features=np.array(sums, dtype=np.float32), dp=dp_facts)
+
+    same = [[2.0, 0.0], [0.0, 0.0], [0.0, 0.0]]
+    holders = [
+        (1, part("a", same, [1.0, 0.0, 0.0])),
+        (2, part("a", same, [1.0, 0.0, 0.0])),
+        (3, part("b", [[9.0, 9.0]] * 3, [9.0, 9.0, 9.0], clip=5.0)),
+    ]
+    rows, info = _dp_parts(holders)
+    # Group "a" (two releases): summed count 2 >= threshold 2 x sqrt(2 x 0.5^2) = 1.41 for
+    # cluster 0 only, whose
+    # mean is (2+2)/2 = (2, 0); the public centres come first.
+    np.testing.assert_allclose(rows[0], [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [2.0, 0.0]])
+    assert info["clusters_kept"] == 1 and info["public_centres"] == 3
+    assert info["groups"] == 2 and info["releases_ignored"] == 1 and info["clip"] == 2.0
+
+
 def test_public_reference_does_not_touch_private_data(tmp_path: Path) -> None:
     paths = dp.public_reference_paths("pipe_clip", 2, 1_000_003, tmp_path)
     assert len(paths) == 2 and all(p.is_file() for p in paths)

@@ -750,12 +750,12 @@ def _digest(array: np.ndarray) -> str:
 def _dp_parts(holders: list[tuple[int, Any]]) -> tuple[list[np.ndarray], dict[str, Any]]:
     """Bank rows from the clients' DP releases (post-processing).
 
-    Releases that share the public centres and clip (same digest) are summed first, so
-    their noise averages out; the rows are the public centres and the noisy means of the
-    clusters whose summed noisy count passes the threshold. The clients of a run derive the centres the same way, so
-    they share one digest; should they not, only the largest group is used (rows clipped
-    to different norms cannot be searched with one query clip) and the others are counted
-    as ignored.
+    Releases that share the public centres and clip (same digest) are summed, so their
+    noise averages out; the rows are the public centres and the noisy means of the
+    clusters whose summed noisy count passes the threshold. The clients of a run derive
+    the centres the same way, so they share one digest; should they not, only the largest
+    group is used (rows clipped to different norms cannot be searched with one query
+    clip) and the others are counted as ignored.
     """
     from fedpatch_app.model.dp import noisy_means
 
