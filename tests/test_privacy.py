@@ -225,8 +225,7 @@ def test_server_sums_releases_that_share_centres_and_ignores_the_others() -> Non
     ]
     rows, info = _dp_parts(holders)
     # Group "a" (two releases): summed count 2 >= threshold 2 x sqrt(2 x 0.5^2) = 1.41 for
-    # cluster 0 only, whose
-    # mean is (2+2)/2 = (2, 0); the public centres come first.
+    # cluster 0 only, whose mean is (2+2)/2 = (2, 0); the public centres come first.
     np.testing.assert_allclose(rows[0], [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [2.0, 0.0]])
     assert info["clusters_kept"] == 1 and info["public_centres"] == 3
     assert info["groups"] == 2 and info["releases_ignored"] == 1 and info["clip"] == 2.0
