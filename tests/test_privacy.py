@@ -304,9 +304,12 @@ def test_plan_without_dp_is_unchanged() -> None:
     )  # fmt: skip
     off = M.Plan(**base).to_config()
     assert not any(k.startswith("dp-") for k in off)
-    on = M.Plan(**base, dp_epsilon=1.0, dp_centres=16, dp_public_root="pub").to_config()
+    dp_on = dp.DPConfig(epsilon=1.0, centres=16, public_root="pub")
+    on = M.Plan(**base, dp=dp_on).to_config()
+    assert on["dp-clusters-per-image"] == 8 and on["dp-public-root"] == "pub"
     plan = M.Plan.from_config(on)
-    assert plan.dp_epsilon == 1.0 and plan.dp_centres == 16 and plan.dp_public_root == "pub"
+    assert plan.dp.epsilon == 1.0 and plan.dp.centres == 16 and plan.dp.public_root == "pub"
+    assert plan.dp == dp_on
     assert M.Plan.from_config(off) == M.Plan(**base)
 
 

@@ -141,7 +141,7 @@ def handle_train(msg: Message, context: Context) -> Message:
         category = _category(share, cat)
         paths = [category.root / r for r in rel]
         faults.during_extraction(context.node_config)
-        if plan.dp_epsilon > 0:
+        if plan.dp.enabled:
             banks[cat], n_images[cat], dp_facts[cat], public[cat] = _private_release(
                 model, paths, cat, plan, context.node_config
             )
@@ -155,7 +155,7 @@ def handle_train(msg: Message, context: Context) -> Message:
         fingerprint=plan.fingerprint,
         partition_id=share.partition_id,
         # DP sums can exceed float16's range: they always travel as float32.
-        transport_dtype="float32" if plan.dp_epsilon > 0 else plan.transport_dtype,
+        transport_dtype="float32" if plan.dp.enabled else plan.transport_dtype,
         seconds=time.perf_counter() - start,
         device=device,
     )
@@ -188,7 +188,7 @@ def _private_release(
     from fedpatch_app.model import dp
     from fedpatch_app.model.patchcore import select_coreset
 
-    config = plan.dp_config()
+    config = plan.dp
     local_root = node_config.get("dp-public-root")
     if isinstance(local_root, str) and local_root:
         # The same public images, kept elsewhere on this client's machine (deployments);

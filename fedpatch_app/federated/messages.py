@@ -31,13 +31,14 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from fedpatch_app.errors import ModelError
+from fedpatch_app.model.dp import DPConfig
 
 # Record keys.
 CONFIG = "config"
@@ -77,6 +78,13 @@ class InvalidReply(ModelError):
 # --------------------------------------------------------------------------- the plan
 
 
+#: The DP settings on the wire: (DPConfig field, plan key, type); the keys are the run
+#: config's (`dp-epsilon`, ...).
+_DP_WIRE = tuple(
+    (f.name, "dp-" + f.name.replace("_", "-"), type(f.default)) for f in fields(DPConfig)
+)
+
+
 @dataclass(frozen=True)
 class Plan:
     """The server's decisions for a run, sent with every instruction.
@@ -104,21 +112,9 @@ class Plan:
     run_key: str
     write_maps: bool = False
     maps_dir: str = ""
-    #: Differential privacy of the train replies (`fedpatch_app.model.dp`): 0 = off. The
-    #: `dp-*` keys travel only when it is on, so a run without DP sends the same plan.
-    dp_epsilon: float = 0.0
-    dp_delta: float = 1e-5
-    dp_clip: float = 0.0
-    dp_centres: int = 128
-    dp_clusters_per_image: int = 8
-    dp_public_images: int = 8
-    dp_public_seed: int = 1_000_003
-    dp_public_root: str = ""
-
-    def dp_config(self) -> Any:
-        from fedpatch_app.model.dp import DPConfig
-
-        return DPConfig.of(self)
+    #: Differential privacy of the train replies (`fedpatch_app.model.dp`; epsilon 0 = off).
+    #: The `dp-*` keys travel only when it is on, so a run without DP sends the same plan.
+    dp: DPConfig = field(default_factory=DPConfig)
 
     def to_config(self, **extra: Any) -> ConfigRecord:
         record = ConfigRecord(
@@ -143,15 +139,9 @@ class Plan:
                 "maps-dir": self.maps_dir,
             }
         )
-        if self.dp_epsilon > 0:
-            record["dp-epsilon"] = float(self.dp_epsilon)
-            record["dp-delta"] = float(self.dp_delta)
-            record["dp-clip"] = float(self.dp_clip)
-            record["dp-centres"] = int(self.dp_centres)
-            record["dp-clusters-per-image"] = int(self.dp_clusters_per_image)
-            record["dp-public-images"] = int(self.dp_public_images)
-            record["dp-public-seed"] = int(self.dp_public_seed)
-            record["dp-public-root"] = self.dp_public_root
+        if self.dp.enabled:
+            for name, key, kind in _DP_WIRE:
+                record[key] = kind(getattr(self.dp, name))
         for key, value in extra.items():
             record[key] = value
         return record
@@ -164,18 +154,14 @@ class Plan:
             if not isinstance(spec, dict):
                 raise ModelError("the feature spec is not a JSON object")
             cats = _get(record, "categories", str)
-            dp: dict[str, Any] = {}
+            dp = DPConfig()
             if "dp-epsilon" in record:
-                dp = {
-                    "dp_epsilon": float(_get(record, "dp-epsilon", (int, float))),
-                    "dp_delta": float(_get(record, "dp-delta", (int, float))),
-                    "dp_clip": float(_get(record, "dp-clip", (int, float))),
-                    "dp_centres": _get(record, "dp-centres", int),
-                    "dp_clusters_per_image": _get(record, "dp-clusters-per-image", int),
-                    "dp_public_images": _get(record, "dp-public-images", int),
-                    "dp_public_seed": _get(record, "dp-public-seed", int),
-                    "dp_public_root": _get(record, "dp-public-root", str),
-                }
+                dp = DPConfig(
+                    **{
+                        name: kind(_get(record, key, (int, float) if kind is float else kind))
+                        for name, key, kind in _DP_WIRE
+                    }
+                )
             return cls(
                 spec=spec,
                 fingerprint=_get(record, "fingerprint", str),
@@ -195,7 +181,7 @@ class Plan:
                 run_key=_get(record, "run-key", str),
                 write_maps=bool(_get(record, "write-maps", bool)),
                 maps_dir=_get(record, "maps-dir", str),
-                **dp,
+                dp=dp,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"instruction from the server has a bad plan: {exc}") from None

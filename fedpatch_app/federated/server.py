@@ -104,14 +104,7 @@ def make_plan(
         run_key=run_key,
         write_maps=settings.write_maps,
         maps_dir=str((run_dir / "maps").resolve()),
-        dp_epsilon=settings.dp_epsilon,
-        dp_delta=settings.dp_delta,
-        dp_clip=settings.dp_clip,
-        dp_centres=settings.dp_centres,
-        dp_clusters_per_image=settings.dp_clusters_per_image,
-        dp_public_images=settings.dp_public_images,
-        dp_public_seed=settings.dp_public_seed,
-        dp_public_root=settings.dp_public_root,
+        dp=settings.dp_config(),
     )
 
 

@@ -153,7 +153,7 @@ class PatchCoreStrategy(Strategy):
         self.merge_device = merge_device
         self.timeout = float(timeout)
         self.bank_budget = bank_budget
-        self.dp = plan.dp_config()
+        self.dp = plan.dp
         cats = tuple(known_categories or plan.categories or CATEGORIES)
         self.known_categories = tuple(c for c in CATEGORIES if c in cats)
         self.limits = M.TrainLimits(
@@ -164,7 +164,7 @@ class PatchCoreStrategy(Strategy):
             local_oversample=plan.local_oversample,
             max_rows=self.max_rows,
             transport_dtype=plan.transport_dtype,
-            dp_centres=plan.dp_centres if self.dp.enabled else 0,
+            dp_centres=plan.dp.centres if self.dp.enabled else 0,
         )
         self.clients: dict[int, ClientState] = {}
         self.banks: dict[str, Any] = {}
@@ -679,8 +679,8 @@ class PatchCoreStrategy(Strategy):
                     continue
                 acc = Accountant(part.dp["delta"])
                 for name in ("sums", "counts", "images"):
-                    sens = {"sums": math.sqrt(self.plan.dp_clusters_per_image) * part.dp["clip"],
-                            "counts": math.sqrt(self.plan.dp_clusters_per_image),
+                    sens = {"sums": math.sqrt(self.dp.clusters_per_image) * part.dp["clip"],
+                            "counts": math.sqrt(self.dp.clusters_per_image),
                             "images": 1.0}[name]  # fmt: skip
                     acc.add(name, sens, part.dp[f"sigma-{name}"])
                 per[f"{client.label} {cat}"] = {

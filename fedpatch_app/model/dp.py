@@ -192,7 +192,7 @@ class DPConfig:
     @classmethod
     def of(cls, settings: Any) -> DPConfig:
         """The DP settings of anything with `dp_epsilon`, `dp_delta`, ... attributes (the run
-        settings on the server, the plan on the clients)."""
+        settings)."""
         return cls(
             epsilon=settings.dp_epsilon,
             delta=settings.dp_delta,
