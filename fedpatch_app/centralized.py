@@ -28,6 +28,8 @@ from fedpatch_app.evaluation.export import fit_scaling, write_category_maps
 from fedpatch_app.evaluation.results import build_results, write_curves, write_results, write_scores
 from fedpatch_app.model.backbone import weights_id
 from fedpatch_app.model.patchcore import Bank, PatchCore
+from fedpatch_app.settings import RunSettings, to_names
+from fedpatch_app.settings.options import settings_from_args
 
 log = logging.getLogger(__name__)
 
@@ -99,26 +101,11 @@ def resolve_categories(data_root: Path, requested: Sequence[str] | None) -> list
     return present
 
 
-def run_centralized(
-    data_root: Path,
-    out: Path,
-    *,
-    categories: Sequence[str] | None = None,
-    weights: str = "imagenet",
-    coreset_ratio: float = 0.1,
-    image_size: int = 256,
-    seed: int = 0,
-    device: str = "auto",
-    batch_size: int = 8,
-    num_workers: int = 0,
-    name: str = "centralized",
-) -> dict:
+def run_centralized(settings: RunSettings, out: Path, *, name: str = "centralized") -> dict:
     """The whole centralized baseline; returns the results dict it wrote to `out`."""
-    data_root, out = Path(data_root), Path(out)
-    if not 0 < coreset_ratio <= 1:
-        raise ConfigError(f"--coreset-ratio must be in (0, 1], got {coreset_ratio}")
-    names = resolve_categories(data_root, categories)
-    spec, model = make_model(weights, image_size, seed, device, batch_size, num_workers)
+    data_root, out = Path(settings.data_root), Path(out)
+    names = resolve_categories(data_root, settings.categories)
+    model = make_model(settings)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     blocks: dict[str, dict] = {}
@@ -127,11 +114,13 @@ def run_centralized(
     for name_ in names:
         category = load_category(data_root, name_)
         run = run_category(
-            model, category, list(category.train), list(category.test), coreset_ratio
+            model, category, list(category.train), list(category.test), settings.coreset_ratio
         )
         run.bank.save(out / "banks" / f"{name_}.npz")
         t0 = time.perf_counter()
-        block, cat_curves = finish_category(out, category, list(category.test), run.maps, seed=seed)
+        block, cat_curves = finish_category(
+            out, category, list(category.test), run.maps, seed=settings.seed
+        )
         block["bank"] = {
             "size": run.bank.size,
             "radius": run.bank.radius,
@@ -150,25 +139,16 @@ def run_centralized(
             block["image_auroc"]["mean"],
         )
     seconds["total"] = time.perf_counter() - t_start
-    settings = {
-        "weights": weights,
-        "coreset_ratio": coreset_ratio,
-        "image_size": image_size,
-        "seed": seed,
-    }
-    return write_run(
-        out, "centralized", name, data_root, names, model, settings, seconds, blocks, curves
-    )
+    return write_run(out, "centralized", name, settings, names, model, seconds, blocks, curves)
 
 
 def write_run(
     out: Path,
     kind: str,
     name: str,
-    data_root: Path,
+    settings: RunSettings,
     categories: Sequence[str],
     model: PatchCore,
-    settings: dict,
     seconds: dict[str, float],
     blocks: dict[str, dict],
     curves: dict[str, dict],
@@ -176,9 +156,8 @@ def write_run(
     """results.json (shared schema) and curves.npz of a non-federated run."""
     spec = model.spec
     config = {
-        "data_root": str(data_root),
+        **to_names(settings),
         "categories": list(categories),
-        **settings,
         "device": str(model.device),
         "feature_spec": spec.with_weights_id().to_dict(),
         "fingerprint": spec.fingerprint(),
@@ -189,17 +168,17 @@ def write_run(
     return results
 
 
-def make_model(
-    weights: str, image_size: int, seed: int, device: str, batch_size: int, num_workers: int
-):
-    """Feature spec and PatchCore model for the given settings (weights resolved once)."""
+def make_model(settings: RunSettings) -> PatchCore:
+    """The PatchCore model of these settings (weights resolved once)."""
     from fedpatch_app.model.embedding import FeatureSpec
 
-    if image_size < 32:
-        raise ConfigError(f"--image-size must be at least 32, got {image_size}")
-    spec = FeatureSpec(weights=weights, image_size=image_size, seed=seed)
-    model = PatchCore(spec, device=device, batch_size=batch_size, num_workers=num_workers)
-    return spec, model
+    spec = FeatureSpec(weights=settings.weights, image_size=settings.image_size, seed=settings.seed)
+    return PatchCore(
+        spec,
+        device=settings.device,
+        batch_size=settings.batch_size,
+        num_workers=settings.num_workers,
+    )
 
 
 def print_summary(results: dict) -> None:
@@ -217,18 +196,8 @@ def print_summary(results: dict) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    results = run_centralized(
-        Path(args.data_root),
-        Path(args.out),
-        categories=args.categories,
-        weights=args.weights,
-        coreset_ratio=args.coreset_ratio,
-        image_size=args.image_size,
-        seed=args.seed,
-        device=args.device,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-    )
+    settings = settings_from_args(args)
+    results = run_centralized(settings, Path(args.out))
     print_summary(results)
     print(f"results: {Path(args.out) / 'results.json'}")
     return 0

@@ -2,7 +2,9 @@
 
 Each subcommand's arguments are declared here; its work is done by a `run_cli(args)`
 function in the module that owns it, imported only when that subcommand runs (so
-`fedpatch --help` stays fast and does not import torch).
+`fedpatch --help` stays fast and does not import torch). Options that are run settings
+(`--coreset-ratio`, ...) come from the settings schema (`fedpatch_app.settings`), with the
+schema's help, range and default.
 """
 
 from __future__ import annotations
@@ -13,11 +15,33 @@ import logging
 import sys
 from collections.abc import Callable
 
+from fedpatch_app import __version__
 from fedpatch_app.errors import FedpatchError
+from fedpatch_app.settings.options import add_options
 
 log = logging.getLogger("fedpatch")
 
 CATEGORY_HELP = "AutoVI categories (default: all six)"
+#: The settings of every command that builds and scores a model.
+MODEL_SETTINGS = (
+    "categories",
+    "weights",
+    "image_size",
+    "coreset_ratio",
+    "seed",
+    "device",
+    "batch_size",
+    "num_workers",
+)
+
+
+class Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none to show (None, flags)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.nargs == 0:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _handler(target: str) -> Callable[[argparse.Namespace], int | None]:
@@ -30,106 +54,168 @@ def _handler(target: str) -> Callable[[argparse.Namespace], int | None]:
     return run
 
 
+def _parser(sub: argparse._SubParsersAction, name: str, help_text: str, target: str):
+    p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=Formatter)
+    p.set_defaults(func=_handler(target))
+    return p
+
+
 def _add_download(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = _parser(
+        sub,
         "download-autovi",
-        help="download and unpack the AutoVI dataset from Zenodo (resumable, SHA-256 checked)",
+        "download and unpack the AutoVI dataset from Zenodo (resumable, SHA-256 checked)",
+        "fedpatch_app.data.download:run_cli",
     )
     p.add_argument("--root", required=True, help="folder to unpack the categories into")
     p.add_argument("--categories", nargs="+", help=CATEGORY_HELP)
-    p.add_argument("--base-url", default=None, help="alternative mirror of the Zenodo files")
+    p.add_argument("--base-url", default=None, help="mirror of the Zenodo files (default: Zenodo)")
     p.add_argument("--keep-zips", action="store_true", help="keep the zip files after unpacking")
-    p.set_defaults(func=_handler("fedpatch_app.data.download:run_cli"))
 
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("synth", help="write synthetic data in exactly the AutoVI layout")
+    p = _parser(
+        sub,
+        "synth",
+        "write synthetic data in exactly the AutoVI layout",
+        "fedpatch_app.data.synthetic:run_cli",
+    )
     p.add_argument("--out", required=True, help="output root (one folder per category)")
-    p.add_argument("--scale", choices=["tiny", "small"], default="tiny")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--scale", choices=["tiny", "small"], default="tiny", help="number of images per category"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the generator")
     p.add_argument("--categories", nargs="+", help=CATEGORY_HELP)
-    p.set_defaults(func=_handler("fedpatch_app.data.synthetic:run_cli"))
 
 
 def _add_partition(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("partition", help="split AutoVI categories across federated clients")
-    p.add_argument("--scheme", choices=["category", "iid", "dirichlet"], default="category")
-    p.add_argument("--data-root", required=True)
-    p.add_argument("--num-clients", type=int, default=5)
+    p = _parser(
+        sub,
+        "partition",
+        "show how the images are split across federated clients",
+        "fedpatch_app.data.partition:run_cli",
+    )
+    p.add_argument(
+        "--scheme",
+        choices=["category", "iid", "dirichlet"],
+        default="category",
+        help="partition scheme (conf/partitions/<scheme>.yaml)",
+    )
+    p.add_argument("--data-root", required=True, help="folder holding AutoVI")
+    p.add_argument("--num-clients", type=int, default=5, help="number of clients")
     p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the split")
     p.add_argument("--categories", nargs="+", help=CATEGORY_HELP)
     p.add_argument("--json", action="store_true", help="print the partition as JSON")
-    p.set_defaults(func=_handler("fedpatch_app.data.partition:run_cli"))
 
 
 def _add_centralized(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("centralized", help="centralized PatchCore baseline: fit, score, evaluate")
-    p.add_argument("--data-root", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--categories", nargs="+", help=CATEGORY_HELP)
-    p.add_argument("--weights", default="imagenet", help="imagenet | none | PATH to a .pth file")
-    p.add_argument("--coreset-ratio", type=float, default=0.1)
-    p.add_argument("--image-size", type=int, default=256, help="shorter side after resizing")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--num-workers", type=int, default=0)
-    p.set_defaults(func=_handler("fedpatch_app.centralized:run_cli"))
+    p = _parser(
+        sub,
+        "centralized",
+        "centralized PatchCore baseline: fit, score, evaluate",
+        "fedpatch_app.centralized:run_cli",
+    )
+    p.add_argument("--out", required=True, help="run folder to write")
+    add_options(p, ("data_root", *MODEL_SETTINGS, "overwrite"), required=("data_root",))
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="official AutoVI metrics from exported anomaly maps")
-    p.add_argument("--data-root", required=True)
+    p = _parser(
+        sub,
+        "evaluate",
+        "official AutoVI metrics from exported anomaly maps",
+        "fedpatch_app.evaluation.evaluate:run_cli",
+    )
+    p.add_argument("--data-root", required=True, help="folder holding AutoVI")
     p.add_argument("--maps", required=True, help="folder holding <category>/test/<defect>/<id>.png")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="folder for results.json")
     p.add_argument("--categories", nargs="+", help=CATEGORY_HELP)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_handler("fedpatch_app.evaluation.evaluate:run_cli"))
+    p.add_argument("--seed", type=int, default=0, help="seed of the threshold sampling")
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="Markdown report and plots for one or more run folders")
+    p = _parser(
+        sub,
+        "report",
+        "Markdown report and plots for one or more run folders",
+        "fedpatch_app.evaluation.report:run_cli",
+    )
     p.add_argument("runs", nargs="+", help="run folders holding results.json")
-    p.add_argument("--out", required=True)
-    p.add_argument("--data-root", default=None, help="for heatmap overlays (needs the images)")
-    p.set_defaults(func=_handler("fedpatch_app.evaluation.report:run_cli"))
+    p.add_argument("--out", required=True, help="folder for report.md and plots/")
+    p.add_argument(
+        "--data-root",
+        default=None,
+        help="AutoVI folder for heatmap overlays (default: the one each run recorded)",
+    )
 
 
 def _add_experiment(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("experiment", help="run an experiment preset (conf/experiments/*.yaml)")
-    p.add_argument("--preset", required=True)
-    p.add_argument("--data-root", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--weights", default=None, help="override the preset's weights")
-    p.add_argument("--device", default=None, help="override the preset's device")
-    p.add_argument("--image-size", type=int, default=None, help="override the preset's image size")
+    from fedpatch_app.experiment.presets import preset_names
+
+    p = _parser(
+        sub,
+        "experiment",
+        "run an experiment preset (conf/experiments/*.yaml) and compare its runs",
+        "fedpatch_app.experiment.runner:run_cli",
+    )
+    p.add_argument(
+        "--preset",
+        required=True,
+        help=f"a preset name ({', '.join(preset_names())}) or the path of a preset file",
+    )
+    p.add_argument("--data-root", required=True, help="folder holding AutoVI-format data")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="experiment folder; must be new or empty (or pass --overwrite)",
+    )
     p.add_argument(
         "--engine",
         choices=("simulation", "inprocess"),
         default="simulation",
-        help="federated runs as `flwr run` simulations (default) or through the same "
+        help="federated runs as `flwr run` simulations, or through the same "
         "ServerApp/ClientApp code in this process (no Ray, no SuperLink port)",
     )
-    p.set_defaults(func=_handler("fedpatch_app.experiment:run_cli"))
+    add_options(p, (*MODEL_SETTINGS[1:], "overwrite"))
+
+
+def _add_settings(sub: argparse._SubParsersAction) -> None:
+    p = _parser(
+        sub,
+        "settings",
+        "list every setting (run-config key, default, range, meaning)",
+        "fedpatch_app.settings.table:run_cli",
+    )
+    p.add_argument(
+        "--toml",
+        action="store_true",
+        help="print pyproject.toml's [tool.flwr.app.config] table instead",
+    )
+
+
+COMMANDS = (
+    _add_download,
+    _add_synth,
+    _add_partition,
+    _add_centralized,
+    _add_evaluate,
+    _add_report,
+    _add_experiment,
+    _add_settings,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fedpatch",
         description="Federated PatchCore anomaly detection on AutoVI.",
+        formatter_class=Formatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"fedpatch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (
-        _add_download,
-        _add_synth,
-        _add_partition,
-        _add_centralized,
-        _add_evaluate,
-        _add_report,
-        _add_experiment,
-    ):
+    for add in COMMANDS:
         add(sub)
     return parser
 

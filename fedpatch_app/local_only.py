@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,33 +29,24 @@ from fedpatch_app.data.partition import Partition
 from fedpatch_app.errors import DataError, FedpatchError
 from fedpatch_app.evaluation.evaluate import evaluate_category
 from fedpatch_app.evaluation.export import fit_scaling
+from fedpatch_app.settings import RunSettings
 
 log = logging.getLogger(__name__)
 
 
 def run_local_only(
-    data_root: Path,
-    out: Path,
-    partition: Partition,
-    *,
-    categories: Sequence[str] | None = None,
-    weights: str = "imagenet",
-    coreset_ratio: float = 0.1,
-    image_size: int = 256,
-    seed: int = 0,
-    device: str = "auto",
-    batch_size: int = 8,
-    name: str = "local-only",
+    settings: RunSettings, out: Path, partition: Partition, *, name: str = "local-only"
 ) -> dict:
     """Fit and score per client, evaluate per category; returns the results it wrote."""
-    data_root, out = Path(data_root), Path(out)
-    names = resolve_categories(data_root, categories)
-    spec, model = make_model(weights, image_size, seed, device, batch_size, 0)
+    data_root, out = Path(settings.data_root), Path(out)
+    names = resolve_categories(data_root, settings.categories)
+    model = make_model(settings)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     blocks: dict[str, dict] = {}
     curves: dict[str, dict] = {}
     seconds: dict[str, float] = {}
+    seed, coreset_ratio = settings.seed, settings.coreset_ratio
     for cat in names:
         category = load_category(data_root, cat)
         maps: dict[str, np.ndarray] = {}
@@ -100,17 +90,7 @@ def run_local_only(
             block["image_auroc"]["mean"],
         )
     seconds["total"] = time.perf_counter() - t_start
-    settings = {
-        "partition": partition.scheme,
-        "num_clients": len(partition.clients),
-        "weights": weights,
-        "coreset_ratio": coreset_ratio,
-        "image_size": image_size,
-        "seed": seed,
-    }
-    return write_run(
-        out, "local-only", name, data_root, names, model, settings, seconds, blocks, curves
-    )
+    return write_run(out, "local-only", name, settings, names, model, seconds, blocks, curves)
 
 
 def _per_client(category, client_runs, ordered_maps, seed: int) -> dict[str, dict]:

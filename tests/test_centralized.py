@@ -11,6 +11,7 @@ from PIL import Image
 from fedpatch_app.cli import main
 from fedpatch_app.data.autovi import load_category
 from fedpatch_app.model.patchcore import Bank
+from fedpatch_app.settings import from_names
 
 
 @pytest.mark.slow
@@ -105,9 +106,16 @@ def test_local_only_scores_every_test_image_with_its_clients_bank(tiny_root, tmp
     cats = ["pipe_staple"]
     partition = make_partition(tiny_root, "category", categories=cats)
     out = tmp_path / "local"
-    results = run_local_only(
-        tiny_root, out, partition, categories=cats, weights="none", image_size=64, device="cpu"
+    settings = from_names(
+        {
+            "data_root": str(tiny_root),
+            "categories": cats,
+            "weights": "none",
+            "image_size": 64,
+            "device": "cpu",
+        }
     )
+    results = run_local_only(settings, out, partition)
     assert results["run"]["kind"] == "local-only"
     block = results["categories"]["pipe_staple"]
     category = load_category(tiny_root, "pipe_staple")

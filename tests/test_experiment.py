@@ -36,15 +36,18 @@ ablation:
 
 def test_stage1_preset_is_valid() -> None:
     preset = load_preset("stage1")
-    kinds = [(r["kind"], r.get("partition")) for r in preset["runs"]]
+    kinds = [(r.kind, r.partition) for r in preset.runs]
     assert kinds == [
         ("centralized", None),
         ("federated", "iid"),
         ("federated", "category"),
         ("local-only", "category"),
     ]
-    assert preset["ablation"]["local_oversample"] == [1.0, 2.0, 4.0]
-    assert preset["settings"]["num_clients"] == 5
+    assert preset.ablation_oversample == (1.0, 2.0, 4.0)
+    assert preset.settings.num_clients == 5
+    privacy = load_preset("privacy")
+    assert privacy.sweep is not None and privacy.sweep.key == "dp_epsilon"
+    assert privacy.budget_study is not None and privacy.budget_study.smallest_fraction == 0.25
 
 
 @pytest.mark.parametrize(
@@ -67,7 +70,7 @@ def test_bad_presets_are_refused(tmp_path: Path, text: str, message: str) -> Non
 
 
 def test_cli_passes_the_engine(tmp_path: Path, monkeypatch, capsys) -> None:
-    import fedpatch_app.experiment as experiment
+    import fedpatch_app.experiment.runner as experiment
 
     calls = []
 

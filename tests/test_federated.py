@@ -19,13 +19,13 @@ from flwr.app import Array, ConfigRecord, Context, Message, MessageType, RecordD
 
 import client_app
 import server_app
-from fedpatch_app.config import RunSettings
 from fedpatch_app.errors import FedpatchError
 from fedpatch_app.federated import messages as M
 from fedpatch_app.federated.data import ensure_synthetic, resolve_dataset
 from fedpatch_app.federated.inprocess import InProcessGrid
 from fedpatch_app.federated.server import choose_weights, run_server
 from fedpatch_app.federated.strategy import FederationError
+from fedpatch_app.settings import from_run_config
 
 CATS = ("pipe_clip", "pipe_staple")
 BASE = {
@@ -271,12 +271,10 @@ def test_replies_to_unknown_messages_are_ignored(tiny_root: Path, tmp_path: Path
     from fedpatch_app.federated.strategy import PatchCoreStrategy
     from fedpatch_app.model.embedding import FeatureSpec
 
-    settings = RunSettings.from_run_config(
-        {**BASE, "data-root": str(tiny_root), "dataset": "autovi"}
-    )
+    settings = from_run_config({**BASE, "data-root": str(tiny_root), "dataset": "autovi"})
     spec = FeatureSpec(weights="none", image_size=64)
     plan = make_plan(settings, resolve_dataset(settings), spec, "k", tmp_path)
-    strategy = PatchCoreStrategy(plan, spec, min_clients=1)
+    strategy = PatchCoreStrategy(plan)
     grid = InProcessGrid(client_app.app, [{}], {})
     sent = list(strategy.configure_train(1, None, ConfigRecord(), grid))
     grid.push_messages(sent)
@@ -292,7 +290,7 @@ def test_replies_to_unknown_messages_are_ignored(tiny_root: Path, tmp_path: Path
 
 
 def test_auto_dataset_falls_back_to_synthetic(tmp_path: Path) -> None:
-    settings = RunSettings.from_run_config(
+    settings = from_run_config(
         {
             **BASE,
             "dataset": "auto",
@@ -307,14 +305,12 @@ def test_auto_dataset_falls_back_to_synthetic(tmp_path: Path) -> None:
     assert (choice.data_root / "pipe_staple" / "train" / "good").is_dir()
     assert "SYNTHETIC" in choice.warnings[0]
     # Real AutoVI is never replaced: "autovi" keeps the path even when it is not here.
-    settings = RunSettings.from_run_config(
-        {**BASE, "dataset": "autovi", "data-root": str(tmp_path / "none")}
-    )
+    settings = from_run_config({**BASE, "dataset": "autovi", "data-root": str(tmp_path / "none")})
     assert resolve_dataset(settings).dataset == "autovi"
 
 
 def test_auto_dataset_uses_autovi_when_present(tiny_root: Path) -> None:
-    settings = RunSettings.from_run_config({**BASE, "dataset": "auto", "data-root": str(tiny_root)})
+    settings = from_run_config({**BASE, "dataset": "auto", "data-root": str(tiny_root)})
     choice = resolve_dataset(settings)
     assert choice.dataset == "autovi" and choice.warnings == []
     assert choice.categories == CATS
@@ -353,7 +349,7 @@ def test_imagenet_fallback_only_for_synthetic(tmp_path: Path, monkeypatch) -> No
     from fedpatch_app.federated.data import DatasetChoice
 
     monkeypatch.setattr(backbone, "imagenet_cache_path", lambda: tmp_path / "absent.pth")
-    settings = RunSettings.from_run_config({"weights": "imagenet"})
+    settings = from_run_config({"weights": "imagenet"})
     weights, warnings = choose_weights(settings, DatasetChoice("synthetic", tmp_path, CATS))
     assert weights == "none" and "RANDOM" in warnings[0]
     weights, warnings = choose_weights(settings, DatasetChoice("autovi", tmp_path, CATS))
@@ -367,9 +363,7 @@ def test_client_rejects_a_forged_plan(tiny_root: Path, tmp_path: Path) -> None:
     from fedpatch_app.model.embedding import FeatureSpec
 
     set_task_identity()
-    settings = RunSettings.from_run_config(
-        {**BASE, "data-root": str(tiny_root), "dataset": "autovi"}
-    )
+    settings = from_run_config({**BASE, "data-root": str(tiny_root), "dataset": "autovi"})
     spec = FeatureSpec(weights="none", image_size=64)
     plan = make_plan(settings, resolve_dataset(settings), spec, "k", tmp_path)
     record = plan.to_config()

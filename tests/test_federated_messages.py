@@ -10,6 +10,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from fedpatch_app.errors import ModelError
 from fedpatch_app.federated import messages as M
+from fedpatch_app.settings import from_names
 
 DIM = 16
 CATS = ("pipe_clip", "tank_screw")
@@ -22,17 +23,12 @@ class FakeBank:
     n_patches: int
 
 
-def limits(**kw) -> M.TrainLimits:
-    base = dict(
-        fingerprint="abc",
-        categories=CATS,
-        embed_dim=DIM,
-        coreset_ratio=0.1,
-        local_oversample=2.0,
-        max_rows=1000,
-    )
-    base.update(kw)
-    return M.TrainLimits(**base)
+def limits(**changes) -> M.TrainLimits:
+    """Limits of a run with coreset ratio 0.1, oversample 2 and a 1000-row cap, changed by
+    the given settings (snake_case names)."""
+    base = {"coreset_ratio": 0.1, "local_oversample": 2.0, "max_coreset_rows": 1000}
+    settings = from_names({**base, **changes})
+    return M.TrainLimits(settings, fingerprint="abc", categories=CATS, embed_dim=DIM)
 
 
 def reply(rows: int = 20, n_patches: int = 100, *, dtype: str = "float32", **kw) -> RecordDict:
@@ -109,7 +105,7 @@ def test_bad_train_replies_are_rejected_with_a_reason(mutate, reason: str) -> No
 def test_absolute_cap_on_rows() -> None:
     # 20 rows are allowed by ratio x oversample on 100 patches, but not by a cap of 10.
     with pytest.raises(M.InvalidReply, match="cap 10"):
-        M.decode_train_reply(reply(), limits(max_rows=10))
+        M.decode_train_reply(reply(), limits(max_coreset_rows=10))
 
 
 def test_declared_shape_must_match_data() -> None:
@@ -210,35 +206,30 @@ def test_plan_round_trip_and_fingerprint_check() -> None:
     from fedpatch_app.model.embedding import FeatureSpec
 
     spec = FeatureSpec(weights="none", image_size=64)
+    settings = from_names({"partition": "iid", "seed": 1, "device": "cpu", "batch_size": 4})
     plan = M.Plan(
-        spec=spec.to_dict(),
-        fingerprint=spec.fingerprint(),
+        settings=settings,
+        spec=spec,
         dataset="synthetic",
         data_root="/data",
-        synthetic_scale="tiny",
-        partition="iid",
-        dirichlet_alpha=0.5,
-        num_clients=5,
         categories=("pipe_clip",),
-        coreset_ratio=0.1,
-        local_oversample=2.0,
-        transport_dtype="float32",
-        seed=1,
-        device="cpu",
-        batch_size=4,
         run_key="run-1",
     )
-    again = M.Plan.from_config(plan.to_config(phase="train"))
-    assert again == plan
-    assert again.feature_spec() == spec
-    forged = M.Plan.from_config(plan.to_config())
-    object.__setattr__(forged, "fingerprint", "0" * 16)
+    record = plan.to_config(phase="train")
+    again = M.Plan.from_config(record)
+    assert again == plan and again.spec == spec and record["phase"] == "train"
+    forged = plan.to_config()
+    forged["fingerprint"] = "0" * 16
     with pytest.raises(ModelError, match="fingerprint"):
-        forged.feature_spec()
+        M.Plan.from_config(forged)
     broken = plan.to_config()
-    broken["seed"] = "1"
-    with pytest.raises(ModelError, match="seed"):
+    broken["settings"] = broken["settings"].replace('"seed": 1', '"seed": -1')
+    with pytest.raises(ModelError, match="'seed'"):
         M.Plan.from_config(broken)
+    missing = plan.to_config()
+    del missing["run-key"]
+    with pytest.raises(ModelError, match="run-key"):
+        M.Plan.from_config(missing)
 
 
 def test_bytes_count_broadcast_once() -> None:

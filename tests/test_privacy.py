@@ -3,6 +3,7 @@ the federated run with DP on and off (in-process Grid, no Ray)."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -11,11 +12,11 @@ import numpy as np
 import pytest
 from flwr.app import Context, RecordDict
 
-from fedpatch_app.config import RunSettings
 from fedpatch_app.errors import ConfigError, ModelError
 from fedpatch_app.federated import messages as M
 from fedpatch_app.model import dp
 from fedpatch_app.model.patchcore import Bank
+from fedpatch_app.settings import DPSettings, from_names, from_run_config
 
 # --------------------------------------------------------------------------- accountant
 
@@ -125,7 +126,7 @@ def test_sensitivity_bound_is_reached_and_never_exceeded() -> None:
 def test_privatize_noise_scale_matches_calibration() -> None:
     k, d = 50, 40
     stats = dp.ClusterStats(np.zeros((k, d)), np.zeros(k), 0)
-    config = dp.DPConfig(epsilon=1.0, delta=1e-5, clusters_per_image=4)
+    config = DPSettings(epsilon=1.0, delta=1e-5, clusters_per_image=4)
     release = dp.privatize(stats, config, clip=2.0, rng=np.random.default_rng(0))
     z = dp.noise_multiplier(1.0, 1e-5)
     assert release.sigmas["sums"] == pytest.approx(z * 2.0 * 2.0)
@@ -135,7 +136,7 @@ def test_privatize_noise_scale_matches_calibration() -> None:
     assert np.std(release.counts) == pytest.approx(release.sigmas["counts"], rel=0.25)
     assert release.epsilon == pytest.approx(1.0)
     with pytest.raises(ModelError):
-        dp.privatize(stats, dp.DPConfig(epsilon=0.0), clip=1.0)
+        dp.privatize(stats, DPSettings(epsilon=0.0), clip=1.0)
 
 
 def test_noisy_means_threshold_and_fallback() -> None:
@@ -171,7 +172,7 @@ def test_dp_reply_public_centres_are_checked() -> None:
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(4, 8)).astype(np.float32)
     stats = dp.ClusterStats(rng.normal(size=(4, 8)), np.ones(4), 3)
-    config = dp.DPConfig(epsilon=1.0, centres=4, clusters_per_image=2)
+    config = DPSettings(epsilon=1.0, centres=4, clusters_per_image=2)
     release = dp.privatize(stats, config, clip=2.0, rng=np.random.default_rng(1))
 
     class Part:
@@ -190,10 +191,10 @@ def test_dp_reply_public_centres_are_checked() -> None:
             content.array_records[M.PUBLIC] = M.public_centres_record({"pipe_clip": sent_centres})
         return content
 
-    limits = M.TrainLimits(
-        fingerprint="f", categories=("pipe_clip",), embed_dim=8, coreset_ratio=0.5,
-        local_oversample=2.0, max_rows=1000, dp_centres=4,
-    )  # fmt: skip
+    settings = from_names(
+        {"coreset_ratio": 0.5, "dp_epsilon": 1.0, "dp_centres": 4, "dp_clusters_per_image": 2}
+    )
+    limits = M.TrainLimits(settings, fingerprint="f", categories=("pipe_clip",), embed_dim=8)
     decoded = M.decode_train_reply(reply(centres), limits)
     np.testing.assert_array_equal(decoded.coresets["pipe_clip"].dp["centres"], centres)
     with pytest.raises(M.InvalidReply, match="without its public centres"):
@@ -266,7 +267,13 @@ def test_public_reference_from_a_folder(tmp_path: Path) -> None:
         seen.append(list(paths))
         return np.random.default_rng(0).normal(size=(len(paths), 4, 4, 8))
 
-    config = dp.DPConfig(epsilon=1.0, centres=5, public_images=2, public_root=str(tmp_path / "pub"))
+    config = DPSettings(
+        epsilon=1.0,
+        centres=5,
+        clusters_per_image=2,
+        public_images=2,
+        public_root=str(tmp_path / "pub"),
+    )
     centres, clip = dp.public_centres(features_of, lambda x, k: x[:k], "pipe_clip", config)
     assert seen == [got] and centres.shape == (5, 8) and clip > 0
     assert dp.describe(config)["public_reference"] == str(tmp_path / "pub")
@@ -276,9 +283,9 @@ def test_public_reference_from_a_folder(tmp_path: Path) -> None:
 
 
 def test_dp_settings_parse_and_check() -> None:
-    settings = RunSettings.from_run_config({"dp-epsilon": 2, "dp-delta": "1e-6"})
-    assert settings.dp_config().enabled and settings.dp_delta == 1e-6
-    assert not RunSettings.from_run_config({}).dp_config().enabled
+    settings = from_run_config({"dp-epsilon": 2, "dp-delta": "1e-6"})
+    assert settings.dp.enabled and settings.dp.delta == 1e-6
+    assert not from_run_config({}).dp.enabled
     for bad in (
         {"dp-epsilon": -1},
         {"dp-delta": 0},
@@ -287,30 +294,32 @@ def test_dp_settings_parse_and_check() -> None:
         {"bank-budget": "by-luck"},
     ):
         with pytest.raises(ConfigError):
-            RunSettings.from_run_config(bad)
+            from_run_config(bad)
     # With a folder of public images the synthetic generator's seed does not matter.
-    own = RunSettings.from_run_config(
+    own = from_run_config(
         {"dp-epsilon": 1, "dp-public-seed": 0, "dataset": "synthetic", "dp-public-root": "pub"}
     )
-    assert own.dp_config().public_root == "pub"
+    assert own.dp.public_root == "pub"
 
 
-def test_plan_without_dp_is_unchanged() -> None:
-    base = dict(
-        spec={"a": 1}, fingerprint="f", dataset="synthetic", data_root="d",
-        synthetic_scale="tiny", partition="iid", dirichlet_alpha=0.5, num_clients=2,
-        categories=("pipe_clip",), coreset_ratio=0.1, local_oversample=2.0,
-        transport_dtype="float32", seed=0, device="cpu", batch_size=8, run_key="r",
-    )  # fmt: skip
-    off = M.Plan(**base).to_config()
-    assert not any(k.startswith("dp-") for k in off)
-    dp_on = dp.DPConfig(epsilon=1.0, centres=16, public_root="pub")
-    on = M.Plan(**base, dp=dp_on).to_config()
-    assert on["dp-clusters-per-image"] == 8 and on["dp-public-root"] == "pub"
-    plan = M.Plan.from_config(on)
-    assert plan.dp.epsilon == 1.0 and plan.dp.centres == 16 and plan.dp.public_root == "pub"
-    assert plan.dp == dp_on
-    assert M.Plan.from_config(off) == M.Plan(**base)
+def test_plan_carries_the_dp_settings_as_one_object() -> None:
+    from fedpatch_app.model.embedding import FeatureSpec
+
+    settings = from_run_config(
+        {"dp-epsilon": 1, "dp-centres": 16, "dp-public-root": "pub", "seed": 3}
+    )
+    plan = M.Plan(
+        settings=settings,
+        spec=FeatureSpec(weights="none", image_size=64),
+        dataset="synthetic",
+        data_root="d",
+        categories=("pipe_clip",),
+        run_key="r",
+    )
+    back = M.Plan.from_config(plan.to_config())
+    assert back == plan
+    assert back.settings.dp == DPSettings(epsilon=1.0, centres=16, public_root="pub")
+    assert json.loads(plan.to_config()["settings"])["dp-centres"] == 16
 
 
 # --------------------------------------------------------------------------- federated

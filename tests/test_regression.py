@@ -20,6 +20,7 @@ import torch
 
 from fedpatch_app.centralized import run_centralized
 from fedpatch_app.federated.inprocess import run_inprocess
+from fedpatch_app.settings import from_names
 
 FIGURES = Path(__file__).parent / "data" / "regression_figures.json"
 
@@ -48,9 +49,10 @@ def figures(tmp_path_factory: pytest.TempPathFactory) -> dict:
     try:
         root = regression_data.write(tmp_path_factory.mktemp("regression_data"))
         out = tmp_path_factory.mktemp("regression_runs")
-        central = run_centralized(
-            root, out / "central", weights="none", image_size=64, device="cpu", seed=0
+        settings = from_names(
+            {"data_root": str(root), "weights": "none", "image_size": 64, "device": "cpu"}
         )
+        central = run_centralized(settings, out / "central")
         config = {
             "dataset": "autovi",
             "data-root": str(root),

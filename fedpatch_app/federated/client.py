@@ -73,7 +73,7 @@ def _plan(msg: Message) -> M.Plan:
 
 def _device(plan: M.Plan, node_config: Mapping[str, Any]) -> str:
     value = node_config.get("device")
-    return value if isinstance(value, str) and value else plan.device
+    return value if isinstance(value, str) and value else plan.settings.device
 
 
 def cache_dir(plan: M.Plan, context: Context) -> Path:
@@ -98,11 +98,11 @@ def _model(plan: M.Plan, spec: Any, node_config: Mapping[str, Any]) -> Any:
     from fedpatch_app.model.patchcore import PatchCore
 
     device = _device(plan, node_config)
-    key = (spec.fingerprint(), device, plan.batch_size)
+    key = (spec.fingerprint(), device, plan.settings.batch_size)
     model = _MODEL_CACHE.get(key)
     if model is None:
         _MODEL_CACHE.clear()
-        model = PatchCore(spec, device=device, batch_size=plan.batch_size)
+        model = PatchCore(spec, device=device, batch_size=plan.settings.batch_size)
         _MODEL_CACHE[key] = model
     return model
 
@@ -120,7 +120,7 @@ def _category(share: ClientShare, name: str) -> Any:
 def handle_train(msg: Message, context: Context) -> Message:
     start = time.perf_counter()
     plan = _plan(msg)
-    spec = plan.feature_spec()
+    spec = plan.spec
     share = client_share(plan, context.node_config)
     log.info(
         "partition %s: training on %s",
@@ -141,12 +141,14 @@ def handle_train(msg: Message, context: Context) -> Message:
         category = _category(share, cat)
         paths = [category.root / r for r in rel]
         faults.during_extraction(context.node_config)
-        if plan.dp.enabled:
+        if plan.settings.dp.enabled:
             banks[cat], n_images[cat], dp_facts[cat], public[cat] = _private_release(
                 model, paths, cat, plan, context.node_config
             )
             continue
-        banks[cat] = model.fit(paths, cat, plan.coreset_ratio, plan.local_oversample)
+        banks[cat] = model.fit(
+            paths, cat, plan.settings.coreset_ratio, plan.settings.local_oversample
+        )
         n_images[cat] = len(paths)
     device = str(model.device) if model is not None else ""
     content = M.encode_train_reply(
@@ -155,7 +157,7 @@ def handle_train(msg: Message, context: Context) -> Message:
         fingerprint=plan.fingerprint,
         partition_id=share.partition_id,
         # DP sums can exceed float16's range: they always travel as float32.
-        transport_dtype="float32" if plan.dp.enabled else plan.transport_dtype,
+        transport_dtype="float32" if plan.settings.dp.enabled else plan.settings.transport_dtype,
         seconds=time.perf_counter() - start,
         device=device,
     )
@@ -188,7 +190,7 @@ def _private_release(
     from fedpatch_app.model import dp
     from fedpatch_app.model.patchcore import select_coreset
 
-    config = plan.dp
+    config = plan.settings.dp
     local_root = node_config.get("dp-public-root")
     if isinstance(local_root, str) and local_root:
         # The same public images, kept elsewhere on this client's machine (deployments);
@@ -237,7 +239,7 @@ def handle_evaluate(msg: Message, context: Context) -> Message:
     from fedpatch_app.model.patchcore import Bank
 
     plan = _plan(msg)
-    spec = plan.feature_spec()
+    spec = plan.spec
     arrays = msg.content.array_records.get(M.BANKS)
     if arrays is None:
         raise ModelError("evaluate instruction lacks the global banks")
@@ -361,7 +363,7 @@ def handle_query(msg: Message, context: Context) -> Message:
             np.float64
         )
         metrics.update(local_metrics(cat, stats, quantized, list(index["defects"])))
-        if plan.write_maps:
+        if plan.settings.write_maps:
             maps_dir = context.node_config.get("maps-dir") or plan.maps_dir
             if maps_dir:
                 write_category_maps(

@@ -180,22 +180,24 @@ def _node_value(node_config: Mapping[str, Any], key: str) -> Any:
 
 def client_share(plan: Any, node_config: Mapping[str, Any]) -> ClientShare:
     """This client's images, from its node config and the run plan (see module doc)."""
-    from fedpatch_app.config import parse_categories
     from fedpatch_app.data.autovi import CATEGORIES, available_categories, load_category
+    from fedpatch_app.settings.schema import parse_categories
 
     node_root = _node_value(node_config, "data-root")
     root = Path(node_root) if node_root else Path(plan.data_root)
     plan_cats = tuple(plan.categories or CATEGORIES)
     if plan.dataset == "synthetic" and not (root / SYNTHETIC_MARKER).is_file():
         # Another machine than the server's: make the same data locally.
-        ensure_synthetic(root, plan.synthetic_scale, plan.seed, plan_cats)
+        ensure_synthetic(root, plan.settings.synthetic_scale, plan.settings.seed, plan_cats)
     if not root.is_dir():
         raise DataError(f"data-root {root} does not exist on this client")
 
     if node_root and "partition-id" not in node_config:
-        cats = parse_categories("categories", node_config.get("categories")) or tuple(
-            c for c in available_categories(root) if c in plan_cats
-        )
+        try:
+            named = parse_categories(node_config.get("categories"))
+        except ValueError as exc:
+            raise ConfigError(f"node config 'categories': {exc}") from None
+        cats = named or tuple(c for c in available_categories(root) if c in plan_cats)
         cats = tuple(c for c in cats if c in plan_cats)
         if not cats:
             raise DataError(f"no AutoVI category of this run found under data-root {root}")
@@ -210,7 +212,7 @@ def client_share(plan: Any, node_config: Mapping[str, Any]) -> ClientShare:
 
     try:
         pid = int(node_config["partition-id"])
-        num = int(node_config.get("num-partitions", plan.num_clients))
+        num = int(node_config.get("num-partitions", plan.settings.num_clients))
     except (KeyError, TypeError, ValueError):
         raise ConfigError(
             "node config: set 'partition-id' and 'num-partitions', or 'data-root' "
@@ -218,12 +220,12 @@ def client_share(plan: Any, node_config: Mapping[str, Any]) -> ClientShare:
         ) from None
     if not 0 <= pid < num:
         raise ConfigError(f"node config 'partition-id' {pid} is outside 0..{num - 1}")
-    if num != plan.num_clients:
+    if num != plan.settings.num_clients:
         log.warning(
             "num-partitions %d (node config) differs from num-clients %d (run config): "
             "partitioning into %d",
             num,
-            plan.num_clients,
+            plan.settings.num_clients,
             num,
         )
     from fedpatch_app.data.partition import make_partition
@@ -233,10 +235,10 @@ def client_share(plan: Any, node_config: Mapping[str, Any]) -> ClientShare:
         raise DataError(f"no AutoVI category of this run found under data-root {root}")
     partition = make_partition(
         root,
-        scheme=plan.partition,
+        scheme=plan.settings.partition,
         num_clients=num,
-        alpha=plan.dirichlet_alpha,
-        seed=plan.seed,
+        alpha=plan.settings.dirichlet_alpha,
+        seed=plan.settings.seed,
         categories=cats,
     )
     share = partition.clients[pid]

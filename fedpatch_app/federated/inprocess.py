@@ -166,10 +166,10 @@ def run_inprocess(
     with `partition-id`/`num-partitions`, unless `node_configs` are given. Returns the
     server's `ServerOutcome` (run folder, results dict, strategy)."""
     from client_app import app as client
-    from fedpatch_app.config import RunSettings
     from fedpatch_app.federated.server import run_server
+    from fedpatch_app.settings import from_run_config
 
-    settings = RunSettings.from_run_config(dict(run_config))
+    settings = from_run_config(dict(run_config))
     if node_configs is None:
         n = settings.num_clients
         node_configs = [{"partition-id": i, "num-partitions": n} for i in range(n)]

@@ -31,14 +31,15 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
-from fedpatch_app.errors import ModelError
-from fedpatch_app.model.dp import DPConfig
+from fedpatch_app.errors import ConfigError, ModelError
+from fedpatch_app.model.embedding import FeatureSpec
+from fedpatch_app.settings import RunSettings, from_run_config, to_run_config
 
 # Record keys.
 CONFIG = "config"
@@ -78,125 +79,73 @@ class InvalidReply(ModelError):
 # --------------------------------------------------------------------------- the plan
 
 
-#: The DP settings on the wire: (DPConfig field, plan key, type); the keys are the run
-#: config's (`dp-epsilon`, ...).
-_DP_WIRE = tuple(
-    (f.name, "dp-" + f.name.replace("_", "-"), type(f.default)) for f in fields(DPConfig)
-)
-
-
 @dataclass(frozen=True)
 class Plan:
     """The server's decisions for a run, sent with every instruction.
 
-    `spec` is the FeatureSpec as a dict (its `fingerprint` alongside); `data_root` is the
-    data folder as the server sees it (clients with their own `data-root` in the node
-    config use theirs); `categories` empty = all categories present.
+    `settings` are the run's settings (they travel as one JSON object in run-config form
+    and are validated by the same schema on arrival); `spec` is the FeatureSpec every
+    client must use; `dataset`, `data_root` and `categories` are what the server resolved
+    (clients with their own `data-root` in the node config use theirs).
     """
 
-    spec: dict[str, Any]
-    fingerprint: str
+    settings: RunSettings
+    spec: FeatureSpec
     dataset: str
     data_root: str
-    synthetic_scale: str
-    partition: str
-    dirichlet_alpha: float
-    num_clients: int
     categories: tuple[str, ...]
-    coreset_ratio: float
-    local_oversample: float
-    transport_dtype: str
-    seed: int
-    device: str
-    batch_size: int
     run_key: str
-    write_maps: bool = False
     maps_dir: str = ""
-    #: Differential privacy of the train replies (`fedpatch_app.model.dp`; epsilon 0 = off).
-    #: The `dp-*` keys travel only when it is on, so a run without DP sends the same plan.
-    dp: DPConfig = field(default_factory=DPConfig)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.spec.fingerprint()
 
     def to_config(self, **extra: Any) -> ConfigRecord:
         record = ConfigRecord(
             {
-                "spec": json.dumps(self.spec, sort_keys=True),
+                "settings": json.dumps(to_run_config(self.settings), sort_keys=True),
+                "spec": json.dumps(self.spec.to_dict(), sort_keys=True),
                 "fingerprint": self.fingerprint,
                 "dataset": self.dataset,
                 "data-root": self.data_root,
-                "synthetic-scale": self.synthetic_scale,
-                "partition": self.partition,
-                "dirichlet-alpha": float(self.dirichlet_alpha),
-                "num-clients": int(self.num_clients),
                 "categories": ",".join(self.categories),
-                "coreset-ratio": float(self.coreset_ratio),
-                "local-oversample": float(self.local_oversample),
-                "transport-dtype": self.transport_dtype,
-                "seed": int(self.seed),
-                "device": self.device,
-                "batch-size": int(self.batch_size),
                 "run-key": self.run_key,
-                "write-maps": bool(self.write_maps),
                 "maps-dir": self.maps_dir,
             }
         )
-        if self.dp.enabled:
-            for name, key, kind in _DP_WIRE:
-                record[key] = kind(getattr(self.dp, name))
         for key, value in extra.items():
             record[key] = value
         return record
 
     @classmethod
     def from_config(cls, record: ConfigRecord) -> Plan:
-        """Read the plan from an instruction; `ModelError` if a field is missing or mistyped."""
+        """Read the plan from an instruction; `ModelError` if a field is missing, mistyped,
+        or the feature spec does not match its fingerprint."""
         try:
-            spec = json.loads(_get(record, "spec", str))
-            if not isinstance(spec, dict):
-                raise ModelError("the feature spec is not a JSON object")
+            settings = from_run_config(
+                json.loads(_get(record, "settings", str)), where="plan from the server"
+            )
+            spec = FeatureSpec.from_dict(json.loads(_get(record, "spec", str)))
             cats = _get(record, "categories", str)
-            dp = DPConfig()
-            if "dp-epsilon" in record:
-                dp = DPConfig(
-                    **{
-                        name: kind(_get(record, key, (int, float) if kind is float else kind))
-                        for name, key, kind in _DP_WIRE
-                    }
-                )
-            return cls(
+            plan = cls(
+                settings=settings,
                 spec=spec,
-                fingerprint=_get(record, "fingerprint", str),
                 dataset=_get(record, "dataset", str),
                 data_root=_get(record, "data-root", str),
-                synthetic_scale=_get(record, "synthetic-scale", str),
-                partition=_get(record, "partition", str),
-                dirichlet_alpha=float(_get(record, "dirichlet-alpha", (int, float))),
-                num_clients=_get(record, "num-clients", int),
                 categories=tuple(c for c in cats.split(",") if c),
-                coreset_ratio=float(_get(record, "coreset-ratio", (int, float))),
-                local_oversample=float(_get(record, "local-oversample", (int, float))),
-                transport_dtype=_get(record, "transport-dtype", str),
-                seed=_get(record, "seed", int),
-                device=_get(record, "device", str),
-                batch_size=_get(record, "batch-size", int),
                 run_key=_get(record, "run-key", str),
-                write_maps=bool(_get(record, "write-maps", bool)),
                 maps_dir=_get(record, "maps-dir", str),
-                dp=dp,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+            expected = _get(record, "fingerprint", str)
+        except (KeyError, TypeError, ValueError, ConfigError) as exc:
             raise ModelError(f"instruction from the server has a bad plan: {exc}") from None
-
-    def feature_spec(self) -> Any:
-        """The FeatureSpec, checked against the fingerprint the server sent."""
-        from fedpatch_app.model.embedding import FeatureSpec
-
-        spec = FeatureSpec.from_dict(self.spec)
-        if spec.fingerprint() != self.fingerprint:
+        if plan.fingerprint != expected:
             raise ModelError(
                 f"feature spec from the server does not match its fingerprint "
-                f"({spec.fingerprint()} != {self.fingerprint})"
+                f"({plan.fingerprint} != {expected})"
             )
-        return spec
+        return plan
 
 
 def _get(record: Mapping[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
@@ -335,26 +284,28 @@ class TrainReply:
 
 @dataclass(frozen=True)
 class TrainLimits:
-    """What the server accepts from a client's train reply."""
+    """What the server accepts from a client's train reply: the run's settings, its
+    feature-spec fingerprint and width, and the categories it knows."""
 
+    settings: RunSettings
     fingerprint: str
     categories: tuple[str, ...]
     embed_dim: int
-    coreset_ratio: float
-    local_oversample: float
-    max_rows: int
-    transport_dtype: str = "float32"
-    #: DP on: every category's array has exactly `dp_centres` rows (noisy sums).
-    dp_centres: int = 0
+
+    @classmethod
+    def of(cls, plan: Plan, categories: Sequence[str]) -> TrainLimits:
+        return cls(plan.settings, plan.fingerprint, tuple(categories), int(plan.spec.embed_dim))
 
     def max_coreset(self, n_patches: int) -> int:
-        """The largest local coreset a client with `n_patches` patches may send."""
+        """The largest local coreset a client with `n_patches` patches may send (under DP:
+        exactly one noisy sum per public centre)."""
         from fedpatch_app.model.patchcore import coreset_size
 
-        if self.dp_centres > 0:
-            return min(self.max_rows, self.dp_centres)
+        s = self.settings
+        if s.dp.enabled:
+            return min(s.max_coreset_rows, s.dp.centres)
         return min(
-            self.max_rows, coreset_size(n_patches, self.coreset_ratio * self.local_oversample)
+            s.max_coreset_rows, coreset_size(n_patches, s.coreset_ratio * s.local_oversample)
         )
 
 
@@ -435,7 +386,7 @@ def decode_train_reply(content: RecordDict, limits: TrainLimits) -> TrainReply:
     extra = sorted(set(arrays.keys()) - set(cats))
     if extra:
         raise InvalidReply(f"coresets sent for categories not listed in the reply: {extra}")
-    dtypes = ["float32"] + (["float16"] if limits.transport_dtype == "float16" else [])
+    dtypes = ["float32"] + (["float16"] if limits.settings.transport_dtype == "float16" else [])
     try:
         partition_id = int(_get(info, "partition-id", int))
         seconds = (
@@ -481,8 +432,8 @@ def decode_train_reply(content: RecordDict, limits: TrainLimits) -> TrainReply:
         if rows > max_rows:
             raise InvalidReply(
                 f"{cat}: coreset of {rows} rows exceeds the allowed {max_rows} "
-                f"({n_patches} patches x ratio {limits.coreset_ratio} x oversample "
-                f"{limits.local_oversample}, cap {limits.max_rows})"
+                f"({n_patches} patches x ratio {limits.settings.coreset_ratio} x oversample "
+                f"{limits.settings.local_oversample}, cap {limits.settings.max_coreset_rows})"
             )
         values = decode_array(
             arr, f"{cat} coreset", dtypes=dtypes, ndim=2, max_elements=max_rows * limits.embed_dim
@@ -491,7 +442,7 @@ def decode_train_reply(content: RecordDict, limits: TrainLimits) -> TrainReply:
         if not np.all(np.isfinite(features)):
             raise InvalidReply(f"{cat} coreset: holds NaN or infinite values")
         dp = None
-        if limits.dp_centres > 0:
+        if limits.settings.dp.enabled:
             dp = _decode_dp_info(info, cat, rows)
             dp["centres"] = _decode_public_centres(content, cat, rows, limits.embed_dim, dp)
         out[cat] = LocalCoreset(

@@ -18,11 +18,11 @@ from typing import Any
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp.grid import Grid
 
-from fedpatch_app.config import RunSettings
 from fedpatch_app.errors import ConfigError, WeightsError
 from fedpatch_app.federated import messages as M
 from fedpatch_app.federated.data import DatasetChoice, resolve_dataset
 from fedpatch_app.federated.strategy import FederationError, PatchCoreStrategy
+from fedpatch_app.settings import RunSettings, from_run_config, to_names
 
 log = logging.getLogger(__name__)
 
@@ -86,25 +86,13 @@ def make_plan(
     settings: RunSettings, dataset: DatasetChoice, spec: Any, run_key: str, run_dir: Path
 ) -> M.Plan:
     return M.Plan(
-        spec=spec.to_dict(),
-        fingerprint=spec.fingerprint(),
+        settings=settings,
+        spec=spec,
         dataset=dataset.dataset,
         data_root=str(dataset.data_root),
-        synthetic_scale=settings.synthetic_scale,
-        partition=settings.partition,
-        dirichlet_alpha=settings.dirichlet_alpha,
-        num_clients=settings.num_clients,
         categories=dataset.categories,
-        coreset_ratio=settings.coreset_ratio,
-        local_oversample=settings.local_oversample,
-        transport_dtype=settings.transport_dtype,
-        seed=settings.seed,
-        device=settings.device,
-        batch_size=settings.batch_size,
         run_key=run_key,
-        write_maps=settings.write_maps,
         maps_dir=str((run_dir / "maps").resolve()),
-        dp=settings.dp_config(),
     )
 
 
@@ -121,15 +109,13 @@ def run_server(grid: Grid, context: Context) -> ServerOutcome:
     from fedpatch_app.model.embedding import FeatureSpec
 
     t_start = time.perf_counter()
-    settings = RunSettings.from_run_config(dict(context.run_config))
+    settings = from_run_config(dict(context.run_config))
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_name = settings.resolved_run_name(stamp)
     run_dir = (Path(settings.out_dir) / run_name).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
-    warnings: list[str] = [
-        f"run config key {k!r} is unknown and was ignored" for k in settings.unknown_keys
-    ]
+    warnings: list[str] = []
 
     t0 = time.perf_counter()
     dataset = resolve_dataset(settings)
@@ -158,16 +144,7 @@ def run_server(grid: Grid, context: Context) -> ServerOutcome:
     wait_for_clients(grid, settings.min_clients, settings.wait_timeout)
     seconds["wait_clients"] = round(time.perf_counter() - t0, 3)
 
-    strategy = PatchCoreStrategy(
-        plan,
-        spec,
-        min_clients=settings.min_clients,
-        max_rows=settings.max_coreset_rows,
-        merge_device=_merge_device(settings.device),
-        timeout=settings.round_timeout,
-        known_categories=dataset.categories,
-        bank_budget=settings.bank_budget,
-    )
+    strategy = PatchCoreStrategy(plan, merge_device=_merge_device(settings.device))
     t0 = time.perf_counter()
     strategy.start(
         grid=grid,
@@ -243,7 +220,7 @@ def write_outputs(
     federated = strategy.federated_facts()
     federated["bank_files"] = bank_files
     federated["maps_written"] = bool(settings.write_maps)
-    config = settings.to_dict()
+    config = to_names(settings)
     config.update(
         {
             "dataset_used": dataset.dataset,

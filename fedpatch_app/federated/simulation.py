@@ -92,17 +92,49 @@ def superlink_pids(flwr_home: Path) -> list[int]:
     return pids
 
 
+def local_superlinks() -> list[int]:
+    """PIDs of every local SuperLink process of this user (for messages; never killed)."""
+    pids = []
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return pids
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"flower-superlink" in cmdline:
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
+def busy_message() -> str:
+    """Why a simulation cannot start now, and how to free the port safely."""
+    pids = local_superlinks()
+    which = f" (PID {', '.join(map(str, pids))})" if pids else ""
+    return (
+        f"a local SuperLink{which} is already listening on 127.0.0.1:{SUPERLINK_PORTS[0]}: "
+        "one simulation runs at a time on a machine. If it is yours (an earlier "
+        "`flwr run` leaves it running), stop it by its PID (`kill PID`); or run without "
+        "a SuperLink (`fedpatch experiment --engine inprocess`)"
+    )
+
+
+def check_ports_free() -> None:
+    """SimulationError now if a local SuperLink holds the simulation ports."""
+    if any(port_busy(p) for p in SUPERLINK_PORTS):
+        raise SimulationError(busy_message())
+
+
 def wait_for_free_ports(timeout: float, poll: float = 5.0) -> None:
     """Wait until no local SuperLink holds the simulation ports, at most `timeout` s."""
     deadline = time.monotonic() + timeout
     announced = False
     while any(port_busy(p) for p in SUPERLINK_PORTS):
         if time.monotonic() >= deadline:
-            raise SimulationError(
-                "a local SuperLink is already running on 127.0.0.1:39091 (started by another "
-                "`flwr run`?): stop it first (pkill -f flower-superlink), one simulation runs "
-                "at a time"
-            )
+            raise SimulationError(busy_message())
         if not announced:
             log.warning("another simulation holds 127.0.0.1:39091: waiting up to %.0f s", timeout)
             announced = True

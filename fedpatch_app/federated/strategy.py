@@ -132,40 +132,19 @@ class PatchCoreStrategy(Strategy):
     a local coreset's rows; `merge_device` where the server's k-center runs.
     """
 
-    def __init__(
-        self,
-        plan: M.Plan,
-        spec: Any,
-        *,
-        min_clients: int,
-        max_rows: int = 1_000_000,
-        merge_device: Any = "cpu",
-        timeout: float = 3600.0,
-        known_categories: Iterable[str] | None = None,
-        bank_budget: str = "volume",
-    ) -> None:
+    def __init__(self, plan: M.Plan, *, merge_device: Any = "cpu") -> None:
         from fedpatch_app.data.autovi import CATEGORIES
 
         self.plan = plan
-        self.spec = spec
-        self.min_clients = int(min_clients)
-        self.max_rows = int(max_rows)
+        self.spec = plan.spec
+        self.settings = plan.settings
+        self.min_clients = plan.settings.min_clients
         self.merge_device = merge_device
-        self.timeout = float(timeout)
-        self.bank_budget = bank_budget
-        self.dp = plan.dp
-        cats = tuple(known_categories or plan.categories or CATEGORIES)
+        self.timeout = plan.settings.round_timeout
+        self.dp = plan.settings.dp
+        cats = tuple(plan.categories or CATEGORIES)
         self.known_categories = tuple(c for c in CATEGORIES if c in cats)
-        self.limits = M.TrainLimits(
-            fingerprint=plan.fingerprint,
-            categories=self.known_categories,
-            embed_dim=int(spec.embed_dim),
-            coreset_ratio=plan.coreset_ratio,
-            local_oversample=plan.local_oversample,
-            max_rows=self.max_rows,
-            transport_dtype=plan.transport_dtype,
-            dp_centres=plan.dp.centres if self.dp.enabled else 0,
-        )
+        self.limits = M.TrainLimits.of(plan, self.known_categories)
         self.clients: dict[int, ClientState] = {}
         self.banks: dict[str, Any] = {}
         self.bank_info: dict[str, dict[str, Any]] = {}
@@ -186,8 +165,8 @@ class PatchCoreStrategy(Strategy):
             "PatchCoreStrategy: fingerprint %s, coreset ratio %s, local oversample %s, "
             "min clients %d, categories %s",
             self.plan.fingerprint,
-            self.plan.coreset_ratio,
-            self.plan.local_oversample,
+            self.settings.coreset_ratio,
+            self.settings.local_oversample,
             self.min_clients,
             ", ".join(self.known_categories),
         )
@@ -363,7 +342,7 @@ class PatchCoreStrategy(Strategy):
         if not banks:
             raise FederationError("train: no client sent a coreset for any category")
         arrays = M.encode_banks(
-            {c: b.features for c, b in banks.items()}, self.plan.transport_dtype
+            {c: b.features for c, b in banks.items()}, self.settings.transport_dtype
         )
         metrics = MetricRecord(
             {
@@ -391,8 +370,8 @@ class PatchCoreStrategy(Strategy):
         held = {cat: h for cat, h in held.items() if h}
         budget = bank_budget(
             {cat: sum(p.n_patches for _, p in h) for cat, h in held.items()},
-            self.plan.coreset_ratio,
-            self.bank_budget,
+            self.settings.coreset_ratio,
+            self.settings.bank_budget,
         )
         for cat, holders in held.items():
             total_patches = sum(p.n_patches for _, p in holders)
@@ -427,8 +406,8 @@ class PatchCoreStrategy(Strategy):
                 "local_radius_max": float(max(p.radius for _, p in holders)),
                 "merge_seconds": round(time.perf_counter() - t0, 3),
             }
-            if self.bank_budget != "volume":
-                self.bank_info[cat]["budget"] = self.bank_budget
+            if self.settings.bank_budget != "volume":
+                self.bank_info[cat]["budget"] = self.settings.bank_budget
             if dp_info is not None:
                 self.bank_info[cat]["dp"] = dp_info
             log.info(
@@ -719,17 +698,14 @@ class PatchCoreStrategy(Strategy):
         """The "federated" block of results.json."""
         return {
             "partition": {
-                "scheme": self.plan.partition,
-                "num_clients": self.plan.num_clients,
-                "dirichlet_alpha": self.plan.dirichlet_alpha
-                if self.plan.partition == "dirichlet"
+                "scheme": self.settings.partition,
+                "num_clients": self.settings.num_clients,
+                "dirichlet_alpha": self.settings.dirichlet_alpha
+                if self.settings.partition == "dirichlet"
                 else None,
             },
             "min_clients": self.min_clients,
             "fingerprint": self.plan.fingerprint,
-            "coreset_ratio": self.plan.coreset_ratio,
-            "local_oversample": self.plan.local_oversample,
-            "transport_dtype": self.plan.transport_dtype,
             "clients": [
                 c.to_dict() for c in sorted(self.clients.values(), key=lambda c: c.node_id)
             ],

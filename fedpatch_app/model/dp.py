@@ -46,7 +46,8 @@ from typing import Any
 
 import numpy as np
 
-from fedpatch_app.errors import ConfigError, ModelError
+from fedpatch_app.errors import ModelError
+from fedpatch_app.settings.schema import DPSettings
 
 log = logging.getLogger(__name__)
 
@@ -174,64 +175,6 @@ class Accountant:
 # --------------------------------------------------------------------------- mechanism
 
 
-@dataclass(frozen=True)
-class DPConfig:
-    """The run's DP settings (`dp-*` run-config keys). epsilon 0 = DP off."""
-
-    epsilon: float = 0.0
-    delta: float = 1e-5
-    clip: float = 0.0  # 0 = from the public reference features
-    centres: int = 128
-    clusters_per_image: int = 8
-    public_images: int = 8
-    public_seed: int = 1_000_003
-    #: A folder of public good images per category (`<root>/<category>/train/good/` or
-    #: `<root>/<category>/`); "" = the built-in synthetic generator.
-    public_root: str = ""
-
-    @classmethod
-    def of(cls, settings: Any) -> DPConfig:
-        """The DP settings of anything with `dp_epsilon`, `dp_delta`, ... attributes (the run
-        settings)."""
-        return cls(
-            epsilon=settings.dp_epsilon,
-            delta=settings.dp_delta,
-            clip=settings.dp_clip,
-            centres=settings.dp_centres,
-            clusters_per_image=settings.dp_clusters_per_image,
-            public_images=settings.dp_public_images,
-            public_seed=settings.dp_public_seed,
-            public_root=settings.dp_public_root,
-        )
-
-    @property
-    def enabled(self) -> bool:
-        return self.epsilon > 0
-
-    def check(self) -> None:
-        if self.epsilon < 0:
-            raise ConfigError(
-                f"run config 'dp-epsilon': must be >= 0 (0 = off), got {self.epsilon}"
-            )
-        if not 0 < self.delta < 1:
-            raise ConfigError(f"run config 'dp-delta': must be in (0, 1), got {self.delta}")
-        if self.clip < 0:
-            raise ConfigError(f"run config 'dp-clip': must be >= 0 (0 = auto), got {self.clip}")
-        if not 1 <= self.centres <= 100_000:
-            raise ConfigError(
-                f"run config 'dp-centres': must be in [1, 100000], got {self.centres}"
-            )
-        if not 1 <= self.clusters_per_image <= max(1, self.centres if self.enabled else 10**9):
-            raise ConfigError(
-                "run config 'dp-clusters-per-image': must be between 1 and dp-centres, "
-                f"got {self.clusters_per_image}"
-            )
-        if not 1 <= self.public_images <= 1000:
-            raise ConfigError(
-                f"run config 'dp-public-images': must be in [1, 1000], got {self.public_images}"
-            )
-
-
 def sensitivities(clip: float, clusters_per_image: int) -> dict[str, float]:
     """L2 sensitivities of the three releases under add/remove of one image."""
     return {
@@ -315,7 +258,7 @@ class NoisyRelease:
 
 def privatize(
     stats: ClusterStats,
-    config: DPConfig,
+    config: DPSettings,
     clip: float,
     rng: np.random.Generator | None = None,
 ) -> NoisyRelease:
@@ -442,7 +385,7 @@ def public_centres(
     features_of: Callable[[list[Path]], np.ndarray],
     select: Callable[[np.ndarray, int], np.ndarray],
     category: str,
-    config: DPConfig,
+    config: DPSettings,
 ) -> tuple[np.ndarray, float]:
     """(K centres, clip norm) from the public reference images only.
 
@@ -467,7 +410,7 @@ def public_centres(
     return np.asarray(centres, dtype=np.float64), clip
 
 
-def describe(config: DPConfig) -> dict[str, Any]:
+def describe(config: DPSettings) -> dict[str, Any]:
     """The settings part of results.json's "privacy" block."""
     return {
         "enabled": config.enabled,

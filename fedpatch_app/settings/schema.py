@@ -1,0 +1,222 @@
+"""Every setting of fedpatch, defined once: name, type, default, range and help.
+
+`RunSettings` is the schema. Everything else is derived from it by
+`fedpatch_app.settings.fields`:
+
+- the Flower run config (`coreset-ratio = 0.1`, kebab-case keys) and pyproject's
+  `[tool.flwr.app.config]` defaults (a test keeps them equal),
+- the `fedpatch` command-line options (`--coreset-ratio`) with their help and default,
+- the plan the server sends to the clients (the settings travel as one JSON object and are
+  validated by this same schema on arrival),
+- the experiment presets (`coreset_ratio:`) and results.json's `run.config`
+  (snake_case keys: every file a user reads writes a setting the same way).
+
+Settings that belong together are one object (`RunSettings.dp`); their flat names carry the
+group as a prefix (`dp-epsilon` in the run config, `dp_epsilon` in files).
+
+To add a setting: add one field here (with `description` and its range), use it where it
+is needed, and run `fedpatch settings --toml` to print pyproject's table
+(docs/architecture.md walks through an example).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+#: One cap on the backbone input size, for the run config and every command.
+MAX_IMAGE_SIZE = 2048
+#: Seeds are 32-bit unsigned integers everywhere (numpy and torch generators accept them).
+MAX_SEED = 2**32 - 1
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_RUN_NAME = re.compile(r"^$|^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def _lower(value: Any) -> Any:
+    """Choices are matched case-insensitively ("Synthetic" -> "synthetic")."""
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _strip(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
+def _device(value: str) -> str:
+    if not _DEVICE.match(value):
+        raise ValueError("expected auto, cpu, mps, cuda or cuda:N")
+    return value
+
+
+def _run_name(value: str) -> str:
+    if not _RUN_NAME.match(value):
+        raise ValueError("letters, digits, '.', '_' and '-' only (at most 100 characters)")
+    return value
+
+
+def parse_categories(value: Any) -> tuple[str, ...] | None:
+    """Category names from a string ("" = all; commas or spaces) or a list, in the fixed
+    AutoVI order without duplicates; unknown names are refused."""
+    from fedpatch_app.data.autovi import CATEGORIES
+
+    if value is None:
+        return None
+    if isinstance(value, str):
+        names = [n for n in re.split(r"[,\s]+", value.strip()) if n]
+    elif isinstance(value, list | tuple) and all(isinstance(n, str) for n in value):
+        names = [n.strip() for n in value if n.strip()]
+    else:
+        raise ValueError(f"expected category names, got {value!r}")
+    unknown = [n for n in names if n not in CATEGORIES]
+    if unknown:
+        raise ValueError(
+            f"unknown categories {', '.join(unknown)} (known: {', '.join(CATEGORIES)})"
+        )
+    return tuple(c for c in CATEGORIES if c in names) or None
+
+
+Text = Annotated[str, BeforeValidator(_strip)]
+Dataset = Annotated[Literal["auto", "autovi", "synthetic"], BeforeValidator(_lower)]
+Partition = Annotated[Literal["category", "iid", "dirichlet"], BeforeValidator(_lower)]
+Scale = Annotated[Literal["tiny", "small"], BeforeValidator(_lower)]
+TransportDtype = Annotated[Literal["float32", "float16"], BeforeValidator(_lower)]
+BankBudget = Annotated[Literal["volume", "equal", "sqrt"], BeforeValidator(_lower)]
+Categories = Annotated[tuple[str, ...] | None, BeforeValidator(parse_categories)]
+Device = Annotated[str, BeforeValidator(_lower), AfterValidator(_device)]
+RunName = Annotated[str, BeforeValidator(_strip), AfterValidator(_run_name)]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+
+_STRICT = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, validate_default=True)
+
+
+class DPSettings(BaseModel):
+    """Differential privacy of what clients share (run-config keys `dp-*`; epsilon 0 = off).
+
+    See docs/privacy.md for the mechanism and what it protects.
+    """
+
+    model_config = _STRICT
+
+    epsilon: float = Field(
+        0.0, ge=0, description="privacy budget per training image (0 = differential privacy off)"
+    )
+    delta: float = Field(1e-5, gt=0, lt=1, description="delta of (epsilon, delta)-DP")
+    clip: float = Field(
+        0.0, ge=0, description="L2 clip of patch features (0 = from the public reference)"
+    )
+    centres: int = Field(128, ge=1, le=100_000, description="public centres per category")
+    clusters_per_image: int = Field(
+        8, ge=1, le=100_000, description="clusters one image may contribute to"
+    )
+    public_images: int = Field(8, ge=1, le=1000, description="public reference images per category")
+    public_seed: Seed = Field(1_000_003, description="seed of the built-in public reference images")
+    public_root: Text = Field(
+        "",
+        description="folder of publishable good images per category ('' = built-in generator)",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.epsilon > 0
+
+    @model_validator(mode="after")
+    def _clusters_fit(self) -> DPSettings:
+        if self.enabled and self.clusters_per_image > self.centres:
+            raise ValueError(
+                "'dp-clusters-per-image' must be between 1 and dp-centres "
+                f"({self.centres}), got {self.clusters_per_image}"
+            )
+        return self
+
+
+class RunSettings(BaseModel):
+    """The settings of a run (federated, centralized or local-only)."""
+
+    model_config = _STRICT
+
+    # -- data
+    dataset: Dataset = Field(
+        "auto",
+        description="autovi (real data at data-root), synthetic (built-in generator) or "
+        "auto (synthetic only while data-root is left at its default and holds no AutoVI)",
+    )
+    data_root: Path = Field(Path("data/autovi"), description="folder holding AutoVI")
+    categories: Categories = Field(None, description="AutoVI categories (empty = all six)")
+    synthetic_scale: Scale = Field("tiny", description="size of the built-in synthetic data")
+    # -- federation
+    partition: Partition = Field("category", description="how images are split over clients")
+    dirichlet_alpha: float = Field(
+        0.5, gt=0, description="Dirichlet concentration of the dirichlet partition"
+    )
+    num_clients: int = Field(5, ge=1, le=1000, description="clients (SuperNodes) in the run")
+    min_clients: int = Field(
+        5, ge=1, le=1000, description="clients that must remain after every phase"
+    )
+    # -- features and model
+    weights: Text = Field(
+        "imagenet",
+        min_length=1,
+        description="backbone weights: imagenet, none (random: for tests only) or a file path",
+    )
+    image_size: int = Field(
+        256, ge=32, le=MAX_IMAGE_SIZE, description="shorter image side at the backbone input"
+    )
+    coreset_ratio: float = Field(
+        0.1, gt=0, le=1, description="memory-bank size as a fraction of the training patches"
+    )
+    local_oversample: float = Field(
+        2.0, ge=1, le=100, description="local coreset size over the global ratio (federated)"
+    )
+    bank_budget: BankBudget = Field(
+        "volume", description="how bank rows are shared across categories"
+    )
+    seed: Seed = Field(0, description="seed of everything random (projection, data, splits)")
+    # -- execution
+    device: Device = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    batch_size: int = Field(8, ge=1, le=1024, description="images per backbone batch")
+    num_workers: int = Field(0, ge=0, le=64, description="image loading worker processes")
+    transport_dtype: TransportDtype = Field(
+        "float32", description="dtype of coresets and banks on the wire"
+    )
+    max_coreset_rows: int = Field(
+        1_000_000, ge=1, description="largest local coreset the server accepts"
+    )
+    round_timeout: float = Field(3600.0, gt=0, description="seconds to wait for every reply")
+    wait_timeout: float = Field(
+        300.0, ge=0, description="seconds to wait for min-clients clients to connect"
+    )
+    # -- outputs
+    out_dir: Path = Field(Path("runs"), description="folder of the run folders")
+    run_name: RunName = Field("", description="run folder name ('' = federated-<partition>-<time>)")
+    write_maps: bool = Field(False, description="export official-format 16-bit anomaly maps")
+    overwrite: bool = Field(
+        False, description="clear an existing non-empty output folder of an earlier run first"
+    )
+    # -- privacy
+    dp: DPSettings = Field(default_factory=DPSettings, description="differential privacy")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunSettings:
+        if self.min_clients > self.num_clients:
+            raise ValueError(
+                f"'min-clients' must be between 1 and num-clients ({self.num_clients}), "
+                f"got {self.min_clients}"
+            )
+        if (
+            self.dp.enabled
+            and self.dataset != "autovi"
+            and not self.dp.public_root
+            and self.dp.public_seed == self.seed
+        ):
+            raise ValueError(
+                "'dp-public-seed' must differ from 'seed', which seeds the synthetic data "
+                "(the public reference must not be the private data)"
+            )
+        return self
+
+    def resolved_run_name(self, stamp: str) -> str:
+        """The run folder's name: `run-name`, or `federated-<partition>-<stamp>`."""
+        return self.run_name or f"federated-{self.partition}-{stamp}"
