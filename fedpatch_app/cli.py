@@ -93,6 +93,12 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("runs", nargs="+", help="run folders holding results.json")
     p.add_argument("--out", required=True)
     p.add_argument("--data-root", default=None, help="for heatmap overlays (needs the images)")
+    p.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="put runs with different patch features (feature fingerprints) in one report, "
+        "each tagged with its features (default: refuse them)",
+    )
     p.set_defaults(func=_handler("fedpatch_app.evaluation.report:run_cli"))
 
 
