@@ -246,7 +246,7 @@ def test_synthetic_data_and_random_weights_are_flagged(tmp_path: Path, kind: str
     assert section_1.splitlines()[2].startswith("> **SYNTHETIC DATA:** ")
     assert "drawn, scale tiny, seed 0" in section_1 and "RANDOM WEIGHTS" not in section_1
     assert section_2.splitlines()[2].startswith("> **RANDOM WEIGHTS:** ")
-    assert "| weights loaded | none (RANDOM weights) |" in section_2
+    assert "| weights loaded | none (RANDOM) |" in section_2
     assert "| weights asked for | imagenet-v1 |" in section_2
     assert "| data | AutoVI |" in section_2 and "SYNTHETIC DATA" not in section_2
 

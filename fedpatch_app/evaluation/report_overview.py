@@ -20,7 +20,7 @@ from fedpatch_app.evaluation.report_runs import (
     few_images,
     few_images_note,
 )
-from fedpatch_app.evaluation.report_sections import flags
+from fedpatch_app.evaluation.report_sections import data_text, flags, weights_text
 
 INTRO = (
     "Metrics as the official AutoVI evaluator computes them: AUC-sPRO at FPR limits "
@@ -45,13 +45,6 @@ def first_line(runs: Sequence[Run]) -> list[str]:
     ]
 
 
-def _data_cell(run: Run) -> str:
-    data = run.data
-    if data.is_synthetic:
-        return "SYNTHETIC" + (f" ({data.synthetic.describe()})" if data.synthetic else "")
-    return {"autovi": "AutoVI", "unknown": "not recorded"}.get(data.kind, data.kind)
-
-
 def runs_table(runs: Sequence[Run]) -> list[str]:
     """One row per run: what it used and its mean figures."""
     rows = []
@@ -62,8 +55,8 @@ def runs_table(runs: Sequence[Run]) -> list[str]:
         )
         rows.append(
             [
-                str(run.index + 1), run.label, fmt(run.kind), _data_cell(run),
-                feats.weights + (" (RANDOM)" if feats.random_weights else ""), fingerprint,
+                str(run.index + 1), run.label, fmt(run.kind), data_text(run),
+                weights_text(run), fingerprint,
                 str(len(run.categories)),
                 fmt((run.results["run"].get("seconds") or {}).get("total"), 1),
                 fmt(mean["auc_spro"].get("0.05")), fmt(mean["auc_spro"].get("0.3")),

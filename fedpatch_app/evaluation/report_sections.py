@@ -88,23 +88,32 @@ def flag_lines(run: Run) -> list[str]:
     return lines
 
 
+def data_text(run: Run) -> str:
+    """``AutoVI``, ``SYNTHETIC (drawn, scale tiny, seed 0)`` or ``not recorded``."""
+    data = run.data
+    kind = {"autovi": "AutoVI", "synthetic": "SYNTHETIC", "unknown": "not recorded"}
+    text = kind.get(data.kind, data.kind)
+    return text + (f" ({data.synthetic.describe()})" if data.synthetic else "")
+
+
+def weights_text(run: Run) -> str:
+    """The weights identifier loaded, ``(RANDOM)`` added for random weights."""
+    feats = run.features
+    return feats.weights + (" (RANDOM)" if feats.random_weights else "")
+
+
 def used_table(run: Run) -> list[str]:
     """What the run used (not what it was asked for), and where it is."""
     info, data, feats = run.results["run"], run.data, run.features
-    kind = {"autovi": "AutoVI", "synthetic": "SYNTHETIC", "unknown": "not recorded"}
-    data_text = kind.get(data.kind, data.kind)
-    if data.synthetic:
-        data_text += f" ({data.synthetic.describe()})"
-    weights = feats.weights + (" (RANDOM weights)" if feats.random_weights else "")
     rows = [
         ["kind", fmt(info["kind"])],
         ["name", fmt(info["name"])],
         ["status", fmt(run_status(run) or "not recorded")],
-        ["data", data_text],
+        ["data", data_text(run)],
         ["data root", f"`{data.root}`" if data.root else "not recorded"],
         ["categories", fmt(data.categories)],
         ["backbone", feats.backbone],
-        ["weights loaded", weights],
+        ["weights loaded", weights_text(run)],
     ]
     asked = run_facts.weights_asked(run.results)
     if asked and asked != feats.weights:
