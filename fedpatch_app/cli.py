@@ -148,6 +148,12 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="AutoVI folder for heatmap overlays (default: the one each run recorded)",
     )
+    p.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="put runs with different patch features (feature fingerprints) in one report, "
+        "each tagged with its features (default: refuse them)",
+    )
 
 
 def _add_experiment(sub: argparse._SubParsersAction) -> None:
