@@ -209,7 +209,7 @@ def test_dp_reply_public_centres_are_checked() -> None:
 def test_server_sums_releases_that_share_centres_and_ignores_the_others() -> None:
     from types import SimpleNamespace
 
-    from fedpatch_app.federated.strategy import _dp_parts
+    from fedpatch_app.model.merge import dp_rows
 
     centres = np.eye(3, 2)
 
@@ -219,15 +219,15 @@ def test_server_sums_releases_that_share_centres_and_ignores_the_others() -> Non
         return SimpleNamespace(features=np.array(sums, dtype=np.float32), dp=dp_facts)
 
     same = [[2.0, 0.0], [0.0, 0.0], [0.0, 0.0]]
-    holders = [
-        (1, part("a", same, [1.0, 0.0, 0.0])),
-        (2, part("a", same, [1.0, 0.0, 0.0])),
-        (3, part("b", [[9.0, 9.0]] * 3, [9.0, 9.0, 9.0], clip=5.0)),
+    parts = [
+        part("a", same, [1.0, 0.0, 0.0]),
+        part("a", same, [1.0, 0.0, 0.0]),
+        part("b", [[9.0, 9.0]] * 3, [9.0, 9.0, 9.0], clip=5.0),
     ]
-    rows, info = _dp_parts(holders)
+    rows, info = dp_rows(parts)
     # Group "a" (two releases): summed count 2 >= threshold 2 x sqrt(2 x 0.5^2) = 1.41 for
     # cluster 0 only, whose mean is (2+2)/2 = (2, 0); the public centres come first.
-    np.testing.assert_allclose(rows[0], [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [2.0, 0.0]])
+    np.testing.assert_allclose(rows, [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [2.0, 0.0]])
     assert info["clusters_kept"] == 1 and info["public_centres"] == 3
     assert info["groups"] == 2 and info["releases_ignored"] == 1 and info["clip"] == 2.0
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.app import Context
 from flwr.serverapp.grid import Grid
 
 from fedpatch_app.errors import ConfigError, WeightsError
@@ -144,16 +144,13 @@ def run_server(grid: Grid, context: Context) -> ServerOutcome:
     wait_for_clients(grid, settings.min_clients, settings.wait_timeout)
     seconds["wait_clients"] = round(time.perf_counter() - t0, 3)
 
-    strategy = PatchCoreStrategy(plan, merge_device=_merge_device(settings.device))
-    t0 = time.perf_counter()
-    strategy.start(
-        grid=grid,
-        initial_arrays=ArrayRecord(),
-        num_rounds=1,
-        timeout=settings.round_timeout,
-        train_config=ConfigRecord(),
-        evaluate_config=ConfigRecord(),
+    strategy = PatchCoreStrategy(
+        plan,
+        merge_device=_merge_device(settings.device),
+        on_banks=lambda banks: save_banks(run_dir, banks),
     )
+    t0 = time.perf_counter()
+    strategy.start(grid)
     seconds["federation"] = round(time.perf_counter() - t0, 3)
     if not strategy.outcomes:
         raise FederationError("no category could be evaluated: no metrics to report")
@@ -165,6 +162,13 @@ def run_server(grid: Grid, context: Context) -> ServerOutcome:
     seconds["write"] = round(time.perf_counter() - t0, 3)
     log.info("results in %s", run_dir)
     return ServerOutcome(run_dir, results, strategy)
+
+
+def save_banks(run_dir: Path, banks: dict[str, Any]) -> None:
+    """Write the global banks as soon as the merge is done: a later failure keeps them."""
+    for cat, bank in banks.items():
+        bank.save(run_dir / "banks" / f"{cat}.npz")
+    log.info("global banks written to %s", run_dir / "banks")
 
 
 def _merge_device(device: str) -> Any:
@@ -192,10 +196,7 @@ def write_outputs(
         write_scores,
     )
 
-    bank_files = {}
-    for cat, bank in strategy.banks.items():
-        path = bank.save(run_dir / "banks" / f"{cat}.npz")
-        bank_files[cat] = str(path.relative_to(run_dir))
+    bank_files = {cat: f"banks/{cat}.npz" for cat in strategy.banks}
     for cat, outcome in strategy.outcomes.items():
         write_scores(
             run_dir,
@@ -215,7 +216,7 @@ def write_outputs(
             f"categories without results (no client held or kept them): {', '.join(missing)}"
         )
     seconds = dict(seconds)
-    seconds.update({f"phase_{k}": v for k, v in strategy.seconds.items()})
+    seconds.update({f"phase_{k}": v for k, v in strategy.registry.seconds.items()})
     seconds["total"] = round(time.perf_counter() - t_start, 3)
     federated = strategy.federated_facts()
     federated["bank_files"] = bank_files

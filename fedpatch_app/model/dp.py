@@ -427,3 +427,52 @@ def describe(config: DPSettings) -> dict[str, Any]:
         "public_reference": config.public_root or "built-in synthetic generator",
         "accountant": "zCDP (rho adds up; epsilon = rho + 2 sqrt(rho ln(1/delta)))",
     }
+
+
+def release_spent(facts: dict[str, Any], clusters_per_image: int) -> dict[str, float]:
+    """The budget one client's release of one category spent, recomputed from its sigmas
+    and clip (what the client says it spent is not taken on trust)."""
+    acc = Accountant(facts["delta"])
+    sens = sensitivities(facts["clip"], clusters_per_image)
+    for name in ("sums", "counts", "images"):
+        acc.add(name, sens[name], facts[f"sigma-{name}"])
+    return {
+        "epsilon": acc.epsilon(),
+        "epsilon_exact": acc.exact_epsilon(),
+        "rho": acc.rho,
+        "delta": acc.delta,
+        "clip": facts["clip"],
+        "sigma_sums": facts["sigma-sums"],
+        "sigma_counts": facts["sigma-counts"],
+        "sigma_images": facts["sigma-images"],
+    }
+
+
+def run_privacy(config: DPSettings, releases: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The "privacy" block of results.json: the settings and, per release ("<client>
+    <category>": its DP facts), the budget actually spent, composed in parallel."""
+    facts = describe(config)
+    if not config.enabled:
+        facts["spent"] = None
+        return facts
+    per = {label: release_spent(f, config.clusters_per_image) for label, f in releases.items()}
+    facts["spent"] = {
+        # Parallel composition: each image is in one category and on one client.
+        "epsilon": Accountant.parallel(v["epsilon"] for v in per.values()),
+        "epsilon_exact": Accountant.parallel(v["epsilon_exact"] for v in per.values()),
+        "delta": config.delta,
+        "composition": "parallel across categories and clients (disjoint images)",
+        "per_release": per,
+    }
+    facts["private_steps"] = [
+        "client: per-cluster sums and counts of per-image bounded contributions, and the "
+        "image count (Gaussian mechanism, accounted)",
+    ]
+    facts["public_steps"] = [
+        "centres and clip norm: public synthetic reference images (no private data)",
+        "server: sum over clients, noisy means, count threshold, greedy k-center (post-processing)",
+    ]
+    facts["not_covered"] = [
+        "test images: scores and evaluation statistics are not differentially private",
+    ]
+    return facts

@@ -1,0 +1,128 @@
+"""Pooled evaluation of one category from the clients' sufficient statistics.
+
+Pure functions (no Flower). The clients' AUC-sPRO statistics are merged (exactly the
+statistics of all their maps together, on the same 16-bit levels), and the image scores
+of all clients are put on the same levels, so the pooled figures equal the centralized
+computation on the same quantized maps.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fedpatch_app.errors import DataError
+from fedpatch_app.evaluation.export import MapScaling
+from fedpatch_app.evaluation.metrics import (
+    SproStatistics,
+    auc_spro_from_statistics,
+    image_auroc,
+    roc_curve_points,
+)
+from fedpatch_app.evaluation.results import LIMIT_KEYS, category_block
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScoredImages:
+    """One client's test images of one category: paths, defect labels, image scores."""
+
+    rel_paths: list[str]
+    defects: list[str]
+    scores: np.ndarray
+
+
+@dataclass
+class CategoryOutcome:
+    """The pooled evaluation of one category."""
+
+    block: dict[str, Any]
+    curves: dict[str, np.ndarray]
+    rel_paths: list[str]
+    defects: list[str]
+    scores: np.ndarray
+
+
+def merge_statistics(parts: Sequence[SproStatistics]) -> SproStatistics:
+    merged = parts[0]
+    for part in parts[1:]:
+        merged = merged.merge(part)
+    return merged
+
+
+def _spro(stats: SproStatistics, notes: list[str]) -> tuple[dict, dict, np.ndarray, np.ndarray]:
+    try:
+        spro = auc_spro_from_statistics(stats)
+    except DataError as exc:
+        notes.append(f"AUC-sPRO undefined: {exc}")
+        return {k: math.nan for k in LIMIT_KEYS}, {}, np.zeros(0), np.zeros(0)
+    per_defect = dict(getattr(spro, "per_defect", None) or {})
+    return dict(spro.auc), per_defect, spro.fpr, spro.spro
+
+
+def _auroc(levels: np.ndarray, defects: list[str], notes: list[str]):
+    try:
+        return image_auroc(levels, defects), *roc_curve_points(levels, defects)
+    except DataError as exc:
+        notes.append(f"image AUROC undefined: {exc}")
+        return {"mean": math.nan, "pooled": math.nan}, np.zeros(0), np.zeros(0)
+
+
+def _images(parts: Sequence[ScoredImages]) -> tuple[list[str], list[str], np.ndarray]:
+    """Every client's images in one order (by path), whatever the clients' order."""
+    rows = sorted(
+        row
+        for part in parts
+        for row in zip(part.rel_paths, part.defects, part.scores.tolist(), strict=True)
+    )
+    scores = np.array([r[2] for r in rows], dtype=np.float64)
+    return [r[0] for r in rows], [r[1] for r in rows], scores
+
+
+def pool_category(
+    category: str,
+    stats: Sequence[SproStatistics],
+    images: Sequence[ScoredImages],
+    scaling: MapScaling,
+    *,
+    train_images: int,
+    **extra: Any,
+) -> CategoryOutcome:
+    """Metrics of one category from every client's statistics and image scores; `extra`
+    goes into the category's results block (bank facts, clients, ...)."""
+    notes: list[str] = []
+    auc, per_defect, spro_fpr, spro_tpr = _spro(merge_statistics(stats), notes)
+    rel_paths, defects, raw = _images(images)
+    # The image score is the map's maximum; on the quantized map that is the level of
+    # the float maximum (the quantization is monotone).
+    levels = scaling.to_uint16(raw).astype(np.float64)
+    auroc, roc_fpr, roc_tpr = _auroc(levels, defects, notes)
+    for note in notes:
+        log.warning("%s: %s", category, note)
+    counts = {
+        "train": train_images,
+        "test_good": sum(1 for d in defects if d == "good"),
+        "test_defective": sum(1 for d in defects if d != "good"),
+    }
+    block = category_block(
+        auc_spro=auc,
+        image_auroc=auroc,
+        counts=counts,
+        auc_spro_per_defect=per_defect or None,
+        map_scaling=scaling.to_dict(),
+        **extra,
+        **({"notes": notes} if notes else {}),
+    )
+    curves = {
+        "spro_fpr": np.asarray(spro_fpr, dtype=np.float64),
+        "spro": np.asarray(spro_tpr, dtype=np.float64),
+        "roc_fpr": np.asarray(roc_fpr, dtype=np.float64),
+        "roc_tpr": np.asarray(roc_tpr, dtype=np.float64),
+    }
+    return CategoryOutcome(block, curves, rel_paths, defects, levels)

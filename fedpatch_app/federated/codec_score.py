@@ -1,0 +1,163 @@
+"""The evaluate exchange ("score", phase A): the global banks down, image scores up.
+
+down: ArrayRecord "banks" = {category: (M, D) global bank} (one RecordDict for every node:
+      uploaded once) + ConfigRecord "config" = the plan (+ "query-clip.<cat>" under DP).
+up:   ArrayRecord "scores" = {category: (n,) float64 image scores};
+      ConfigRecord "info" = fingerprint, categories, "min.<cat>", "max.<cat>" (of the
+      category's float maps), "defects.<cat>", "paths.<cat>" (per image).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+
+from fedpatch_app.errors import ModelError
+from fedpatch_app.federated.wire import (
+    INFO,
+    MAX_TEST_IMAGES,
+    QUERY_CLIP,
+    REL_PATH,
+    SAFE_NAME,
+    SCORES,
+    TRANSPORT_DTYPES,
+    InvalidReply,
+    array_of,
+    check_fingerprint,
+    decode_array,
+    reply_categories,
+    reply_info,
+    typed,
+)
+
+
+def encode_banks(banks: Mapping[str, np.ndarray], transport_dtype: str = "float32") -> ArrayRecord:
+    """The global banks as one ArrayRecord (one array per category)."""
+    dtype = TRANSPORT_DTYPES[transport_dtype]
+    return ArrayRecord(
+        {cat: array_of(np.asarray(f).astype(dtype, copy=False)) for cat, f in banks.items()}
+    )
+
+
+def decode_banks(
+    arrays: ArrayRecord, embed_dim: int, known: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """The global banks as float32 arrays (the client checks what the server sent too)."""
+    out: dict[str, np.ndarray] = {}
+    for cat in arrays.keys():
+        if cat not in known:
+            raise ModelError(f"the server sent a bank for unknown category {cat!r}")
+        values = decode_array(
+            arrays[cat],
+            f"global bank {cat}",
+            dtypes=["float32", "float16"],
+            ndim=2,
+            max_elements=2**40,
+        )
+        if values.shape[1] != embed_dim or values.shape[0] < 1:
+            raise ModelError(
+                f"global bank {cat}: shape {values.shape}, expected (M >= 1, {embed_dim})"
+            )
+        out[cat] = values.astype(np.float32, copy=False)
+    return out
+
+
+def query_clips(config: ConfigRecord, categories: Sequence[str]) -> dict[str, float]:
+    """The per-category query clips of an evaluate instruction (0 = none), checked."""
+    out: dict[str, float] = {}
+    for cat in categories:
+        value = config.get(f"{QUERY_CLIP}.{cat}", 0.0)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ModelError(f"{QUERY_CLIP}.{cat}: a number expected, got {value!r}")
+        if not (math.isfinite(float(value)) and float(value) >= 0):
+            raise ModelError(f"{QUERY_CLIP}.{cat}: must be a finite value >= 0, got {value}")
+        out[cat] = float(value)
+    return out
+
+
+@dataclass
+class CategoryScores:
+    """One category's phase-A reply from one client."""
+
+    map_min: float
+    map_max: float
+    scores: np.ndarray
+    defects: list[str]
+    rel_paths: list[str]
+
+
+@dataclass
+class ScoreReply:
+    fingerprint: str
+    categories: dict[str, CategoryScores] = field(default_factory=dict)
+
+
+def encode_score_reply(
+    per_category: Mapping[str, CategoryScores], *, fingerprint: str
+) -> RecordDict:
+    arrays = ArrayRecord()
+    info = ConfigRecord({"fingerprint": fingerprint, "categories": ",".join(per_category)})
+    for cat, item in per_category.items():
+        arrays[cat] = array_of(np.asarray(item.scores, dtype=np.float64))
+        info[f"min.{cat}"] = float(item.map_min)
+        info[f"max.{cat}"] = float(item.map_max)
+        info[f"defects.{cat}"] = [str(d) for d in item.defects]
+        info[f"paths.{cat}"] = [str(p) for p in item.rel_paths]
+    return RecordDict({SCORES: arrays, INFO: info})
+
+
+def decode_score_reply(
+    content: RecordDict, *, fingerprint: str, categories: Sequence[str]
+) -> ScoreReply:
+    """Check a phase-A reply: finite range and scores, one defect label and relative path
+    per score, paths of the form test/<defect>/<id> that agree with the label."""
+    info = reply_info(content)
+    check_fingerprint(info, fingerprint)
+    cats = reply_categories(info, categories)
+    arrays = content.array_records.get(SCORES, ArrayRecord())
+    out = ScoreReply(fingerprint=fingerprint)
+    for cat in cats:
+        if cat not in arrays:
+            raise InvalidReply(f"{cat}: listed but no image scores sent")
+        scores = decode_array(
+            arrays[cat],
+            f"{cat} image scores",
+            dtypes=["float64", "float32"],
+            ndim=1,
+            max_elements=MAX_TEST_IMAGES,
+        ).astype(np.float64)
+        try:
+            lo = float(typed(info, f"min.{cat}", (int, float)))
+            hi = float(typed(info, f"max.{cat}", (int, float)))
+            defects = typed(info, f"defects.{cat}", list)
+            paths = typed(info, f"paths.{cat}", list)
+        except (KeyError, TypeError) as exc:
+            raise InvalidReply(f"{cat}: {exc}") from None
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+            raise InvalidReply(f"{cat}: map range [{lo}, {hi}] is not finite and ordered")
+        n = len(scores)
+        if n == 0:
+            raise InvalidReply(f"{cat}: no test images scored")
+        if len(defects) != n or len(paths) != n:
+            raise InvalidReply(
+                f"{cat}: {n} scores but {len(defects)} defect labels and {len(paths)} paths"
+            )
+        if not all(isinstance(d, str) for d in defects) or not all(
+            isinstance(p, str) for p in paths
+        ):
+            raise InvalidReply(f"{cat}: defect labels and paths must be strings")
+        tol = 1e-6 * max(1.0, abs(lo), abs(hi))
+        if np.any(scores < lo - tol) or np.any(scores > hi + tol):
+            raise InvalidReply(f"{cat}: image scores fall outside the reported map range")
+        for d, p in zip(defects, paths, strict=True):
+            m = REL_PATH.match(p)
+            if m is None or not SAFE_NAME.match(d) or m.group(1) != d:
+                raise InvalidReply(f"{cat}: bad test image path {p!r} for defect {d!r}")
+        if len(set(paths)) != n:
+            raise InvalidReply(f"{cat}: a test image is listed twice")
+        out.categories[cat] = CategoryScores(lo, hi, scores, list(defects), list(paths))
+    return out

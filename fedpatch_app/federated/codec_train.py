@@ -1,0 +1,265 @@
+"""The train exchange: the plan down, one local coreset per category up.
+
+down: ConfigRecord "config" = the run plan.
+up:   ArrayRecord "coresets" = {category: (M, D) float32|float16 local coreset};
+      ConfigRecord "info" = fingerprint, partition id, categories, and per category
+      "n-patches.<cat>", "n-images.<cat>", "radius.<cat>" (under DP also the noisy counts,
+      the public centres' digest and the noise facts; ArrayRecord "public-centres").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+
+from fedpatch_app.federated.plan import Plan
+from fedpatch_app.federated.wire import (
+    CORESETS,
+    INFO,
+    MAX_PATCHES,
+    PUBLIC,
+    TRANSPORT_DTYPES,
+    InvalidReply,
+    array_of,
+    check_declared,
+    check_fingerprint,
+    decode_array,
+    reply_categories,
+    reply_info,
+    typed,
+)
+from fedpatch_app.settings import RunSettings
+
+
+@dataclass
+class LocalCoreset:
+    """One category's coreset from one client, after the checks."""
+
+    features: np.ndarray
+    n_patches: int
+    n_images: int
+    radius: float
+    #: Under DP: `features` are noisy per-cluster SUMS; this holds the noisy "counts"
+    #: (K,), the public "centres" (K, D) and their "digest", and the noise and budget facts.
+    dp: dict[str, Any] | None = None
+
+
+@dataclass
+class TrainReply:
+    fingerprint: str
+    partition_id: int
+    coresets: dict[str, LocalCoreset]
+    seconds: float = 0.0
+    device: str = ""
+
+
+@dataclass(frozen=True)
+class TrainLimits:
+    """What the server accepts from a client's train reply: the run's settings, its
+    feature-spec fingerprint and width, and the categories it knows."""
+
+    settings: RunSettings
+    fingerprint: str
+    categories: tuple[str, ...]
+    embed_dim: int
+
+    @classmethod
+    def of(cls, plan: Plan, categories: Sequence[str]) -> TrainLimits:
+        return cls(plan.settings, plan.fingerprint, tuple(categories), int(plan.spec.embed_dim))
+
+    def max_coreset(self, n_patches: int) -> int:
+        """The largest local coreset a client with `n_patches` patches may send (under DP:
+        exactly one noisy sum per public centre)."""
+        from fedpatch_app.model.patchcore import coreset_size
+
+        s = self.settings
+        if s.dp.enabled:
+            return min(s.max_coreset_rows, s.dp.centres)
+        return min(
+            s.max_coreset_rows, coreset_size(n_patches, s.coreset_ratio * s.local_oversample)
+        )
+
+
+def encode_train_reply(
+    coresets: Mapping[str, Any],
+    n_images: Mapping[str, int],
+    *,
+    fingerprint: str,
+    partition_id: int,
+    transport_dtype: str = "float32",
+    seconds: float = 0.0,
+    device: str = "",
+) -> RecordDict:
+    """A client's train reply from its local banks (`Bank`-like: features, radius, n_patches)."""
+    dtype = TRANSPORT_DTYPES[transport_dtype]
+    arrays = ArrayRecord()
+    info = ConfigRecord(
+        {
+            "fingerprint": fingerprint,
+            "partition-id": int(partition_id),
+            "categories": ",".join(coresets),
+            "seconds": float(seconds),
+            "device": device,
+        }
+    )
+    for cat, bank in coresets.items():
+        arrays[cat] = array_of(np.asarray(bank.features).astype(dtype, copy=False))
+        info[f"n-patches.{cat}"] = int(bank.n_patches)
+        info[f"n-images.{cat}"] = int(n_images[cat])
+        info[f"radius.{cat}"] = float(bank.radius)
+    return RecordDict({CORESETS: arrays, INFO: info})
+
+
+def _reply_header(info: ConfigRecord) -> tuple[int, float, str]:
+    """Partition id, seconds and device of a train reply."""
+    try:
+        partition_id = int(typed(info, "partition-id", int))
+    except (KeyError, TypeError) as exc:
+        raise InvalidReply(f"reply info: {exc}") from None
+    seconds = info.get("seconds", 0.0)
+    seconds = float(seconds) if isinstance(seconds, int | float) else 0.0
+    device = info.get("device", "")
+    return partition_id, seconds, device if isinstance(device, str) else ""
+
+
+def _coreset_arrays(content: RecordDict, cats: Sequence[str]) -> ArrayRecord:
+    arrays = content.array_records.get(CORESETS)
+    if arrays is None:
+        if cats:
+            raise InvalidReply(f"reply lacks the '{CORESETS}' array record")
+        return ArrayRecord()
+    extra = sorted(set(arrays.keys()) - set(cats))
+    if extra:
+        raise InvalidReply(f"coresets sent for categories not listed in the reply: {extra}")
+    return arrays
+
+
+def _counts(info: ConfigRecord, cat: str) -> tuple[int, int, float]:
+    """Declared (patches, images, local radius) of one category, checked for sense."""
+    try:
+        n_patches = typed(info, f"n-patches.{cat}", int)
+        n_images = typed(info, f"n-images.{cat}", int)
+        radius = float(typed(info, f"radius.{cat}", (int, float)))
+    except (KeyError, TypeError) as exc:
+        raise InvalidReply(f"{cat}: {exc}") from None
+    if not 1 <= n_images <= n_patches <= MAX_PATCHES:
+        raise InvalidReply(f"{cat}: implausible counts ({n_images} images, {n_patches} patches)")
+    if not (math.isfinite(radius) and radius >= 0):
+        raise InvalidReply(f"{cat}: covering radius {radius} is not a finite value >= 0")
+    return n_patches, n_images, radius
+
+
+def _coreset(arr: Any, cat: str, n_patches: int, limits: TrainLimits) -> np.ndarray:
+    """One category's coreset rows: shape against the spec and the allowed size, then the
+    data itself (decoded without pickle, finite)."""
+    s = limits.settings
+    dtypes = ["float32"] + (["float16"] if s.transport_dtype == "float16" else [])
+    check_declared(arr, f"{cat} coreset", dtypes=dtypes, ndim=2, max_elements=2**62)
+    rows, dim = arr.shape
+    if dim != limits.embed_dim:
+        raise InvalidReply(f"{cat}: feature dimension {dim}, the run's spec has {limits.embed_dim}")
+    if rows < 1:
+        raise InvalidReply(f"{cat}: empty coreset")
+    max_rows = limits.max_coreset(n_patches)
+    if rows > max_rows:
+        raise InvalidReply(
+            f"{cat}: coreset of {rows} rows exceeds the allowed {max_rows} "
+            f"({n_patches} patches x ratio {s.coreset_ratio} x oversample "
+            f"{s.local_oversample}, cap {s.max_coreset_rows})"
+        )
+    values = decode_array(
+        arr, f"{cat} coreset", dtypes=dtypes, ndim=2, max_elements=max_rows * limits.embed_dim
+    )
+    return values.astype(np.float32, copy=False)
+
+
+def decode_train_reply(content: RecordDict, limits: TrainLimits) -> TrainReply:
+    """Check a train reply completely; `InvalidReply` says what is wrong."""
+    info = reply_info(content)
+    fingerprint = check_fingerprint(info, limits.fingerprint)
+    cats = reply_categories(info, limits.categories)
+    arrays = _coreset_arrays(content, cats)
+    partition_id, seconds, device = _reply_header(info)
+    out: dict[str, LocalCoreset] = {}
+    for cat in cats:
+        if cat not in arrays:
+            raise InvalidReply(f"{cat}: listed but no coreset array sent")
+        n_patches, n_images, radius = _counts(info, cat)
+        features = _coreset(arrays[cat], cat, n_patches, limits)
+        dp = None
+        if limits.settings.dp.enabled:
+            rows = features.shape[0]
+            dp = _decode_dp_info(info, cat, rows)
+            dp["centres"] = _decode_public_centres(content, cat, rows, limits.embed_dim, dp)
+        out[cat] = LocalCoreset(features, n_patches, n_images, radius, dp)
+    return TrainReply(fingerprint, partition_id, out, seconds, device)
+
+
+#: Per-category info keys of a DP train reply (float values, besides counts and digest).
+DP_FLOAT_KEYS = ("clip", "sigma-sums", "sigma-counts", "sigma-images", "rho", "epsilon", "delta")
+
+
+def dp_info(cat: str, release: Any, digest: str, clip: float) -> dict[str, Any]:
+    """Info entries of one category's DP release (`fedpatch_app.model.dp.NoisyRelease`)."""
+    return {
+        f"dp-counts.{cat}": [float(c) for c in release.counts],
+        f"dp-digest.{cat}": digest,
+        f"dp-clip.{cat}": float(clip),
+        f"dp-sigma-sums.{cat}": float(release.sigmas["sums"]),
+        f"dp-sigma-counts.{cat}": float(release.sigmas["counts"]),
+        f"dp-sigma-images.{cat}": float(release.sigmas["images"]),
+        f"dp-rho.{cat}": float(release.rho),
+        f"dp-epsilon.{cat}": float(release.epsilon),
+        f"dp-delta.{cat}": float(release.delta),
+    }
+
+
+def _decode_dp_info(info: ConfigRecord, cat: str, rows: int) -> dict[str, Any]:
+    try:
+        counts = typed(info, f"dp-counts.{cat}", list)
+        digest = typed(info, f"dp-digest.{cat}", str)
+        values = {k: float(typed(info, f"dp-{k}.{cat}", (int, float))) for k in DP_FLOAT_KEYS}
+    except (KeyError, TypeError) as exc:
+        raise InvalidReply(f"{cat}: DP reply: {exc}") from None
+    if len(counts) != rows or not all(
+        isinstance(c, int | float) and not isinstance(c, bool) and math.isfinite(c) for c in counts
+    ):
+        raise InvalidReply(f"{cat}: DP reply: {rows} noisy counts expected, finite numbers")
+    if not all(math.isfinite(v) and v >= 0 for v in values.values()):
+        raise InvalidReply(f"{cat}: DP reply: noise and budget facts must be finite and >= 0")
+    if not values["sigma-counts"] > 0 or not values["sigma-sums"] > 0:
+        raise InvalidReply(f"{cat}: DP reply: no noise (sigma 0)")
+    return {"counts": np.asarray(counts, dtype=np.float64), "digest": digest, **values}
+
+
+def public_centres_record(centres: Mapping[str, np.ndarray]) -> ArrayRecord:
+    """The public centres of a DP train reply, float32, one array per category."""
+    return ArrayRecord(
+        {cat: array_of(np.asarray(c, dtype=np.float32)) for cat, c in centres.items()}
+    )
+
+
+def _decode_public_centres(
+    content: RecordDict, cat: str, rows: int, dim: int, dp: dict[str, Any]
+) -> np.ndarray:
+    """The public centres of one category, checked against the digest the sums refer to."""
+    from fedpatch_app.model.dp import centres_digest
+
+    record = content.array_records.get(PUBLIC)
+    if record is None or cat not in record:
+        raise InvalidReply(f"{cat}: DP reply without its public centres ('{PUBLIC}')")
+    centres = decode_array(
+        record[cat], f"{cat} public centres", dtypes=["float32"], ndim=2, max_elements=rows * dim
+    )
+    if centres.shape != (rows, dim):
+        raise InvalidReply(
+            f"{cat}: {centres.shape[0]}x{centres.shape[1]} public centres for {rows}x{dim} sums"
+        )
+    if centres_digest(centres, dp["clip"]) != dp["digest"]:
+        raise InvalidReply(f"{cat}: the public centres do not match the digest of the release")
+    return centres.astype(np.float64)
