@@ -1,7 +1,9 @@
 """Centralized PatchCore baseline: one bank per category from all its training images.
 
 Also the building block of the local-only baseline (each client alone): `run_category`
-fits on any list of training images and scores any list of test samples.
+fits on any list of training images and scores any list of test and calibration images;
+`finish_category` evaluates them as the official evaluator reads the exported maps and
+calibrates the thresholds on the held-out images exactly as the federated run does.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ import argparse
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,12 +26,28 @@ from fedpatch_app.data.autovi import (
     available_categories,
     load_category,
 )
+from fedpatch_app.data.calibration import split_calibration
 from fedpatch_app.errors import ConfigError, DataError
 from fedpatch_app.evaluation.evaluate import evaluate_category
-from fedpatch_app.evaluation.export import fit_scaling, write_category_maps
-from fedpatch_app.evaluation.results import build_results, write_curves, write_results, write_scores
-from fedpatch_app.model.backbone import weights_id
+from fedpatch_app.evaluation.export import MapScaling, fit_scaling, write_category_maps
+from fedpatch_app.evaluation.results import (
+    build_results,
+    data_facts,
+    features_facts,
+    write_curves,
+    write_results,
+    write_scores,
+)
+from fedpatch_app.evaluation.thresholds import (
+    CalibrationStats,
+    category_thresholds,
+    threshold_on_test,
+)
+from fedpatch_app.inspection.model_folder import CategoryModel, write_model
+from fedpatch_app.inspection.run_model import provenance
 from fedpatch_app.model.patchcore import Bank, PatchCore
+from fedpatch_app.outputs import prepare_output
+from fedpatch_app.run_status import write_status
 from fedpatch_app.settings import RunSettings, to_names
 from fedpatch_app.settings.options import settings_from_args
 
@@ -41,49 +61,95 @@ class CategoryRun:
     bank: Bank
     image_scores: np.ndarray
     maps: list[np.ndarray]
+    calibration_maps: list[np.ndarray]
     seconds: dict[str, float]
+
+
+@dataclass
+class CategoryResult:
+    """One category evaluated: its results block and curves, and what its model needs."""
+
+    block: dict[str, Any]
+    curves: dict[str, np.ndarray]
+    scaling: MapScaling
+    thresholds: dict[str, Any] | None = None
+
+
+@dataclass
+class RunTotals:
+    """Everything a non-federated run gathers before writing its results."""
+
+    blocks: dict[str, dict] = field(default_factory=dict)
+    curves: dict[str, dict] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    models: dict[str, CategoryModel] = field(default_factory=dict)
 
 
 def run_category(
     model: PatchCore,
     category: Category,
-    train_paths: Sequence[Path],
+    fit_paths: Sequence[Path],
+    calibration_paths: Sequence[Path],
     test_samples: Sequence[TestSample],
     coreset_ratio: float,
 ) -> CategoryRun:
-    """Fit a bank on `train_paths` and score `test_samples` at native resolution."""
+    """Fit a bank on `fit_paths`, score the test and calibration images at native size."""
+    name = category.name
     t0 = time.perf_counter()
-    bank = model.fit(train_paths, category.name, coreset_ratio=coreset_ratio)
+    bank = model.fit(fit_paths, name, coreset_ratio=coreset_ratio)
     t1 = time.perf_counter()
-    pred = model.predict(
-        bank, [s.path for s in test_samples], category.size, desc=f"{category.name}: scoring"
-    )
+    size = category.size
+    tests = [s.path for s in test_samples]
+    pred = model.predict(bank, tests, size, desc=f"{name}: scoring") if tests else None
+    calib = list(calibration_paths)
+    calib_maps = model.predict(bank, calib, size, desc=f"{name}: calibration").maps if calib else []
     t2 = time.perf_counter()
-    return CategoryRun(bank, pred.image_scores, pred.maps, {"fit": t1 - t0, "predict": t2 - t1})
+    seconds = {"fit": t1 - t0, "predict": t2 - t1}
+    if pred is None:
+        return CategoryRun(bank, np.zeros(0), [], calib_maps, seconds)
+    return CategoryRun(bank, pred.image_scores, pred.maps, calib_maps, seconds)
 
 
-def quantized(maps: Sequence[np.ndarray], scaling) -> list[np.ndarray]:
+def quantized(maps: Sequence[np.ndarray], scaling: MapScaling) -> list[np.ndarray]:
     """The 16-bit levels the official evaluator reads from the exported maps (kept as uint16:
     the metrics count integer levels exactly, at a quarter of float64's memory)."""
     return [scaling.to_uint16(m) for m in maps]
 
 
+def calibrated(
+    calibration_maps: Sequence[np.ndarray], scaling: MapScaling, settings: RunSettings
+) -> dict[str, Any] | None:
+    """The thresholds from held-out images' maps (None without any)."""
+    parts = [CalibrationStats.of_maps(calibration_maps, scaling)] if calibration_maps else []
+    return category_thresholds(
+        parts, scaling, settings.target_false_reject, settings.target_pixel_fpr
+    )
+
+
 def finish_category(
     out: Path,
     category: Category,
-    samples: Sequence[TestSample],
-    maps: list[np.ndarray],
-    *,
-    seed: int,
-) -> tuple[dict, dict]:
-    """Export the maps (one scaling per category), write the scores and evaluate them as the
-    official evaluator would read the exported files."""
-    scaling = fit_scaling(maps)
-    write_category_maps(out / "maps", category.name, samples, maps, scaling)
-    levels = quantized(maps, scaling)
-    block, curves = evaluate_category(category, levels, seed=seed)
-    write_scores(out, category.name, samples, [float(m.max()) for m in maps])
-    return block, curves
+    maps: Sequence[np.ndarray],
+    calibration_maps: Sequence[np.ndarray],
+    settings: RunSettings,
+) -> CategoryResult:
+    """Export the test maps (`maps[i]` of `category.test[i]`; one scaling per category,
+    over test and calibration maps), write the scores, evaluate them as the official
+    evaluator reads the exported files, and calibrate the thresholds."""
+    samples = list(category.test)
+    scaling = fit_scaling(chain(maps, calibration_maps))
+    write_category_maps(out / "maps", category.name, samples, list(maps), scaling)
+    block, curves = evaluate_category(category, quantized(maps, scaling), seed=settings.seed)
+    thresholds = calibrated(calibration_maps, scaling, settings)
+    block["counts"]["train"] = len(category.train) - len(calibration_maps)
+    block["counts"]["calibration"] = len(calibration_maps)
+    raw = [float(m.max()) for m in maps]
+    threshold = None if thresholds is None else float(thresholds["image"]["raw"])
+    if thresholds is not None:
+        on_test = threshold_on_test(raw, [s.defect for s in samples], threshold)
+        block["thresholds"] = {**thresholds, "on_test": on_test}
+    write_scores(out, category.name, samples, raw, threshold=threshold)
+    return CategoryResult(block, curves, scaling, thresholds)
 
 
 def resolve_categories(data_root: Path, requested: Sequence[str] | None) -> list[str]:
@@ -101,45 +167,79 @@ def resolve_categories(data_root: Path, requested: Sequence[str] | None) -> list
     return present
 
 
+def training_split(category: Category, rel: Sequence[str], settings: RunSettings):
+    """(fit paths, calibration paths) of training images `rel` of a category."""
+    split = split_calibration(
+        category.name, rel, settings.calibration_fraction, settings.seed, category.train_rel
+    )
+    fit, calibration = list(split.fit), list(split.calibration)
+    if not fit:
+        # A bank needs one image: give back the first held-out one (tiny data only).
+        log.warning(
+            "%s: all %d training images fell in the calibration share", category.name, len(rel)
+        )
+        fit, calibration = calibration[:1], calibration[1:]
+    root = category.root
+    return [root / r for r in fit], [root / r for r in calibration]
+
+
+def _centralized_category(
+    out: Path, category: Category, model: PatchCore, s: RunSettings, totals: RunTotals
+) -> None:
+    fit, calibration = training_split(category, category.train_rel, s)
+    run = run_category(model, category, fit, calibration, list(category.test), s.coreset_ratio)
+    t0 = time.perf_counter()
+    result = finish_category(out, category, run.maps, run.calibration_maps, s)
+    result.block["bank"] = {
+        "size": run.bank.size,
+        "radius": run.bank.radius,
+        "n_patches": run.bank.n_patches,
+    }
+    totals.blocks[category.name], totals.curves[category.name] = result.block, result.curves
+    totals.models[category.name] = CategoryModel(
+        run.bank, category.size, result.scaling, result.thresholds, len(fit)
+    )
+    for phase, seconds in (*run.seconds.items(), ("evaluate", time.perf_counter() - t0)):
+        totals.seconds[f"{category.name}/{phase}"] = seconds
+    block = result.block
+    log.info(
+        "%s: AUC-sPRO@0.05 %.4f @0.3 %.4f, image AUROC %.4f",
+        category.name, block["auc_spro"]["0.05"], block["auc_spro"]["0.3"],
+        block["image_auroc"]["mean"],
+    )  # fmt: skip
+
+
 def run_centralized(settings: RunSettings, out: Path, *, name: str = "centralized") -> dict:
     """The whole centralized baseline; returns the results dict it wrote to `out`."""
-    data_root, out = Path(settings.data_root), Path(out)
+    data_root = Path(settings.data_root)
     names = resolve_categories(data_root, settings.categories)
     model = make_model(settings)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output(out, overwrite=settings.overwrite)
+    write_status(out, "running")
     t_start = time.perf_counter()
-    blocks: dict[str, dict] = {}
-    curves: dict[str, dict] = {}
-    seconds: dict[str, float] = {}
-    for name_ in names:
-        category = load_category(data_root, name_)
-        run = run_category(
-            model, category, list(category.train), list(category.test), settings.coreset_ratio
-        )
-        run.bank.save(out / "banks" / f"{name_}.npz")
-        t0 = time.perf_counter()
-        block, cat_curves = finish_category(
-            out, category, list(category.test), run.maps, seed=settings.seed
-        )
-        block["bank"] = {
-            "size": run.bank.size,
-            "radius": run.bank.radius,
-            "n_patches": run.bank.n_patches,
-        }
-        blocks[name_] = block
-        curves[name_] = cat_curves
-        seconds[f"{name_}/fit"] = run.seconds["fit"]
-        seconds[f"{name_}/predict"] = run.seconds["predict"]
-        seconds[f"{name_}/evaluate"] = time.perf_counter() - t0
-        log.info(
-            "%s: AUC-sPRO@0.05 %.4f @0.3 %.4f, image AUROC %.4f",
-            name_,
-            block["auc_spro"]["0.05"],
-            block["auc_spro"]["0.3"],
-            block["image_auroc"]["mean"],
-        )
-    seconds["total"] = time.perf_counter() - t_start
-    return write_run(out, "centralized", name, settings, names, model, seconds, blocks, curves)
+    totals = RunTotals()
+    for cat in names:
+        _centralized_category(out, load_category(data_root, cat), model, settings, totals)
+    totals.seconds["total"] = time.perf_counter() - t_start
+    write_model(out / "model", model.spec, totals.models, provenance(name, "centralized", settings))
+    return write_run(out, "centralized", name, settings, names, model, totals)
+
+
+def run_facts(settings: RunSettings, categories: Sequence[str], model: PatchCore) -> dict[str, Any]:
+    """The `run` facts of a non-federated run (features, data, status, outputs)."""
+    import torch
+
+    from fedpatch_app.federated.data import synthetic_facts
+
+    synthetic = synthetic_facts(Path(settings.data_root))
+    kind = "synthetic" if synthetic else "autovi"
+    return {
+        "features": features_facts(model.spec),
+        "data": data_facts(kind, Path(settings.data_root).resolve(), categories, synthetic),
+        "status": "completed",
+        "outputs": {"maps": "maps", "model": "model"},
+        "threads": torch.get_num_threads(),
+    }
 
 
 def write_run(
@@ -149,22 +249,26 @@ def write_run(
     settings: RunSettings,
     categories: Sequence[str],
     model: PatchCore,
-    seconds: dict[str, float],
-    blocks: dict[str, dict],
-    curves: dict[str, dict],
+    totals: RunTotals,
 ) -> dict:
-    """results.json (shared schema) and curves.npz of a non-federated run."""
-    spec = model.spec
-    config = {
-        **to_names(settings),
-        "categories": list(categories),
-        "device": str(model.device),
-        "feature_spec": spec.with_weights_id().to_dict(),
-        "fingerprint": spec.fingerprint(),
-    }
-    results = build_results(kind, name, config, weights_id(spec.weights), seconds, blocks)
+    """results.json (shared schema), curves.npz and status.json of a non-federated run."""
+    facts = run_facts(settings, categories, model)
+    warnings = []
+    if facts["features"]["random_weights"]:
+        warnings.append(
+            "RANDOM backbone weights (weights=none): the metrics say little about a "
+            "pretrained PatchCore"
+        )
+    if facts["data"]["kind"] == "synthetic":
+        warnings.append("SYNTHETIC data: the metrics say nothing about AutoVI")
+    results = build_results(
+        kind, name, {**to_names(settings), "categories": list(categories)},
+        facts["features"]["weights"], totals.seconds, totals.blocks,
+        run_facts=facts, warnings=warnings,
+    )  # fmt: skip
     write_results(out, results)
-    write_curves(out, curves)
+    write_curves(out, totals.curves)
+    write_status(out, "completed")
     return results
 
 
@@ -191,7 +295,8 @@ def print_summary(results: dict) -> None:
         )
     mean = results["mean"]
     print(
-        f"{'mean':<18} {mean['auc_spro']['0.05']:>10.4f} {mean['auc_spro']['0.3']:>10.4f} {mean['image_auroc']:>10.4f}"
+        f"{'mean':<18} {mean['auc_spro']['0.05']:>10.4f} {mean['auc_spro']['0.3']:>10.4f} "
+        f"{mean['image_auroc']:>10.4f}"
     )
 
 
@@ -199,5 +304,8 @@ def run_cli(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     results = run_centralized(settings, Path(args.out))
     print_summary(results)
+    for warning in results["warnings"]:
+        print(f"WARNING: {warning}")
     print(f"results: {Path(args.out) / 'results.json'}")
+    print(f"model:   {Path(args.out) / 'model'} (use it with fedpatch predict)")
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -33,6 +34,8 @@ MODEL_SETTINGS = (
     "batch_size",
     "num_workers",
 )
+#: The settings of the thresholds every run calibrates.
+CALIBRATION_SETTINGS = ("calibration_fraction", "target_false_reject", "target_pixel_fpr")
 
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -58,6 +61,32 @@ def _parser(sub: argparse._SubParsersAction, name: str, help_text: str, target: 
     p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=Formatter)
     p.set_defaults(func=_handler(target))
     return p
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = _parser(
+        sub,
+        "run",
+        "the main job: a federated run as a Flower simulation, with an honest exit status",
+        "fedpatch_app.federated.main_job:run_cli",
+    )
+    p.add_argument(
+        "--run-config",
+        default=None,
+        help='settings as flwr run takes them, e.g. "num-clients=3 data-root=\\"data/autovi\\"" '
+        "(`fedpatch settings` lists them; default: pyproject.toml's)",
+    )
+    p.add_argument(
+        "--federation-config",
+        default=None,
+        help='Flower federation settings, e.g. "client-resources-num-cpus=1" '
+        "(default: one SuperNode per client, 1 CPU each)",
+    )
+    p.add_argument(
+        "--flwr-home",
+        default=None,
+        help="Flower's home folder for this run (default: .flwr in the project folder)",
+    )
 
 
 def _add_download(sub: argparse._SubParsersAction) -> None:
@@ -117,7 +146,11 @@ def _add_centralized(sub: argparse._SubParsersAction) -> None:
         "fedpatch_app.centralized:run_cli",
     )
     p.add_argument("--out", required=True, help="run folder to write")
-    add_options(p, ("data_root", *MODEL_SETTINGS, "overwrite"), required=("data_root",))
+    add_options(
+        p,
+        ("data_root", *MODEL_SETTINGS, *CALIBRATION_SETTINGS, "overwrite"),
+        required=("data_root",),
+    )
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -183,7 +216,21 @@ def _add_experiment(sub: argparse._SubParsersAction) -> None:
         help="federated runs as `flwr run` simulations, or through the same "
         "ServerApp/ClientApp code in this process (no Ray, no SuperLink port)",
     )
-    add_options(p, (*MODEL_SETTINGS[1:], "overwrite"))
+    add_options(p, (*MODEL_SETTINGS[1:], *CALIBRATION_SETTINGS, "overwrite"))
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = _parser(
+        sub,
+        "predict",
+        "score new images of one category with a model folder: OK/NOK, regions, overlays",
+        "fedpatch_app.inspection.predict:run_cli",
+    )
+    p.add_argument("--model", required=True, help="model folder of a run (RUN/model)")
+    p.add_argument("--category", required=True, help="the images' AutoVI category")
+    p.add_argument("--out", required=True, help="folder for predictions.csv/.jsonl, overlays/")
+    p.add_argument("paths", nargs="+", help="images and/or folders of images")
+    add_options(p, ("device", "batch_size", "write_maps", "overwrite"))
 
 
 def _add_settings(sub: argparse._SubParsersAction) -> None:
@@ -201,6 +248,7 @@ def _add_settings(sub: argparse._SubParsersAction) -> None:
 
 
 COMMANDS = (
+    _add_run,
     _add_download,
     _add_synth,
     _add_partition,
@@ -208,6 +256,7 @@ COMMANDS = (
     _add_evaluate,
     _add_report,
     _add_experiment,
+    _add_predict,
     _add_settings,
 )
 
@@ -226,19 +275,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _logging(verbose: bool) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if not verbose:
+        # FAISS reports at INFO which CPU build it loaded (and that the AVX512 one is
+        # missing): normal, but it reads like an error.
+        logging.getLogger("faiss").setLevel(logging.WARNING)
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe (`fedpatch ... | head`), send what is left to nowhere."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _logging(args.verbose)
     try:
         code = args.func(args)
+        sys.stdout.flush()
     except FedpatchError as exc:
         print(f"fedpatch {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 0
     except KeyboardInterrupt:
         print(f"fedpatch {args.command}: interrupted", file=sys.stderr)
         return 130

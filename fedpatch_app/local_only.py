@@ -1,10 +1,12 @@
 """Local-only baseline: what each line would get alone.
 
 Every client of a partition fits its own bank per category on its own training images
-and scores its own test images with it; nothing is shared. The category's figures pool
-all its test images (each scored by the bank of the client that holds it), so they are
-computed on exactly the test set the centralized and federated runs use; per-client
-figures are added where a client's test split has both good and defective images.
+(minus the ones held out for calibration, the same as in every run kind) and scores its
+own test images with it; nothing is shared. The category's figures pool all its test
+images (each scored by the bank of the client that holds it), so they are computed on
+exactly the test set the centralized and federated runs use; per-client figures and
+thresholds (calibrated on the client's own held-out images) are added per client, and
+each client's model is written to `model/client-<id>/`.
 """
 
 from __future__ import annotations
@@ -12,111 +14,152 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from fedpatch_app.centralized import (
+    CategoryResult,
+    CategoryRun,
+    RunTotals,
+    calibrated,
     finish_category,
     make_model,
     quantized,
     resolve_categories,
     run_category,
+    training_split,
     write_run,
 )
-from fedpatch_app.data.autovi import load_category
+from fedpatch_app.data.autovi import Category, load_category
 from fedpatch_app.data.partition import Partition
 from fedpatch_app.errors import DataError, FedpatchError
 from fedpatch_app.evaluation.evaluate import evaluate_category
-from fedpatch_app.evaluation.export import fit_scaling
+from fedpatch_app.evaluation.thresholds import threshold_on_test
+from fedpatch_app.inspection.model_folder import CategoryModel, write_model
+from fedpatch_app.inspection.run_model import provenance
+from fedpatch_app.model.patchcore import PatchCore
+from fedpatch_app.outputs import prepare_output
+from fedpatch_app.run_status import write_status
 from fedpatch_app.settings import RunSettings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class ClientRun:
+    """One client's bank of one category and what it scored."""
+
+    client: int
+    fit: int
+    samples: list
+    run: CategoryRun
+
+
+def _client_runs(
+    model: PatchCore, category: Category, partition: Partition, s: RunSettings, seconds: dict
+) -> list[ClientRun]:
+    runs = []
+    for share in partition.clients:
+        train_rel, test_rel = share.train.get(category.name, []), share.test.get(category.name, [])
+        if not train_rel:
+            if test_rel:
+                raise DataError(
+                    f"client {share.client} holds {len(test_rel)} test images of "
+                    f"{category.name} but no training image: it has no bank to score them with"
+                )
+            continue
+        t0 = time.perf_counter()
+        fit, calibration = training_split(category, train_rel, s)
+        samples = [category.find_test(rel) for rel in test_rel]
+        run = run_category(model, category, fit, calibration, samples, s.coreset_ratio)
+        runs.append(ClientRun(share.client, len(fit), samples, run))
+        seconds[f"{category.name}/client-{share.client}"] = time.perf_counter() - t0
+    return runs
+
+
+def _ordered_maps(category: Category, runs: list[ClientRun]) -> list[np.ndarray]:
+    maps = {s.rel_path: m for r in runs for s, m in zip(r.samples, r.run.maps, strict=True)}
+    missing = [s.rel_path for s in category.test if s.rel_path not in maps]
+    if missing:
+        raise DataError(
+            f"{category.name}: {len(missing)} test images belong to no client of the "
+            f"partition (first: {missing[0]})"
+        )
+    return [maps[s.rel_path] for s in category.test]
+
+
+def _client_entry(
+    category: Category, cr: ClientRun, result: CategoryResult, s: RunSettings
+) -> dict[str, Any]:
+    """A client's own figures on its own test split (same map scaling as the category)."""
+    entry: dict[str, Any] = {
+        "train_images": cr.fit + len(cr.run.calibration_maps),
+        "calibration_images": len(cr.run.calibration_maps),
+        "test_images": len(cr.samples),
+        "bank_size": cr.run.bank.size,
+        "radius": cr.run.bank.radius,
+    }
+    thresholds = calibrated(cr.run.calibration_maps, result.scaling, s)
+    if thresholds is not None and cr.samples:
+        raw = [float(m.max()) for m in cr.run.maps]
+        on_test = threshold_on_test(raw, [x.defect for x in cr.samples], thresholds["image"]["raw"])
+        entry["thresholds"] = {**thresholds, "on_test": on_test}
+    good = sum(x.is_good for x in cr.samples)
+    if good == 0 or good == len(cr.samples):
+        entry["note"] = "test split lacks good or defective images: no metrics"
+        return entry
+    sub = dataclasses.replace(category, test=tuple(cr.samples))
+    try:
+        block, _ = evaluate_category(sub, quantized(cr.run.maps, result.scaling), seed=s.seed)
+    except FedpatchError as exc:
+        entry["note"] = f"no metrics: {exc}"
+    else:
+        entry["auc_spro"] = block["auc_spro"]
+        entry["image_auroc"] = block["image_auroc"]["mean"]
+    return entry
+
+
+def _local_category(
+    out: Path, category: Category, runs: list[ClientRun], s: RunSettings, totals: RunTotals,
+    models: dict[int, dict[str, CategoryModel]],
+) -> None:  # fmt: skip
+    calibration = [m for r in runs for m in r.run.calibration_maps]
+    result = finish_category(out, category, _ordered_maps(category, runs), calibration, s)
+    result.block["clients"] = {}
+    for cr in runs:
+        entry = _client_entry(category, cr, result, s)
+        result.block["clients"][str(cr.client)] = entry
+        models.setdefault(cr.client, {})[category.name] = CategoryModel(
+            cr.run.bank, category.size, result.scaling, entry.get("thresholds"), cr.fit
+        )
+    totals.blocks[category.name], totals.curves[category.name] = result.block, result.curves
+    log.info(
+        "%s (local-only): AUC-sPRO@0.3 %.4f, image AUROC %.4f",
+        category.name, result.block["auc_spro"]["0.3"], result.block["image_auroc"]["mean"],
+    )  # fmt: skip
 
 
 def run_local_only(
     settings: RunSettings, out: Path, partition: Partition, *, name: str = "local-only"
 ) -> dict:
     """Fit and score per client, evaluate per category; returns the results it wrote."""
-    data_root, out = Path(settings.data_root), Path(out)
+    data_root = Path(settings.data_root)
     names = resolve_categories(data_root, settings.categories)
     model = make_model(settings)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output(out, overwrite=settings.overwrite)
+    write_status(out, "running")
     t_start = time.perf_counter()
-    blocks: dict[str, dict] = {}
-    curves: dict[str, dict] = {}
-    seconds: dict[str, float] = {}
-    seed, coreset_ratio = settings.seed, settings.coreset_ratio
+    totals = RunTotals()
+    models: dict[int, dict[str, CategoryModel]] = {}
     for cat in names:
         category = load_category(data_root, cat)
-        maps: dict[str, np.ndarray] = {}
-        owners: dict[str, int] = {}
-        client_runs = []
-        for share in partition.clients:
-            train_rel = share.train.get(cat, [])
-            test_rel = share.test.get(cat, [])
-            if not train_rel:
-                if test_rel:
-                    raise DataError(
-                        f"client {share.client} holds {len(test_rel)} test images of {cat} but no "
-                        "training image: it has no bank to score them with"
-                    )
-                continue
-            train = [category.root / rel for rel in train_rel]
-            samples = [category.find_test(rel) for rel in test_rel]
-            t0 = time.perf_counter()
-            if samples:
-                run = run_category(model, category, train, samples, coreset_ratio)
-                for sample, anomaly_map in zip(samples, run.maps, strict=True):
-                    maps[sample.rel_path] = anomaly_map
-                    owners[sample.rel_path] = share.client
-                client_runs.append((share.client, train, samples, run.bank))
-            seconds[f"{cat}/client-{share.client}"] = time.perf_counter() - t0
-        missing = [s.rel_path for s in category.test if s.rel_path not in maps]
-        if missing:
-            raise DataError(
-                f"{cat}: {len(missing)} test images belong to no client of the partition "
-                f"(first: {missing[0]})"
-            )
-        ordered = [maps[s.rel_path] for s in category.test]
-        block, cat_curves = finish_category(out, category, list(category.test), ordered, seed=seed)
-        block["clients"] = _per_client(category, client_runs, ordered, seed)
-        blocks[cat] = block
-        curves[cat] = cat_curves
-        log.info(
-            "%s (local-only): AUC-sPRO@0.3 %.4f, image AUROC %.4f",
-            cat,
-            block["auc_spro"]["0.3"],
-            block["image_auroc"]["mean"],
-        )
-    seconds["total"] = time.perf_counter() - t_start
-    return write_run(out, "local-only", name, settings, names, model, seconds, blocks, curves)
-
-
-def _per_client(category, client_runs, ordered_maps, seed: int) -> dict[str, dict]:
-    """Each client's own metrics on its own test split (same map scaling as the category)."""
-    scaling = fit_scaling(ordered_maps)
-    index = {s.rel_path: i for i, s in enumerate(category.test)}
-    out: dict[str, dict] = {}
-    for client, train, samples, bank in client_runs:
-        entry: dict = {
-            "train_images": len(train),
-            "test_images": len(samples),
-            "bank_size": bank.size,
-            "radius": bank.radius,
-        }
-        good = sum(s.is_good for s in samples)
-        if good == 0 or good == len(samples):
-            entry["note"] = "test split lacks good or defective images: no metrics"
-        else:
-            sub = dataclasses.replace(category, train=tuple(train), test=tuple(samples))
-            levels = quantized([ordered_maps[index[s.rel_path]] for s in samples], scaling)
-            try:
-                block, _ = evaluate_category(sub, levels, seed=seed)
-            except FedpatchError as exc:
-                entry["note"] = f"no metrics: {exc}"
-            else:
-                entry["auc_spro"] = block["auc_spro"]
-                entry["image_auroc"] = block["image_auroc"]["mean"]
-        out[str(client)] = entry
-    return out
+        runs = _client_runs(model, category, partition, settings, totals.seconds)
+        _local_category(out, category, runs, settings, totals, models)
+    totals.seconds["total"] = time.perf_counter() - t_start
+    for client, cats in sorted(models.items()):
+        facts = provenance(f"{name} client {client}", "local-only", settings)
+        write_model(out / "model" / f"client-{client}", model.spec, cats, facts)
+    return write_run(out, "local-only", name, settings, names, model, totals)

@@ -37,11 +37,14 @@ def test_centralized_cli_writes_results_maps_and_banks(tiny_root, tmp_path, caps
         category = load_category(tiny_root, name)
         assert set(block["auc_spro"]) == {"0.01", "0.05", "0.1", "0.3", "1.0"}
         assert all(0.0 <= v <= 1.0 for v in block["auc_spro"].values())
-        assert block["counts"]["train"] == len(category.train)
+        # Training images: in the bank, or held out (10%, at least one) for the thresholds.
+        assert block["counts"]["calibration"] == max(1, round(0.1 * len(category.train)))
+        assert block["counts"]["train"] + block["counts"]["calibration"] == len(category.train)
+        assert block["thresholds"]["image"]["calibration_images"] == block["counts"]["calibration"]
         assert block["counts"]["test_good"] + block["counts"]["test_defective"] == len(
             category.test
         )
-        assert block["bank"]["size"] == Bank.load(out / "banks" / f"{name}.npz").size
+        assert block["bank"]["size"] == Bank.load(out / "model" / "banks" / f"{name}.npz").size
         # One 16-bit single-channel map at native size for every test image.
         width, height = category.size
         for sample in category.test:

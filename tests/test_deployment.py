@@ -161,7 +161,7 @@ def test_loopback_tls_auth_run_and_superlink_restart(stack: Stack) -> None:
     assert sorted(results["categories"]) == sorted(CATEGORIES.split(","))
     for cat in CATEGORIES.split(","):
         assert results["categories"][cat]["auc_spro"]["0.3"] is not None
-        assert (stack.tmp / "runs" / "loopback" / "banks" / f"{cat}.npz").is_file()
+        assert (stack.tmp / "runs" / "loopback" / "model" / "banks" / f"{cat}.npz").is_file()
     assert (stack.tmp / "runs" / "loopback" / "report.md").is_file()
 
     assert du.online_nodes(stack.env, CONNECTION) == 5

@@ -123,12 +123,14 @@ def test_report_shows_fairness(tmp_path: Path) -> None:
 
 
 def test_privacy_preset_and_its_summary(tmp_path: Path) -> None:
-    from fedpatch_app.experiment import load_preset, privacy_section
+    from fedpatch_app.experiment import load_preset
+    from fedpatch_app.experiment.sections import privacy_section
 
     preset = load_preset("privacy")
-    assert preset["sweep"]["key"] == "dp-epsilon"
-    assert preset["sweep"]["values"] == [0.5, 1, 2, 4, 8, 16, 0]
-    assert preset["budget_study"]["budgets"] == ["volume", "equal", "sqrt"]
+    assert preset.sweep is not None and preset.budget_study is not None
+    assert preset.sweep.key == "dp_epsilon"
+    assert preset.sweep.values == (0.5, 1, 2, 4, 8, 16, 0)
+    assert preset.budget_study.budgets == ("volume", "equal", "sqrt")
     dirs = {}
     for eps, spro in ((1.0, 0.2), (4.0, 0.4), (0.0, 0.6)):
         results = build_results(
@@ -144,7 +146,7 @@ def test_privacy_preset_and_its_summary(tmp_path: Path) -> None:
         )  # fmt: skip
         dirs[eps] = tmp_path / f"e{eps}"
         write_results(dirs[eps], results)
-    lines = privacy_section(tmp_path, preset["sweep"], dirs)
+    lines = privacy_section(tmp_path, preset.sweep, dirs)
     table = [line for line in lines if line.startswith("| ")]
     assert table[1] == "| 1 | 1.0000 | 0.5000 | 1e-05 | 0.2000 | 0.8000 | 40 | 10 / 30 |"
     assert table[-1] == "| no DP | - | - | - | 0.6000 | 0.8000 | 40 | - |"
@@ -153,7 +155,7 @@ def test_privacy_preset_and_its_summary(tmp_path: Path) -> None:
 
 def test_unequal_view(tmp_path: Path) -> None:
     from fedpatch_app.data.synthetic import generate
-    from fedpatch_app.experiment import unequal_view
+    from fedpatch_app.experiment.views import unequal_view
 
     root = tmp_path / "data"
     generate(root, "tiny", 0, ["pipe_clip", "pipe_staple"])

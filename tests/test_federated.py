@@ -19,7 +19,6 @@ from flwr.app import Array, ConfigRecord, Context, Message, MessageType, RecordD
 
 import client_app
 import server_app
-from fedpatch_app.errors import FedpatchError
 from fedpatch_app.federated import messages as M
 from fedpatch_app.federated.data import ensure_synthetic, resolve_dataset
 from fedpatch_app.federated.inprocess import InProcessGrid
@@ -53,12 +52,11 @@ def partition_nodes(n: int) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def normal_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Five clients, category partition, AutoVI absent -> built-in synthetic data."""
+    """Five clients, category partition, built-in synthetic data."""
     out = tmp_path_factory.mktemp("fed_normal")
     run_config = {
         **BASE,
-        "dataset": "auto",
-        "data-root": str(out / "no-autovi-here"),
+        "dataset": "synthetic",
         "out-dir": str(out),
         "run-name": "normal",
         "partition": "category",
@@ -98,7 +96,8 @@ def test_normal_run_writes_everything(normal_run: dict[str, Any]) -> None:
     assert fed["bytes"]["evaluate_down_total"] == 5 * fed["bytes"]["evaluate_down_uploaded"]
     for phase in ("train", "merge", "evaluate", "query"):
         assert fed["seconds"][phase] >= 0
-    spec = FeatureSpec.from_dict(results["run"]["config"]["feature_spec"])
+    spec = FeatureSpec.from_dict(results["run"]["features"]["spec"])
+    assert results["run"]["data"]["kind"] == "synthetic" and results["run"]["status"] == "completed"
     for cat in CATS:
         block = results["categories"][cat]
         info = fed["banks"][cat]
@@ -106,7 +105,7 @@ def test_normal_run_writes_everything(normal_run: dict[str, Any]) -> None:
         assert info["size"] == coreset_size(info["total_patches"], 0.1)
         assert info["union_rows"] > info["size"]
         assert len(info["clients"]) >= 2  # the owning line and the mixed-QC client
-        bank = Bank.load(run_dir / "banks" / f"{cat}.npz", expected_spec=spec)
+        bank = Bank.load(run_dir / "model" / "banks" / f"{cat}.npz", expected_spec=spec)
         assert bank.size == info["size"] == block["bank_size"]
         assert bank.radius == pytest.approx(info["covering_radius"])
         # Every test image of the category was scored by exactly one client.
@@ -130,7 +129,7 @@ def test_pooled_metrics_equal_centralized_on_the_same_maps(normal_run: dict[str,
 
     outcome = normal_run["outcome"]
     results = outcome.results
-    root = Path(results["run"]["config"]["data_root_used"])
+    root = Path(results["run"]["data"]["root"])
     for cat in CATS:
         category = load_category(root, cat)
         maps, scaling = read_category_maps(outcome.run_dir / "maps", category, dtype=np.uint16)
@@ -139,7 +138,11 @@ def test_pooled_metrics_equal_centralized_on_the_same_maps(normal_run: dict[str,
         assert fed["auc_spro"] == block["auc_spro"]
         assert fed["auc_spro_per_defect"] == block["auc_spro_per_defect"]
         assert fed["image_auroc"] == block["image_auroc"]
-        assert fed["counts"] == block["counts"]
+        for key in ("test_good", "test_defective"):
+            assert fed["counts"][key] == block["counts"][key]
+        # Every training image is in a bank or held out to calibrate the thresholds.
+        assert fed["counts"]["train"] + fed["counts"]["calibration"] == len(category.train)
+        assert fed["counts"]["calibration"] >= 1 and "thresholds" in fed
         assert fed["map_scaling"] == scaling.to_dict()
 
 
@@ -261,8 +264,10 @@ def test_too_many_failures_is_a_clear_error(tiny_root: Path, tmp_path: Path) -> 
         run_server(grid, server_context(run_config))
     text = str(info.value)
     assert "train: only 0 client(s) remain, min-clients is 2" in text
-    assert "node 1001 (partition 0)" in text and "does not exist" in text
-    assert "node 1002 (partition None)" in text and "node unavailable" in text
+    assert "node 1001 (partition 0): train: error 2" in text and "does not exist" in text
+    assert "node 1002 (partition ?): train: error 5 (node unavailable)" in text
+    # The client's own name is said once, not repeated inside the reason.
+    assert text.count("partition 0 (node 1001)") == 0
 
 
 def test_replies_to_unknown_messages_are_ignored(tiny_root: Path, tmp_path: Path) -> None:
@@ -289,15 +294,11 @@ def test_replies_to_unknown_messages_are_ignored(tiny_root: Path, tmp_path: Path
 # --------------------------------------------------------------------------- data and weights
 
 
-def test_auto_dataset_falls_back_to_synthetic(tmp_path: Path) -> None:
+def test_auto_dataset_falls_back_to_synthetic(tmp_path: Path, monkeypatch) -> None:
+    """Only the untouched default data-root (data/autovi, absent here) falls back."""
+    monkeypatch.chdir(tmp_path)
     settings = from_run_config(
-        {
-            **BASE,
-            "dataset": "auto",
-            "data-root": str(tmp_path / "none"),
-            "out-dir": str(tmp_path),
-            "categories": "pipe_staple",
-        }
+        {**BASE, "dataset": "auto", "out-dir": str(tmp_path), "categories": "pipe_staple"}
     )
     choice = resolve_dataset(settings)
     assert choice.dataset == "synthetic"
@@ -376,8 +377,10 @@ def test_client_rejects_a_forged_plan(tiny_root: Path, tmp_path: Path) -> None:
         state=RecordDict(),
         run_config={},
     )
-    with pytest.raises(FedpatchError, match="fingerprint"):
-        client_app.app(msg, context)
+    reply = client_app.app(msg, context)
+    assert reply.has_error() and reply.error.code == 2
+    assert reply.error.reason.startswith("partition 0 (node 1001): ModelError")
+    assert "fingerprint" in reply.error.reason
 
 
 def test_run_inprocess_waits_for_its_clients(tiny_root: Path, tmp_path: Path) -> None:
@@ -417,5 +420,5 @@ def test_same_data_give_the_same_banks_whatever_the_node_ids(
         }
         grid = InProcessGrid(client_app.app, nodes, run_config, first_node_id=first_node_id)
         outcome = run_server(grid, server_context(run_config))
-        banks.append(Bank.load(outcome.run_dir / "banks" / "pipe_clip.npz"))
+        banks.append(Bank.load(outcome.run_dir / "model" / "banks" / "pipe_clip.npz"))
     np.testing.assert_array_equal(banks[0].features, banks[1].features)

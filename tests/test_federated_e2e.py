@@ -55,6 +55,6 @@ def test_flwr_run_simulation_with_five_supernodes(tmp_path: Path) -> None:
     assert sorted(c["partition_id"] for c in fed["clients"]) == [0, 1, 2, 3, 4]
     assert all(c["status"] == "evaluated" for c in fed["clients"])
     for cat in ("pipe_clip", "pipe_staple"):
-        assert (out_dir / "e2e" / "banks" / f"{cat}.npz").is_file()
+        assert (out_dir / "e2e" / "model" / "banks" / f"{cat}.npz").is_file()
         assert results["categories"][cat]["auc_spro"]["0.3"] is not None
     assert (out_dir / "e2e" / "report.md").is_file()

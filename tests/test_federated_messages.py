@@ -194,9 +194,9 @@ def test_scalings_and_stats_reply() -> None:
         M.read_scalings(record, ("tank_screw",))
     stats = {"pipe_clip": {"edges": np.arange(3.0), "n_images": np.array(4, dtype=np.int64)}}
     content = M.encode_stats_reply(stats, {"pipe_clip.image_auroc": 0.75}, fingerprint="abc")
-    raw, local = M.decode_stats_reply(content, fingerprint="abc", categories=CATS)
-    np.testing.assert_array_equal(raw["pipe_clip"]["edges"], np.arange(3.0))
-    assert local == {"pipe_clip.image_auroc": 0.75}
+    reply = M.decode_stats_reply(content, fingerprint="abc", categories=CATS)
+    np.testing.assert_array_equal(reply.stats["pipe_clip"]["edges"], np.arange(3.0))
+    assert reply.local == {"pipe_clip.image_auroc": 0.75} and reply.calibration == {}
     content["stats.pipe_clip"]["edges"] = Array(np.array([0.0, np.inf]))
     with pytest.raises(M.InvalidReply, match="NaN or infinite"):
         M.decode_stats_reply(content, fingerprint="abc", categories=CATS)

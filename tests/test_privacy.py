@@ -375,7 +375,7 @@ def test_federated_run_with_dp(tmp_path: Path) -> None:
         assert 1 <= info["size"] <= 32 + info["dp"]["clusters_kept"]
         # The bank lives in the clipped space; it says so, and the clients clipped their
         # queries to the same norm.
-        bank = Bank.load(outcome.run_dir / "banks" / f"{cat}.npz")
+        bank = Bank.load(outcome.run_dir / "model" / "banks" / f"{cat}.npz")
         assert bank.query_clip == pytest.approx(info["dp"]["clip"]) and bank.query_clip > 0
         assert 0.0 <= results["categories"][cat]["auc_spro"]["0.3"] <= 1.0
     assert "fairness" in results
@@ -387,8 +387,10 @@ def test_dp_off_gives_identical_banks(tmp_path: Path) -> None:
     plain = _run(tmp_path, "plain", **one)
     off = _run(tmp_path, "off", **one, **{"dp-epsilon": 0.0, "dp-centres": 7, "dp-clip": 3.0})
     for cat in ("pipe_clip",):
-        a = np.load(plain.run_dir / "banks" / f"{cat}.npz", allow_pickle=False)["features"]
-        b = np.load(off.run_dir / "banks" / f"{cat}.npz", allow_pickle=False)["features"]
+        a = np.load(plain.run_dir / "model" / "banks" / f"{cat}.npz", allow_pickle=False)[
+            "features"
+        ]
+        b = np.load(off.run_dir / "model" / "banks" / f"{cat}.npz", allow_pickle=False)["features"]
         assert a.tobytes() == b.tobytes()
     assert plain.results["privacy"]["enabled"] is False
     assert plain.results["categories"] == off.results["categories"]

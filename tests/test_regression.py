@@ -36,7 +36,7 @@ def _figures(run_dir: Path, results: dict) -> dict:
         cat: {
             "auc_spro": block["auc_spro"],
             "image_auroc": block["image_auroc"]["mean"],
-            "bank_sha256": _bank_hash(run_dir / "banks" / f"{cat}.npz"),
+            "bank_sha256": _bank_hash(run_dir / "model" / "banks" / f"{cat}.npz"),
         }
         for cat, block in results["categories"].items()
     }
@@ -50,7 +50,13 @@ def figures(tmp_path_factory: pytest.TempPathFactory) -> dict:
         root = regression_data.write(tmp_path_factory.mktemp("regression_data"))
         out = tmp_path_factory.mktemp("regression_runs")
         settings = from_names(
-            {"data_root": str(root), "weights": "none", "image_size": 64, "device": "cpu"}
+            {
+                "data_root": str(root),
+                "weights": "none",
+                "image_size": 64,
+                "device": "cpu",
+                "calibration_fraction": 0.0,
+            }
         )
         central = run_centralized(settings, out / "central")
         config = {
@@ -65,6 +71,7 @@ def figures(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "out-dir": str(out),
             "run-name": "fed",
             "wait-timeout": 0,
+            "calibration-fraction": 0.0,
         }
         federated = run_inprocess(config)
     finally:

@@ -173,7 +173,7 @@ def test_scores_round_trip(tmp_path: Path) -> None:
     samples = [Sample("good", "000"), Sample("missing", "003")]
     scores = [0.1 + 0.2, math.pi]
     path = write_scores(tmp_path, "tank_screw", samples, scores)
-    assert path.read_text().splitlines()[0] == "rel_path,defect,score"
+    assert path.read_text().splitlines()[0] == "rel_path,defect,score,normalized_score"
     loaded = load_scores(tmp_path, "tank_screw")
     assert loaded.rel_paths == ["test/good/000.png", "test/missing/003.png"]
     assert loaded.defects == ["good", "missing"]

@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import stat
 import time
 import zipfile
@@ -27,6 +28,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.error import HTTPError
+from urllib.parse import urlsplit
 from urllib.request import Request, urlopen
 
 from tqdm import tqdm
@@ -138,9 +140,14 @@ def fetch(
         except _Retry as exc:
             failures += 1
             if failures > retries:
+                kept = (
+                    f"the partial file {part} is kept ({part.stat().st_size} bytes), run the "
+                    "command again to resume it"
+                    if part.is_file() and part.stat().st_size
+                    else "nothing was downloaded"
+                )
                 raise DataError(
-                    f"download of {url} failed {failures} times (last: {exc}); the partial "
-                    f"file {part} is kept, run the command again to resume it"
+                    f"download of {url} failed {failures} times (last: {exc}); {kept}"
                 ) from None
             wait = retry_wait * failures
             log.warning("%s: %s; retrying in %.0f s (resuming from %s)", url, exc, wait, part)
@@ -203,6 +210,13 @@ def _fetch_once(url: str, part: Path, timeout: float) -> None:
         if exc.errno == errno.ENOSPC:
             raise DataError(f"no space left on the device while writing {part}") from None
         reason = getattr(exc, "reason", exc)  # URLError, timeouts, resets
+        if isinstance(reason, socket.gaierror):
+            # No name resolution: offline, or a wrong host. Retrying will not help.
+            host = urlsplit(url).hostname
+            raise DataError(
+                f"cannot download {url}: the host name {host!r} does not resolve ({reason}); "
+                "this machine is offline or the address is wrong (a mirror: --base-url)"
+            ) from None
         raise _Retry(f"{type(exc).__name__}: {reason}") from None
     except http.client.HTTPException as exc:  # e.g. IncompleteRead, BadStatusLine
         raise _Retry(f"{type(exc).__name__}: {exc}") from None

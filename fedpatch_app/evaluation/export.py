@@ -83,6 +83,14 @@ class MapScaling:
     def to_dict(self) -> dict[str, float]:
         return {"low": self.low, "high": self.high}
 
+    @classmethod
+    def from_dict(cls, data: Any) -> MapScaling:
+        """Inverse of `to_dict` (ModelError for anything else)."""
+        try:
+            return cls(float(data["low"]), float(data["high"]))
+        except (KeyError, TypeError, ValueError):
+            raise ModelError(f"map scaling: expected {{low, high}} numbers, got {data!r}") from None
+
 
 def fit_scaling(maps: Iterable[np.ndarray]) -> MapScaling:
     """The one scaling of a category: its minimum and maximum over ALL its maps."""

@@ -25,6 +25,7 @@ from fedpatch_app.evaluation.metrics import (
     roc_curve_points,
 )
 from fedpatch_app.evaluation.results import LIMIT_KEYS, category_block
+from fedpatch_app.evaluation.thresholds import threshold_on_test
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,14 @@ class CategoryOutcome:
     curves: dict[str, np.ndarray]
     rel_paths: list[str]
     defects: list[str]
+    #: The image scores on the 16-bit levels (what the pooled AUROC ranks) and raw.
     scores: np.ndarray
+    raw_scores: np.ndarray
+    thresholds: dict[str, Any] | None = None
+
+    @property
+    def image_threshold(self) -> float | None:
+        return None if not self.thresholds else float(self.thresholds["image"]["raw"])
 
 
 def merge_statistics(parts: Sequence[SproStatistics]) -> SproStatistics:
@@ -92,10 +100,13 @@ def pool_category(
     scaling: MapScaling,
     *,
     train_images: int,
+    calibration_images: int = 0,
+    thresholds: dict[str, Any] | None = None,
     **extra: Any,
 ) -> CategoryOutcome:
-    """Metrics of one category from every client's statistics and image scores; `extra`
-    goes into the category's results block (bank facts, clients, ...)."""
+    """Metrics of one category from every client's statistics and image scores; with the
+    calibrated thresholds, what they achieve on the test images; `extra` goes into the
+    category's results block (bank facts, clients, ...)."""
     notes: list[str] = []
     auc, per_defect, spro_fpr, spro_tpr = _spro(merge_statistics(stats), notes)
     rel_paths, defects, raw = _images(images)
@@ -107,9 +118,13 @@ def pool_category(
         log.warning("%s: %s", category, note)
     counts = {
         "train": train_images,
+        "calibration": calibration_images,
         "test_good": sum(1 for d in defects if d == "good"),
         "test_defective": sum(1 for d in defects if d != "good"),
     }
+    if thresholds is not None:
+        on_test = threshold_on_test(raw, defects, float(thresholds["image"]["raw"]))
+        extra["thresholds"] = {**thresholds, "on_test": on_test}
     block = category_block(
         auc_spro=auc,
         image_auroc=auroc,
@@ -125,4 +140,4 @@ def pool_category(
         "roc_fpr": np.asarray(roc_fpr, dtype=np.float64),
         "roc_tpr": np.asarray(roc_tpr, dtype=np.float64),
     }
-    return CategoryOutcome(block, curves, rel_paths, defects, levels)
+    return CategoryOutcome(block, curves, rel_paths, defects, levels, raw, thresholds)

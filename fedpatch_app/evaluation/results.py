@@ -173,6 +173,30 @@ def mean_block(categories: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
+def features_facts(spec: Any) -> dict[str, Any]:
+    """``run.features``: what features a run computed (a ``FeatureSpec``)."""
+    portable = spec.with_weights_id()
+    return {
+        "backbone": portable.backbone,
+        "weights": portable.weights,
+        "random_weights": portable.weights == "none",
+        "fingerprint": spec.fingerprint(),
+        "spec": portable.to_dict(),
+    }
+
+
+def data_facts(
+    kind: str, root: str | Path, categories: Sequence[str], synthetic: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``run.data``: "autovi" or "synthetic" (with the generator's kind, scale, seed)."""
+    return {
+        "kind": kind,
+        "synthetic": dict(synthetic) if synthetic else None,
+        "root": str(root),
+        "categories": list(categories),
+    }
+
+
 def build_results(
     kind: str,
     name: str,
@@ -180,12 +204,15 @@ def build_results(
     weights: Any,
     seconds: Mapping[str, Any],
     categories: Mapping[str, Mapping[str, Any]],
+    *,
+    run_facts: Mapping[str, Any] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """The whole results dict: run facts, sorted categories, their mean, extras.
 
-    ``extra`` becomes top-level keys (e.g. ``warnings=[...]``, ``federated={...}``);
-    ``warnings`` is always present (an empty list when none).
+    ``run_facts`` are added to the ``run`` block (``features``, ``data``, ``status``,
+    ``outputs``, ``threads``); ``extra`` becomes top-level keys (e.g. ``warnings=[...]``,
+    ``federated={...}``); ``warnings`` is always present (an empty list when none).
     """
     if not isinstance(kind, str) or not kind:
         raise ValueError("results need a non-empty run kind")
@@ -200,6 +227,7 @@ def build_results(
             "config": _plain(dict(config)),
             "weights": _plain(weights),
             "seconds": _plain(dict(seconds)),
+            **_plain(dict(run_facts or {})),
         },
         "categories": _plain(cats),
         "mean": mean_block(cats),
@@ -344,16 +372,24 @@ class Scores:
 
 
 def write_scores(
-    run_dir: str | Path, category: str, samples: Sequence[Any], scores: Sequence[float]
+    run_dir: str | Path,
+    category: str,
+    samples: Sequence[Any],
+    scores: Sequence[float],
+    *,
+    threshold: float | None = None,
 ) -> Path:
-    """Write ``<run_dir>/scores/<category>.csv`` (rel_path,defect,score), one row per sample."""
+    """Write ``<run_dir>/scores/<category>.csv``, one row per sample: rel_path, defect,
+    score (the raw nearest-neighbour distance, the map maximum) and normalized_score
+    (score / the image threshold; empty when the run has no calibrated threshold)."""
     if len(samples) != len(scores):
         raise ValueError(f"{category}: {len(scores)} scores for {len(samples)} test images")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["rel_path", "defect", "score"])
+    writer.writerow(["rel_path", "defect", "score", "normalized_score"])
     for sample, score in zip(samples, scores, strict=True):
-        writer.writerow([sample.rel_path, sample.defect, repr(float(score))])
+        normalized = "" if not threshold else repr(float(score) / threshold)
+        writer.writerow([sample.rel_path, sample.defect, repr(float(score)), normalized])
     path = Path(run_dir) / SCORES_DIR / f"{category}.csv"
     _atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
     return path

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import Message
 
 from fedpatch_app.errors import ModelError
 from fedpatch_app.evaluation.metrics import SproStatistics, level_edges
+from fedpatch_app.evaluation.thresholds import CalibrationStats
 from fedpatch_app.federated import messages as M
 from fedpatch_app.federated.registry import ClientRegistry, ClientState
 
@@ -136,33 +138,72 @@ def _statistics(arrays: Mapping[str, np.ndarray], cat: str, n_scored: int) -> Sp
     return stats
 
 
+@dataclass
+class NodeStatistics:
+    """One node's accepted phase-B reply."""
+
+    stats: dict[str, SproStatistics]
+    calibration: dict[str, CalibrationStats]
+
+
+def _calibration(
+    raw: Mapping[str, Mapping[str, np.ndarray]], expected: Mapping[str, M.CalibrationRange]
+) -> dict[str, CalibrationStats]:
+    """Calibration histograms for exactly the categories whose calibration images were
+    scored, covering that many images and all their pixels."""
+    from fedpatch_app.data.autovi import NATIVE_SIZES
+
+    if set(raw) != set(expected):
+        raise M.InvalidReply(
+            f"calibration histograms for {sorted(raw)}, but calibration images were scored "
+            f"for {sorted(expected)}"
+        )
+    out = {}
+    for cat, arrays in raw.items():
+        hist = CalibrationStats.from_arrays(arrays, f"{cat} calibration")
+        width, height = NATIVE_SIZES[cat]
+        count = expected[cat].count
+        if hist.images.total != count or hist.pixels.total != count * width * height:
+            raise M.InvalidReply(
+                f"{cat} calibration: histograms of {hist.images.total} images and "
+                f"{hist.pixels.total} pixels, but {count} images of {width}x{height} were scored"
+            )
+        out[cat] = hist
+    return out
+
+
 def accept_stats(
     registry: ClientRegistry,
     replies: Replies,
     scored: Mapping[int, M.ScoreReply],
     categories: Sequence[str],
     fingerprint: str,
-) -> dict[int, dict[str, SproStatistics]]:
-    """The valid phase-B replies by node id: statistics for exactly the scored categories."""
-    out: dict[int, dict[str, SproStatistics]] = {}
+) -> dict[int, NodeStatistics]:
+    """The valid phase-B replies by node id: statistics for exactly the scored test
+    categories, calibration histograms for exactly the scored calibration images."""
+    out: dict[int, NodeStatistics] = {}
     for client, reply in replies:
-        expected = scored[client.node_id].categories
+        expected = scored[client.node_id]
         try:
-            raw, local = M.decode_stats_reply(
+            decoded = M.decode_stats_reply(
                 reply.content, fingerprint=fingerprint, categories=tuple(categories)
             )
-            if set(raw) != set(expected):
+            if set(decoded.stats) != set(expected.categories):
                 raise M.InvalidReply(
-                    f"statistics for {sorted(raw)}, but scores were sent for {sorted(expected)}"
+                    f"statistics for {sorted(decoded.stats)}, but scores were sent for "
+                    f"{sorted(expected.categories)}"
                 )
-            out[client.node_id] = {
-                cat: _statistics(arrays, cat, len(expected[cat].scores))
-                for cat, arrays in raw.items()
-            }
+            out[client.node_id] = NodeStatistics(
+                {
+                    cat: _statistics(arrays, cat, len(expected.categories[cat].scores))
+                    for cat, arrays in decoded.stats.items()
+                },
+                _calibration(decoded.calibration, expected.calibration),
+            )
         except ModelError as exc:
             registry.drop(client.node_id, "query", f"invalid reply: {exc}")
             continue
         client.status = "evaluated"
-        client.local_metrics = local
+        client.local_metrics = decoded.local
     registry.require("query")
     return out

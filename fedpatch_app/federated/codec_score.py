@@ -91,73 +91,129 @@ class CategoryScores:
 
 
 @dataclass
+class CalibrationRange:
+    """How many calibration images of a category a client scored, and their map range."""
+
+    count: int
+    map_min: float
+    map_max: float
+
+
+@dataclass
 class ScoreReply:
     fingerprint: str
     categories: dict[str, CategoryScores] = field(default_factory=dict)
+    calibration: dict[str, CalibrationRange] = field(default_factory=dict)
 
 
 def encode_score_reply(
-    per_category: Mapping[str, CategoryScores], *, fingerprint: str
+    per_category: Mapping[str, CategoryScores],
+    *,
+    fingerprint: str,
+    calibration: Mapping[str, CalibrationRange] | None = None,
 ) -> RecordDict:
     arrays = ArrayRecord()
-    info = ConfigRecord({"fingerprint": fingerprint, "categories": ",".join(per_category)})
+    calibration = calibration or {}
+    info = ConfigRecord(
+        {
+            "fingerprint": fingerprint,
+            "categories": ",".join(per_category),
+            "calibration": ",".join(calibration),
+        }
+    )
     for cat, item in per_category.items():
         arrays[cat] = array_of(np.asarray(item.scores, dtype=np.float64))
         info[f"min.{cat}"] = float(item.map_min)
         info[f"max.{cat}"] = float(item.map_max)
         info[f"defects.{cat}"] = [str(d) for d in item.defects]
         info[f"paths.{cat}"] = [str(p) for p in item.rel_paths]
+    for cat, item in calibration.items():
+        info[f"cal-count.{cat}"] = int(item.count)
+        info[f"cal-min.{cat}"] = float(item.map_min)
+        info[f"cal-max.{cat}"] = float(item.map_max)
     return RecordDict({SCORES: arrays, INFO: info})
+
+
+def _range(info: ConfigRecord, cat: str, prefix: str = "") -> tuple[float, float]:
+    try:
+        lo = float(typed(info, f"{prefix}min.{cat}", (int, float)))
+        hi = float(typed(info, f"{prefix}max.{cat}", (int, float)))
+    except (KeyError, TypeError) as exc:
+        raise InvalidReply(f"{cat}: {exc}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+        raise InvalidReply(f"{cat}: map range [{lo}, {hi}] is not finite and ordered")
+    return lo, hi
+
+
+def _labels(info: ConfigRecord, cat: str, n: int) -> tuple[list[str], list[str]]:
+    """One defect label and one path test/<defect>/<id> per score, each path once."""
+    try:
+        defects = typed(info, f"defects.{cat}", list)
+        paths = typed(info, f"paths.{cat}", list)
+    except (KeyError, TypeError) as exc:
+        raise InvalidReply(f"{cat}: {exc}") from None
+    if len(defects) != n or len(paths) != n:
+        raise InvalidReply(
+            f"{cat}: {n} scores but {len(defects)} defect labels and {len(paths)} paths"
+        )
+    if not all(isinstance(d, str) for d in defects) or not all(isinstance(p, str) for p in paths):
+        raise InvalidReply(f"{cat}: defect labels and paths must be strings")
+    for d, p in zip(defects, paths, strict=True):
+        m = REL_PATH.match(p)
+        if m is None or not SAFE_NAME.match(d) or m.group(1) != d:
+            raise InvalidReply(f"{cat}: bad test image path {p!r} for defect {d!r}")
+    if len(set(paths)) != n:
+        raise InvalidReply(f"{cat}: a test image is listed twice")
+    return list(defects), list(paths)
+
+
+def _test_scores(arrays: ArrayRecord, info: ConfigRecord, cat: str) -> CategoryScores:
+    if cat not in arrays:
+        raise InvalidReply(f"{cat}: listed but no image scores sent")
+    scores = decode_array(
+        arrays[cat], f"{cat} image scores", dtypes=["float64", "float32"], ndim=1,
+        max_elements=MAX_TEST_IMAGES,
+    ).astype(np.float64)  # fmt: skip
+    if len(scores) == 0:
+        raise InvalidReply(f"{cat}: no test images scored")
+    lo, hi = _range(info, cat)
+    tol = 1e-6 * max(1.0, abs(lo), abs(hi))
+    if np.any(scores < lo - tol) or np.any(scores > hi + tol):
+        raise InvalidReply(f"{cat}: image scores fall outside the reported map range")
+    defects, paths = _labels(info, cat, len(scores))
+    return CategoryScores(lo, hi, scores, defects, paths)
+
+
+def _calibration(info: ConfigRecord, categories: Sequence[str]) -> dict[str, CalibrationRange]:
+    try:
+        text = typed(info, "calibration", str)
+    except (KeyError, TypeError) as exc:
+        raise InvalidReply(f"reply info: {exc}") from None
+    out: dict[str, CalibrationRange] = {}
+    for cat in [c for c in text.split(",") if c]:
+        if cat not in categories or cat in out:
+            raise InvalidReply(f"calibration images of {cat!r}: unknown or listed twice")
+        try:
+            count = typed(info, f"cal-count.{cat}", int)
+        except (KeyError, TypeError) as exc:
+            raise InvalidReply(f"{cat}: {exc}") from None
+        if not 1 <= count <= MAX_TEST_IMAGES:
+            raise InvalidReply(f"{cat}: {count} calibration images is not plausible")
+        out[cat] = CalibrationRange(count, *_range(info, cat, "cal-"))
+    return out
 
 
 def decode_score_reply(
     content: RecordDict, *, fingerprint: str, categories: Sequence[str]
 ) -> ScoreReply:
-    """Check a phase-A reply: finite range and scores, one defect label and relative path
-    per score, paths of the form test/<defect>/<id> that agree with the label."""
+    """Check a phase-A reply: finite ranges and scores, one defect label and relative path
+    per score, paths of the form test/<defect>/<id> that agree with the label; plausible
+    calibration counts and ranges."""
     info = reply_info(content)
     check_fingerprint(info, fingerprint)
     cats = reply_categories(info, categories)
     arrays = content.array_records.get(SCORES, ArrayRecord())
-    out = ScoreReply(fingerprint=fingerprint)
+    out = ScoreReply(fingerprint=fingerprint, calibration=_calibration(info, categories))
     for cat in cats:
-        if cat not in arrays:
-            raise InvalidReply(f"{cat}: listed but no image scores sent")
-        scores = decode_array(
-            arrays[cat],
-            f"{cat} image scores",
-            dtypes=["float64", "float32"],
-            ndim=1,
-            max_elements=MAX_TEST_IMAGES,
-        ).astype(np.float64)
-        try:
-            lo = float(typed(info, f"min.{cat}", (int, float)))
-            hi = float(typed(info, f"max.{cat}", (int, float)))
-            defects = typed(info, f"defects.{cat}", list)
-            paths = typed(info, f"paths.{cat}", list)
-        except (KeyError, TypeError) as exc:
-            raise InvalidReply(f"{cat}: {exc}") from None
-        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
-            raise InvalidReply(f"{cat}: map range [{lo}, {hi}] is not finite and ordered")
-        n = len(scores)
-        if n == 0:
-            raise InvalidReply(f"{cat}: no test images scored")
-        if len(defects) != n or len(paths) != n:
-            raise InvalidReply(
-                f"{cat}: {n} scores but {len(defects)} defect labels and {len(paths)} paths"
-            )
-        if not all(isinstance(d, str) for d in defects) or not all(
-            isinstance(p, str) for p in paths
-        ):
-            raise InvalidReply(f"{cat}: defect labels and paths must be strings")
-        tol = 1e-6 * max(1.0, abs(lo), abs(hi))
-        if np.any(scores < lo - tol) or np.any(scores > hi + tol):
-            raise InvalidReply(f"{cat}: image scores fall outside the reported map range")
-        for d, p in zip(defects, paths, strict=True):
-            m = REL_PATH.match(p)
-            if m is None or not SAFE_NAME.match(d) or m.group(1) != d:
-                raise InvalidReply(f"{cat}: bad test image path {p!r} for defect {d!r}")
-        if len(set(paths)) != n:
-            raise InvalidReply(f"{cat}: a test image is listed twice")
-        out.categories[cat] = CategoryScores(lo, hi, scores, list(defects), list(paths))
+        out.categories[cat] = _test_scores(arrays, info, cat)
     return out

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
@@ -24,6 +26,7 @@ from fedpatch_app.federated.wire import (
     check_fingerprint,
     reply_categories,
     reply_info,
+    typed,
 )
 
 
@@ -52,18 +55,48 @@ def read_scalings(record: ConfigRecord, known: Sequence[str]) -> dict[str, tuple
     return out
 
 
+#: Record of one category's calibration histograms (`calibration.<cat>`).
+CALIBRATION_PREFIX = "calibration."
+
+
+@dataclass
+class StatsReply:
+    """A client's phase-B reply: per category its AUC-sPRO statistics arrays and its
+    calibration histograms, and its own local metrics."""
+
+    stats: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    calibration: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    local: dict[str, float] = field(default_factory=dict)
+
+
+def _records(prefix: str, arrays: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, ArrayRecord]:
+    return {
+        f"{prefix}{cat}": ArrayRecord({k: array_of(np.asarray(v)) for k, v in values.items()})
+        for cat, values in arrays.items()
+    }
+
+
 def encode_stats_reply(
     stats: Mapping[str, Mapping[str, np.ndarray]],
     local_metrics: Mapping[str, float],
     *,
     fingerprint: str,
+    calibration: Mapping[str, Mapping[str, np.ndarray]] | None = None,
 ) -> RecordDict:
+    calibration = calibration or {}
     content = RecordDict()
-    for cat, arrays in stats.items():
-        content[f"{STATS_PREFIX}{cat}"] = ArrayRecord(
-            {k: array_of(np.asarray(v)) for k, v in arrays.items()}
-        )
-    content[INFO] = ConfigRecord({"fingerprint": fingerprint, "categories": ",".join(stats)})
+    for key, record in {
+        **_records(STATS_PREFIX, stats),
+        **_records(CALIBRATION_PREFIX, calibration),
+    }.items():
+        content[key] = record
+    content[INFO] = ConfigRecord(
+        {
+            "fingerprint": fingerprint,
+            "categories": ",".join(stats),
+            "calibration": ",".join(calibration),
+        }
+    )
     content[LOCAL_METRICS] = MetricRecord({k: float(v) for k, v in local_metrics.items()})
     return content
 
@@ -72,46 +105,62 @@ def encode_stats_reply(
 _STATS_DTYPE_KINDS = "biufU"
 
 
+def _array(arr: Any, what: str, max_elements: int) -> np.ndarray:
+    if not isinstance(arr, Array) or arr.stype != "numpy.ndarray":
+        raise InvalidReply(f"{what}: not a numpy array")
+    if not arr.dtype or np.dtype(arr.dtype).kind not in _STATS_DTYPE_KINDS:
+        raise InvalidReply(f"{what}: dtype {arr.dtype} not allowed")
+    if math.prod(arr.shape) > max_elements:
+        raise InvalidReply(f"{what}: too large ({tuple(arr.shape)})")
+    try:
+        values = arr.numpy()
+    except Exception as exc:  # noqa: BLE001 - any decoding failure is a bad payload
+        raise InvalidReply(f"{what}: cannot decode ({exc})") from None
+    if values.dtype.kind not in _STATS_DTYPE_KINDS:
+        raise InvalidReply(f"{what}: dtype {values.dtype} not allowed")
+    if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+        raise InvalidReply(f"{what}: holds NaN or infinite values")
+    return values
+
+
+def _arrays(content: RecordDict, key: str, what: str, max_elements: int) -> dict[str, np.ndarray]:
+    record = content.array_records.get(key)
+    if record is None:
+        raise InvalidReply(f"{what}: listed but not sent")
+    return {k: _array(record[k], f"{what} '{k}'", max_elements) for k in record.keys()}
+
+
+def _listed(info: ConfigRecord, key: str, categories: Sequence[str]) -> list[str]:
+    try:
+        text = typed(info, key, str)
+    except (KeyError, TypeError) as exc:
+        raise InvalidReply(f"reply info: {exc}") from None
+    cats = [c for c in text.split(",") if c]
+    if any(c not in categories for c in cats) or len(set(cats)) != len(cats):
+        raise InvalidReply(f"'{key}' lists unknown or repeated categories: {text!r}")
+    return cats
+
+
 def decode_stats_reply(
     content: RecordDict,
     *,
     fingerprint: str,
     categories: Sequence[str],
     max_elements: int = 50_000_000,
-) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, float]]:
-    """The raw statistics arrays per category (checked further by SproStatistics.from_arrays)
-    and the client's local metrics."""
+) -> StatsReply:
+    """The raw statistics and calibration arrays per category (checked further by
+    SproStatistics.from_arrays and CalibrationStats.from_arrays) and the local metrics."""
     info = reply_info(content)
     check_fingerprint(info, fingerprint)
-    cats = reply_categories(info, categories)
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for cat in cats:
-        record = content.array_records.get(f"{STATS_PREFIX}{cat}")
-        if record is None:
-            raise InvalidReply(f"{cat}: listed but no statistics sent")
-        arrays: dict[str, np.ndarray] = {}
-        for key in record.keys():
-            arr = record[key]
-            if not isinstance(arr, Array) or arr.stype != "numpy.ndarray":
-                raise InvalidReply(f"{cat} statistics '{key}': not a numpy array")
-            if not arr.dtype or np.dtype(arr.dtype).kind not in _STATS_DTYPE_KINDS:
-                raise InvalidReply(f"{cat} statistics '{key}': dtype {arr.dtype} not allowed")
-            if math.prod(arr.shape) > max_elements:
-                raise InvalidReply(f"{cat} statistics '{key}': too large ({tuple(arr.shape)})")
-            try:
-                values = arr.numpy()
-            except Exception as exc:  # noqa: BLE001
-                raise InvalidReply(f"{cat} statistics '{key}': cannot decode ({exc})") from None
-            if values.dtype.kind not in _STATS_DTYPE_KINDS:
-                raise InvalidReply(f"{cat} statistics '{key}': dtype {values.dtype} not allowed")
-            if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
-                raise InvalidReply(f"{cat} statistics '{key}': holds NaN or infinite values")
-            arrays[key] = values
-        out[cat] = arrays
-    metrics: dict[str, float] = {}
+    out = StatsReply()
+    for cat in reply_categories(info, categories):
+        out.stats[cat] = _arrays(content, f"{STATS_PREFIX}{cat}", f"{cat} statistics", max_elements)
+    for cat in _listed(info, "calibration", categories):
+        key = f"{CALIBRATION_PREFIX}{cat}"
+        out.calibration[cat] = _arrays(content, key, f"{cat} calibration", max_elements)
     record = content.metric_records.get(LOCAL_METRICS)
     if record is not None:
         for key, value in record.items():
             if isinstance(value, int | float) and math.isfinite(float(value)):
-                metrics[key] = float(value)
-    return out, metrics
+                out.local[key] = float(value)
+    return out

@@ -5,7 +5,7 @@ or the built-in synthetic data, generated once and deterministically into a cach
 folder under `out-dir` (`ensure_synthetic`: a file lock and a completion marker make
 it safe when several processes ask at the same time, as simulated clients may).
 
-A client's share (`client_share`) comes either from the run's partition scheme and its
+A node's data (`node_data`) comes either from the run's partition scheme and its
 `partition-id`/`num-partitions` (simulation, or deployments that split one copy of the
 data), or from an explicit `data-root` (+ optional `categories`) in its node config: then
 it holds every train and test image of those categories.
@@ -101,6 +101,9 @@ class DatasetChoice:
     data_root: Path
     categories: tuple[str, ...]
     warnings: list[str] = field(default_factory=list)
+    #: The generator's facts when the data are synthetic (built in, or written by
+    #: `fedpatch synth` into a folder read as AutoVI), else None.
+    synthetic: dict[str, Any] | None = None
 
 
 def resolve_dataset(settings: Any) -> DatasetChoice:
@@ -108,9 +111,12 @@ def resolve_dataset(settings: Any) -> DatasetChoice:
 
     "autovi": the data must be at data-root on the clients; if it is visible here too,
     its categories are checked. "synthetic": generated under out-dir. "auto": AutoVI if
-    data-root holds any AutoVI category, else synthetic with a warning.
+    data-root holds any AutoVI category; synthetic (with a warning) only while data-root
+    is left at its default: a data-root the user gave that holds no AutoVI is an error,
+    never a silent switch to synthetic data.
     """
     from fedpatch_app.data.autovi import CATEGORIES, available_categories
+    from fedpatch_app.settings import RunSettings
 
     requested = tuple(settings.categories or CATEGORIES)
     root = Path(settings.data_root)
@@ -136,7 +142,8 @@ def resolve_dataset(settings: Any) -> DatasetChoice:
                 root,
             )
             cats = requested
-        return DatasetChoice("autovi", root.resolve() if root.exists() else root, cats)
+        resolved = root.resolve() if root.exists() else root
+        return DatasetChoice("autovi", resolved, cats, synthetic=synthetic_facts(root))
     warnings: list[str] = []
     if settings.dataset == "auto":
         if found:
@@ -145,7 +152,14 @@ def resolve_dataset(settings: Any) -> DatasetChoice:
                 raise ConfigError(
                     f"run config 'categories': none of {', '.join(requested)} is under data-root {root}"
                 )
-            return DatasetChoice("autovi", root.resolve(), cats)
+            return DatasetChoice("autovi", root.resolve(), cats, synthetic=synthetic_facts(root))
+        if root != RunSettings.model_fields["data_root"].default:
+            raise ConfigError(
+                f"run config 'data-root': {root} holds no AutoVI category (expected "
+                f"{root}/<category>/train/good/*.png, e.g. {root}/pipe_clip/train/good): fix "
+                "the path, or leave data-root at its default to run on the built-in synthetic "
+                "data"
+            )
         message = (
             f"AutoVI was not found at data-root {root}: this run uses the built-in SYNTHETIC "
             f"data ({settings.synthetic_scale}, seed {settings.seed}); its metrics say "
@@ -155,22 +169,57 @@ def resolve_dataset(settings: Any) -> DatasetChoice:
         warnings.append(message)
     syn = synthetic_root(Path(settings.out_dir), settings.synthetic_scale, settings.seed)
     ensure_synthetic(syn, settings.synthetic_scale, settings.seed, requested)
-    return DatasetChoice("synthetic", syn.resolve(), requested, warnings)
+    return DatasetChoice("synthetic", syn.resolve(), requested, warnings, synthetic_facts(syn))
+
+
+def synthetic_facts(root: Path) -> dict[str, Any] | None:
+    """The generator's facts (kind, scale, seed) when `root` holds synthetic data."""
+    marker = Path(root) / SYNTHETIC_MARKER
+    try:
+        info = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return {"kind": info.get("kind", "drawn"), "scale": info.get("scale"), "seed": info.get("seed")}
 
 
 @dataclass
-class ClientShare:
-    """The images one client holds: per category, train and test paths relative to the
-    category folder, and the category folders."""
+class NodeData:
+    """The images one node holds: per category, paths relative to the category folder of
+    its training images for the bank (`fit`), its held-out good training images that
+    calibrate the thresholds (`calibration`), and its test images."""
 
     partition_id: int
     data_root: Path
-    train: dict[str, list[str]]
+    fit: dict[str, list[str]]
+    calibration: dict[str, list[str]]
     test: dict[str, list[str]]
 
-    @property
-    def categories(self) -> list[str]:
-        return sorted(set(self.train) | set(self.test))
+    @classmethod
+    def of(
+        cls,
+        partition_id: int,
+        root: Path,
+        train: dict[str, list[str]],
+        test: dict[str, list[str]],
+        settings: Any,
+    ) -> NodeData:
+        """Split the training images into fit and calibration (`data.calibration`: the
+        held-out images are chosen from each category's whole training list)."""
+        from fedpatch_app.data.autovi import load_category
+        from fedpatch_app.data.calibration import split_calibration
+
+        f, seed = settings.calibration_fraction, settings.seed
+        splits = {
+            cat: split_calibration(cat, rel, f, seed, load_category(root, cat).train_rel)
+            for cat, rel in train.items()
+        }
+        return cls(
+            partition_id,
+            root,
+            {c: s.fit for c, s in splits.items() if s.fit},
+            {c: s.calibration for c, s in splits.items() if s.calibration},
+            {c: list(v) for c, v in test.items() if v},
+        )
 
 
 def _node_value(node_config: Mapping[str, Any], key: str) -> Any:
@@ -178,7 +227,7 @@ def _node_value(node_config: Mapping[str, Any], key: str) -> Any:
     return value.strip() if isinstance(value, str) else value
 
 
-def client_share(plan: Any, node_config: Mapping[str, Any]) -> ClientShare:
+def node_data(plan: Any, node_config: Mapping[str, Any]) -> NodeData:
     """This client's images, from its node config and the run plan (see module doc)."""
     from fedpatch_app.data.autovi import CATEGORIES, available_categories, load_category
     from fedpatch_app.settings.schema import parse_categories
@@ -208,7 +257,8 @@ def client_share(plan: Any, node_config: Mapping[str, Any]) -> ClientShare:
             train[cat] = list(category.train_rel)
             test[cat] = list(category.test_rel)
         pid = node_config.get("partition-id", -1)
-        return ClientShare(int(pid) if isinstance(pid, int) else -1, root, train, test)
+        pid = int(pid) if isinstance(pid, int) else -1
+        return NodeData.of(pid, root, train, test, plan.settings)
 
     try:
         pid = int(node_config["partition-id"])
@@ -242,9 +292,5 @@ def client_share(plan: Any, node_config: Mapping[str, Any]) -> ClientShare:
         categories=cats,
     )
     share = partition.clients[pid]
-    return ClientShare(
-        pid,
-        root,
-        {c: list(v) for c, v in share.train.items() if v},
-        {c: list(v) for c, v in share.test.items() if v},
-    )
+    train = {c: list(v) for c, v in share.train.items() if v}
+    return NodeData.of(pid, root, train, share.test, plan.settings)

@@ -15,6 +15,7 @@ the server and the client use, so `messages.X` reads as the protocol's vocabular
 """
 
 from fedpatch_app.federated.codec_score import (
+    CalibrationRange,
     CategoryScores,
     ScoreReply,
     decode_banks,
@@ -24,6 +25,7 @@ from fedpatch_app.federated.codec_score import (
     query_clips,
 )
 from fedpatch_app.federated.codec_stats import (
+    StatsReply,
     decode_stats_reply,
     encode_stats_reply,
     read_scalings,
@@ -72,11 +74,13 @@ __all__ = [
     "QUERY_CLIP",
     "SCORES",
     "STATS_PREFIX",
+    "CalibrationRange",
     "CategoryScores",
     "InvalidReply",
     "LocalCoreset",
     "Plan",
     "ScoreReply",
+    "StatsReply",
     "TrainLimits",
     "TrainReply",
     "array_of",

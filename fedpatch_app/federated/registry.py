@@ -36,6 +36,7 @@ ERROR_NAMES = {
 
 #: How a ClientApp names itself in its error text (see client.named_errors).
 _CLAIMED_PARTITION = re.compile(r"\bpartition (-?\d+) \(node \d+\):")
+_CLIENT_PREFIX = re.compile(r"partition [-?\d]+ \(node \d+\): ")
 
 
 class FederationError(FedpatchError):
@@ -113,18 +114,27 @@ class ClientRegistry:
         log.warning("%s dropped in %s: %s", client.label, phase, reason)
 
     def require(self, phase: str) -> None:
-        """FederationError when fewer than min-clients clients remain."""
+        """FederationError when fewer than min-clients clients remain; the reasons of the
+        dropped clients are given once each, with the clients they apply to."""
         active = self.active()
         if len(active) >= self.min_clients:
             return
         reasons = "; ".join(
-            f"{d['phase']}: node {d['node_id']} (partition {d['partition_id']}): {d['reason']}"
-            for d in self.dropped()
+            f"{', '.join(labels)}: {reason}" for reason, labels in self.drop_reasons().items()
         )
         raise FederationError(
             f"{phase}: only {len(active)} client(s) remain, min-clients is "
-            f"{self.min_clients}" + (f" (dropped: {reasons})" if reasons else "")
+            f"{self.min_clients}" + (f". Dropped: {reasons}" if reasons else "")
         )
+
+    def drop_reasons(self) -> dict[str, list[str]]:
+        """Each distinct reason (without the client's own name in it) and who it hit."""
+        grouped: dict[str, list[str]] = {}
+        for c in self.clients.values():
+            if c.status == "dropped":
+                reason = _CLIENT_PREFIX.sub("", f"{c.dropped_in}: {c.reason}")
+                grouped.setdefault(reason, []).append(c.label)
+        return grouped
 
     def send(self, phase: str, messages: list[Message]) -> list[Message]:
         """Remember what was sent (message ids are set when the grid pushes them)."""

@@ -1,9 +1,10 @@
 """Launch a real `flwr run` simulation (local SuperLink + Ray SuperNodes) and wait for it.
 
-Used by `fedpatch experiment` (the federated runs go through Flower, not a shortcut) and
-by the end-to-end test. Each launch gets its own FLWR_HOME, runs with runtime dependency
-installation switched off (offline machines), checks the run's final status with
-`flwr list --format json`, and stops the detached local SuperLink that `flwr run` starts.
+Used by `fedpatch run` (the main job), `fedpatch experiment` and the end-to-end test.
+Each launch gets its own FLWR_HOME, runs with runtime dependency installation switched
+off (offline machines), checks the run's final status with `flwr list --format json`
+(`flwr run` exits 0 even when the run failed), and stops the detached local SuperLink
+that `flwr run` starts, by PID and only when this launch started it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from fedpatch_app.errors import ConfigError, FedpatchError
 
@@ -72,28 +73,9 @@ def port_busy(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def superlink_pids(flwr_home: Path) -> list[int]:
-    """PIDs of local SuperLink processes started with this FLWR_HOME."""
-    pids = []
-    marker = str(flwr_home).encode()
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return pids
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if b"flower-superlink" in cmdline and (marker in cmdline or marker in environ):
-            pids.append(int(entry.name))
-    return pids
-
-
-def local_superlinks() -> list[int]:
-    """PIDs of every local SuperLink process of this user (for messages; never killed)."""
+def _superlinks(marker: bytes | None = None) -> list[int]:
+    """PIDs of local SuperLink processes (with `marker` in their command line or
+    environment when given)."""
     pids = []
     proc = Path("/proc")
     if not proc.is_dir():
@@ -103,22 +85,28 @@ def local_superlinks() -> list[int]:
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes() if marker else b""
         except OSError:
             continue
-        if b"flower-superlink" in cmdline:
+        if b"flower-superlink" in cmdline and (marker is None or marker in cmdline + environ):
             pids.append(int(entry.name))
     return sorted(pids)
 
 
+def superlink_pids(flwr_home: Path) -> list[int]:
+    """PIDs of local SuperLink processes started with this FLWR_HOME."""
+    return _superlinks(str(flwr_home).encode())
+
+
 def busy_message() -> str:
     """Why a simulation cannot start now, and how to free the port safely."""
-    pids = local_superlinks()
+    pids = _superlinks()
     which = f" (PID {', '.join(map(str, pids))})" if pids else ""
     return (
         f"a local SuperLink{which} is already listening on 127.0.0.1:{SUPERLINK_PORTS[0]}: "
-        "one simulation runs at a time on a machine. If it is yours (an earlier "
-        "`flwr run` leaves it running), stop it by its PID (`kill PID`); or run without "
-        "a SuperLink (`fedpatch experiment --engine inprocess`)"
+        "one simulation runs at a time on a machine. If it is yours (a plain `flwr run` "
+        "leaves it running), stop it by its PID (`kill PID`); or run without a SuperLink "
+        "(`fedpatch experiment --engine inprocess`)"
     )
 
 
@@ -159,6 +147,68 @@ def stop_processes(pids: list[int], grace: float = 20.0) -> None:
                 pass
 
 
+def flwr_env(flwr_home: Path) -> dict[str, str]:
+    bin_dir = Path(sys.executable).parent
+    return {
+        **os.environ,
+        "FLWR_HOME": str(flwr_home),
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "RAY_DEDUP_LOGS": "0",
+    }
+
+
+def flwr_command(
+    app_dir: Path, run_config: Mapping[str, Any], num_supernodes: int, cpus: float, gpus: float
+) -> list[str]:
+    federation = f"num-supernodes={int(num_supernodes)} client-resources-num-cpus={cpus:g}"
+    if gpus:
+        federation += f" client-resources-num-gpus={gpus:g}"
+    cmd = [str(Path(sys.executable).parent / "flwr"), "run", str(app_dir), "--stream"]
+    cmd += ["--federation-config", federation]
+    if run_config:
+        cmd += ["--run-config", run_config_arg(run_config)]
+    return cmd
+
+
+def _stream(
+    cmd: list[str], app_dir: Path, env: dict, timeout: float, echo: TextIO | None
+) -> tuple[int, str]:
+    """Run `cmd`, echoing its output line by line when `echo` is given."""
+    proc = subprocess.Popen(
+        cmd, cwd=app_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if echo is not None:
+            echo.write(line)
+            echo.flush()
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise SimulationError(f"flwr run did not finish within {timeout:.0f} s")
+    return proc.wait(), "".join(lines)
+
+
+def final_status(app_dir: Path, env: dict) -> tuple[Any, str]:
+    """(run id, status) of the last run the local SuperLink knows."""
+    flwr = str(Path(sys.executable).parent / "flwr")
+    listed = subprocess.run(
+        [flwr, "list", "--format", "json"], cwd=app_dir, env=env, capture_output=True,
+        text=True, timeout=120, check=False,
+    )  # fmt: skip
+    try:
+        runs = json.loads(listed.stdout)["runs"]
+    except (ValueError, KeyError, TypeError):
+        return None, "unknown"
+    if not runs:
+        return None, "unknown"
+    last = runs[-1]
+    return last.get("run-id", last.get("run_id")), str(last.get("status", "unknown"))
+
+
 def run_simulation(
     run_config: Mapping[str, Any],
     *,
@@ -170,71 +220,35 @@ def run_simulation(
     timeout: float = 3600,
     log_file: Path | None = None,
     port_wait: float = 0.0,
+    echo: TextIO | None = None,
 ) -> SimulationRun:
     """`flwr run APP --stream` with `num_supernodes` simulated SuperNodes; waits for the end.
 
-    Raises `SimulationError` when the run does not finish as `finished:completed` (the
-    exit code of `flwr run` alone does not tell). One simulation runs at a time on a
-    machine (the local SuperLink's ports are fixed): `port_wait` seconds are spent waiting
-    for another one to end before giving up.
+    Raises `SimulationError` when the run does not finish as `finished:completed`. One
+    simulation runs at a time on a machine (the local SuperLink's ports are fixed):
+    `port_wait` seconds are spent waiting for another one to end before giving up. The
+    output goes to `echo` as it comes (e.g. sys.stdout) and to `log_file`.
     """
     app_dir = Path(app_dir) if app_dir is not None else project_root()
     flwr_home = Path(flwr_home).resolve()
     flwr_home.mkdir(parents=True, exist_ok=True)
     wait_for_free_ports(port_wait)
-    bin_dir = Path(sys.executable).parent
-    flwr = bin_dir / "flwr"
-    env = {
-        **os.environ,
-        "FLWR_HOME": str(flwr_home),
-        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "RAY_DEDUP_LOGS": "0",
-    }
-    federation = f"num-supernodes={int(num_supernodes)} client-resources-num-cpus={cpus_per_client}"
-    if gpus_per_client:
-        federation += f" client-resources-num-gpus={gpus_per_client}"
-    cmd = [str(flwr), "run", str(app_dir), "--stream", "--federation-config", federation]
-    if run_config:
-        cmd += ["--run-config", run_config_arg(run_config)]
+    env = flwr_env(flwr_home)
+    cmd = flwr_command(app_dir, run_config, num_supernodes, cpus_per_client, gpus_per_client)
     log.info("flwr run with %d SuperNodes: %s", num_supernodes, run_config_arg(run_config))
     start = time.perf_counter()
     try:
-        proc = subprocess.run(
-            cmd, cwd=app_dir, env=env, capture_output=True, text=True, timeout=timeout, check=False
-        )
-        output = proc.stdout + proc.stderr
-        listed = subprocess.run(
-            [str(flwr), "list", "--format", "json"],
-            cwd=app_dir,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise SimulationError(f"flwr run did not finish within {timeout:.0f} s") from exc
+        code, output = _stream(cmd, app_dir, env, timeout, echo)
+        run_id, status = final_status(app_dir, env)
     finally:
         stop_processes(superlink_pids(flwr_home))
-    seconds = time.perf_counter() - start
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         log_file.write_text(output, encoding="utf-8")
-    try:
-        runs = json.loads(listed.stdout)["runs"]
-    except (ValueError, KeyError, TypeError):
-        runs = []
-    if not runs:
+    if code != 0 or status != "finished:completed":
         raise SimulationError(
-            f"flwr run (exit {proc.returncode}) left no run to check; last output:\n{output[-3000:]}"
+            f"flwr run {run_id} ended as {status!r} (exit {code}); last output:\n{output[-3000:]}"
         )
-    last = runs[-1]
-    status = str(last.get("status", "unknown"))
-    run_id = last.get("run-id", last.get("run_id"))
-    if proc.returncode != 0 or status != "finished:completed":
-        raise SimulationError(
-            f"flwr run {run_id} ended as {status!r} (exit {proc.returncode}); last output:\n"
-            f"{output[-3000:]}"
-        )
-    return SimulationRun(run_id=run_id, status=status, log=output, seconds=seconds)
+    return SimulationRun(
+        run_id=run_id, status=status, log=output, seconds=time.perf_counter() - start
+    )

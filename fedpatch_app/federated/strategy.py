@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp.grid import Grid
@@ -33,11 +33,20 @@ from flwr.serverapp.strategy import Result, Strategy
 
 from fedpatch_app.evaluation.export import MapScaling
 from fedpatch_app.evaluation.pooling import CategoryOutcome, ScoredImages, pool_category
+from fedpatch_app.evaluation.thresholds import category_thresholds
 from fedpatch_app.federated import messages as M
-from fedpatch_app.federated.accept import accept_scores, accept_stats, accept_train
+from fedpatch_app.federated.accept import (
+    NodeStatistics,
+    accept_scores,
+    accept_stats,
+    accept_train,
+)
 from fedpatch_app.federated.registry import ClientRegistry, FederationError
 from fedpatch_app.model.merge import MergedBank, merge_category, order_by_content
 from fedpatch_app.model.patchcore import Bank
+
+if TYPE_CHECKING:
+    from fedpatch_app.inspection.model_folder import Model
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +65,7 @@ class PatchCoreStrategy(Strategy):
         *,
         merge_device: Any = "cpu",
         on_banks: Callable[[dict[str, Bank]], None] | None = None,
+        parent: Model | None = None,
     ) -> None:
         from fedpatch_app.data.autovi import CATEGORIES
 
@@ -63,6 +73,7 @@ class PatchCoreStrategy(Strategy):
         self.settings = plan.settings
         self.merge_device = merge_device
         self.on_banks = on_banks
+        self.parent = parent
         cats = tuple(plan.categories or CATEGORIES)
         self.known_categories = tuple(c for c in CATEGORIES if c in cats)
         self.limits = M.TrainLimits.of(plan, self.known_categories)
@@ -172,17 +183,38 @@ class PatchCoreStrategy(Strategy):
         )
         merged: dict[str, MergedBank] = {}
         for cat, holders in held.items():
-            parts = [p for _, p in holders]
+            parent = self._parent_bank(cat)
             merged[cat] = merge_category(
-                cat, parts, budget[cat], self.plan.spec,
-                device=self.merge_device, private=self.settings.dp.enabled,
+                cat, [p for _, p in holders], budget[cat], self.plan.spec,
+                device=self.merge_device, private=self.settings.dp.enabled, parent=parent,
             )  # fmt: skip
-            merged[cat].info["clients"] = [
-                self.registry.clients[n].partition_id for n, _ in holders
-            ]
+            info = merged[cat].info
+            info["clients"] = [self.registry.clients[n].partition_id for n, _ in holders]
+            if parent is not None:
+                info["train_images"] += self.parent.categories[cat].train_images
             if self.settings.bank_budget != "volume":
-                merged[cat].info["budget"] = self.settings.bank_budget
-        return merged
+                info["budget"] = self.settings.bank_budget
+        return {**self._inherited(set(held)), **merged}
+
+    def _parent_bank(self, cat: str) -> Bank | None:
+        if self.parent is None or cat not in self.parent.categories:
+            return None
+        return self.parent.categories[cat].bank
+
+    def _inherited(self, merged: set[str]) -> dict[str, MergedBank]:
+        """The parent model's banks of categories no new client holds, unchanged."""
+        if self.parent is None:
+            return {}
+        out = {}
+        for cat, entry in self.parent.categories.items():
+            if cat in merged or cat not in self.known_categories:
+                continue
+            bank = entry.bank
+            out[cat] = MergedBank(bank, {
+                "size": bank.size, "covering_radius": bank.radius, "total_patches": bank.n_patches,
+                "train_images": entry.train_images, "inherited": True, "clients": [],
+            })  # fmt: skip
+        return out
 
     # ------------------------------------------------------------------ evaluate: phase A
 
@@ -212,7 +244,8 @@ class PatchCoreStrategy(Strategy):
         )
         ranges: dict[str, tuple[float, float]] = {}
         for decoded in self._scores.values():
-            for cat, item in decoded.categories.items():
+            items = [*decoded.categories.items(), *decoded.calibration.items()]
+            for cat, item in items:
                 lo, hi = ranges.get(cat, (item.map_min, item.map_max))
                 ranges[cat] = (min(lo, item.map_min), max(hi, item.map_max))
         self.scalings = {cat: MapScaling(lo, hi) for cat, (lo, hi) in ranges.items()}
@@ -233,7 +266,7 @@ class PatchCoreStrategy(Strategy):
         )
         t0 = time.perf_counter()
         for cat in self.banks:
-            holders = [n for n in sorted(stats) if cat in stats[n]]
+            holders = [n for n in sorted(stats) if cat in stats[n].stats]
             if not holders:
                 log.warning("%s: no client evaluated this category", cat)
                 continue
@@ -249,6 +282,19 @@ class PatchCoreStrategy(Strategy):
                     metrics[f"{cat}.{key}"] = float(value)
         return metrics
 
+    def _thresholds(self, cat: str, stats: dict[int, NodeStatistics]) -> dict[str, Any] | None:
+        """Thresholds from every client's calibration histograms of this category, or the
+        parent model's where no calibration image of it was scored in this run."""
+        parts = [s.calibration[cat] for _, s in sorted(stats.items()) if cat in s.calibration]
+        s = self.settings
+        found = category_thresholds(
+            parts, self.scalings[cat], s.target_false_reject, s.target_pixel_fpr
+        )
+        if found is None and self._parent_bank(cat) is not None:
+            inherited = self.parent.categories[cat].thresholds
+            return None if inherited is None else {**inherited, "inherited": True}
+        return found
+
     def _pool(self, cat: str, holders: list[int], stats: dict) -> CategoryOutcome:
         images = []
         for n in holders:
@@ -258,10 +304,14 @@ class PatchCoreStrategy(Strategy):
         info = self.bank_info[cat]
         outcome = pool_category(
             cat,
-            [stats[n][cat] for n in holders],
+            [stats[n].stats[cat] for n in holders],
             images,
             self.scalings[cat],
             train_images=info["train_images"],
+            calibration_images=sum(
+                r.calibration[cat].count for r in self._scores.values() if cat in r.calibration
+            ),
+            thresholds=self._thresholds(cat, stats),
             bank_size=info["size"],
             covering_radius=info["covering_radius"],
             clients=[self.registry.clients[n].partition_id for n in holders],

@@ -104,8 +104,10 @@ def merge_category(
     *,
     device: Any = "cpu",
     private: bool = False,
+    parent: Bank | None = None,
 ) -> MergedBank:
-    """Greedy k-center over the union of `parts` (already in content order) to `k` rows."""
+    """Greedy k-center over the union of `parts` (already in content order) to `k` rows;
+    with a `parent` bank, its rows are kept and `k` new rows are added (a join)."""
     t0 = time.perf_counter()
     dp_info: dict[str, Any] | None = None
     if private:
@@ -113,8 +115,9 @@ def merge_category(
         union = [rows]
     else:
         union = [p.features for p in parts]
-    merged, radius = merge_coresets(union, k, spec, device=device)
-    total_patches = int(sum(p.n_patches for p in parts))
+    initial = None if parent is None else parent.features
+    merged, radius = merge_coresets(union, k, spec, device=device, initial=initial)
+    total_patches = int(sum(p.n_patches for p in parts)) + (parent.n_patches if parent else 0)
     bank = Bank(
         features=merged,
         spec=spec,
@@ -131,6 +134,7 @@ def merge_category(
         "total_patches": total_patches,
         "train_images": int(sum(p.n_images for p in parts)),
         "local_radius_max": float(max(p.radius for p in parts)),
+        "parent_rows": 0 if parent is None else parent.size,
         "merge_seconds": round(time.perf_counter() - t0, 3),
     }
     if dp_info is not None:

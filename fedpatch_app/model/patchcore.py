@@ -186,12 +186,14 @@ def merge_coresets(
     spec: FeatureSpec,
     *,
     device: str | torch.device | None = None,
+    initial: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float]:
     """Merge coresets (one per client) into one bank of at most `k` entries: greedy k-center
     over their union, with the same code as the local selection.
 
-    Merging is associative in practice: a later client's coreset can be merged into an
-    existing bank by passing the bank as one of the parts.
+    With `initial` (an existing bank), the selection starts from its rows, which stay: the
+    result is the existing bank followed by the `k` new rows that cover the union best.
+    This is how a new line joins a model later.
     """
     parts = [p for p in parts if p is not None and len(p)]
     if not parts:
@@ -200,7 +202,11 @@ def merge_coresets(
         _check_features(part, spec.embed_dim, f"coreset {i}")
     union = np.concatenate([np.asarray(p, dtype=np.float32) for p in parts], axis=0)
     k = min(int(k), union.shape[0])
-    return select_coreset(union, k, spec, device=device)
+    if initial is None:
+        return select_coreset(union, k, spec, device=device)
+    _check_features(initial, spec.embed_dim, "initial bank")
+    selected, radius = select_coreset(union, k, spec, device=device, initial=initial)
+    return np.concatenate([np.asarray(initial, dtype=np.float32), selected], axis=0), radius
 
 
 def _gaussian_kernel(sigma: float, device: torch.device) -> torch.Tensor:

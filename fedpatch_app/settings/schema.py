@@ -174,6 +174,25 @@ class RunSettings(BaseModel):
         "volume", description="how bank rows are shared across categories"
     )
     seed: Seed = Field(0, description="seed of everything random (projection, data, splits)")
+    # -- thresholds and the model in use
+    calibration_fraction: float = Field(
+        0.1,
+        ge=0,
+        le=0.9,
+        description="share of each category's good training images held out of the banks "
+        "to calibrate the thresholds (0 = no thresholds)",
+    )
+    target_false_reject: float = Field(
+        0.01, gt=0, le=0.5, description="share of good parts the image threshold may reject"
+    )
+    target_pixel_fpr: float = Field(
+        0.001, gt=0, le=0.5, description="share of good pixels the region threshold may flag"
+    )
+    init_model: Text = Field(
+        "",
+        description="model folder of an earlier run whose banks new clients join "
+        "('' = start from nothing)",
+    )
     # -- execution
     device: Device = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     batch_size: int = Field(8, ge=1, le=1024, description="images per backbone batch")

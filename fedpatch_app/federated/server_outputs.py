@@ -1,0 +1,169 @@
+"""What the ServerApp writes into the run folder, from what the strategy learned.
+
+`<out-dir>/<run-name>/`: results.json (shared schema + a "federated" block), curves.npz,
+scores/<category>.csv (raw score and normalized score per test image), model/ (the model
+folder: banks, thresholds, provenance), report.md and plots/, and status.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedpatch_app.evaluation.results import (
+    build_results,
+    data_facts,
+    features_facts,
+    write_curves,
+    write_results,
+    write_scores,
+)
+from fedpatch_app.federated.data import DatasetChoice
+from fedpatch_app.federated.strategy import PatchCoreStrategy
+from fedpatch_app.inspection.model_folder import Model, write_model
+from fedpatch_app.inspection.run_model import category_models, provenance
+from fedpatch_app.model.embedding import FeatureSpec
+from fedpatch_app.run_status import write_status
+from fedpatch_app.settings import RunSettings, to_names
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerRun:
+    """One federated run on the server: its folder, settings and what it has learned."""
+
+    run_dir: Path
+    name: str
+    settings: RunSettings
+    dataset: DatasetChoice
+    spec: FeatureSpec
+    parent: Model | None = None
+    warnings: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    finished: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+    def phase_done(self, phase: str, since: float) -> None:
+        self.seconds[phase] = round(time.perf_counter() - since, 3)
+        self.finished.append(phase)
+        write_status(self.run_dir, "running", finished_phases=self.finished)
+
+
+@dataclass
+class _Sample:
+    """Row of scores/<category>.csv."""
+
+    rel_path: str
+    defect: str
+
+
+def write_run_model(run: ServerRun, strategy: PatchCoreStrategy) -> Path:
+    """RUN/model/ from the strategy's banks, scalings and thresholds (so far)."""
+    thresholds = {cat: o.thresholds for cat, o in strategy.outcomes.items()}
+    scalings = dict(strategy.scalings)
+    if run.parent is not None:
+        for cat, entry in run.parent.categories.items():
+            scalings.setdefault(cat, entry.scaling)
+            thresholds.setdefault(cat, entry.thresholds)
+    train = {cat: info.get("train_images", 0) for cat, info in strategy.bank_info.items()}
+    clients = [
+        {"partition_id": c.partition_id, "train_images": c.train_images}
+        for c in strategy.registry.active()
+        if c.train_images
+    ]
+    facts = provenance(
+        run.name, "federated", run.settings,
+        clients=clients, privacy=strategy.privacy_facts(), parent=run.parent,
+    )  # fmt: skip
+    cats = category_models(strategy.banks, scalings, thresholds, train)
+    return write_model(run.run_dir / "model", run.spec, cats, facts)
+
+
+def _write_scores(run: ServerRun, strategy: PatchCoreStrategy) -> None:
+    for cat, outcome in strategy.outcomes.items():
+        samples = [_Sample(p, d) for p, d in zip(outcome.rel_paths, outcome.defects, strict=True)]
+        write_scores(
+            run.run_dir, cat, samples, outcome.raw_scores, threshold=outcome.image_threshold
+        )
+
+
+def _warnings(run: ServerRun, strategy: PatchCoreStrategy) -> list[str]:
+    out = list(run.warnings)
+    if run.dataset.synthetic and not any("SYNTHETIC" in w for w in out):
+        out.append("SYNTHETIC data: the metrics say nothing about AutoVI")
+    if run.spec.with_weights_id().weights == "none" and not any("RANDOM" in w for w in out):
+        out.append(
+            "RANDOM backbone weights (weights=none): the metrics say little about a pretrained PatchCore"
+        )
+    for dropped in strategy.dropped():
+        out.append(
+            f"client node {dropped['node_id']} (partition {dropped['partition_id']}) dropped in "
+            f"{dropped['phase']}: {dropped['reason']}"
+        )
+    missing = [c for c in run.dataset.categories if c not in strategy.outcomes]
+    if missing:
+        out.append(
+            f"categories without results (no client held or kept them): {', '.join(missing)}"
+        )
+    return out
+
+
+def _run_facts(run: ServerRun) -> dict[str, Any]:
+    import torch
+
+    synthetic = None
+    if run.dataset.dataset == "synthetic" or run.dataset.synthetic:
+        synthetic = run.dataset.synthetic
+    return {
+        "features": features_facts(run.spec),
+        "data": data_facts(
+            run.dataset.dataset, run.dataset.data_root, run.dataset.categories, synthetic
+        ),
+        "status": "completed",
+        "outputs": {"maps": "maps" if run.settings.write_maps else None, "model": "model"},
+        "threads": torch.get_num_threads(),
+    }
+
+
+def write_outputs(run: ServerRun, strategy: PatchCoreStrategy) -> dict[str, Any]:
+    """Every file of a completed run; returns the results dict."""
+    _write_scores(run, strategy)
+    write_curves(run.run_dir, {cat: o.curves for cat, o in strategy.outcomes.items()})
+    seconds = {**run.seconds, **{f"phase_{k}": v for k, v in strategy.registry.seconds.items()}}
+    seconds["total"] = round(time.perf_counter() - run.started, 3)
+    federated = strategy.federated_facts()
+    federated["bank_files"] = {cat: f"model/banks/{cat}.npz" for cat in strategy.banks}
+    config = to_names(run.settings)
+    results = build_results(
+        "federated",
+        run.name,
+        config=config,
+        weights=run.spec.with_weights_id().weights,
+        seconds=seconds,
+        categories={cat: o.block for cat, o in strategy.outcomes.items()},
+        run_facts=_run_facts(run),
+        warnings=_warnings(run, strategy),
+        dataset=run.dataset.dataset,
+        federated=federated,
+        privacy=strategy.privacy_facts(),
+    )
+    write_results(run.run_dir, results)
+    write_run_model(run, strategy)
+    _report(run, results)
+    write_status(run.run_dir, "completed", finished_phases=[*run.finished, "write"])
+    return results
+
+
+def _report(run: ServerRun, results: dict[str, Any]) -> None:
+    try:
+        from fedpatch_app.evaluation.report import write_report
+
+        write_report([run.run_dir], run.run_dir)
+    except Exception as exc:  # noqa: BLE001 - the metrics are written; a plot failure must not lose them
+        log.error("could not write the report of %s: %s", run.run_dir, exc)
+        results["warnings"].append(f"report not written: {exc}")
+        write_results(run.run_dir, results)

@@ -1,0 +1,224 @@
+"""The model folder: what every run leaves for use on the line (`RUN/model/`).
+
+```
+model/
+  model.json          format, feature spec + fingerprint, per category: bank file + SHA-256,
+                      size, training counts, map scaling, thresholds (and how they were set);
+                      provenance (run, date, kind, partition, clients, privacy, versions,
+                      parent model)
+  banks/<cat>.npz     the memory bank (numpy, no pickle; `Bank.save`)
+```
+
+`load_model` checks the format version, recomputes the feature-spec fingerprint, the
+SHA-256 of every bank file and each bank's own fingerprint, and refuses with a
+`ModelError` naming the file at fault: a changed byte in a bank file is refused. Nothing
+in model.json is a path of the machine that made it (the weights are named by their
+identifier, the banks by their place in the folder).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fedpatch_app.errors import ModelError
+from fedpatch_app.evaluation.export import MapScaling
+from fedpatch_app.model.embedding import FeatureSpec
+from fedpatch_app.model.patchcore import Bank
+
+log = logging.getLogger(__name__)
+
+FORMAT = "fedpatch-model/1"
+MODEL_FILE = "model.json"
+SCORE_SCALE = (
+    "score: raw nearest-neighbour distance of the worst patch (the map maximum); "
+    "normalized_score = score / image threshold, so 1.0 is the decision boundary and a "
+    "part is NOK above it"
+)
+
+
+@dataclass
+class CategoryModel:
+    """One category of a model: its bank and how its scores are read."""
+
+    bank: Bank
+    native_size: tuple[int, int]
+    scaling: MapScaling
+    thresholds: dict[str, Any] | None = None
+    train_images: int = 0
+
+    @property
+    def image_threshold(self) -> float | None:
+        return None if not self.thresholds else float(self.thresholds["image"]["raw"])
+
+    @property
+    def pixel_threshold(self) -> float | None:
+        return None if not self.thresholds else float(self.thresholds["pixel"]["raw"])
+
+
+@dataclass
+class Model:
+    """A loaded, verified model folder."""
+
+    path: Path
+    spec: FeatureSpec
+    categories: dict[str, CategoryModel]
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.spec.fingerprint()
+
+    def category(self, name: str) -> CategoryModel:
+        if name not in self.categories:
+            raise ModelError(
+                f"the model in {self.path} has no category {name!r} "
+                f"(it has {', '.join(sorted(self.categories)) or 'none'})"
+            )
+        return self.categories[name]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    """The versions a model was made with (fedpatch, Flower, torch)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("fedpatch", "flwr", "torch"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "unknown"
+    return out
+
+
+def _category_entry(cat: str, model: CategoryModel, sha: str) -> dict[str, Any]:
+    bank = model.bank
+    return {
+        "bank": {
+            "file": f"banks/{cat}.npz",
+            "sha256": sha,
+            "rows": bank.size,
+            "dim": int(bank.features.shape[1]),
+            "covering_radius": bank.radius,
+            "query_clip": bank.query_clip,
+        },
+        "train_images": int(model.train_images),
+        "train_patches": int(bank.n_patches),
+        "native_size": list(model.native_size),
+        "map_scaling": model.scaling.to_dict(),
+        "thresholds": model.thresholds,
+        "score_scale": SCORE_SCALE,
+    }
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, allow_nan=False)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+def write_model(
+    folder: str | Path,
+    spec: FeatureSpec,
+    categories: dict[str, CategoryModel],
+    provenance: dict[str, Any],
+) -> Path:
+    """Write (or rewrite) a model folder; returns the path of its model.json."""
+    folder = Path(folder)
+    (folder / "banks").mkdir(parents=True, exist_ok=True)
+    entries = {}
+    for cat, model in sorted(categories.items()):
+        path = model.bank.save(folder / "banks" / f"{cat}.npz")
+        entries[cat] = _category_entry(cat, model, sha256_of(path))
+    manifest = {
+        "format": FORMAT,
+        "feature_spec": spec.with_weights_id().to_dict(),
+        "fingerprint": spec.fingerprint(),
+        "categories": entries,
+        "provenance": {
+            "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            **provenance,
+            "versions": versions(),
+        },
+    }
+    _write_json(folder / MODEL_FILE, manifest)
+    log.info("model folder written: %s", folder)
+    return folder / MODEL_FILE
+
+
+def _manifest(folder: Path) -> dict[str, Any]:
+    path = folder / MODEL_FILE
+    if not path.is_file():
+        raise ModelError(f"{path} not found: {folder} is not a fedpatch model folder")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path} is not readable JSON: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        got = manifest.get("format") if isinstance(manifest, dict) else None
+        raise ModelError(f"{path}: unknown model format {got!r} (this fedpatch reads {FORMAT})")
+    return manifest
+
+
+def _spec(manifest: dict[str, Any], path: Path) -> FeatureSpec:
+    try:
+        spec = FeatureSpec.from_dict(manifest["feature_spec"])
+    except (KeyError, TypeError, ValueError, ModelError) as exc:
+        raise ModelError(f"{path}: bad feature spec: {exc}") from None
+    if spec.fingerprint() != manifest.get("fingerprint"):
+        raise ModelError(f"{path}: the feature spec does not match the recorded fingerprint")
+    return spec
+
+
+def _load_category(
+    folder: Path, cat: str, entry: dict[str, Any], spec: FeatureSpec
+) -> CategoryModel:
+    try:
+        bank_file = folder / entry["bank"]["file"]
+        expected = entry["bank"]["sha256"]
+        scaling = MapScaling.from_dict(entry["map_scaling"])
+        native = tuple(int(v) for v in entry["native_size"])
+    except (KeyError, TypeError, ValueError, ModelError) as exc:
+        raise ModelError(f"{folder / MODEL_FILE}: entry of {cat} is incomplete: {exc}") from None
+    if bank_file.resolve().parent != (folder / "banks").resolve():
+        raise ModelError(f"{folder / MODEL_FILE}: bank of {cat} lies outside the model folder")
+    if not bank_file.is_file():
+        raise ModelError(f"bank file {bank_file} is missing")
+    if sha256_of(bank_file) != expected:
+        raise ModelError(
+            f"bank file {bank_file} has changed since the model was written (SHA-256 differs "
+            "from model.json): refusing to use it"
+        )
+    bank = Bank.load(bank_file, expected_spec=spec)
+    return CategoryModel(
+        bank, (native[0], native[1]), scaling, entry.get("thresholds"), entry.get("train_images", 0)
+    )
+
+
+def load_model(folder: str | Path) -> Model:
+    """A model folder, verified (see the module doc)."""
+    folder = Path(folder)
+    manifest = _manifest(folder)
+    spec = _spec(manifest, folder / MODEL_FILE)
+    entries = manifest.get("categories")
+    if not isinstance(entries, dict) or not entries:
+        raise ModelError(f"{folder / MODEL_FILE}: no categories")
+    cats = {cat: _load_category(folder, cat, entry, spec) for cat, entry in entries.items()}
+    return Model(folder, spec, cats, manifest)

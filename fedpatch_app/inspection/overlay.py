@@ -1,0 +1,60 @@
+"""Heatmap overlays: the part with its anomaly map on top, on one colour scale per category.
+
+Colours follow the category's map scaling (the same for every image), never a per-image
+min-max, so a calm image looks calm; the regions above the pixel threshold are outlined.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from fedpatch_app.evaluation.export import MapScaling
+from fedpatch_app.inspection.predictor import Region
+
+#: Opacity of the heatmap over the image.
+ALPHA = 0.45
+OUTLINE = (255, 255, 255)
+
+
+def _colours(levels: np.ndarray) -> np.ndarray:
+    """(H, W) values in [0, 1] -> (H, W, 3) uint8 colours (matplotlib's 'jet')."""
+    from matplotlib import colormaps
+
+    return (colormaps["jet"](levels)[..., :3] * 255).astype(np.uint8)
+
+
+def overlay_image(
+    image_path: str | Path,
+    anomaly_map: np.ndarray,
+    scaling: MapScaling,
+    regions: Sequence[Region] = (),
+) -> Image.Image:
+    """The image with its heatmap blended on top and the regions outlined."""
+    with Image.open(image_path) as img:
+        base = img.convert("RGB")
+    if base.size != (anomaly_map.shape[1], anomaly_map.shape[0]):
+        base = base.resize((anomaly_map.shape[1], anomaly_map.shape[0]), Image.Resampling.BILINEAR)
+    span = scaling.high - scaling.low
+    unit = (
+        np.clip((anomaly_map - scaling.low) / span, 0.0, 1.0)
+        if span > 0
+        else np.zeros_like(anomaly_map)
+    )
+    heat = Image.fromarray(_colours(unit))
+    out = Image.blend(base, heat, ALPHA)
+    draw = ImageDraw.Draw(out)
+    for region in regions:
+        x0, y0, x1, y1 = region.bbox
+        draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=OUTLINE, width=2)
+    return out
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,156 @@
+"""`fedpatch predict`: verdicts for new images of one category with a model folder.
+
+Writes to `--out`:
+
+- `predictions.csv`: path, category, score, normalized_score, verdict, region_count;
+- `predictions.jsonl`: the same per image, with the regions (area, bounding box, peak);
+- `overlays/<name>.png`: the image with its heatmap and regions;
+- `maps/<name>.png` (`--write-maps`): the anomaly map as a 16-bit PNG at the image's size,
+  on the category's map scaling (the same levels the study's exported maps use).
+
+Every image is checked before any work, and the outputs are written into a staging
+folder that becomes the output only when everything succeeded: a failure leaves nothing
+half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image
+
+from fedpatch_app.errors import DataError
+from fedpatch_app.inspection.model_folder import CategoryModel, load_model
+from fedpatch_app.inspection.overlay import overlay_image
+from fedpatch_app.inspection.predictor import PartResult, Predictor, image_size
+from fedpatch_app.outputs import prepare_output
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+CSV_FIELDS = ("path", "category", "score", "normalized_score", "verdict", "region_count")
+STAGE = ".incomplete"
+
+
+def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
+    """The image files named, and the images under the folders named (sorted)."""
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found += sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise DataError(f"{path}: no such image or folder")
+    if not found:
+        raise DataError(f"no images found in {', '.join(map(str, inputs))}")
+    return found
+
+
+def output_names(paths: Sequence[Path]) -> list[str]:
+    """One file name per image, `<folder>-<stem>` (AutoVI repeats stems across defect
+    folders), made unique with a counter where they still repeat."""
+    names: list[str] = []
+    seen: dict[str, int] = {}
+    for path in paths:
+        stem = f"{path.parent.name}-{path.stem}" if path.parent.name else path.stem
+        seen[stem] = seen.get(stem, 0) + 1
+        names.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    return names
+
+
+def _csv(results: Sequence[PartResult]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    for r in results:
+        normalized = "" if r.normalized_score is None else repr(r.normalized_score)
+        writer.writerow([r.path, r.category, repr(r.score), normalized, r.verdict, len(r.regions)])
+    return buffer.getvalue()
+
+
+def write_outputs(
+    stage: Path, results: Sequence[PartResult], category: CategoryModel, write_maps: bool
+) -> None:
+    """Every output file of the images into `stage`."""
+    names = output_names([Path(r.path) for r in results])
+    (stage / "overlays").mkdir(parents=True)
+    if write_maps:
+        (stage / "maps").mkdir()
+    lines = []
+    for name, result in zip(names, results, strict=True):
+        overlay = overlay_image(result.path, result.anomaly_map, category.scaling, result.regions)
+        overlay.save(stage / "overlays" / f"{name}.png")
+        if write_maps:
+            levels = category.scaling.to_uint16(result.anomaly_map)
+            Image.fromarray(levels).save(stage / "maps" / f"{name}.png", format="PNG")
+        record = result.to_dict()
+        record["overlay"] = f"overlays/{name}.png"
+        lines.append(json.dumps(record, allow_nan=False))
+    (stage / "predictions.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (stage / "predictions.csv").write_text(_csv(results), encoding="utf-8")
+
+
+def _publish(stage: Path, out: Path) -> None:
+    for entry in stage.iterdir():
+        entry.rename(out / entry.name)
+    stage.rmdir()
+
+
+def run_predict(
+    model_dir: str | Path,
+    category: str,
+    out: str | Path,
+    inputs: Sequence[str | Path],
+    *,
+    device: str = "auto",
+    batch_size: int = 8,
+    write_maps: bool = False,
+    overwrite: bool = False,
+) -> list[PartResult]:
+    """Score the images and write the outputs (see the module doc)."""
+    model = load_model(model_dir)
+    cat = model.category(category)
+    paths = collect_images(inputs)
+    for path in paths:
+        image_size(path)  # every image readable before any work
+    out = prepare_output(out, overwrite=overwrite)
+    results = Predictor(model, device=device, batch_size=batch_size).score(category, paths)
+    stage = out / STAGE
+    try:
+        write_outputs(stage, results, cat, write_maps)
+        _publish(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return results
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from fedpatch_app.settings.options import settings_from_args
+
+    settings = settings_from_args(args)
+    results = run_predict(
+        args.model,
+        args.category,
+        args.out,
+        args.paths,
+        device=settings.device,
+        batch_size=settings.batch_size,
+        write_maps=settings.write_maps,
+        overwrite=settings.overwrite,
+    )
+    nok = sum(r.verdict == "NOK" for r in results)
+    print(f"{len(results)} images: {nok} NOK, {len(results) - nok} OK or uncalibrated")
+    print(f"predictions: {Path(args.out) / 'predictions.csv'}")
+    return 0

@@ -1,0 +1,172 @@
+"""Scoring new parts with a model folder: the code `fedpatch predict` and `fedpatch serve`
+share with each other and with the runs that built the model.
+
+The maps come from `PatchCore.predict`, the very function the study scores its test
+images with, so a model scores an image exactly as the run that built it did. Each
+image is scored at its own size (images of one size go through the backbone together);
+one whose size differs from the category's native size is scored anyway, with a note.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from fedpatch_app.errors import DataError
+from fedpatch_app.inspection.model_folder import CategoryModel, Model
+from fedpatch_app.model.patchcore import PatchCore
+
+log = logging.getLogger(__name__)
+
+#: Pillow refuses images above this many pixels (decompression bombs).
+MAX_PIXELS = 100_000_000
+
+
+@dataclass
+class Region:
+    """A connected area of the anomaly map above the pixel threshold."""
+
+    area: int
+    bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 (x1, y1 exclusive), native pixels
+    peak: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"area": self.area, "bbox": list(self.bbox), "peak": self.peak}
+
+
+@dataclass
+class PartResult:
+    """The verdict on one image."""
+
+    path: str
+    category: str
+    score: float
+    normalized_score: float | None
+    verdict: str
+    regions: list[Region]
+    size: tuple[int, int]
+    anomaly_map: np.ndarray = field(repr=False)
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "category": self.category,
+            "score": self.score,
+            "normalized_score": self.normalized_score,
+            "verdict": self.verdict,
+            "regions": [r.to_dict() for r in self.regions],
+            "region_count": len(self.regions),
+            "region_area": int(sum(r.area for r in self.regions)),
+            "size": list(self.size),
+            **({"note": self.note} if self.note else {}),
+        }
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image, read from its header; DataError naming it if unreadable."""
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        with Image.open(path) as img:
+            img.verify()
+        with Image.open(path) as img:
+            return int(img.width), int(img.height)
+    except (
+        OSError,
+        UnidentifiedImageError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+    ) as exc:
+        raise DataError(f"cannot read image {str(path)!r}: {exc}") from None
+
+
+def find_regions(anomaly_map: np.ndarray, threshold: float | None) -> list[Region]:
+    """Connected regions (8-neighbourhood) of the map above the pixel threshold."""
+    from scipy import ndimage
+
+    if threshold is None:
+        return []
+    mask = anomaly_map > threshold
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    regions = []
+    for index, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        inside = labels[box] == index
+        rows, cols = box
+        regions.append(
+            Region(
+                area=int(inside.sum()),
+                bbox=(int(cols.start), int(rows.start), int(cols.stop), int(rows.stop)),
+                peak=float(anomaly_map[box][inside].max()),
+            )
+        )
+    return sorted(regions, key=lambda r: -r.peak)[: max(0, count)]
+
+
+def verdict_of(score: float, category: CategoryModel) -> tuple[float | None, str]:
+    """normalized_score and verdict (OK / NOK; UNCALIBRATED without a threshold)."""
+    threshold = category.image_threshold
+    if threshold is None or threshold <= 0:
+        return None, "UNCALIBRATED"
+    normalized = score / threshold
+    return normalized, "NOK" if score > threshold else "OK"
+
+
+def _size_note(size: tuple[int, int], native: tuple[int, int]) -> str:
+    if size == native:
+        return ""
+    return (
+        f"image is {size[0]}x{size[1]}, the category's images are {native[0]}x{native[1]}: "
+        "it was scored at its own size (the backbone resizes its shorter side as always), "
+        "so its score is less comparable with the threshold"
+    )
+
+
+class Predictor:
+    """One backbone, every category of a model; `score` gives the verdicts."""
+
+    def __init__(self, model: Model, *, device: str = "auto", batch_size: int = 8) -> None:
+        self.model = model
+        self.patchcore = PatchCore(model.spec, device=device, batch_size=batch_size)
+
+    def score(self, category: str, paths: Sequence[str | Path]) -> list[PartResult]:
+        """Verdicts for the images, in the order given."""
+        cat = self.model.category(category)
+        paths = [Path(p) for p in paths]
+        sizes = [image_size(p) for p in paths]
+        results: list[PartResult | None] = [None] * len(paths)
+        for size in sorted(set(sizes)):
+            index = [i for i, s in enumerate(sizes) if s == size]
+            if size != cat.native_size:
+                log.warning("%s", _size_note(size, cat.native_size))
+            pred = self.patchcore.predict(
+                cat.bank, [paths[i] for i in index], size, desc=f"{category}: scoring"
+            )
+            for i, score, anomaly_map in zip(index, pred.image_scores, pred.maps, strict=True):
+                results[i] = self._result(category, cat, paths[i], float(score), anomaly_map, size)
+        return [r for r in results if r is not None]
+
+    def _result(
+        self, name: str, cat: CategoryModel, path: Path, score: float, anomaly_map: np.ndarray,
+        size: tuple[int, int],
+    ) -> PartResult:  # fmt: skip
+        normalized, verdict = verdict_of(score, cat)
+        return PartResult(
+            path=str(path),
+            category=name,
+            score=score,
+            normalized_score=normalized,
+            verdict=verdict,
+            regions=find_regions(anomaly_map, cat.pixel_threshold),
+            size=size,
+            anomaly_map=anomaly_map,
+            note=_size_note(size, cat.native_size),
+        )

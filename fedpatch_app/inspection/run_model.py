@@ -1,0 +1,78 @@
+"""The model folder of a finished (or interrupted) run: every run kind writes one.
+
+The federated server, the centralized baseline and each client of the local-only baseline
+gather their banks, map scalings and thresholds here, with the provenance of the run, and
+`model_folder.write_model` writes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fedpatch_app.data.autovi import NATIVE_SIZES
+from fedpatch_app.evaluation.export import MapScaling
+from fedpatch_app.inspection.model_folder import CategoryModel, Model, sha256_of
+from fedpatch_app.model.patchcore import Bank
+from fedpatch_app.settings import RunSettings
+
+#: The settings a model records (nothing that names a path of the machine).
+RECORDED_SETTINGS = (
+    "coreset_ratio",
+    "local_oversample",
+    "bank_budget",
+    "image_size",
+    "seed",
+    "calibration_fraction",
+    "target_false_reject",
+    "target_pixel_fpr",
+)
+
+
+def provenance(
+    run_name: str,
+    kind: str,
+    settings: RunSettings,
+    *,
+    clients: list[dict[str, Any]] | None = None,
+    privacy: dict[str, Any] | None = None,
+    parent: Model | None = None,
+) -> dict[str, Any]:
+    """Where a model comes from: run, kind, partition, contributing clients, privacy,
+    the settings that shape it, and its parent model when new lines joined one."""
+    out: dict[str, Any] = {
+        "run_name": run_name,
+        "run_kind": kind,
+        "partition": None if kind == "centralized" else settings.partition,
+        "clients": clients or [],
+        "privacy": privacy or {"enabled": settings.dp.enabled},
+        "settings": {name: getattr(settings, name) for name in RECORDED_SETTINGS},
+        "parent": None,
+    }
+    if parent is not None:
+        out["parent"] = {
+            "run_name": parent.manifest.get("provenance", {}).get("run_name"),
+            "fingerprint": parent.fingerprint,
+            "model_sha256": sha256_of(parent.path / "model.json"),
+        }
+    return out
+
+
+def category_models(
+    banks: Mapping[str, Bank],
+    scalings: Mapping[str, MapScaling],
+    thresholds: Mapping[str, dict[str, Any] | None],
+    train_images: Mapping[str, int],
+) -> dict[str, CategoryModel]:
+    """CategoryModel per bank; a category never evaluated gets a unit scaling stand-in."""
+    out = {}
+    for cat, bank in banks.items():
+        scaling = scalings.get(cat) or MapScaling(0.0, max(bank.radius, 1.0))
+        out[cat] = CategoryModel(
+            bank=bank,
+            native_size=NATIVE_SIZES[cat],
+            scaling=scaling,
+            thresholds=thresholds.get(cat),
+            train_images=int(train_images.get(cat, 0)),
+        )
+    return out

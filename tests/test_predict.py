@@ -1,0 +1,118 @@
+"""`fedpatch predict`: verdicts with a run's model, the same scores as the run, and
+bad input refused with a clear message and nothing half-written."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fedpatch_app.cli import main
+
+CAT = "pipe_clip"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("predict_run") / "central"
+    code = main(
+        ["centralized", "--data-root", str(tiny_root), "--out", str(out), "--categories", CAT,
+         "--weights", "none", "--image-size", "64", "--device", "cpu",
+         "--calibration-fraction", "0.25"]
+    )  # fmt: skip
+    assert code == 0
+    return out
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.slow
+def test_predict_gives_the_runs_scores_and_a_verdict_for_every_image(
+    run_dir: Path, tiny_root: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "pred"
+    test_dir = tiny_root / CAT / "test"
+    code = main(["predict", "--model", str(run_dir / "model"), "--category", CAT,
+                 "--out", str(out), "--device", "cpu", "--write-maps", str(test_dir)])  # fmt: skip
+    assert code == 0
+    rows = _rows(out / "predictions.csv")
+    images = sorted(test_dir.rglob("*.png"))
+    assert sorted(r["path"] for r in rows) == sorted(map(str, images))
+    run_scores = {
+        r["rel_path"]: float(r["score"]) for r in _rows(run_dir / "scores" / f"{CAT}.csv")
+    }
+    manifest = json.loads((run_dir / "model" / "model.json").read_text())
+    threshold = manifest["categories"][CAT]["thresholds"]["image"]["raw"]
+    for row in rows:
+        rel = str(Path(row["path"]).relative_to(tiny_root / CAT))
+        assert float(row["score"]) == pytest.approx(run_scores[rel], rel=1e-6, abs=1e-9)
+        assert float(row["normalized_score"]) == pytest.approx(float(row["score"]) / threshold)
+        assert row["verdict"] == ("NOK" if float(row["score"]) > threshold else "OK")
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(records) == len(rows) and all("regions" in r for r in records)
+    for record in records:
+        assert (out / record["overlay"]).is_file()
+        for region in record["regions"]:
+            x0, y0, x1, y1 = region["bbox"]
+            assert 0 <= x0 < x1 <= 400 and 0 <= y0 < y1 <= 400 and region["area"] > 0
+    maps = sorted((out / "maps").glob("*.png"))
+    assert len(maps) == len(rows)
+    with Image.open(maps[0]) as img:
+        assert img.mode in ("I;16", "I") and img.size == (400, 400)
+
+
+@pytest.mark.slow
+def test_bad_input_fails_clearly_and_writes_nothing(
+    run_dir: Path, tiny_root: Path, tmp_path: Path, capsys
+) -> None:
+    model = str(run_dir / "model")
+    images = tmp_path / "images"
+    shutil.copytree(tiny_root / CAT / "test" / "good", images)
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    out = tmp_path / "o1"
+    assert (
+        main(["predict", "--model", model, "--category", CAT, "--out", str(out), str(images)]) == 2
+    )
+    assert "broken.png" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+    (images / "broken.png").unlink()
+    assert main(["predict", "--model", model, "--category", "tank_screw", "--out",
+                 str(out), str(images)]) == 2  # fmt: skip
+    assert "no category 'tank_screw'" in capsys.readouterr().err
+    assert main(["predict", "--model", str(tmp_path / "none"), "--category", CAT, "--out",
+                 str(out), str(images)]) == 2  # fmt: skip
+    assert "not a fedpatch model folder" in capsys.readouterr().err
+    tampered = tmp_path / "tampered"
+    shutil.copytree(run_dir / "model", tampered)
+    bank = tampered / "banks" / f"{CAT}.npz"
+    data = bytearray(bank.read_bytes())
+    data[-100] ^= 0xFF
+    bank.write_bytes(bytes(data))
+    assert main(["predict", "--model", str(tampered), "--category", CAT, "--out", str(out),
+                 str(images)]) == 2  # fmt: skip
+    assert "has changed since the model was written" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.slow
+def test_an_image_of_another_size_is_scored_with_a_note(
+    run_dir: Path, tiny_root: Path, tmp_path: Path
+) -> None:
+    from fedpatch_app.inspection.model_folder import load_model
+    from fedpatch_app.inspection.predictor import Predictor
+
+    image = tmp_path / "small.png"
+    with Image.open(next((tiny_root / CAT / "test" / "good").glob("*.png"))) as img:
+        img.resize((200, 160)).save(image)
+    result = Predictor(load_model(run_dir / "model"), device="cpu").score(CAT, [image])[0]
+    assert result.size == (200, 160) and result.anomaly_map.shape == (160, 200)
+    assert "200x160" in result.note and "400x400" in result.note
+    assert np.isfinite(result.score)
