@@ -225,6 +225,22 @@ def run_centralized(settings: RunSettings, out: Path, *, name: str = "centralize
     return write_run(out, "centralized", name, settings, names, model, totals)
 
 
+def phase_seconds(model: PatchCore, seconds: dict[str, float]) -> dict[str, float | None]:
+    """Where a non-federated run's time went (the same phases as a federated run's;
+    those of the federation are None)."""
+    evaluation = sum(v for k, v in seconds.items() if k.endswith("/evaluate"))
+    return {
+        "extraction": round(model.seconds["extraction"], 3),
+        "local_coreset": round(model.seconds["coreset"], 3),
+        "upload": None,
+        "merge": None,
+        "broadcast": None,
+        "scoring": round(model.seconds["scoring"], 3),
+        "statistics": round(evaluation, 3),
+        "pooling": None,
+    }
+
+
 def run_facts(settings: RunSettings, categories: Sequence[str], model: PatchCore) -> dict[str, Any]:
     """The `run` facts of a non-federated run (features, data, status, outputs)."""
     import torch
@@ -252,7 +268,10 @@ def write_run(
     totals: RunTotals,
 ) -> dict:
     """results.json (shared schema), curves.npz and status.json of a non-federated run."""
-    facts = run_facts(settings, categories, model)
+    facts = {
+        **run_facts(settings, categories, model),
+        "phases": phase_seconds(model, totals.seconds),
+    }
     warnings = []
     if facts["features"]["random_weights"]:
         warnings.append(

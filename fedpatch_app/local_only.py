@@ -127,7 +127,9 @@ def _local_category(
     models: dict[int, dict[str, CategoryModel]],
 ) -> None:  # fmt: skip
     calibration = [m for r in runs for m in r.run.calibration_maps]
+    t0 = time.perf_counter()
     result = finish_category(out, category, _ordered_maps(category, runs), calibration, s)
+    totals.seconds[f"{category.name}/evaluate"] = time.perf_counter() - t0
     result.block["clients"] = {}
     for cr in runs:
         entry = _client_entry(category, cr, result, s)

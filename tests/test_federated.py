@@ -96,6 +96,12 @@ def test_normal_run_writes_everything(normal_run: dict[str, Any]) -> None:
     assert fed["bytes"]["evaluate_down_total"] == 5 * fed["bytes"]["evaluate_down_uploaded"]
     for phase in ("train", "merge", "evaluate", "query"):
         assert fed["seconds"][phase] >= 0
+    # Where the time goes: every phase of the run, measured (clients report theirs).
+    phases = results["run"]["phases"]
+    assert set(phases) == {"extraction", "local_coreset", "upload", "merge", "broadcast",
+                           "scoring", "statistics", "pooling"}  # fmt: skip
+    assert phases["extraction"] > 0 and phases["scoring"] > 0 and phases["statistics"] > 0
+    assert all(c["seconds"]["extraction"] > 0 for c in fed["clients"] if c["train_images"])
     spec = FeatureSpec.from_dict(results["run"]["features"]["spec"])
     assert results["run"]["data"]["kind"] == "synthetic" and results["run"]["status"] == "completed"
     for cat in CATS:

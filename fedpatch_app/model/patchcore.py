@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -254,6 +255,14 @@ class PatchCore:
         self.extractor = FeatureExtractor(
             spec, self.device, batch_size=batch_size, num_workers=num_workers
         )
+        #: Seconds spent so far per phase ("extraction", "coreset", "scoring"): where a
+        #: run's time goes (results.json `run.phases`).
+        self.seconds: dict[str, float] = {"extraction": 0.0, "coreset": 0.0, "scoring": 0.0}
+
+    def _clock(self, phase: str, since: float) -> float:
+        now = time.perf_counter()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - since
+        return now
 
     def features(self, paths: Sequence[str | Path], desc: str = "features") -> np.ndarray:
         """Patch features (n_images, h, w, D) of the given images."""
@@ -275,12 +284,15 @@ class PatchCore:
         """
         if not paths:
             raise ModelError(f"category {category}: no training images to fit on")
+        t0 = time.perf_counter()
         feats = self.features(paths, desc=f"{category}: train features")
+        t0 = self._clock("extraction", t0)
         flat = feats.reshape(-1, feats.shape[-1])
         n = flat.shape[0]
         k = coreset_size(n, coreset_ratio * oversample)
         log.info("%s: %d images, %d patches -> coreset of %d", category, len(paths), n, k)
         selected, radius = select_coreset(flat, k, self.spec, device=self.device)
+        self._clock("coreset", t0)
         del feats, flat
         return Bank(
             features=selected, spec=self.spec, category=category, radius=radius, n_patches=n
@@ -307,6 +319,7 @@ class PatchCore:
         sigma = REFERENCE_SIGMA * self.spec.image_size / REFERENCE_INPUT
         maps: list[np.ndarray] = []
         scores = np.empty(len(paths), dtype=np.float64)
+        t0 = time.perf_counter()
         for start, feats in self.extractor.extract_iter(list(paths), desc=desc):
             b, h, w, d = feats.shape
             queries = feats.reshape(-1, d)
@@ -326,4 +339,5 @@ class PatchCore:
             for i in range(b):
                 maps.append(native[i])
                 scores[start + i] = float(native[i].max())
+        self._clock("scoring", t0)
         return Prediction(image_scores=scores, maps=maps)
