@@ -16,7 +16,6 @@ from fedpatch_app.model.patchcore import (
     coreset_size,
     input_size,
     merge_coresets,
-    select_coreset,
     smooth,
 )
 
@@ -73,22 +72,46 @@ def test_bank_rejects_bad_files(tmp_path) -> None:
         Bank(np.zeros((3, 7), np.float32), SPEC, "pipe_clip", 0.0, 3)
 
 
+def _farthest_first_violations(pool: np.ndarray, picked: np.ndarray) -> list[int]:
+    """Steps of a selection (rows of `pool`, in order) that did not take a point farthest
+    from the points taken before it: brute force over every pool point, any start."""
+    bad = []
+    for step in range(1, len(picked)):
+        dist = np.linalg.norm(pool[:, None, :] - picked[None, :step, :], axis=2).min(axis=1)
+        chosen = np.linalg.norm(picked[:step] - picked[step], axis=1).min()
+        if chosen < dist.max() - 1e-4:
+            bad.append(step)
+    return bad
+
+
 def test_merge_is_greedy_over_the_union() -> None:
+    """The merged bank against a brute-force check of farthest-first selection over the
+    union of the parts (raw features: the spec has no projection)."""
+    spec = dataclasses.replace(SPEC, projection_dim=None)
     rng = np.random.default_rng(1)
     a = rng.normal(size=(50, 32)).astype(np.float32)
     b = rng.normal(size=(30, 32)).astype(np.float32) + 3.0
-    merged, radius = merge_coresets([a, b], 20, SPEC)
-    direct, direct_radius = select_coreset(np.concatenate([a, b]), 20, SPEC)
-    np.testing.assert_array_equal(merged, direct)
-    assert radius == pytest.approx(direct_radius)
+    union = np.concatenate([a, b]).astype(np.float64)
+    merged, radius = merge_coresets([a, b], 20, spec)
+    assert merged.shape == (20, 32)
+    # every row is a row of the union, none twice
+    rows = [int(np.flatnonzero((union == m).all(axis=1))[0]) for m in merged.astype(np.float64)]
+    assert len(set(rows)) == 20
+    assert _farthest_first_violations(union, merged.astype(np.float64)) == []
+    # both parts are represented (b is 3 sigma away from a in every coordinate)
+    assert any(r < 50 for r in rows) and any(r >= 50 for r in rows)
+    # the radius is the covering radius of the union by the bank
+    cover = np.linalg.norm(union[:, None, :] - merged[None].astype(np.float64), axis=2).min(axis=1)
+    assert radius == pytest.approx(cover.max(), rel=1e-4)
     # Asking for more than the union holds keeps everything.
-    everything, r0 = merge_coresets([a, b], 500, SPEC)
+    everything, r0 = merge_coresets([a, b], 500, spec)
     assert everything.shape == (80, 32)
+    assert sorted(map(tuple, everything)) == sorted(map(tuple, np.concatenate([a, b])))
     assert r0 == pytest.approx(0.0, abs=1e-5)
     with pytest.raises(ModelError):
-        merge_coresets([], 5, SPEC)
+        merge_coresets([], 5, spec)
     with pytest.raises(ModelError, match="dimension"):
-        merge_coresets([np.zeros((4, 8), np.float32)], 2, SPEC)
+        merge_coresets([np.zeros((4, 8), np.float32)], 2, spec)
 
 
 def test_smoothing_keeps_mass_and_shape() -> None:
