@@ -126,6 +126,47 @@ def test_smoothing_keeps_mass_and_shape() -> None:
     assert float(out[1].abs().max()) == 0.0
 
 
+def test_predict_smooths_with_sigma_4_px_at_224(tmp_path, monkeypatch) -> None:
+    """Two patches score 1 and 0.5 (one in the middle, one on the border), every other 0:
+    the map predict returns must be that patch grid upsampled bilinearly to the backbone
+    input and smoothed with a Gaussian of sigma 4 px x (input size / 224), here 112 px ->
+    sigma 2, reflecting at the borders, as scipy computes it."""
+    import scipy.ndimage
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    from fedpatch_app.model import patchcore
+
+    class OnePatch:
+        def __init__(self, features: np.ndarray, device: object = None) -> None:
+            pass
+
+        def patch_scores(self, queries: np.ndarray) -> np.ndarray:
+            scores = np.zeros(len(queries), dtype=np.float32)
+            scores[7 * 14 + 7] = 1.0  # row 7, column 7 of the 14x14 grid
+            scores[1] = 0.5  # row 0, column 1
+            return scores
+
+    monkeypatch.setattr(patchcore, "MemoryBank", OnePatch)
+    spec = FeatureSpec(weights="none", image_size=112)
+    path = tmp_path / "img.png"
+    Image.new("RGB", (112, 112), (90, 120, 150)).save(path)
+    model = PatchCore(spec, device="cpu", batch_size=1)
+    bank = Bank(np.zeros((1, 1024), np.float32), spec, "pipe_clip", 0.0, 1)
+    got = model.predict(bank, [path], (112, 112)).maps[0]
+
+    grid = torch.zeros(1, 1, 14, 14)
+    grid[0, 0, 7, 7] = 1.0
+    grid[0, 0, 0, 1] = 0.5
+    up = F.interpolate(grid, size=(112, 112), mode="bilinear", align_corners=False)[0, 0]
+    expected = scipy.ndimage.gaussian_filter(up.numpy().astype(np.float64), 2.0, mode="mirror")
+    np.testing.assert_allclose(got, expected, atol=1e-6 * expected.max())
+    # the check can tell sigmas apart: the unscaled 4 px is far off
+    wrong = scipy.ndimage.gaussian_filter(up.numpy().astype(np.float64), 4.0, mode="mirror")
+    assert np.abs(got - wrong).max() > 0.1 * expected.max()
+
+
 def test_input_size_keeps_aspect_ratio() -> None:
     assert input_size((1000, 750), 256) == (256, 341)
     assert input_size((400, 400), 256) == (256, 256)
