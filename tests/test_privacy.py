@@ -417,7 +417,7 @@ def test_dp_run_scores_what_the_public_reference_alone_scores(tmp_path: Path) ->
     builds from the public centres alone scores: the same image AUROC, and AUC-sPRO to
     four decimals (the page's precision). Not bit for bit: a noisy mean is sometimes a
     test patch's nearest row, which moves AUC-sPRO by about 1e-6 to 3e-5 here. The run's
-    pooled metrics are exactly those of its bank's maps (16-bit, one scaling)."""
+    pooled metrics are those of its bank's maps (16-bit, one scaling)."""
     from flwr.app import MessageType
 
     from fedpatch_app.data.autovi import load_category
@@ -449,7 +449,7 @@ def test_dp_run_scores_what_the_public_reference_alone_scores(tmp_path: Path) ->
         levels = [fit_scaling(maps).to_uint16(m) for m in maps]
         blocks.append(evaluate_category(category, levels)[0])
     reported = outcome.results["categories"][cat]
-    for key in ("auc_spro", "image_auroc"):
-        assert blocks[0][key] == reported[key], key
+    for key in ("auc_spro", "image_auroc"):  # the clients' batches: last-bit differences
+        assert blocks[0][key] == pytest.approx(reported[key], abs=1e-12), key
     assert blocks[1]["image_auroc"] == reported["image_auroc"]
     assert blocks[1]["auc_spro"] == pytest.approx(reported["auc_spro"], abs=1e-4)
