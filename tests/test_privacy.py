@@ -441,7 +441,9 @@ def test_dp_run_scores_what_the_public_reference_alone_scores(tmp_path: Path) ->
     public = Bank(public_rows, bank.spec, cat, 0.0, bank.n_patches, query_clip=bank.query_clip)
     assert not np.array_equal(public.features, bank.features)
 
-    category = load_category(outcome.results["run"]["config"]["data_root_used"], cat)
+    from fedpatch_app.federated.data import synthetic_root
+
+    category = load_category(synthetic_root(tmp_path, "tiny", 0), cat)
     model = PatchCore(bank.spec, device="cpu")
     blocks = []
     for which in (bank, public):
