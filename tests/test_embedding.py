@@ -17,11 +17,24 @@ from fedpatch_app.model.backbone import Backbone
 from fedpatch_app.model.embedding import FeatureExtractor, FeatureSpec, embed
 
 
-def test_fingerprint_is_sha256_of_canonical_json() -> None:
+def test_fingerprint_is_sha256_of_canonical_json(tmp_path: Path) -> None:
+    """Against the canonical JSON written out by hand (sorted keys, no spaces), so that a
+    change of any field's name or form, of the key order or of the hash breaks it: banks
+    of earlier versions would then silently stop matching."""
     spec = FeatureSpec(weights="none", image_size=64)
-    text = json.dumps(spec.to_dict(), sort_keys=True, separators=(",", ":"))
-    assert spec.fingerprint() == hashlib.sha256(text.encode()).hexdigest()[:16]
-    assert len(spec.fingerprint()) == 16
+    canonical = (
+        '{"backbone":"wide_resnet50_2","embed_dim":1024,"image_size":64,'
+        '"layers":["layer2","layer3"],"neighbourhood":3,"projection_dim":128,"seed":0,'
+        '"weights":"none"}'
+    )
+    assert spec.fingerprint() == hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    # A weights file enters as "file:" + the first 16 hex of the SHA-256 of its bytes.
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"some weights")
+    file_id = "file:" + hashlib.sha256(b"some weights").hexdigest()[:16]
+    with_file = FeatureSpec(weights=str(weights), image_size=64)
+    text = canonical.replace('"none"', json.dumps(file_id))
+    assert with_file.fingerprint() == hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def test_fingerprint_round_trip_and_sensitivity() -> None:

@@ -154,21 +154,66 @@ def test_pooled_metrics_equal_centralized_on_the_same_maps(normal_run: dict[str,
 
 @pytest.mark.slow
 def test_messages_carry_no_maps_and_match_their_phase(normal_run: dict[str, Any]) -> None:
+    """Every array of every reply is one the protocol names, and none can hold a map: train
+    replies hold coresets (rows of 1024 features, fewer than the client's patches),
+    evaluate replies one score per test image the client holds, query replies exactly the
+    AUC-sPRO statistics (validated as histograms: 65,536 level counts summing to the
+    client's pixels, sparse rows of strictly increasing levels)."""
+    from fedpatch_app.data.autovi import NATIVE_SIZES
+    from fedpatch_app.evaluation.metrics import SproStatistics
+    from fedpatch_app.evaluation.thresholds import CalibrationStats
+    from fedpatch_app.federated.codec_stats import CALIBRATION_PREFIX
+
     grid: InProcessGrid = normal_run["grid"]
+    clients = {c["node_id"]: c for c in normal_run["outcome"].results["federated"]["clients"]}
     kinds = [msg.metadata.message_type for msg, _ in grid.history]
     assert kinds == [MessageType.TRAIN] * 5 + [MessageType.EVALUATE] * 5 + [MessageType.QUERY] * 5
     # The banks go out as ONE RecordDict shared by all evaluate messages.
     evaluate = [msg for msg, _ in grid.history if msg.metadata.message_type == MessageType.EVALUATE]
     assert len({id(m.content) for m in evaluate}) == 1
+    patches_per_image = (64 // 8) ** 2  # 400x400 images at 64 px: an 8x8 patch grid
     for msg, reply in grid.history:
         assert reply.metadata.reply_to_message_id == msg.metadata.message_id
         assert not reply.has_error()
-        for record in reply.content.array_records.values():
-            for arr in record.values():
-                # no (H, W) map or (H, W, 3) image in any reply
-                assert len(arr.shape) <= 2
-                if len(arr.shape) == 2:
-                    assert arr.shape[1] == 1024
+        client = clients[msg.metadata.dst_node_id]
+        records = dict(reply.content.array_records.items())
+        kind = msg.metadata.message_type
+        if kind == MessageType.TRAIN:
+            assert set(records) == {M.CORESETS}
+            for cat, arr in records[M.CORESETS].items():
+                rows, dim = arr.shape
+                assert dim == 1024 and 0 < rows < client["train_images"][cat] * patches_per_image
+        elif kind == MessageType.EVALUATE:
+            assert set(records) == {M.SCORES}
+            shapes = {cat: tuple(a.shape) for cat, a in records[M.SCORES].items()}
+            assert shapes == {cat: (n,) for cat, n in client["test_images"].items() if n}
+        else:
+            held = {cat: n for cat, n in client["test_images"].items() if n}
+            calibrated = {
+                k.removeprefix(CALIBRATION_PREFIX)
+                for k in records
+                if k.startswith(CALIBRATION_PREFIX)
+            }
+            assert set(records) == {f"{M.STATS_PREFIX}{cat}" for cat in held} | {
+                f"{CALIBRATION_PREFIX}{cat}" for cat in calibrated
+            }
+            for cat in calibrated:
+                arrays = {k: a.numpy() for k, a in records[f"{CALIBRATION_PREFIX}{cat}"].items()}
+                assert set(arrays) == {
+                    "image_levels",
+                    "image_counts",
+                    "pixel_levels",
+                    "pixel_counts",
+                }
+                calib = CalibrationStats.from_arrays(arrays, cat)  # increasing levels, counts > 0
+                width, height = NATIVE_SIZES[cat]
+                assert calib.pixels.total == calib.images.total * width * height
+            for cat, n in held.items():
+                record = records[f"{M.STATS_PREFIX}{cat}"]
+                stats = SproStatistics.from_arrays({k: a.numpy() for k, a in record.items()})
+                width, height = NATIVE_SIZES[cat]
+                assert stats.n_bins == 65536 and stats.n_images == n
+                assert int(stats.pixel_counts.sum()) == n * width * height
 
 
 # --------------------------------------------------------------------------- failures
@@ -405,9 +450,7 @@ def test_run_inprocess_waits_for_its_clients(tiny_root: Path, tmp_path: Path) ->
 
 
 @pytest.mark.slow
-def test_same_data_give_the_same_banks_whatever_the_node_ids(
-    normal_run: dict[str, Any], tmp_path: Path
-) -> None:
+def test_same_data_give_the_same_banks_whatever_the_node_ids(tmp_path: Path) -> None:
     """Node ids are random in a deployment and replies arrive in any order: the merge must
     not depend on them (the IID split puts each category on several clients)."""
     from fedpatch_app.model.patchcore import Bank
