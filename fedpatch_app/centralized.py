@@ -26,7 +26,6 @@ from fedpatch_app.errors import ConfigError, DataError
 from fedpatch_app.evaluation.evaluate import evaluate_category
 from fedpatch_app.evaluation.export import fit_scaling, write_category_maps
 from fedpatch_app.evaluation.results import build_results, write_curves, write_results, write_scores
-from fedpatch_app.model.backbone import weights_id
 from fedpatch_app.model.patchcore import Bank, PatchCore
 
 log = logging.getLogger(__name__)
@@ -112,13 +111,16 @@ def run_centralized(
     batch_size: int = 8,
     num_workers: int = 0,
     name: str = "centralized",
+    backbone: str = "wide_resnet50_2",
 ) -> dict:
     """The whole centralized baseline; returns the results dict it wrote to `out`."""
     data_root, out = Path(data_root), Path(out)
     if not 0 < coreset_ratio <= 1:
         raise ConfigError(f"--coreset-ratio must be in (0, 1], got {coreset_ratio}")
     names = resolve_categories(data_root, categories)
-    spec, model = make_model(weights, image_size, seed, device, batch_size, num_workers)
+    spec, model = make_model(
+        weights, image_size, seed, device, batch_size, num_workers, backbone=backbone
+    )
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     blocks: dict[str, dict] = {}
@@ -151,6 +153,7 @@ def run_centralized(
         )
     seconds["total"] = time.perf_counter() - t_start
     settings = {
+        "backbone": backbone,
         "weights": weights,
         "coreset_ratio": coreset_ratio,
         "image_size": image_size,
@@ -183,21 +186,27 @@ def write_run(
         "feature_spec": spec.with_weights_id().to_dict(),
         "fingerprint": spec.fingerprint(),
     }
-    results = build_results(kind, name, config, weights_id(spec.weights), seconds, blocks)
+    results = build_results(kind, name, config, spec.with_weights_id().weights, seconds, blocks)
     write_results(out, results)
     write_curves(out, curves)
     return results
 
 
 def make_model(
-    weights: str, image_size: int, seed: int, device: str, batch_size: int, num_workers: int
+    weights: str,
+    image_size: int,
+    seed: int,
+    device: str,
+    batch_size: int,
+    num_workers: int,
+    backbone: str = "wide_resnet50_2",
 ):
     """Feature spec and PatchCore model for the given settings (weights resolved once)."""
     from fedpatch_app.model.embedding import FeatureSpec
 
     if image_size < 32:
         raise ConfigError(f"--image-size must be at least 32, got {image_size}")
-    spec = FeatureSpec(weights=weights, image_size=image_size, seed=seed)
+    spec = FeatureSpec(weights=weights, image_size=image_size, seed=seed, backbone=backbone)
     model = PatchCore(spec, device=device, batch_size=batch_size, num_workers=num_workers)
     return spec, model
 
@@ -228,6 +237,7 @@ def run_cli(args: argparse.Namespace) -> int:
         device=args.device,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
+        backbone=args.backbone,
     )
     print_summary(results)
     print(f"results: {Path(args.out) / 'results.json'}")

@@ -69,6 +69,12 @@ def _add_centralized(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--categories", nargs="+", help=CATEGORY_HELP)
     p.add_argument("--weights", default="imagenet", help="imagenet | none | PATH to a .pth file")
+    p.add_argument(
+        "--backbone",
+        choices=("wide_resnet50_2", "efficientnet_lite0"),
+        default="wide_resnet50_2",
+        help="feature network (efficientnet_lite0: ImageNet weights installed with fedpatch)",
+    )
     p.add_argument("--coreset-ratio", type=float, default=0.1)
     p.add_argument("--image-size", type=int, default=256, help="shorter side after resizing")
     p.add_argument("--seed", type=int, default=0)
