@@ -45,9 +45,21 @@ def _add_download(sub: argparse._SubParsersAction) -> None:
 def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="write synthetic data in exactly the AutoVI layout")
     p.add_argument("--out", required=True, help="output root (one folder per category)")
-    p.add_argument("--scale", choices=["tiny", "small"], default="tiny")
+    p.add_argument(
+        "--scale",
+        choices=["tiny", "small", "autovi"],
+        default="tiny",
+        help="images per folder: tiny, small, or autovi (AutoVI's own counts, ~3,900 images)",
+    )
+    p.add_argument(
+        "--kind",
+        choices=["drawn", "photo"],
+        default="drawn",
+        help="drawn scenes (cheap) or photo scenes (real photographs, realistic defects)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--categories", nargs="+", help=CATEGORY_HELP)
+    p.add_argument("--workers", type=int, default=1, help="processes writing images (same bytes)")
     p.set_defaults(func=_handler("fedpatch_app.data.synthetic:run_cli"))
 
 
