@@ -56,7 +56,7 @@ def make_change(
     if defect == "operator":
         return operator(scene, rng, taken)
     if defect == "obstruction":
-        color = (38.0, 36.0, 34.0) if category == "engine_wiring" else (196.0, 190.0, 176.0)
+        color = (55.0, 53.0, 50.0) if category == "engine_wiring" else (150.0, 146.0, 138.0)
         return obstruction(scene, rng, taken, color)
     raise ValueError(f"no synthetic defect {defect!r} for {category}")
 

@@ -48,10 +48,12 @@ def missing_screw(scene: Scene, rng: np.random.Generator, index: int) -> Change:
     rim = scene.mask(
         lambda d: d.ellipse((cx - r * 1.5, cy - r * 1.5, cx + r * 1.5, cy + r * 1.5), fill=255)
     )
-    rim_color = tuple(c * 0.4 for c in washer.color)
+    rim_color = tuple(c * 0.7 for c in washer.color)
     change = Change("missing", removed=set(ids))
     change.added.append(scene.new_op(washer.z, rim, rim_color, None, 0.05))
-    change.added.append(scene.new_op(washer.z + 0.1, hole, (14.0, 13.0, 12.0), None, 0.1))
+    change.added.append(
+        scene.new_op(washer.z + 0.1, hole, tuple(c * 0.45 for c in washer.color), None, 0.1)
+    )
     return change
 
 
@@ -87,7 +89,7 @@ def cardboard(
     scene: Scene, rng: np.random.Generator, taken: list[np.ndarray], defect: str = "cardboard"
 ) -> Change:
     s = scene.scale
-    r = float(rng.uniform(26, 40)) * s
+    r = float(rng.uniform(14, 26)) * s
     cx, cy = free_spot(scene, rng, r * 1.2, taken)
     ang = rng.uniform(0, math.pi)
     w2, h2 = r, r * rng.uniform(0.55, 0.8)
@@ -102,20 +104,20 @@ def cardboard(
             )
         )
     m = scene.mask(lambda d: d.polygon(pts, fill=255))
-    return Change(defect, added=[scene.new_op(50, m, (176.0, 136.0, 92.0), None, 0.12)])
+    return Change(defect, added=[scene.new_op(50, m, (150.0, 128.0, 100.0), None, 0.12)])
 
 
 def blue_hoop(scene: Scene, rng: np.random.Generator, taken: list[np.ndarray]) -> Change:
     s = scene.scale
-    r = float(rng.uniform(20, 30)) * s
+    r = float(rng.uniform(12, 18)) * s
     cx, cy = free_spot(scene, rng, r * 1.2, taken)
     e = r * rng.uniform(0.6, 0.9)
     m = scene.mask(
-        lambda d: d.ellipse((cx - r, cy - e, cx + r, cy + e), outline=255, width=max(4, int(6 * s)))
+        lambda d: d.ellipse((cx - r, cy - e, cx + r, cy + e), outline=255, width=max(3, int(4 * s)))
     )
     return Change(
         "blue_hoop",
-        added=[scene.new_op(50, m, (40.0, 95.0, 215.0), dome(cx, cy - e, r * 2), 0.05)],
+        added=[scene.new_op(50, m, (70.0, 90.0, 150.0), dome(cx, cy - e, r * 2), 0.05)],
     )
 
 
@@ -123,7 +125,7 @@ def obstruction(
     scene: Scene, rng: np.random.Generator, taken: list[np.ndarray], color: RGB
 ) -> Change:
     s = scene.scale
-    r = float(rng.uniform(35, 55)) * s
+    r = float(rng.uniform(18, 32)) * s
     cx, cy = free_spot(scene, rng, r * 1.1, taken)
     pts = blob_polygon(rng, cx, cy, r, 9, 0.3)
     m = scene.mask(lambda d: d.polygon(pts, fill=255))
@@ -134,7 +136,7 @@ def operator(scene: Scene, rng: np.random.Generator, taken: list[np.ndarray]) ->
     """A gloved hand reaching in from the bottom or right edge."""
     s = scene.scale
     w, h = scene.w, scene.h
-    r = float(rng.uniform(30, 40)) * s
+    r = float(rng.uniform(20, 28)) * s
     from_bottom = bool(rng.integers(2))
     if from_bottom:
         cx, cy = float(rng.uniform(0.25 * w, 0.75 * w)), h - 2.2 * r
@@ -161,7 +163,7 @@ def operator(scene: Scene, rng: np.random.Generator, taken: list[np.ndarray]) ->
 
     m = scene.mask(draw)
     return Change(
-        "operator", added=[scene.new_op(60, m, (70.0, 85.0, 150.0), dome(cx, cy, r * 2.5), 0.08)]
+        "operator", added=[scene.new_op(60, m, (85.0, 92.0, 120.0), dome(cx, cy, r * 2.5), 0.08)]
     )
 
 
@@ -178,8 +180,8 @@ def open_part(
     assert box is not None
     ys, xs = box
     cx, cy = (xs.start + xs.stop) / 2, (ys.start + ys.stop) / 2
-    angle = float(rng.choice([-1, 1]) * rng.uniform(30, 50))
-    shift = (xs.stop - xs.start) * 0.35
+    angle = float(rng.choice([-1, 1]) * rng.uniform(12, 28))
+    shift = (xs.stop - xs.start) * 0.2
     dx, dy = shift * math.cos(math.radians(angle)), -abs(shift * math.sin(math.radians(angle)))
     change = Change(defect, removed=set(ids))
     for op in ops:
