@@ -12,6 +12,7 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -100,15 +101,9 @@ class Scene:
         self._next_id += 1
         return op
 
-    def add(
-        self,
-        z: float,
-        mask: np.ndarray,
-        color: RGB,
-        shade: Shade | None = None,
-        texture: float = 0.06,
-    ) -> int:
-        op = self.new_op(z, mask, color, shade, texture)
+    def add(self, *args: Any, **kwargs: Any) -> int:
+        """Add an object to the scene (arguments of `new_op`); returns its id."""
+        op = self.new_op(*args, **kwargs)
         self.ops.append(op)
         return op.id
 

@@ -13,11 +13,28 @@ from fedpatch_app.data.synthetic.drawn_parts import add_screw, pipe
 from fedpatch_app.data.synthetic.drawn_render import Scene, background, cylinder, dome, jit, rect
 
 
+def _start(
+    rng: np.random.Generator,
+    tex: np.ndarray,
+    w: int,
+    h: int,
+    base: tuple[float, float, float],
+    light: tuple[float, float, float],
+) -> tuple[Scene, float, float, float]:
+    """A scene's background and its units: (scene, scale, dx, dy). The 400x400 scenes are
+    drawn in 400-unit coordinates, the 1000x750 ones in 1000-unit coordinates (with objects
+    drawn 2.2 times larger); (dx, dy) is this image's position jitter. ``light`` is the
+    lighting gradient's angle and strength and the surface texture's amount."""
+    small = w == 400
+    s = w / (400 if small else 1000)
+    bg, noise = background(rng, tex, base, *light)
+    sc = Scene(w, h, bg, noise, scale=s if small else s * 2.2)
+    amount = 8 if small else 15
+    return sc, s, jit(rng, amount) * s, jit(rng, amount) * s
+
+
 def _scene_engine_wiring(rng: np.random.Generator, tex: np.ndarray, w: int, h: int) -> Scene:
-    s = w / 400
-    bg, noise = background(rng, tex, (70, 72, 78), 0.6, 0.5, 0.12)
-    sc = Scene(w, h, bg, noise, scale=s)
-    dx, dy = jit(rng, 8) * s, jit(rng, 8) * s
+    sc, s, dx, dy = _start(rng, tex, w, h, (70, 72, 78), (0.6, 0.5, 0.12))
     # engine parts: metal blocks
     for x0, y0, x1, y1, c in (
         (20, 250, 170, 390, (95, 97, 100)),
@@ -80,10 +97,7 @@ def _scene_engine_wiring(rng: np.random.Generator, tex: np.ndarray, w: int, h: i
 
 
 def _scene_pipe_clip(rng: np.random.Generator, tex: np.ndarray, w: int, h: int) -> Scene:
-    s = w / 400
-    bg, noise = background(rng, tex, (88, 90, 92), 2.2, 0.6, 0.1)
-    sc = Scene(w, h, bg, noise, scale=s)
-    dx, dy = jit(rng, 8) * s, jit(rng, 8) * s
+    sc, s, dx, dy = _start(rng, tex, w, h, (88, 90, 92), (2.2, 0.6, 0.1))
     sc.add(
         1,
         sc.mask(lambda d: d.rectangle((0, 300 * s + dy, w, h), fill=255)),
@@ -119,10 +133,7 @@ def _scene_pipe_clip(rng: np.random.Generator, tex: np.ndarray, w: int, h: int) 
 
 
 def _scene_pipe_staple(rng: np.random.Generator, tex: np.ndarray, w: int, h: int) -> Scene:
-    s = w / 400
-    bg, noise = background(rng, tex, (55, 58, 62), 1.0, 0.6, 0.1)
-    sc = Scene(w, h, bg, noise, scale=s)
-    dx, dy = jit(rng, 8) * s, jit(rng, 8) * s
+    sc, s, dx, dy = _start(rng, tex, w, h, (55, 58, 62), (1.0, 0.6, 0.1))
     p0, p1 = (170 * s + dx, -20.0), (210 * s + dx, h + 20.0)
     pipe(sc, p0, p1, 30 * s, (25, 25, 27), 10)
     pipe(sc, (290 * s + dx, -20.0), (300 * s + dx, h + 20.0), 14 * s, (120, 122, 126), 10)
@@ -154,10 +165,7 @@ def _scene_pipe_staple(rng: np.random.Generator, tex: np.ndarray, w: int, h: int
 
 
 def _scene_tank_screw(rng: np.random.Generator, tex: np.ndarray, w: int, h: int) -> Scene:
-    s = w / 1000
-    bg, noise = background(rng, tex, (45, 46, 50), 0.3, 0.5, 0.15)
-    sc = Scene(w, h, bg, noise, scale=s * 2.2)
-    dx, dy = jit(rng, 15) * s, jit(rng, 15) * s
+    sc, s, dx, dy = _start(rng, tex, w, h, (45, 46, 50), (0.3, 0.5, 0.15))
     tank = (80 * s + dx, 90 * s + dy, 920 * s + dx, 660 * s + dy)
     sc.add(
         1,
@@ -191,10 +199,7 @@ def _scene_tank_screw(rng: np.random.Generator, tex: np.ndarray, w: int, h: int)
 
 
 def _scene_underbody_pipes(rng: np.random.Generator, tex: np.ndarray, w: int, h: int) -> Scene:
-    s = w / 1000
-    bg, noise = background(rng, tex, (62, 64, 66), 2.0, 0.6, 0.12)
-    sc = Scene(w, h, bg, noise, scale=s * 2.2)
-    dx, dy = jit(rng, 15) * s, jit(rng, 15) * s
+    sc, s, dx, dy = _start(rng, tex, w, h, (62, 64, 66), (2.0, 0.6, 0.12))
     for k in range(3):  # underbody ribs
         x = (150 + 330 * k) * s + dx
         sc.add(
@@ -225,10 +230,7 @@ def _scene_underbody_pipes(rng: np.random.Generator, tex: np.ndarray, w: int, h:
 
 
 def _scene_underbody_screw(rng: np.random.Generator, tex: np.ndarray, w: int, h: int) -> Scene:
-    s = w / 1000
-    bg, noise = background(rng, tex, (50, 52, 55), 0.8, 0.5, 0.15)
-    sc = Scene(w, h, bg, noise, scale=s * 2.2)
-    dx, dy = jit(rng, 15) * s, jit(rng, 15) * s
+    sc, s, dx, dy = _start(rng, tex, w, h, (50, 52, 55), (0.8, 0.5, 0.15))
     plate = (120 * s + dx, 110 * s + dy, 880 * s + dx, 640 * s + dy)
     sc.add(
         1,

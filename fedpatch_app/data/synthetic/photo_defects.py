@@ -42,8 +42,8 @@ class Style:
 #: The styles of each defect type; region k of an image uses style k mod len.
 STYLES: dict[str, tuple[Style, ...]] = {
     "missing": (
-        Style("missing", (0.002, 0.03)),
-        Style("missing", (0.001, 0.01)),
+        Style("missing", (0.003, 0.03)),
+        Style("missing", (0.002, 0.012)),
         Style("faint", (0.0005, 0.004)),
     ),
     "fastening": (Style("displaced", (0.003, 0.03)), Style("faint", (0.0005, 0.004))),

@@ -55,6 +55,10 @@ VIEWS: dict[str, View] = {
     "underbody_screw": View("motorcycle", 400, 280, 540, True),
 }
 
+#: Pose variation between images: shift (fraction of the window), rotation (degrees),
+#: zoom (fraction), each drawn uniformly in [-value, value].
+POSE = {"shift": 0.01, "rotation": 1.0, "zoom": 0.015}
+
 #: Share of the motorcycle images seen from the right camera of the stereo pair.
 SECOND_VIEW_SHARE = 0.25
 
@@ -114,10 +118,10 @@ def base_image(category: str, rng: np.random.Generator) -> np.ndarray:
     native_w, native_h = NATIVE_SIZES[category]
     right = VIEWS[category].stereo and rng.random() < SECOND_VIEW_SHARE
     cx, cy, width, height = window(category, right)
-    cx += rng.uniform(-0.02, 0.02) * width
-    cy += rng.uniform(-0.02, 0.02) * height
-    angle = math.radians(rng.uniform(-1.5, 1.5))
-    scale = width / native_w * rng.uniform(0.97, 1.03)
+    cx += rng.uniform(-1, 1) * POSE["shift"] * width
+    cy += rng.uniform(-1, 1) * POSE["shift"] * height
+    angle = math.radians(rng.uniform(-1, 1) * POSE["rotation"])
+    scale = width / native_w * (1.0 + rng.uniform(-1, 1) * POSE["zoom"])
     cos, sin = math.cos(angle) * scale, math.sin(angle) * scale
     # output (x, y) -> source: centre + R(angle) * scale * ((x, y) - output centre)
     ox, oy = native_w / 2, native_h / 2

@@ -49,6 +49,20 @@ def file_id(path: str | os.PathLike, arch: str) -> str:
     return "file:" + file_sha256(path)[:16]
 
 
+def weights_identifier(weights: str | os.PathLike, imagenet_id: str, arch: str) -> str:
+    """Identifier of a weights setting of ``arch``: ``imagenet`` -> ``imagenet_id``,
+    ``none`` -> ``none``, a file -> ``file:<sha256 prefix>``; identifiers are returned
+    unchanged, so a feature spec can carry the identifier instead of a local path."""
+    text = str(weights)
+    if text in ("imagenet", imagenet_id):
+        return imagenet_id
+    if text == "none":
+        return "none"
+    if text.startswith("file:") and not Path(text).exists():
+        return text
+    return file_id(text, arch)
+
+
 def load_file_state(path: str | os.PathLike, arch: str) -> dict[str, torch.Tensor]:
     """The state dict in a weights file (a ``state_dict`` wrapper and ``module.`` prefixes
     are unwrapped); ``WeightsError`` naming the file when it is missing or not one."""

@@ -29,11 +29,11 @@ from torch import nn
 
 from fedpatch_app.errors import WeightsError
 from fedpatch_app.model.backbones.checkpoints import (
-    file_id,
     file_sha256,
     fit_state,
     freeze,
     load_file_state,
+    weights_identifier,
 )
 
 logger = logging.getLogger(__name__)
@@ -70,14 +70,7 @@ def code_available() -> bool:
 def weights_id(weights: str | os.PathLike) -> str:
     """``imagenet`` -> ``imagenet-lite0-57934424``, ``none`` -> ``none``, a file ->
     ``file:<sha256>``; identifiers are returned unchanged."""
-    text = str(weights)
-    if text in ("imagenet", IMAGENET_ID):
-        return IMAGENET_ID
-    if text == "none":
-        return "none"
-    if text.startswith("file:") and not Path(text).exists():
-        return text
-    return file_id(text, NAME)
+    return weights_identifier(weights, IMAGENET_ID, NAME)
 
 
 def _missing_package(package: str, what: str) -> WeightsError:

@@ -17,7 +17,12 @@ import torch
 from torch import nn
 
 from fedpatch_app.errors import WeightsError
-from fedpatch_app.model.backbones.checkpoints import file_id, fit_state, freeze, load_file_state
+from fedpatch_app.model.backbones.checkpoints import (
+    fit_state,
+    freeze,
+    load_file_state,
+    weights_identifier,
+)
 from fedpatch_app.model.backbones.images import IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger(__name__)
@@ -47,14 +52,7 @@ def imagenet_cache_path() -> Path:
 def weights_id(weights: str | os.PathLike) -> str:
     """``imagenet`` -> ``imagenet-v1``, ``none`` -> ``none``, a file -> ``file:<sha256>``;
     identifiers are returned unchanged."""
-    text = str(weights)
-    if text in ("imagenet", IMAGENET_ID):
-        return IMAGENET_ID
-    if text == "none":
-        return "none"
-    if text.startswith("file:") and not Path(text).exists():
-        return text
-    return file_id(text, NAME)
+    return weights_identifier(weights, IMAGENET_ID, NAME)
 
 
 def _load_imagenet_state() -> dict[str, torch.Tensor]:
