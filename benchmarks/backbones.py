@@ -6,8 +6,8 @@ process so that peak memory is its own, on ``--images`` photo-scene images of
 
 * extraction speed: images/s of decode + resize + backbone + patch embedding, best of
   ``--repeats`` passes after one warm-up pass;
-* peak resident memory of the process during extraction (sampled every 5 ms), and the
-  memory the backbone's weights take;
+* the peak resident memory extraction adds to the process (sampled every 5 ms, above
+  the process before the backbone was built), and the size of the backbone's weights;
 * the patch grid, the feature width and the memory-bank size per training image at a
   10% coreset (what a client stores and sends per image).
 
@@ -48,7 +48,6 @@ def measure(backbone: str, paths: list[str], image_size: int, repeats: int) -> d
     spec = FeatureSpec(weights="none", image_size=image_size, backbone=backbone)
     extractor = FeatureExtractor(spec, device="cpu", batch_size=8)
     params = sum(p.numel() * p.element_size() for p in extractor.backbone.parameters())
-    built = rss_bytes()
     feats = extractor.extract(paths, desc=backbone)  # warm-up
     peak = [rss_bytes()]
     stop = threading.Event()
@@ -72,8 +71,7 @@ def measure(backbone: str, paths: list[str], image_size: int, repeats: int) -> d
         "backbone": backbone,
         "images_per_s": len(paths) / best,
         "weights_mib": params / 2**20,
-        "model_rss_mib": (built - before) / 2**20,
-        "peak_rss_mib": peak[0] / 2**20,
+        "peak_rss_mib": (peak[0] - before) / 2**20,
         "grid": f"{h}x{w}",
         "dim": dim,
         "bank_kib_per_image": round(0.1 * h * w) * dim * 4 / 2**10,
@@ -114,7 +112,7 @@ def main() -> None:
     )
     keys = ("images_per_s", "weights_mib", "peak_rss_mib", "dim", "bank_kib_per_image")
     print(
-        f"{'backbone':<20}{'img/s':>8}{'weights MiB':>13}{'peak RSS MiB':>14}{'grid':>8}"
+        f"{'backbone':<20}{'img/s':>8}{'weights MiB':>13}{'peak +RSS MiB':>14}{'grid':>8}"
         f"{'dim':>6}{'bank KiB/img':>14}"
     )
     for r in rows:
