@@ -4,8 +4,9 @@ For each backbone (random weights: speed and memory do not depend on them), in a
 process so that peak memory is its own, on ``--images`` photo-scene images of
 ``--category`` at ``--image-size``:
 
-* extraction speed: images/s of decode + resize + backbone + patch embedding, best of
-  ``--repeats`` passes after one warm-up pass;
+* extraction speed: images/s of decode + resize + backbone + patch embedding, and CPU
+  seconds per image (all threads; on a shared machine the figure that load inflates
+  least), best of ``--repeats`` passes after one warm-up pass;
 * the peak resident memory extraction adds to the process (sampled every 5 ms, above
   the process before the backbone was built), and the size of the backbone's weights;
 * the patch grid, the feature width and the memory-bank size per training image at a
@@ -59,17 +60,19 @@ def measure(backbone: str, paths: list[str], image_size: int, repeats: int) -> d
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    best = float("inf")
+    best, best_cpu = float("inf"), float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         extractor.extract(paths, desc=backbone)
         best = min(best, time.perf_counter() - start)
+        best_cpu = min(best_cpu, time.process_time() - start_cpu)
     stop.set()
     sampler.join()
     _, h, w, dim = feats.shape
     return {
         "backbone": backbone,
         "images_per_s": len(paths) / best,
+        "cpu_s_per_image": best_cpu / len(paths),
         "weights_mib": params / 2**20,
         "peak_rss_mib": (peak[0] - before) / 2**20,
         "grid": f"{h}x{w}",
@@ -110,14 +113,21 @@ def main() -> None:
         f"{args.images} {args.category} images at {args.image_size} px, {os.cpu_count()} CPUs, "
         f"load {os.getloadavg()[0]:.1f}"
     )
-    keys = ("images_per_s", "weights_mib", "peak_rss_mib", "dim", "bank_kib_per_image")
+    keys = (
+        "images_per_s",
+        "cpu_s_per_image",
+        "weights_mib",
+        "peak_rss_mib",
+        "dim",
+        "bank_kib_per_image",
+    )
     print(
-        f"{'backbone':<20}{'img/s':>8}{'weights MiB':>13}{'peak +RSS MiB':>14}{'grid':>8}"
+        f"{'backbone':<20}{'img/s':>8}{'CPU s/img':>11}{'weights MiB':>13}{'peak +RSS MiB':>14}{'grid':>8}"
         f"{'dim':>6}{'bank KiB/img':>14}"
     )
     for r in rows:
         print(
-            f"{r['backbone']:<20}{r['images_per_s']:>8.2f}{r['weights_mib']:>13.1f}"
+            f"{r['backbone']:<20}{r['images_per_s']:>8.2f}{r['cpu_s_per_image']:>11.3f}{r['weights_mib']:>13.1f}"
             f"{r['peak_rss_mib']:>14.0f}{r['grid']:>8}{r['dim']:>6}{r['bank_kib_per_image']:>14.1f}"
         )
     wrn, eff = rows
