@@ -33,6 +33,18 @@ def _start(
     return sc, s, jit(rng, amount) * s, jit(rng, amount) * s
 
 
+def _panel(
+    sc: Scene,
+    box: tuple[float, float, float, float],
+    radius: float,
+    color: tuple[float, float, float],
+    texture: float,
+) -> None:
+    """A flat rounded panel (a tank side, an underbody plate) at the back of the scene."""
+    mask = sc.mask(lambda d: d.rounded_rectangle(box, radius=int(radius), fill=255))
+    sc.add(1, mask, color, None, texture)
+
+
 def _scene_engine_wiring(rng: np.random.Generator, tex: np.ndarray, w: int, h: int) -> Scene:
     sc, s, dx, dy = _start(rng, tex, w, h, (70, 72, 78), (0.6, 0.5, 0.12))
     # engine parts: metal blocks
@@ -166,14 +178,7 @@ def _scene_pipe_staple(rng: np.random.Generator, tex: np.ndarray, w: int, h: int
 
 def _scene_tank_screw(rng: np.random.Generator, tex: np.ndarray, w: int, h: int) -> Scene:
     sc, s, dx, dy = _start(rng, tex, w, h, (45, 46, 50), (0.3, 0.5, 0.15))
-    tank = (80 * s + dx, 90 * s + dy, 920 * s + dx, 660 * s + dy)
-    sc.add(
-        1,
-        sc.mask(lambda d: d.rounded_rectangle(tank, radius=int(60 * s), fill=255)),
-        (30, 30, 33),
-        None,
-        0.12,
-    )
+    _panel(sc, (80 * s + dx, 90 * s + dy, 920 * s + dx, 660 * s + dy), 60 * s, (30, 30, 33), 0.12)
     for k in range(5):
         y = (180 + 95 * k) * s + dy
         sc.add(
@@ -231,14 +236,7 @@ def _scene_underbody_pipes(rng: np.random.Generator, tex: np.ndarray, w: int, h:
 
 def _scene_underbody_screw(rng: np.random.Generator, tex: np.ndarray, w: int, h: int) -> Scene:
     sc, s, dx, dy = _start(rng, tex, w, h, (50, 52, 55), (0.8, 0.5, 0.15))
-    plate = (120 * s + dx, 110 * s + dy, 880 * s + dx, 640 * s + dy)
-    sc.add(
-        1,
-        sc.mask(lambda d: d.rounded_rectangle(plate, radius=int(30 * s), fill=255)),
-        (82, 84, 86),
-        None,
-        0.1,
-    )
+    _panel(sc, (120 * s + dx, 110 * s + dy, 880 * s + dx, 640 * s + dy), 30 * s, (82, 84, 86), 0.1)
     sc.add(
         2,
         sc.mask(
