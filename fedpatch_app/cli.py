@@ -26,6 +26,7 @@ CATEGORY_HELP = "AutoVI categories (default: all six)"
 #: The settings of every command that builds and scores a model.
 MODEL_SETTINGS = (
     "categories",
+    "backbone",
     "weights",
     "image_size",
     "coreset_ratio",
@@ -111,10 +112,20 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="output root (one folder per category)")
     p.add_argument(
-        "--scale", choices=["tiny", "small"], default="tiny", help="number of images per category"
+        "--scale",
+        choices=["tiny", "small", "autovi"],
+        default="tiny",
+        help="images per folder: tiny, small, or autovi (AutoVI's own counts, ~3,900 images)",
+    )
+    p.add_argument(
+        "--kind",
+        choices=["drawn", "photo"],
+        default="drawn",
+        help="drawn scenes (cheap) or photo scenes (real photographs, realistic defects)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the generator")
     p.add_argument("--categories", nargs="+", help=CATEGORY_HELP)
+    p.add_argument("--workers", type=int, default=1, help="processes writing images (same bytes)")
 
 
 def _add_partition(sub: argparse._SubParsersAction) -> None:

@@ -22,7 +22,7 @@ import server_app
 from fedpatch_app.federated import messages as M
 from fedpatch_app.federated.data import ensure_synthetic, resolve_dataset
 from fedpatch_app.federated.inprocess import InProcessGrid
-from fedpatch_app.federated.server import choose_weights, run_server
+from fedpatch_app.federated.server import resolve_features, run_server
 from fedpatch_app.federated.strategy import FederationError
 from fedpatch_app.settings import from_run_config
 
@@ -370,13 +370,15 @@ def test_auto_dataset_uses_autovi_when_present(tiny_root: Path) -> None:
 
 def test_synthetic_generation_happens_once_under_concurrency(tmp_path: Path, monkeypatch) -> None:
     import fedpatch_app.data.synthetic as synthetic
+    from fedpatch_app.data.synthetic.marker import write_marker
 
     calls: list[int] = []
 
-    def slow_generate(root, scale, seed, categories):
+    def slow_generate(root, scale, seed, categories, kind):
         calls.append(1)
         time.sleep(0.3)
         Path(root).mkdir(parents=True, exist_ok=True)
+        write_marker(Path(root), kind, scale, seed, list(categories))  # as generate does, last
         return {}
 
     monkeypatch.setattr(synthetic, "generate", slow_generate)
@@ -396,16 +398,22 @@ def test_synthetic_generation_happens_once_under_concurrency(tmp_path: Path, mon
     assert len(calls) == 3
 
 
-def test_imagenet_fallback_only_for_synthetic(tmp_path: Path, monkeypatch) -> None:
+def test_pretrained_stand_in_only_for_synthetic_data(tmp_path: Path, monkeypatch) -> None:
+    """Without WideResNet's ImageNet file: synthetic data get pretrained EfficientNet-Lite0
+    (never random features); real AutoVI keeps the asked-for features for the clients."""
     import fedpatch_app.model.backbone as backbone
     from fedpatch_app.federated.data import DatasetChoice
 
     monkeypatch.setattr(backbone, "imagenet_cache_path", lambda: tmp_path / "absent.pth")
     settings = from_run_config({"weights": "imagenet"})
-    weights, warnings = choose_weights(settings, DatasetChoice("synthetic", tmp_path, CATS))
-    assert weights == "none" and "RANDOM" in warnings[0]
-    weights, warnings = choose_weights(settings, DatasetChoice("autovi", tmp_path, CATS))
-    assert weights == "imagenet" and warnings == []
+    spec, warnings = resolve_features(settings, DatasetChoice("synthetic", tmp_path, CATS))
+    assert (spec.backbone, spec.weights) == ("efficientnet_lite0", "imagenet")
+    assert "PRETRAINED efficientnet_lite0" in warnings[0]
+    spec, warnings = resolve_features(settings, DatasetChoice("autovi", tmp_path, CATS))
+    assert (spec.backbone, spec.weights, warnings) == ("wide_resnet50_2", "imagenet", ())
+    random = from_run_config({"weights": "none"})
+    spec, warnings = resolve_features(random, DatasetChoice("autovi", tmp_path, CATS))
+    assert spec.weights == "none" and warnings[0].startswith("RANDOM backbone weights")
 
 
 def test_client_rejects_a_forged_plan(tiny_root: Path, tmp_path: Path) -> None:
