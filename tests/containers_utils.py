@@ -223,7 +223,11 @@ class ComposeProject:
         return run(cmd, self.env, timeout, check).stdout
 
     def up(self) -> None:
-        self.compose("up", "-d", timeout=900)
+        """`up -d --no-deps`: podman-compose turns `depends_on` into podman's `--requires`,
+        and podman 4.3 then starts exited one-shot services (credentials, register) again
+        and fails on the chain. The services need no start order: each retries or is
+        restarted (restart: on-failure) until what it needs is up."""
+        self.compose("up", "-d", "--no-deps", timeout=900)
 
     def _label(self) -> str:
         return f"label=io.podman.compose.project={self.name}"
