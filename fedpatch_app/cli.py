@@ -241,6 +241,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--category", required=True, help="the images' AutoVI category")
     p.add_argument("--out", required=True, help="folder for predictions.csv/.jsonl, overlays/")
     p.add_argument("paths", nargs="+", help="images and/or folders of images")
+    p.add_argument(
+        "--weights-file",
+        default=None,
+        help="for a model built with weights=PATH: that file (checked by its SHA-256; "
+        "default: none needed for ImageNet or random weights)",
+    )
     add_options(p, ("device", "batch_size", "write_maps", "overwrite"))
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fedpatch_app.errors import ConfigError
+from fedpatch_app.errors import ConfigError, WeightsError
 from fedpatch_app.model.backbones import efficientnet_lite, wide_resnet
 from fedpatch_app.model.backbones.devices import autocast_dtype, resolve_device
 from fedpatch_app.model.backbones.images import (
@@ -106,6 +106,30 @@ def build_backbone(
     """The frozen, truncated backbone ``name`` with ``weights``; ``forward(x)`` returns the
     stride-8 and stride-16 feature maps."""
     return _CLASSES[_check_name(name)](weights, seed=seed)
+
+
+def loadable_weights(identifier: str, backbone: str, weights_file: str | None = None) -> str:
+    """The weights setting that loads the weights a spec names by `identifier` (a spec
+    recorded in a model folder carries identifiers, never paths): the backbone's ImageNet
+    checkpoint, random weights, or `weights_file` whose SHA-256 must match."""
+    text = str(identifier)
+    if text in ("imagenet", "none"):
+        return text
+    if text == backbone_info(backbone).imagenet_id:
+        return "imagenet"
+    if text.startswith("file:"):
+        if weights_file is None:
+            raise WeightsError(
+                f"this model was built with a weights file ({text}): pass that file "
+                "(--weights PATH) to load it"
+            )
+        if weights_id(weights_file, backbone) != text:
+            raise WeightsError(
+                f"weights file {weights_file!r} is not the one the model was built with "
+                f"({text}, got {weights_id(weights_file, backbone)})"
+            )
+        return str(weights_file)
+    raise WeightsError(f"unknown weights identifier {text!r} for {backbone}")
 
 
 def weights_id(weights: str | os.PathLike, backbone: str = DEFAULT_BACKBONE) -> str:

@@ -75,8 +75,10 @@ def load_file_state(path: str | os.PathLike, arch: str) -> dict[str, torch.Tenso
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or unsafe files
+        detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise WeightsError(
-            f"weights file {str(path)!r} cannot be read as a state dict ({exc})"
+            f"weights file {str(path)!r} is not a PyTorch state dict saved with torch.save "
+            f"(truncated, or another format?): {type(exc).__name__}: {detail}"
         ) from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
