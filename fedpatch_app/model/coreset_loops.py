@@ -54,7 +54,7 @@ class ListGroups:
         for j in range(slots):
             self._refresh(j)
         self.pivots = Pivots(len(mind), PIVOTS)
-        if start is not None:  # the exact distances to the start point are at hand
+        if start is not None and not self.pivots.full:  # exact distances to the start
             self.pivots.add_exact(mind)
 
     def _refresh(self, j: int) -> None:

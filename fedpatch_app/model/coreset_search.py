@@ -150,28 +150,31 @@ class Pivots:
 
     For any pivot ``v``, ``d(p, c) >= |d(p, v) - d(c, v)|``: a point whose distance to a
     new centre ``c`` is bounded that way above its current distance cannot move, and
-    the test reads ``2 * count`` floats of the point instead of its coordinates. The
-    farthest-first centres are spread over the data, which makes them good pivots.
-    Numpy (CPU) only.
+    the test reads one 64-byte row per point (``count`` lower, then ``count`` upper
+    bounds) instead of its coordinates. The farthest-first centres are spread over the
+    data, which makes them good pivots. Numpy (CPU) only.
     """
 
     def __init__(self, n: int, count: int) -> None:
-        self.lo = np.zeros((n, count), dtype=np.float32)
-        self.hi = np.zeros((n, count), dtype=np.float32)
+        self.count = count
+        self.bounds = np.zeros((n, 2 * count), dtype=np.float32)
         self.used = 0
+        self.tolerance = 0.0
 
     @property
     def full(self) -> bool:
-        return self.used == self.lo.shape[1]
+        return self.used == self.count
 
     def _store(self, lo2: np.ndarray, hi2: np.ndarray) -> None:
         """Store a pivot from lower and upper bounds on the squared distances, rounded
         outwards so that float32 storage never tightens them."""
         lo = np.sqrt(np.maximum(lo2, 0.0)) * (1.0 - 2.0**-20)
         hi = np.sqrt(np.maximum(hi2, 0.0)) * (1.0 + 2.0**-20)
-        self.lo[:, self.used] = lo
-        self.hi[:, self.used] = hi
+        self.bounds[:, self.used] = lo
+        self.bounds[:, self.count + self.used] = hi
         self.used += 1
+        # float32 subtractions of values up to max(hi) err by at most 2**-24 of it each
+        self.tolerance = max(self.tolerance, float(hi.max()) * 2.0**-21)
 
     def add_exact(self, d2: np.ndarray) -> None:
         """A pivot whose squared distances to all points are known exactly."""
@@ -185,10 +188,12 @@ class Pivots:
         self._store(est - slack, est + slack)
 
     def lower_bounds(self, idx: np.ndarray, c: int) -> np.ndarray:
-        """Lower bounds ``(m,)`` float64 on ``d(p, c)`` for the points ``idx``."""
-        u = self.used
-        plo = self.lo[idx, :u].astype(np.float64)
-        phi = self.hi[idx, :u].astype(np.float64)
-        clo = self.lo[c, :u].astype(np.float64)
-        chi = self.hi[c, :u].astype(np.float64)
-        return np.maximum(plo - chi, clo - phi).max(axis=1, initial=0.0)
+        """Lower bounds ``(m,)`` float64 on ``d(p, c)`` for the points ``idx`` (float32
+        arithmetic, minus the largest rounding error it can make)."""
+        u, k = self.used, self.count
+        rows = self.bounds[idx]
+        centre = self.bounds[c]
+        below = rows[:, :u] - centre[k : k + u]  # d(p, v) - d(c, v) >= ...
+        above = centre[:u] - rows[:, k : k + u]  # d(c, v) - d(p, v) >= ...
+        np.maximum(below, above, out=below)
+        return below.max(axis=1, initial=0.0).astype(np.float64) - self.tolerance
