@@ -2,7 +2,8 @@
 
 All measured in the same run, on the same features, for every data kind and size:
 
-* **ours**: ``greedy_coreset`` (projection to 128-d included, pruning on);
+* **ours**: ``greedy_coreset`` (projection to 128-d included, pruning on), timed
+  before and after the baselines, the slower of the two counting;
 * **plain**: ``greedy_coreset(..., method="plain")``: the same exact decisions, every
   point measured at every step (what the pruning saves);
 * **reference**: the algorithm of patchcore-inspection's
@@ -39,6 +40,7 @@ import os
 import platform
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import feature_source
@@ -159,6 +161,12 @@ def run_case(features: np.ndarray, kind: str, k: int, args: argparse.Namespace) 
     if steps == k and not args.no_radius:
         case.radius["reference"] = covering_radius(points, ref)
         case.radius["ours (recomputed)"] = covering_radius(points, ours.indices.tolist())
+    # Timed again after the long baselines: the load of a shared machine drifts, and the
+    # slower of our two times is the one the ratios use.
+    again, t_again = _timed(greedy_coreset, features, k, projection_dim=dp, seed=args.seed)
+    case.notes["ours"] = f"{case.times['ours']:.2f} s before the baselines, {t_again:.2f} s after"
+    case.times["ours"] = max(case.times["ours"], t_again)
+    assert again.indices.tolist() == ours.indices.tolist()
     return case
 
 
@@ -212,6 +220,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    # memory-mapped features are read, never written: torch's warning about them is noise
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; "

@@ -134,8 +134,8 @@ def test_pruning_skips_most_points_on_clustered_data(monkeypatch) -> None:
     plain = greedy_coreset(x, 150, projection_dim=16, seed=0, method="plain")
     assert pruned.indices.tolist() == masked.indices.tolist() == plain.indices.tolist()
     assert measured["n"] == 149 * 3000  # plain measures every point at every step
-    assert work_masked < 0.25 * measured["n"]  # the group bounds alone
-    assert work_pruned < work_masked  # the CPU form adds pivots
+    assert work_pruned < 0.25 * measured["n"]
+    assert work_masked == work_pruned  # the same bounds, kept in another form
 
 
 def test_every_point_within_radius() -> None:

@@ -93,6 +93,11 @@ def exact_sq_dist(points: Array, centre: Array) -> Array:
     return _tree_sq_dist(points, centre)
 
 
+def filter_factor(dim: int) -> float:
+    """``K`` of the float32 filters: ``2u (dim + 8)``, at least twice ``gamma_dim``."""
+    return (dim + 8) * 2.0 * UNIT_ROUNDOFF_32
+
+
 def estimate_slack(norm_a: Array, norm_b: Array | float, dim: int) -> Array:
     """Largest error of a float32 ``||a||^2 + ||b||^2 - 2 a.b`` distance estimate.
 
@@ -106,7 +111,22 @@ def estimate_slack(norm_a: Array, norm_b: Array | float, dim: int) -> Array:
     float32 roundings.
     """
     total = norm_a + norm_b
-    return (dim + 8) * 2.0 * UNIT_ROUNDOFF_32 * total * total + dim * 2.0**-140
+    return filter_factor(dim) * total * total + dim * 2.0**-140
+
+
+def filter_threshold(sqn: Array, mind: Array, dim: int) -> Array:
+    """Per point, ``(1 - 2K) ||p||^2 - mind (1 + margin)``: centre ``c`` may bring ``p``
+    closer only if ``2 p.c > threshold + (1 - 2K) ||c||^2`` in float32 terms.
+
+    Why it is safe: with ``S = ||p||^2``, the float32 squared norm ``sqn`` and dot product
+    ``dot`` err by at most ``gamma S`` and ``gamma ||p|| ||c||`` (``gamma = gamma_dim``,
+    any summation order). If ``2 dot <= (1 - 2K)(sqn_p + sqn_c) - mind (1 + margin)``,
+    the true squared distance ``S_p + S_c - 2 p.c`` is at least ``mind (1 + margin) +
+    (2K - gamma(1 - 2K) - gamma)(S_p + S_c)``, and ``K >= gamma`` makes that more than
+    ``mind``: the point cannot move. ``sqn`` float32, ``mind`` float64.
+    """
+    sqn64 = sqn.astype(np.float64) if isinstance(sqn, np.ndarray) else sqn.to(torch.float64)
+    return (1.0 - 2.0 * filter_factor(dim)) * sqn64 - mind * (1.0 + SKIP_MARGIN) - dim * 2.0**-140
 
 
 def fixed_order_mean(points: torch.Tensor) -> torch.Tensor:

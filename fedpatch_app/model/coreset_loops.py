@@ -18,15 +18,12 @@ import torch
 
 from fedpatch_app.model.coreset_exact import SKIP_MARGIN, exact_sq_dist
 from fedpatch_app.model.coreset_search import (
-    Pivots,
+    Nearest,
     Rows,
     centre_lower_bounds,
     improvements,
     nearest_centres,
 )
-
-#: Pivots of the CPU form (see coreset_search.Pivots): the first selected centres.
-PIVOTS = 8
 
 
 class ListGroups:
@@ -42,7 +39,7 @@ class ListGroups:
         self, rows: Rows, centres: Rows, mind: np.ndarray, assign: np.ndarray, start: int | None
     ) -> None:
         self.rows, self.centres = rows, centres
-        self.mind, self.assign = mind, assign
+        self.near, self.mind, self.assign = Nearest.of(rows, mind), mind, assign
         slots = int(centres.pts.shape[0])
         self.r2 = np.full(slots, -np.inf)
         self.rarg = np.full(slots, -1, dtype=np.int64)
@@ -53,9 +50,6 @@ class ListGroups:
         self.members = [order[bounds[j] : bounds[j + 1]] for j in range(slots)]
         for j in range(slots):
             self._refresh(j)
-        self.pivots = Pivots(len(mind), PIVOTS)
-        if start is not None and not self.pivots.full:  # exact distances to the start
-            self.pivots.add_exact(mind)
 
     def _refresh(self, j: int) -> None:
         mem = self.members[j]
@@ -72,18 +66,15 @@ class ListGroups:
         a = int(self.assign[c])
         self.centres.put(s, self.rows, c)
         self.members[a] = self.members[a][self.members[a] != c]
-        self.assign[c], self.mind[c] = s, 0.0
+        self.assign[c] = s
+        self.near.set(self.rows, np.array([c]), np.zeros(1))
         low = centre_lower_bounds(self.centres, s)
         groups = np.flatnonzero(4.0 * self.r2[:s] * (1.0 + SKIP_MARGIN) > low)
         idx = np.concatenate([self.members[j] for j in groups] + [np.empty(0, np.int64)])
         idx = idx[4.0 * self.mind[idx] * (1.0 + SKIP_MARGIN) > low[self.assign[idx]]]
-        if not self.pivots.full:
-            self.pivots.add_estimated(self.rows, c)
-        lb = self.pivots.lower_bounds(idx, c)
-        idx = idx[lb * lb < self.mind[idx] * (1.0 + SKIP_MARGIN)]
-        moved, d2 = improvements(self.rows, idx, c, self.mind)
+        moved, d2 = improvements(self.rows, idx, c, self.near)
         touched = np.unique(np.append(self.assign[moved], a))
-        self.mind[moved] = d2
+        self.near.set(self.rows, moved, d2)
         self.assign[moved] = s
         self.members[s] = moved
         for j in touched:
@@ -120,7 +111,7 @@ class MaskedGroups:
         prune: bool = True,
     ) -> None:
         self.rows, self.centres = rows, centres
-        self.mind, self.assign, self.prune = mind, assign, prune
+        self.near, self.mind, self.assign, self.prune = Nearest.of(rows, mind), mind, assign, prune
         self.score = mind.clone()
         if start is not None:  # the start point is a centre
             self.score[start] = -math.inf
@@ -129,15 +120,16 @@ class MaskedGroups:
     def add(self, c: int, s: int) -> None:
         """Make point ``c`` the centre of slot ``s`` and move the points it takes."""
         self.centres.put(s, self.rows, c)
-        self.assign[c], self.mind[c], self.score[c] = s, 0.0, -math.inf
+        self.assign[c], self.score[c] = s, -math.inf
+        self.near.set(self.rows, torch.tensor([c], device=self.mind.device), self.mind.new_zeros(1))
         if self.prune:
             low = torch.cat([centre_lower_bounds(self.centres, s), self.inf])
             keep = 4.0 * self.mind * (1.0 + SKIP_MARGIN) > low[self.assign]
             idx = torch.nonzero(keep).flatten()
         else:
             idx = None
-        moved, d2 = improvements(self.rows, idx, c, self.mind)
-        self.mind[moved] = d2
+        moved, d2 = improvements(self.rows, idx, c, self.near)
+        self.near.set(self.rows, moved, d2)
         self.score[moved] = d2
         self.assign[moved] = s
 

@@ -42,6 +42,8 @@ from fedpatch_app.model.coreset_exact import (
     Array,
     estimate_slack,
     exact_sq_dist,
+    filter_factor,
+    filter_threshold,
 )
 
 #: Above this fraction of all points, one matrix-vector product over all of them is
@@ -91,28 +93,45 @@ def centre_lower_bounds(centres: Rows, slot: int) -> Array:
     return _clamp0(_f64(est) - slack)
 
 
-def improvements(rows: Rows, idx: Array | None, c: int, mind: Array) -> tuple[Array, Array]:
+@dataclass
+class Nearest:
+    """Each point's exact squared distance to its nearest centre (``mind``, float64) and
+    the threshold of the float32 filter of :func:`improvements`, kept in step."""
+
+    mind: Array
+    thr: Array
+
+    @classmethod
+    def of(cls, rows: Rows, mind: Array) -> Nearest:
+        return cls(mind=mind, thr=filter_threshold(rows.sqn, mind, int(rows.pts.shape[1])))
+
+    def set(self, rows: Rows, idx: Array, d2: Array) -> None:
+        """New exact squared distances ``d2`` of the points ``idx``."""
+        self.mind[idx] = d2
+        self.thr[idx] = filter_threshold(rows.sqn[idx], self.mind[idx], int(rows.pts.shape[1]))
+
+
+def improvements(rows: Rows, idx: Array | None, c: int, near: Nearest) -> tuple[Array, Array]:
     """The points among ``idx`` (None: all points) that centre ``c`` brings strictly
     closer, and their new exact squared distances.
 
-    A float32 estimate, with its largest error, rules out the points that certainly do
-    not move; the others get the exact float64 distance, which alone decides.
+    One float32 dot product per point and :func:`filter_threshold` rule out the points
+    that certainly do not move; the others get the exact float64 distance, which alone
+    decides.
     """
     cvec = rows.pts[c]
+    own = (1.0 - 2.0 * filter_factor(int(cvec.shape[0]))) * float(rows.sqn[c])
     if idx is None:
-        est = rows.sqn + rows.sqn[c] - 2.0 * (rows.pts @ cvec)
-        slack = estimate_slack(rows.norm, rows.norm[c], int(cvec.shape[0]))
-        close = _f64(est) - slack < mind * (1.0 + SKIP_MARGIN)
+        close = 2.0 * _f64(rows.pts @ cvec) > near.thr + own
         idx = np.flatnonzero(close) if isinstance(close, np.ndarray) else torch.nonzero(close)[:, 0]
     else:
         if len(idx) > DENSE_FRACTION * int(rows.pts.shape[0]):
-            est = (rows.sqn + rows.sqn[c] - 2.0 * (rows.pts @ cvec))[idx]
+            dots = (rows.pts @ cvec)[idx]
         else:
-            est = rows.sqn[idx] + rows.sqn[c] - 2.0 * (rows.pts[idx] @ cvec)
-        slack = estimate_slack(rows.norm[idx], rows.norm[c], int(cvec.shape[0]))
-        idx = idx[_f64(est) - slack < mind[idx] * (1.0 + SKIP_MARGIN)]
+            dots = rows.pts[idx] @ cvec
+        idx = idx[2.0 * _f64(dots) > near.thr[idx] + own]
     d2 = exact_sq_dist(rows.pts[idx], cvec)
-    better = d2 < mind[idx]
+    better = d2 < near.mind[idx]
     return idx[better], d2[better]
 
 
@@ -143,57 +162,3 @@ def nearest_centres(rows: Rows, centres: Rows, count: int) -> tuple[torch.Tensor
         mind[start:stop] = low
         assign[start:stop] = arg
     return mind, assign
-
-
-class Pivots:
-    """Every point's distance to a few early centres (the pivots), as float32 intervals.
-
-    For any pivot ``v``, ``d(p, c) >= |d(p, v) - d(c, v)|``: a point whose distance to a
-    new centre ``c`` is bounded that way above its current distance cannot move, and
-    the test reads one 64-byte row per point (``count`` lower, then ``count`` upper
-    bounds) instead of its coordinates. The farthest-first centres are spread over the
-    data, which makes them good pivots. Numpy (CPU) only.
-    """
-
-    def __init__(self, n: int, count: int) -> None:
-        self.count = count
-        self.bounds = np.zeros((n, 2 * count), dtype=np.float32)
-        self.used = 0
-        self.tolerance = 0.0
-
-    @property
-    def full(self) -> bool:
-        return self.used == self.count
-
-    def _store(self, lo2: np.ndarray, hi2: np.ndarray) -> None:
-        """Store a pivot from lower and upper bounds on the squared distances, rounded
-        outwards so that float32 storage never tightens them."""
-        lo = np.sqrt(np.maximum(lo2, 0.0)) * (1.0 - 2.0**-20)
-        hi = np.sqrt(np.maximum(hi2, 0.0)) * (1.0 + 2.0**-20)
-        self.bounds[:, self.used] = lo
-        self.bounds[:, self.count + self.used] = hi
-        self.used += 1
-        # float32 subtractions of values up to max(hi) err by at most 2**-24 of it each
-        self.tolerance = max(self.tolerance, float(hi.max()) * 2.0**-21)
-
-    def add_exact(self, d2: np.ndarray) -> None:
-        """A pivot whose squared distances to all points are known exactly."""
-        self._store(d2, d2)
-
-    def add_estimated(self, rows: Rows, c: int) -> None:
-        """Point ``c`` as a pivot, from float32 estimates with their error bounds."""
-        cvec = rows.pts[c]
-        est = (rows.sqn + rows.sqn[c] - 2.0 * (rows.pts @ cvec)).astype(np.float64)
-        slack = estimate_slack(rows.norm, rows.norm[c], int(cvec.shape[0]))
-        self._store(est - slack, est + slack)
-
-    def lower_bounds(self, idx: np.ndarray, c: int) -> np.ndarray:
-        """Lower bounds ``(m,)`` float64 on ``d(p, c)`` for the points ``idx`` (float32
-        arithmetic, minus the largest rounding error it can make)."""
-        u, k = self.used, self.count
-        rows = self.bounds[idx]
-        centre = self.bounds[c]
-        below = rows[:, :u] - centre[k : k + u]  # d(p, v) - d(c, v) >= ...
-        above = centre[:u] - rows[:, k : k + u]  # d(c, v) - d(p, v) >= ...
-        np.maximum(below, above, out=below)
-        return below.max(axis=1, initial=0.0).astype(np.float64) - self.tolerance
