@@ -135,7 +135,7 @@ def test_pruning_skips_most_points_on_clustered_data(monkeypatch) -> None:
     assert pruned.indices.tolist() == masked.indices.tolist() == plain.indices.tolist()
     assert measured["n"] == 149 * 3000  # plain measures every point at every step
     assert work_pruned < 0.25 * measured["n"]
-    assert work_masked == work_pruned  # the same bounds, kept in another form
+    assert work_masked < 0.25 * measured["n"]
 
 
 def test_every_point_within_radius() -> None:

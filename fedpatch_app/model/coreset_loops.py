@@ -18,6 +18,7 @@ import torch
 
 from fedpatch_app.model.coreset_exact import SKIP_MARGIN, exact_sq_dist
 from fedpatch_app.model.coreset_search import (
+    DENSE_FRACTION,
     Nearest,
     Rows,
     centre_lower_bounds,
@@ -43,6 +44,7 @@ class ListGroups:
         slots = int(centres.pts.shape[0])
         self.r2 = np.full(slots, -np.inf)
         self.rarg = np.full(slots, -1, dtype=np.int64)
+        self.sizes = np.zeros(slots, dtype=np.int64)
         order = np.argsort(assign, kind="stable")
         if start is not None:  # the start point is a centre, in no group
             order = order[order != start]
@@ -52,14 +54,29 @@ class ListGroups:
             self._refresh(j)
 
     def _refresh(self, j: int) -> None:
+        """Drop the points that left group ``j``; recompute its largest distance if the
+        point holding it left (the others keep their distances)."""
         mem = self.members[j]
+        mem = mem[self.assign[mem] == j]
+        self.members[j] = mem
+        self.sizes[j] = len(mem)
         if len(mem) == 0:
             self.r2[j], self.rarg[j] = -np.inf, -1
-            return
-        vals = self.mind[mem]
-        top = vals.max()
-        self.r2[j] = top
-        self.rarg[j] = mem[vals == top].min()
+        elif self.rarg[j] < 0 or self.assign[self.rarg[j]] != j:
+            vals = self.mind[mem]
+            top = vals.max()
+            self.r2[j] = top
+            self.rarg[j] = mem[vals == top].min()
+
+    def _candidates(self, c: int, s: int) -> np.ndarray | None:
+        """The points the new centre ``c`` (slot ``s``) may bring closer, or None (all
+        points) when the bounds leave most of them."""
+        low = centre_lower_bounds(self.centres, s)
+        groups = np.flatnonzero(4.0 * self.r2[:s] * (1.0 + SKIP_MARGIN) > low)
+        if self.sizes[groups].sum() > DENSE_FRACTION * len(self.mind):
+            return None  # pruning does not pay (e.g. noise): measure every point
+        idx = np.concatenate([self.members[j] for j in groups] + [np.empty(0, np.int64)])
+        return idx[4.0 * self.mind[idx] * (1.0 + SKIP_MARGIN) > low[self.assign[idx]]]
 
     def add(self, c: int, s: int) -> None:
         """Make point ``c`` the centre of slot ``s`` and move the points it takes."""
@@ -68,18 +85,12 @@ class ListGroups:
         self.members[a] = self.members[a][self.members[a] != c]
         self.assign[c] = s
         self.near.set(self.rows, np.array([c]), np.zeros(1))
-        low = centre_lower_bounds(self.centres, s)
-        groups = np.flatnonzero(4.0 * self.r2[:s] * (1.0 + SKIP_MARGIN) > low)
-        idx = np.concatenate([self.members[j] for j in groups] + [np.empty(0, np.int64)])
-        idx = idx[4.0 * self.mind[idx] * (1.0 + SKIP_MARGIN) > low[self.assign[idx]]]
-        moved, d2 = improvements(self.rows, idx, c, self.near)
+        moved, d2 = improvements(self.rows, self._candidates(c, s), c, self.near)
         touched = np.unique(np.append(self.assign[moved], a))
         self.near.set(self.rows, moved, d2)
         self.assign[moved] = s
         self.members[s] = moved
         for j in touched:
-            mem = self.members[j]
-            self.members[j] = mem[self.assign[mem] == j]
             self._refresh(int(j))
         self._refresh(s)
 
