@@ -201,7 +201,9 @@ def verdict(case: Case) -> str:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=100_000)
-    parser.add_argument("--d", type=int, default=1024, help="dimension of 'gaussian'")
+    parser.add_argument(
+        "--d", type=int, default=1024, help="dimension of 'gaussian' and 'clustered'"
+    )
     parser.add_argument("--projection-dim", type=int, default=128)
     parser.add_argument("--ratios", default="0.01,0.1", help="coreset sizes, fractions of N")
     parser.add_argument("--data", default="patches,gaussian", help="data kinds, comma-separated")
