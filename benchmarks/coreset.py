@@ -213,6 +213,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-radius", action="store_true", help="skip the recomputed radii")
     parser.add_argument("--quick", action="store_true", help="N = 20,000")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     feature_source.add_arguments(parser, os.path.join(tempfile.gettempdir(), "fedpatch-bench"))
     args = parser.parse_args()
     if args.quick:
@@ -224,6 +225,8 @@ def main() -> None:
     args = parse_args()
     # memory-mapped features are read, never written: torch's warning about them is noise
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
