@@ -134,6 +134,10 @@ def run_case(features: np.ndarray, kind: str, k: int, args: argparse.Namespace) 
         greedy_coreset, features, k, projection_dim=dp, seed=args.seed
     )
     case.radius["ours"] = ours.radius
+    case.notes["measured"] = (
+        f"ours estimated {ours.measured / max(k - 1, 1):,.0f} distances per new centre "
+        f"({ours.measured / (n * max(k - 1, 1)):.1%} of plain greedy's {n:,})"
+    )
     proj = random_projection(d, dp, args.seed)
     points = project_rows(features, proj if dp < d else None, torch.device("cpu"))
 
@@ -174,6 +178,7 @@ def report(case: Case) -> None:
     print(
         f"\n== {case.kind}: N = {case.n:,}, D = {case.d}, k = {case.k:,} ({case.k / case.n:.0%}) =="
     )
+    print(case.notes["measured"])
     for name, seconds in case.times.items():
         note = f"  ({case.notes[name]})" if case.notes.get(name) else ""
         print(f"{name:>10}: {seconds:8.2f} s{note}")

@@ -66,6 +66,8 @@ class CoresetResult:
 
     indices: np.ndarray
     radius: float
+    #: point-to-centre distances estimated (plain greedy estimates ``N`` per new centre).
+    measured: int = 0
 
 
 def start_index(n: int, seed: int = 0) -> int:
@@ -158,12 +160,12 @@ def select(
     start: int | None,
     initial: torch.Tensor | None,
     method: str = "pruned",
-) -> tuple[np.ndarray, float]:
+) -> tuple[np.ndarray, float, int]:
     """Greedy k-center over already projected float32 points ``(N, d')``.
 
     ``initial`` ``(M, d')`` projected centres chosen before, or None: then ``start`` is
     the first centre (and the first of the ``k`` indices). Returns the indices in
-    selection order and the covering radius.
+    selection order, the covering radius and the number of distances estimated.
     """
     m = 0 if initial is None else int(initial.shape[0])
     slots, dim, dev = m + k, int(pts.shape[1]), pts.device
@@ -197,7 +199,7 @@ def select(
             groups.add(pick, slot)
             selected.append(pick)
         radius = groups.radius(slots)
-    return np.asarray(selected, dtype=np.int64), radius
+    return np.asarray(selected, dtype=np.int64), radius, groups.near.measured
 
 
 def project_features(
@@ -275,7 +277,7 @@ def greedy_coreset(
     pts, centres = project_features(
         features, projection_dim, seed, _as_device(device, features), initial=initial
     )
-    indices, radius = select(
+    indices, radius, measured = select(
         pts, int(k), start=start_index(n, seed), initial=centres, method=method
     )
     logger.debug(
@@ -286,4 +288,4 @@ def greedy_coreset(
         k,
         radius,
     )
-    return CoresetResult(indices=indices, radius=radius)
+    return CoresetResult(indices=indices, radius=radius, measured=measured)

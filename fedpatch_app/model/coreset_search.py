@@ -96,10 +96,12 @@ def centre_lower_bounds(centres: Rows, slot: int) -> Array:
 @dataclass
 class Nearest:
     """Each point's exact squared distance to its nearest centre (``mind``, float64) and
-    the threshold of the float32 filter of :func:`improvements`, kept in step."""
+    the threshold of the float32 filter of :func:`improvements`, kept in step;
+    ``measured`` counts the point-to-centre distances estimated so far."""
 
     mind: Array
     thr: Array
+    measured: int = 0
 
     @classmethod
     def of(cls, rows: Rows, mind: Array) -> Nearest:
@@ -121,6 +123,7 @@ def improvements(rows: Rows, idx: Array | None, c: int, near: Nearest) -> tuple[
     """
     cvec = rows.pts[c]
     own = (1.0 - 2.0 * filter_factor(int(cvec.shape[0]))) * float(rows.sqn[c])
+    near.measured += int(rows.pts.shape[0]) if idx is None else len(idx)
     if idx is None:
         close = 2.0 * _f64(rows.pts @ cvec) > near.thr + own
         idx = np.flatnonzero(close) if isinstance(close, np.ndarray) else torch.nonzero(close)[:, 0]
