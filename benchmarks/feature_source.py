@@ -8,9 +8,6 @@
   run skips the extraction.
 * ``gaussian``: i.i.d. standard normal ``(N, D)``: no structure at all, the worst case
   for any pruning.
-* ``clustered``: a mixture of 64 Gaussian clusters of different spreads: structure like
-  that of patch features, made in seconds at any ``N`` (for sizes whose extraction
-  would take hours on a small machine).
 * ``file``: any ``(N, D)`` float32 ``.npy`` file (``--features``), memory-mapped: the way
   to benchmark on features from another backbone without changing this code.
 """
@@ -27,7 +24,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-KINDS = ("patches", "gaussian", "clustered", "file")
+KINDS = ("patches", "gaussian", "file")
 
 
 def add_arguments(parser: argparse.ArgumentParser, cache_default: str) -> None:
@@ -45,20 +42,6 @@ def gaussian(n: int, d: int, seed: int) -> np.ndarray:
     for start in range(0, n, 65_536):
         stop = min(n, start + 65_536)
         out[start:stop] = rng.standard_normal((stop - start, d), dtype=np.float32)
-    return out
-
-
-def clustered(n: int, d: int, seed: int) -> np.ndarray:
-    """A float32 mixture of 64 Gaussian clusters with spreads from 0.3 to 1.5."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((64, d), dtype=np.float32) * 2.0
-    spreads = rng.uniform(0.3, 1.5, 64).astype(np.float32)
-    labels = rng.integers(0, 64, n)
-    out = gaussian(n, d, seed + 1)
-    for start in range(0, n, 65_536):
-        lab = labels[start : start + 65_536]
-        out[start : start + 65_536] *= spreads[lab, None]
-        out[start : start + 65_536] += centres[lab]
     return out
 
 
@@ -125,11 +108,9 @@ def patches(n: int, args: argparse.Namespace, device: str = "cpu") -> np.ndarray
 def load(
     kind: str, n: int, d: int, seed: int, args: argparse.Namespace, device: str = "cpu"
 ) -> np.ndarray:
-    """The first ``n`` rows of the data kind (``d``: for ``gaussian`` and ``clustered``)."""
+    """The first ``n`` rows of the data kind (``d`` applies to ``gaussian`` only)."""
     if kind == "gaussian":
         return gaussian(n, d, seed)
-    if kind == "clustered":
-        return clustered(n, d, seed)
     if kind == "patches":
         return np.ascontiguousarray(patches(n, args, device))
     if kind == "file":

@@ -6,8 +6,9 @@ Four parts, each printing its figures, ratios and the peak GPU memory it used:
    channels-last, as the project runs it on CUDA, against plain float32 NCHW (TF32
    off), on the same images: images/s of each, and the largest difference between
    the anomaly scores (image scores and maps) of a bank fitted and scored with each;
-2. **coreset**: greedy k-center at ``--coreset-n`` (1,000,000) points, k = 1%, on the
-   GPU (the masked form, then plain) against the CPU (the pruned form);
+2. **coreset**: greedy k-center at ``--coreset-n`` (1,000,000) patch features (the
+   synthetic images at 448 px give 1.1 million), k = 1%, on the GPU (the masked form,
+   then plain) against the CPU (the pruned form);
 3. **kNN**: the memory-bank search (FAISS-GPU if installed, else torch) of
    ``--knn-queries`` patch queries against a ``--knn-bank`` bank on the GPU and on
    the CPU, and the largest difference between their distances;
@@ -139,7 +140,8 @@ def part_extraction(args: argparse.Namespace, root: Path) -> None:
 
 def part_coreset(args: argparse.Namespace) -> None:
     n = args.coreset_n if CUDA else min(args.coreset_n, 20_000)
-    features = feature_source.load(args.coreset_data, n, 1024, 0, args, "cuda" if CUDA else "cpu")
+    source = argparse.Namespace(**{**vars(args), "image_size": args.coreset_image_size})
+    features = feature_source.load(args.coreset_data, n, 1024, 0, source, "cuda" if CUDA else "cpu")
     k = max(1, n // 100)
     cpu, t_cpu = timed(greedy_coreset, features, k)
     print(f"[coreset] CPU, pruned: N = {n:,}, k = {k:,}: {t_cpu:.2f} s, radius {cpu.radius:.4f}")
@@ -278,6 +280,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--coreset-n", type=int, default=1_000_000)
     parser.add_argument("--coreset-data", default="patches", choices=feature_source.KINDS)
+    parser.add_argument(
+        "--coreset-image-size", type=int, default=448, help="448 px: 1.1M patches (synthetic)"
+    )
     parser.add_argument("--knn-bank", type=int, default=100_000)
     parser.add_argument("--knn-queries", type=int, default=100_000)
     feature_source.add_arguments(parser, os.path.join(tempfile.gettempdir(), "fedpatch-gpu"))
