@@ -51,3 +51,45 @@ def test_the_token_file(tmp_path: Path, caplog) -> None:
     with caplog.at_level(logging.WARNING):
         assert read_token(path) == "a-long-enough-random-token-0123456789"
     assert not caplog.text
+
+
+class _Failing:
+    """A predictor that fails the way a bug would."""
+
+    def score(self, category, paths):
+        raise RuntimeError("out of memory, say")
+
+
+@pytest.mark.service
+def test_a_failure_while_scoring_is_a_500_and_the_service_goes_on(
+    pipe_clip_run: Path, tiny_root: Path
+) -> None:
+    import asyncio
+
+    import httpx
+
+    from fedpatch_app.inspection.model_folder import load_model
+    from fedpatch_app.inspection.scorer import Scorer
+    from fedpatch_app.inspection.service import create_app
+
+    scorer = Scorer(load_model(pipe_clip_run / "model"), _Failing())
+    scorer.warm_up()  # fails the same way: /readyz says so
+    image = next((tiny_root / "pipe_clip" / "test" / "good").glob("*.png")).read_bytes()
+
+    async def talk() -> None:
+        transport = httpx.ASGITransport(app=create_app(scorer))
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+            for _ in range(2):
+                answer = await client.post(
+                    "/v1/predict/pipe_clip", content=image, headers={"Content-Type": "image/png"}
+                )
+                assert answer.status_code == 500
+                assert answer.json()["error"] == (
+                    "scoring failed (RuntimeError), logged by the service"
+                )
+            assert (await client.get("/healthz")).json() == {"status": "ok"}
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503 and "warm-up failed" in ready.json()["error"]
+
+    asyncio.run(talk())
+    scorer.close()

@@ -5,20 +5,25 @@ code `fedpatch predict` runs, so a part gets the same score over HTTP as from th
 command (digit for digit as `fedpatch predict --batch-size 1`: a batch of several images
 goes through the backbone together, which moves the last digits).
 
-Scoring holds a lock: one image goes through the backbone and the kNN search at a time,
-never batched with other requests. Batching concurrent requests would raise throughput
-but make a part's score depend on which other parts arrived with it; a station that
-posts the same image twice must get the same number. Everything else (reading the
-upload, drawing the overlay, HTTP) runs outside the lock, beside the scoring.
+Scoring runs on one thread of its own, one image at a time, never batched with other
+requests. Batching concurrent requests would raise throughput but make a part's score
+depend on which other parts arrived with it; a station that posts the same image twice
+must get the same number. One thread also means one team of CPU threads for torch (its
+OpenMP threads belong to the thread that calls it), where a pool of callers would each
+start a team of their own on the same cores. Reading and checking the uploads and the
+HTTP work run on the event loop, beside the scoring.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import tempfile
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +47,8 @@ class Scorer:
     def __init__(self, model: Model, predictor: Predictor) -> None:
         self.model = model
         self.predictor = predictor
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # for callers outside the scoring thread
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring")
         self.ready = threading.Event()
         self.warm_up_error = ""
 
@@ -70,6 +76,19 @@ class Scorer:
         if upload.filename:
             answer["filename"] = upload.filename
         return answer
+
+    async def score_async(
+        self, category: str, upload: Upload, *, overlay: bool = False
+    ) -> dict[str, Any]:
+        """`score` on the scoring thread, awaited without holding up the event loop."""
+        call = partial(self.score, category, upload, overlay=overlay)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+
+    def start_warm_up(self) -> Future:
+        return self._thread.submit(self.warm_up)
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=False, cancel_futures=True)
 
     def answer(self, result: PartResult) -> dict[str, Any]:
         """The JSON fields of a result (the upload's temporary path left out)."""

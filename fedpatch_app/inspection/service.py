@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -30,7 +29,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from fedpatch_app import __version__
@@ -128,7 +126,13 @@ async def _predict(
         await drain(request, limit)
         raise
     upload = await read_upload(request, limit)
-    answer = await run_in_threadpool(scorer.score, category, upload, overlay=overlay)
+    try:
+        answer = await scorer.score_async(category, upload, overlay=overlay)
+    except UploadError:
+        raise
+    except Exception as exc:  # the next request is served all the same
+        log.exception("scoring an image of %s failed", category)
+        return error(500, f"scoring failed ({type(exc).__name__}), logged by the service")
     answer["seconds"] = time.perf_counter() - start
     return JSONResponse(answer)
 
@@ -161,8 +165,9 @@ def create_app(scorer: Scorer, *, token: str = "", max_upload_bytes: int = 20 * 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        threading.Thread(target=scorer.warm_up, name="warm-up", daemon=True).start()
+        scorer.start_warm_up()
         yield
+        scorer.close()
 
     app = FastAPI(
         title="fedpatch inspection service",
