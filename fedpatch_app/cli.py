@@ -250,6 +250,28 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     add_options(p, ("device", "batch_size", "write_maps", "overwrite"))
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = _parser(
+        sub,
+        "serve",
+        "the inspection service: an HTTP API for verdicts on images, and a review page",
+        "fedpatch_app.inspection.serve:run_cli",
+    )
+    p.add_argument("--model", required=True, help="model folder of a run (RUN/model)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
+    p.add_argument(
+        "--token-file",
+        default=None,
+        help="file holding a bearer token that every /v1/ request must send "
+        "[default: none, no token asked]",
+    )
+    p.add_argument(
+        "--max-upload-mb", type=float, default=20.0, help="largest accepted upload, in MB"
+    )
+    add_options(p, ("device",))
+
+
 def _add_settings(sub: argparse._SubParsersAction) -> None:
     p = _parser(
         sub,
@@ -274,6 +296,7 @@ COMMANDS = (
     _add_report,
     _add_experiment,
     _add_predict,
+    _add_serve,
     _add_settings,
 )
 
