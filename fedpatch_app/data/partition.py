@@ -418,14 +418,8 @@ def format_table(partition: Partition) -> str:
 
 def run_cli(args: argparse.Namespace) -> int:
     """`fedpatch partition`: print the partition as a table, or as JSON with ``--json``."""
-    partition = make_partition(
-        args.data_root,
-        scheme=args.scheme,
-        num_clients=args.num_clients,
-        alpha=args.alpha,
-        seed=args.seed,
-        categories=args.categories,
-    )
+    a = args
+    partition = make_partition(a.data_root, a.scheme, a.num_clients, a.alpha, a.seed, a.categories)
     if args.json:
         print(json.dumps(partition.to_json(), indent=2))
     else:
