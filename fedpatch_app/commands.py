@@ -110,7 +110,7 @@ def _experiment() -> Command:
         data_root("folder holding AutoVI-format data"),
         out("experiment folder; must be new or empty (or pass --overwrite)"),
         opt("--engine", choices=("simulation", "inprocess"), default="simulation", help="federated runs as `flwr run` simulations, or through the same ServerApp/ClientApp code in this process (no Ray, no SuperLink port)"),
-    ), (*MODEL_SETTINGS[1:], *CALIBRATION_SETTINGS, "overwrite"))  # fmt: skip
+    ), (*MODEL_SETTINGS[1:], *CALIBRATION_SETTINGS, "dp_public_root", "overwrite"))  # fmt: skip
 
 
 PREDICT = Command("predict", "score new images of one category with a model folder: OK/NOK, regions, overlays", "fedpatch_app.inspection.predict:run_cli", (
