@@ -4,8 +4,13 @@ it, and the result is as good as building with all five at once.
 The joined bank keeps the parent's rows and adds the rows the new line's coreset calls
 for (greedy k-center started from the parent bank), so it has the all-at-once size. Both
 models are evaluated on the same full test set with the scoring code of `fedpatch
-predict` (`inspection.evaluate_model`). Measured on the small photo data with pretrained
-features (docs/inspection.md): the joined model is not worse; the test allows it 0.01 less.
+predict` (`inspection.evaluate_model`).
+
+How close is close? Building with all five on three seeds (the random projection and
+which images each line holds) gives mean AUC-sPRO@0.3 0.626-0.706 and image AUROC
+0.708-0.767 on this small case (docs/inspection.md): that spread is the noise any build
+has. The joined model must score within it: at least what the worst of the three builds
+with everyone scores.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from fedpatch_app.inspection.evaluate_model import evaluate_model
 from fedpatch_app.inspection.model_folder import load_model
 
 CATS = ("pipe_clip", "tank_screw")
+SEEDS = (0, 1, 2)
 
 
 def _means(blocks: dict) -> tuple[float, float]:
@@ -44,11 +50,12 @@ def test_a_line_joining_later_matches_building_with_everyone(tmp_path: Path) -> 
     parent = tmp_path / "first4" / "model"
     join = {**base, "run-name": "join", "min-clients": 1, "init-model": str(parent)}
     joined = run_inprocess(join, node_configs=nodes[4:])
-    run_inprocess({**base, "run-name": "all5", "min-clients": 5})
+    for seed in SEEDS:
+        run_inprocess({**base, "run-name": f"all5-{seed}", "min-clients": 5, "seed": seed})
 
     manifest = json.loads((tmp_path / "join" / "model" / "model.json").read_text())
     assert manifest["provenance"]["parent"]["run_name"] == "first4"
-    old, new, every = (load_model(tmp_path / n / "model") for n in ("first4", "join", "all5"))
+    old, new, every = (load_model(tmp_path / n / "model") for n in ("first4", "join", "all5-0"))
     for cat in CATS:
         rows = old.category(cat).bank.size
         np.testing.assert_array_equal(
@@ -59,6 +66,8 @@ def test_a_line_joining_later_matches_building_with_everyone(tmp_path: Path) -> 
         assert new.category(cat).thresholds is not None
 
     spro_join, auroc_join = _means(evaluate_model(tmp_path / "join" / "model", data, device="cpu"))
-    spro_all, auroc_all = _means(evaluate_model(tmp_path / "all5" / "model", data, device="cpu"))
-    assert spro_join >= spro_all - 0.01, (spro_join, spro_all)
-    assert auroc_join >= auroc_all - 0.01, (auroc_join, auroc_all)
+    every_seed = [
+        _means(evaluate_model(tmp_path / f"all5-{s}" / "model", data, device="cpu")) for s in SEEDS
+    ]
+    assert spro_join >= min(m[0] for m in every_seed), (spro_join, every_seed)
+    assert auroc_join >= min(m[1] for m in every_seed), (auroc_join, every_seed)

@@ -178,15 +178,20 @@ class PatchCoreStrategy(Strategy):
         }
         held = {cat: h for cat, h in held.items() if h}
         budget = bank_budget(
-            {cat: sum(p.n_patches for _, p in h) for cat, h in held.items()},
+            {
+                cat: sum(p.n_patches for _, p in h) + self._parent_patches(cat)
+                for cat, h in held.items()
+            },
             self.settings.coreset_ratio,
             self.settings.bank_budget,
         )
         merged: dict[str, MergedBank] = {}
         for cat, holders in held.items():
             parent = self._parent_bank(cat)
+            # A join adds the rows that bring the bank to the size a build with everyone has.
+            rows = budget[cat] - (parent.size if parent is not None else 0)
             merged[cat] = merge_category(
-                cat, [p for _, p in holders], budget[cat], self.plan.spec,
+                cat, [p for _, p in holders], max(1, rows), self.plan.spec,
                 device=self.merge_device, private=self.settings.dp.enabled, parent=parent,
             )  # fmt: skip
             info = merged[cat].info
@@ -196,6 +201,10 @@ class PatchCoreStrategy(Strategy):
             if self.settings.bank_budget != "volume":
                 info["budget"] = self.settings.bank_budget
         return {**self._inherited(set(held)), **merged}
+
+    def _parent_patches(self, cat: str) -> int:
+        parent = self._parent_bank(cat)
+        return 0 if parent is None else parent.n_patches
 
     def _parent_bank(self, cat: str) -> Bank | None:
         if self.parent is None or cat not in self.parent.categories:
