@@ -42,6 +42,7 @@ from fedpatch_app.federated.accept import (
     accept_train,
 )
 from fedpatch_app.federated.registry import ClientRegistry, FederationError
+from fedpatch_app.federated.vetting import vet_category
 from fedpatch_app.model.merge import MergedBank, merge_category, order_by_content
 from fedpatch_app.model.patchcore import Bank
 
@@ -184,12 +185,17 @@ class PatchCoreStrategy(Strategy):
         merged: dict[str, MergedBank] = {}
         for cat, holders in held.items():
             parent = self._parent_bank(cat)
+            vetted, support = vet_category(
+                self.registry, cat, holders, self.settings,
+                parent=None if parent is None else parent.features, device=self.merge_device,
+            )  # fmt: skip
             merged[cat] = merge_category(
-                cat, [p for _, p in holders], budget[cat], self.plan.spec,
+                cat, [p for _, p in vetted], budget[cat], self.plan.spec,
                 device=self.merge_device, private=self.settings.dp.enabled, parent=parent,
             )  # fmt: skip
             info = merged[cat].info
             info["clients"] = [self.registry.clients[n].partition_id for n, _ in holders]
+            info["support"] = support
             if parent is not None:
                 info["train_images"] += self.parent.categories[cat].train_images
             if self.settings.bank_budget != "volume":

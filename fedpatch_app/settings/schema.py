@@ -84,6 +84,8 @@ Partition = Annotated[Literal["category", "iid", "dirichlet"], BeforeValidator(_
 Scale = Annotated[Literal["tiny", "small"], BeforeValidator(_lower)]
 TransportDtype = Annotated[Literal["float32", "float16"], BeforeValidator(_lower)]
 BankBudget = Annotated[Literal["volume", "equal", "sqrt"], BeforeValidator(_lower)]
+RobustMerge = Annotated[Literal["quarantine", "strict", "off"], BeforeValidator(_lower)]
+ScalingMode = Annotated[Literal["robust", "exact"], BeforeValidator(_lower)]
 Categories = Annotated[tuple[str, ...] | None, BeforeValidator(parse_categories)]
 Device = Annotated[str, BeforeValidator(_lower), AfterValidator(_device)]
 RunName = Annotated[str, BeforeValidator(_strip), AfterValidator(_run_name)]
@@ -154,6 +156,30 @@ class RunSettings(BaseModel):
     num_clients: int = Field(5, ge=1, le=1000, description="clients (SuperNodes) in the run")
     min_clients: int = Field(
         5, ge=1, le=1000, description="clients that must remain after every phase"
+    )
+    # -- trust: what the server does not take on a client's word (docs/security.md)
+    robust_merge: RobustMerge = Field(
+        "quarantine",
+        description="coreset rows no other client's rows support: quarantine (left out of the "
+        "bank; a client most of whose rows are unsupported is kept whole and flagged), strict "
+        "(always left out) or off",
+    )
+    robust_merge_z: float = Field(
+        3.0,
+        gt=0,
+        le=100,
+        description="robust z-score (median and MAD of the log distances to the other "
+        "clients' rows) above which a row is unsupported",
+    )
+    map_scaling: ScalingMode = Field(
+        "robust",
+        description="global map scaling: robust (clipped to a bound the merged bank sets, so "
+        "no client's reply can set it) or exact (every client's extremes: trusted federations)",
+    )
+    node_identities: Text = Field(
+        "",
+        description="JSON file binding partition ids to SuperNode public keys "
+        "('' = partition ids as the nodes claim them)",
     )
     # -- features and model
     weights: Text = Field(
