@@ -140,8 +140,11 @@ def _range(info: ConfigRecord, cat: str, prefix: str = "") -> tuple[float, float
         hi = float(typed(info, f"{prefix}max.{cat}", (int, float)))
     except (KeyError, TypeError) as exc:
         raise InvalidReply(f"{cat}: {exc}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
-        raise InvalidReply(f"{cat}: map range [{lo}, {hi}] is not finite and ordered")
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= hi):
+        raise InvalidReply(
+            f"{cat}: map range [{lo}, {hi}] is not finite, ordered and >= 0 (map values are "
+            "nearest-neighbour distances)"
+        )
     return lo, hi
 
 

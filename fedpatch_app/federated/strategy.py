@@ -33,6 +33,7 @@ from flwr.serverapp.strategy import Result, Strategy
 
 from fedpatch_app.evaluation.export import MapScaling
 from fedpatch_app.evaluation.pooling import CategoryOutcome, ScoredImages, pool_category
+from fedpatch_app.evaluation.robust_scaling import RADIUS_FACTOR, global_scaling
 from fedpatch_app.evaluation.thresholds import category_thresholds
 from fedpatch_app.federated import messages as M
 from fedpatch_app.federated.accept import (
@@ -83,6 +84,7 @@ class PatchCoreStrategy(Strategy):
         self.bank_info: dict[str, dict[str, Any]] = {}
         self.outcomes: dict[str, CategoryOutcome] = {}
         self.scalings: dict[str, MapScaling] = {}
+        self.scaling_facts: dict[str, dict[str, Any]] = {}
         self._train: dict[int, M.TrainReply] = {}
         self._scores: dict[int, M.ScoreReply] = {}
 
@@ -248,14 +250,27 @@ class PatchCoreStrategy(Strategy):
         self._scores = accept_scores(
             self.registry, answered, tuple(self.banks), self.plan.fingerprint
         )
-        ranges: dict[str, tuple[float, float]] = {}
-        for decoded in self._scores.values():
-            items = [*decoded.categories.items(), *decoded.calibration.items()]
-            for cat, item in items:
-                lo, hi = ranges.get(cat, (item.map_min, item.map_max))
-                ranges[cat] = (min(lo, item.map_min), max(hi, item.map_max))
-        self.scalings = {cat: MapScaling(lo, hi) for cat, (lo, hi) in ranges.items()}
+        ranges: dict[str, dict[int, tuple[float, float]]] = {}
+        for node, decoded in self._scores.items():
+            for cat, item in [*decoded.categories.items(), *decoded.calibration.items()]:
+                lo, hi = ranges.setdefault(cat, {}).get(node, (item.map_min, item.map_max))
+                ranges[cat][node] = (min(lo, item.map_min), max(hi, item.map_max))
+        for cat, per_node in ranges.items():
+            self._scale(cat, per_node)
         return MetricRecord({"clients": len(self._scores)})
+
+    def _scale(self, cat: str, ranges: dict[int, tuple[float, float]]) -> None:
+        """The category's global map scaling; clients above the robust bound are named."""
+        radius = float(self.bank_info[cat]["covering_radius"])
+        decision = global_scaling(ranges, mode=self.settings.map_scaling, radius=radius)
+        self.scalings[cat] = decision.scaling
+        self.scaling_facts[cat] = decision.facts()
+        for node in decision.above:
+            self.registry.flag(
+                node, "evaluate", f"{cat}: map maximum {ranges[node][1]:.4g} above the bound "
+                f"{decision.bound:.4g} ({RADIUS_FACTOR:g} x the bank's covering radius): its "
+                "values above it share the top level",
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ evaluate: phase B
 
@@ -362,7 +377,11 @@ class PatchCoreStrategy(Strategy):
             "clients": [c.to_dict() for c in clients],
             "dropped": self.dropped(),
             "banks": self.bank_info,
-            "map_scaling": {c: {"low": m.low, "high": m.high} for c, m in self.scalings.items()},
+            "map_scaling": {
+                c: {"low": m.low, "high": m.high, **self.scaling_facts.get(c, {})}
+                for c, m in self.scalings.items()
+            },
+            "flagged": self.registry.flagged(),
             "bytes": self.registry.bytes,
             "seconds": self.registry.seconds,
         }
