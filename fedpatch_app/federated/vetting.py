@@ -29,6 +29,13 @@ def _flag(registry: ClientRegistry, node_id: int, cat: str, verdict: Verdict, th
     what += f"{threshold:.4g} from every other client's rows"
     if verdict.action == "quarantined":
         registry.flag(node_id, "merge", f"{what}: left out of the bank (quarantined)")
+    elif verdict.action == "dropped":
+        registry.flag(
+            node_id,
+            "merge",
+            f"{what}: more than an honest tail gives, so ALL its {cat} rows were left out of "
+            "the bank (its images are still evaluated)",
+        )
     elif verdict.action == "kept-mostly-unsupported":
         registry.flag(
             node_id,

@@ -10,13 +10,17 @@ them. What honest support distances look like is estimated from all rows togethe
 robust statistics of the log distances (median and MAD: a minority of planted rows cannot
 move them). A row whose robust z-score exceeds the threshold is unsupported.
 
-Policy (`mode`):
+Policy, per client and category, by how many of its rows are unsupported:
 
-- `quarantine` (default): a client's unsupported rows are left out of the merge, unless
-  most of its rows are unsupported: then its normal images differ from everyone else's as a
-  whole (a line with its own look), or it sends mostly made-up rows. The two cannot be told
-  apart from the rows alone; such a client's rows are kept and it is flagged by name.
-- `strict`: every unsupported row is left out (a line whose images differ loses its rows).
+- a few (fewer than `PLANTED_MIN`, or `PLANTED_SHARE` of its rows: the tail honest data
+  have too): those rows are quarantined (left out of the merge);
+- more, but not most: the client plants rows. Its supported rows came with them and
+  cannot be told from planted ones that sit closer to normal features, so ALL its rows of
+  the category are left out of the merge (its images are still evaluated);
+- most (over `MOSTLY`): its normal images differ from everyone else's as a whole (a line
+  with its own look), or it sends mostly made-up rows. The rows alone cannot tell the two
+  apart. `quarantine` (default) keeps its rows and flags it by name; `strict` leaves them
+  all out (a line whose images differ then loses its rows).
 
 What this cannot catch is said in docs/security.md: a category held by one client only
 (nothing to compare with), rows planted within the honest spread (e.g. defect features
@@ -40,6 +44,10 @@ log = logging.getLogger(__name__)
 MODES = ("quarantine", "strict", "off")
 #: Above this share of unsupported rows, a client's rows are "mostly" unsupported.
 MOSTLY = 0.5
+#: From this many unsupported rows (and this share of a client's rows) on, a client plants
+#: rows: honest tails give fewer (at most 1 of 358 rows seen on pretrained features).
+PLANTED_MIN = 3
+PLANTED_SHARE = 0.02
 #: MAD of a normal distribution = 1 / this factor x its standard deviation.
 MAD_TO_SIGMA = 1.4826
 
@@ -51,7 +59,8 @@ class Verdict:
     keep: np.ndarray  # bool (rows,)
     unsupported: int
     rows: int
-    #: "" (nothing unsupported), "quarantined" (its unsupported rows left out), or
+    #: "" (nothing unsupported), "quarantined" (its unsupported rows left out), "dropped"
+    #: (all its rows left out: it plants rows, or, under `strict`, most are unsupported) or
     #: "kept-mostly-unsupported" (most rows unsupported: kept whole, flagged).
     action: str = ""
 
@@ -113,9 +122,12 @@ def _verdict(z: np.ndarray, threshold: float, mode: str) -> Verdict:
         return verdict
     if mode == "quarantine" and verdict.share > MOSTLY:
         verdict.action = "kept-mostly-unsupported"
-        return verdict
-    verdict.keep = ~unsupported
-    verdict.action = "quarantined"
+    elif n >= max(PLANTED_MIN, math.ceil(PLANTED_SHARE * len(z))):
+        verdict.keep = np.zeros(len(z), dtype=bool)
+        verdict.action = "dropped"
+    else:
+        verdict.keep = ~unsupported
+        verdict.action = "quarantined"
     return verdict
 
 
