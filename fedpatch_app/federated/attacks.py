@@ -145,11 +145,17 @@ class Attacker:
         rows = np.concatenate([honest, whole]) if len(whole) else honest
         s = plan.settings
         per_image = info[f"n-patches.{cat}"] // max(1, info[f"n-images.{cat}"])
-        patches = max(info[f"n-patches.{cat}"], math.ceil(len(rows) / (s.coreset_ratio * s.local_oversample)))
+        patches = max(
+            info[f"n-patches.{cat}"], math.ceil(len(rows) / (s.coreset_ratio * s.local_oversample))
+        )
         images = math.ceil(patches / max(1, per_image))
         info[f"n-images.{cat}"] = int(images)
         info[f"n-patches.{cat}"] = int(images * per_image)
-        self.log[cat] = {"rows": len(honest), "injected": int(len(whole)), "patches": int(images * per_image)}
+        self.log[cat] = {
+            "rows": len(honest),
+            "injected": int(len(whole)),
+            "patches": int(images * per_image),
+        }
         return rows
 
     # ------------------------------------------------------------------ evaluate

@@ -212,7 +212,7 @@ def decode_score_reply(
     """Check a phase-A reply: finite ranges and scores, one defect label and relative path
     per score, paths of the form test/<defect>/<id> that agree with the label; plausible
     calibration counts and ranges."""
-    info = reply_info(content)
+    info = reply_info(content, len(categories))
     check_fingerprint(info, fingerprint)
     cats = reply_categories(info, categories)
     arrays = content.array_records.get(SCORES, ArrayRecord())

@@ -95,6 +95,8 @@ class ClientRegistry:
         self.clients: dict[int, ClientState] = {}
         self.seconds: dict[str, float] = {}
         self.bytes: dict[str, int] = {}
+        #: Nodes that answered each phase (with a reply or an error).
+        self.answered: dict[str, set[int]] = {}
         self._outbox: dict[str, list[Message]] = {}
         self._started: dict[str, float] = {}
 
@@ -214,6 +216,7 @@ class ClientRegistry:
                 continue
             client.bytes_up[phase] = record_bytes(reply.content)
             ok.append((client, reply))
+        self.answered[phase] = answered
         for msg in sent:
             if msg.metadata.dst_node_id not in answered:
                 self.drop(

@@ -37,10 +37,12 @@ from fedpatch_app.evaluation.robust_scaling import RADIUS_FACTOR, global_scaling
 from fedpatch_app.evaluation.thresholds import category_thresholds
 from fedpatch_app.federated import messages as M
 from fedpatch_app.federated.accept import (
+    Expected,
     NodeStatistics,
     accept_scores,
     accept_stats,
     accept_train,
+    conflicting_images,
 )
 from fedpatch_app.federated.registry import ClientRegistry, FederationError
 from fedpatch_app.federated.vetting import vet_category
@@ -85,8 +87,12 @@ class PatchCoreStrategy(Strategy):
         self.outcomes: dict[str, CategoryOutcome] = {}
         self.scalings: dict[str, MapScaling] = {}
         self.scaling_facts: dict[str, dict[str, Any]] = {}
+        self.expected = Expected(private=plan.settings.dp.enabled)
+        #: Test images claimed by several nodes, per category: left out of the evaluation.
+        self.excluded: dict[str, set[str]] = {}
         self._train: dict[int, M.TrainReply] = {}
         self._scores: dict[int, M.ScoreReply] = {}
+        self._release: list[Message] = []
 
     # ------------------------------------------------------------------ the run
 
@@ -103,6 +109,7 @@ class PatchCoreStrategy(Strategy):
         """The whole one-shot protocol: train -> merge -> score -> statistics -> pool."""
         self.summary()
         self.registry.register(grid.get_node_ids())
+        self.know(grid)
         train = self.configure_train(ROUND, ArrayRecord(), ConfigRecord(), grid)
         banks, train_metrics = self.aggregate_train(ROUND, self._exchange(grid, train))
         score = self.configure_evaluate(ROUND, banks, ConfigRecord(), grid)
@@ -114,6 +121,19 @@ class PatchCoreStrategy(Strategy):
             train_metrics_clientapp={ROUND: train_metrics},
             evaluate_metrics_clientapp={ROUND: metrics},
         )  # fmt: skip
+
+    def know(self, grid: Grid) -> None:
+        """What the nodes' claims are checked against: the partition's shares (where the
+        server sees the data) and the partitions the nodes' keys are bound to."""
+        from fedpatch_app.federated.data import expected_shares
+        from fedpatch_app.federated.identity import bind_nodes, load_identities
+
+        bound = None
+        if self.settings.node_identities:
+            identities = load_identities(self.settings.node_identities)
+            bound = bind_nodes(grid.get_nodes(), identities)
+        shares = expected_shares(self.plan)
+        self.expected = Expected(shares, bound, self.settings.dp.enabled)
 
     def _exchange(self, grid: Grid, messages: Iterable[Message]) -> list[Message]:
         return list(grid.send_and_receive(list(messages), timeout=self.settings.round_timeout))
@@ -153,7 +173,7 @@ class PatchCoreStrategy(Strategy):
     ) -> tuple[ArrayRecord, MetricRecord]:
         """Check the replies, then merge per category; the global banks as arrays."""
         answered = self.registry.collect("train", replies)
-        self._train = accept_train(self.registry, answered, self.limits)
+        self._train = accept_train(self.registry, answered, self.limits, self.expected)
         start = time.perf_counter()
         for cat, merged in self._merge().items():
             self.banks[cat], self.bank_info[cat] = merged.bank, merged.info
@@ -248,8 +268,10 @@ class PatchCoreStrategy(Strategy):
         """Phase A: image scores and map ranges; each category's global map scaling."""
         answered = self.registry.collect("evaluate", replies)
         self._scores = accept_scores(
-            self.registry, answered, tuple(self.banks), self.plan.fingerprint
+            self.registry, answered, tuple(self.banks), self.plan.fingerprint, self.expected
         )
+        self.excluded = conflicting_images(self.registry, self._scores)
+        self._release = self._release_messages()
         ranges: dict[str, dict[int, tuple[float, float]]] = {}
         for node, decoded in self._scores.items():
             for cat, item in [*decoded.categories.items(), *decoded.calibration.items()]:
@@ -274,17 +296,32 @@ class PatchCoreStrategy(Strategy):
 
     # ------------------------------------------------------------------ evaluate: phase B
 
+    def _release_messages(self) -> list[Message]:
+        """For nodes that answered phase A but were dropped: remove your cached maps (sent
+        with phase B; their replies are not waited for beyond it, nor read)."""
+        plan = RecordDict({M.CONFIG: self.plan.to_config(phase=M.PHASE_RELEASE)})
+        return [
+            Message(plan, node, MessageType.QUERY, group_id=str(ROUND))
+            for node in self.registry.answered.get("evaluate", ())
+            if self.registry.clients[node].status == "dropped"
+        ]
+
     def configure_query(self, server_round: int) -> list[Message]:
         ranges = {cat: (s.low, s.high) for cat, s in self.scalings.items()}
-        plan = self.plan.to_config(phase=M.PHASE_STATS, **M.scaling_config(ranges))
-        return self._messages("query", RecordDict({M.CONFIG: plan}), MessageType.QUERY)
+        extra = {**M.scaling_config(ranges), **M.exclusion_config(self.excluded)}
+        plan = self.plan.to_config(phase=M.PHASE_STATS, **extra)
+        query = self._messages("query", RecordDict({M.CONFIG: plan}), MessageType.QUERY)
+        return query + self._release
 
     def aggregate_query(self, replies: Iterable[Message]) -> MetricRecord:
         """Phase B: pooled metrics per category from the clients' statistics."""
+        release = {m.metadata.message_id for m in self._release}
+        replies = [r for r in replies if r.metadata.reply_to_message_id not in release]
         answered = self.registry.collect("query", replies)
         stats = accept_stats(
-            self.registry, answered, self._scores, tuple(self.banks), self.plan.fingerprint
-        )
+            self.registry, answered, self._scores, tuple(self.banks), self.plan.fingerprint,
+            self.excluded,
+        )  # fmt: skip
         t0 = time.perf_counter()
         for cat in self.banks:
             holders = [n for n in sorted(stats) if cat in stats[n].stats]
@@ -318,10 +355,18 @@ class PatchCoreStrategy(Strategy):
 
     def _pool(self, cat: str, holders: list[int], stats: dict) -> CategoryOutcome:
         images = []
+        excluded = self.excluded.get(cat, set())
         for n in holders:
             item = self._scores[n].categories[cat]
-            self.registry.clients[n].test_images[cat] = len(item.scores)
-            images.append(ScoredImages(item.rel_paths, item.defects, item.scores))
+            kept = [i for i, p in enumerate(item.rel_paths) if p not in excluded]
+            self.registry.clients[n].test_images[cat] = len(kept)
+            images.append(
+                ScoredImages(
+                    [item.rel_paths[i] for i in kept],
+                    [item.defects[i] for i in kept],
+                    item.scores[kept],
+                )
+            )
         info = self.bank_info[cat]
         outcome = pool_category(
             cat,
@@ -382,6 +427,10 @@ class PatchCoreStrategy(Strategy):
                 for c, m in self.scalings.items()
             },
             "flagged": self.registry.flagged(),
+            "excluded_test_images": {
+                cat: {"count": len(paths), "examples": sorted(paths)[:10]}
+                for cat, paths in self.excluded.items()
+            },
             "bytes": self.registry.bytes,
             "seconds": self.registry.seconds,
         }

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from fedpatch_app.errors import ModelError
-from fedpatch_app.model.backbone import resized_size, resolve_device
+from fedpatch_app.model.backbone import LAYER_STRIDES, resized_size, resolve_device
 from fedpatch_app.model.coreset import greedy_coreset
 from fedpatch_app.model.dp import clip_rows
 from fedpatch_app.model.embedding import FeatureExtractor, FeatureSpec
@@ -237,6 +237,14 @@ def input_size(native_size: tuple[int, int], image_size: int) -> tuple[int, int]
     own resizing rule: shorter side = `image_size`, aspect ratio kept)."""
     width, height = resized_size(*native_size, image_size)
     return height, width
+
+
+def patch_grid(spec: FeatureSpec, native_size: tuple[int, int]) -> tuple[int, int]:
+    """(rows, columns) of the patch grid of a (width, height) image: the first layer's
+    feature map, whose stride-2 stages each halve a side, rounding up."""
+    stride = LAYER_STRIDES[spec.layers[0]]
+    height, width = input_size(native_size, spec.image_size)
+    return -(-height // stride), -(-width // stride)
 
 
 class PatchCore:
