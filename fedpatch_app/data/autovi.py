@@ -495,13 +495,15 @@ def load_category(root: str | Path, name: str, *, check_size: bool = True) -> Ca
         size = NATIVE_SIZES[name]
     else:
         size = image_size(train[0])
-    paths = list(train) + [s.path for s in samples]
+    # Masks too, so that a bad one is found before any feature is extracted.
+    paths = [*train, *(s.path for s in samples), *(m for s in samples for m in s.mask_paths)]
     for path in tqdm(paths, desc=f"{name}: image headers", unit="img", disable=None, leave=False):
         found = image_size(path)
         if found != size:
             what = "AutoVI" if check_size else "the first train image of"
+            kind = "ground-truth mask" if path.parent.parent.parent == gt_root else "image"
             raise DataError(
-                f"image {path} is {found[0]}x{found[1]}, but {what} {name} "
+                f"{kind} {path} is {found[0]}x{found[1]}, but {what} {name} "
                 f"images are {size[0]}x{size[1]}"
             )
 

@@ -83,7 +83,7 @@ def _check_identity(expected: Expected, node_id: int, claimed: int) -> None:
     bound = expected.bound.get(node_id)
     if bound is None:
         raise M.InvalidReply("its key is bound to no partition in node-identities")
-    if claimed != bound:
+    if claimed not in (bound, -1):  # -1: a node holding whole categories names no partition
         raise M.InvalidReply(f"claims partition {claimed}, but its key is bound to {bound}")
 
 
@@ -140,6 +140,8 @@ def accept_train(
         except ModelError as exc:
             registry.drop(client.node_id, "train", f"invalid reply: {exc}")
             continue
+        if expected.bound is not None:
+            decoded.partition_id = int(expected.bound[client.node_id])
         client.partition_id = decoded.partition_id
         accepted[client.node_id] = decoded
     _drop_shared_partitions(registry, accepted)
