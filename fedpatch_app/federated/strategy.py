@@ -198,31 +198,43 @@ class PatchCoreStrategy(Strategy):
             )
             for cat in self.known_categories
         }
-        held = {cat: h for cat, h in held.items() if h}
+        vetted: dict[str, list] = {}
+        support: dict[str, dict[str, Any]] = {}
+        for cat, holders in held.items():
+            if holders:
+                parent = self._parent_bank(cat)
+                kept, support[cat] = vet_category(
+                    self.registry, cat, holders, self.settings,
+                    parent=None if parent is None else parent.features, device=self.merge_device,
+                )  # fmt: skip
+                vetted[cat] = [(n, p) for n, p in kept if len(p.features)]
+                if not vetted[cat]:
+                    log.warning("%s: no coreset row is left after the robust merge", cat)
+        vetted = {cat: v for cat, v in vetted.items() if v}
         budget = bank_budget(
-            {cat: sum(p.n_patches for _, p in h) for cat, h in held.items()},
+            {cat: sum(p.n_patches for _, p in v) for cat, v in vetted.items()},
             self.settings.coreset_ratio,
             self.settings.bank_budget,
         )
-        merged: dict[str, MergedBank] = {}
-        for cat, holders in held.items():
-            parent = self._parent_bank(cat)
-            vetted, support = vet_category(
-                self.registry, cat, holders, self.settings,
-                parent=None if parent is None else parent.features, device=self.merge_device,
-            )  # fmt: skip
-            merged[cat] = merge_category(
-                cat, [p for _, p in vetted], budget[cat], self.plan.spec,
-                device=self.merge_device, private=self.settings.dp.enabled, parent=parent,
-            )  # fmt: skip
-            info = merged[cat].info
-            info["clients"] = [self.registry.clients[n].partition_id for n, _ in holders]
-            info["support"] = support
-            if parent is not None:
-                info["train_images"] += self.parent.categories[cat].train_images
-            if self.settings.bank_budget != "volume":
-                info["budget"] = self.settings.bank_budget
-        return {**self._inherited(set(held)), **merged}
+        merged = {
+            cat: self._merge_one(cat, v, budget[cat], support[cat]) for cat, v in vetted.items()
+        }
+        return {**self._inherited(set(vetted)), **merged}
+
+    def _merge_one(self, cat: str, holders: list, k: int, support: dict[str, Any]) -> MergedBank:
+        parent = self._parent_bank(cat)
+        merged = merge_category(
+            cat, [p for _, p in holders], k, self.plan.spec,
+            device=self.merge_device, private=self.settings.dp.enabled, parent=parent,
+        )  # fmt: skip
+        info = merged.info
+        info["clients"] = [self.registry.clients[n].partition_id for n, _ in holders]
+        info["support"] = support
+        if parent is not None:
+            info["train_images"] += self.parent.categories[cat].train_images
+        if self.settings.bank_budget != "volume":
+            info["budget"] = self.settings.bank_budget
+        return merged
 
     def _parent_bank(self, cat: str) -> Bank | None:
         if self.parent is None or cat not in self.parent.categories:
