@@ -47,10 +47,10 @@ class ScalingDecision:
         return out
 
 
-def _bound(highs: list[float], radius: float) -> tuple[float, str]:
-    if radius > 0 and math.isfinite(radius):
+def _bound(highs: list[float], low: float, radius: float) -> tuple[float, str]:
+    if radius > 0 and math.isfinite(radius) and RADIUS_FACTOR * radius > low:
         return RADIUS_FACTOR * radius, ""
-    # No radius (a bank that holds every patch): the median client's maximum.
+    # No usable radius (a bank that holds every patch): the median client's maximum.
     return RADIUS_FACTOR * float(np.median(highs)), "bound from the median client maximum"
 
 
@@ -64,7 +64,7 @@ def global_scaling(
     high = max(hi for _, hi in ranges.values())
     if mode == "exact":
         return ScalingDecision(MapScaling(low, high))
-    bound, note = _bound([hi for _, hi in ranges.values()], radius)
+    bound, note = _bound([hi for _, hi in ranges.values()], low, radius)
     if bound <= low:
         note = f"bound {bound:.4g} below the lowest map value {low:.4g}: exact scaling used"
         return ScalingDecision(MapScaling(low, high), None, [], note)

@@ -186,3 +186,14 @@ class Attacker:
         fake = np.full(len(others), float(info[f"min.{cat}"]))
         self.log[cat] = {"own": len(own), "stolen": len(others)}
         return np.concatenate([values, fake])
+
+
+def together(*tampers: Any) -> Any:
+    """One tamper function applying several (each attacker changes only its own node)."""
+
+    def tamper(node_id: int, msg: Message, reply: Message) -> Message:
+        for each in tampers:
+            reply = each(node_id, msg, reply)
+        return reply
+
+    return tamper

@@ -35,12 +35,17 @@ def key_fingerprint(key: bytes | str) -> str:
     the same key gives the same fingerprint in either form. ValueError if not a key."""
     from cryptography.hazmat.primitives import serialization
 
+    from cryptography.exceptions import UnsupportedAlgorithm
+
     data = key.encode() if isinstance(key, str) else bytes(key)
     text = data.strip()
-    if text.startswith(b"-----BEGIN"):
-        public = serialization.load_pem_public_key(text)
-    else:
-        public = serialization.load_ssh_public_key(text)
+    try:
+        if text.startswith(b"-----BEGIN"):
+            public = serialization.load_pem_public_key(text)
+        else:
+            public = serialization.load_ssh_public_key(text)
+    except UnsupportedAlgorithm as exc:
+        raise ValueError(str(exc)) from None
     der = public.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -48,6 +53,7 @@ def key_fingerprint(key: bytes | str) -> str:
 
 
 def _key_text(value: str, folder: Path) -> str:
+    """The key itself, or the content of the key file it names (ValueError if unreadable)."""
     if value.strip().startswith(_KEY_PREFIXES):
         return value
     path = Path(value).expanduser()
@@ -55,7 +61,7 @@ def _key_text(value: str, folder: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read the public key file {path}: {exc}") from None
+        raise ValueError(f"cannot read the public key file {path}: {exc.strerror}") from None
 
 
 def load_identities(path: str | Path) -> dict[str, int]:
@@ -76,7 +82,7 @@ def load_identities(path: str | Path) -> dict[str, int]:
         try:
             fingerprint = key_fingerprint(_key_text(value, path.parent))
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"{where}: partition {pid}: not a public key ({exc})") from None
+            raise ConfigError(f"{where}: partition {pid}: {exc}") from None
         if fingerprint in out:
             raise ConfigError(f"{where}: partitions {out[fingerprint]} and {pid} share one key")
         out[fingerprint] = int(pid)

@@ -165,7 +165,7 @@ class RunSettings(BaseModel):
         "(always left out) or off",
     )
     robust_merge_z: float = Field(
-        3.5,
+        4.0,
         gt=0,
         le=100,
         description="robust z-score (median and MAD of the log distances to the other "
