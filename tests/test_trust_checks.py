@@ -152,25 +152,42 @@ def test_test_claims_are_checked_against_the_partition() -> None:
     assert "5 calibration images scored, partition 0 holds 2" in registry.clients[3].reason
 
 
+def scored_claims(claims: dict[int, list[str]]) -> tuple[ClientRegistry, dict]:
+    registry = ClientRegistry(1, 1.0)
+    registry.register(claims)
+    replies = [(registry.clients[n], score_reply(paths)) for n, paths in claims.items()]
+    return registry, accept_scores(registry, replies, CATS, "f")
+
+
 def test_conflicting_test_claims_exclude_the_images_and_flag_every_claimant() -> None:
     """Not "the later one is dropped": which node really holds an image cannot be told."""
-    registry = ClientRegistry(1, 1.0)
-    registry.register([1, 2, 3])
-    replies = [
-        (registry.clients[1], score_reply(["test/good/000.png", "test/good/001.png"])),
-        (registry.clients[2], score_reply(["test/good/002.png"])),
-        (
-            registry.clients[3],
-            score_reply(["test/good/000.png", "test/good/002.png", "test/good/003.png"]),
-        ),
-    ]
-    scored = accept_scores(registry, replies, CATS, "f")
-    assert sorted(scored) == [1, 2, 3]
+    registry, scored = scored_claims(
+        {
+            1: ["test/good/000.png", "test/good/001.png"],
+            2: ["test/good/000.png", "test/good/002.png"],
+            3: ["test/good/003.png"],
+        }
+    )
     excluded = conflicting_images(registry, scored)
-    assert excluded == {"pipe_clip": {"test/good/000.png", "test/good/002.png"}}
-    assert registry.dropped() == []
-    assert [len(registry.clients[n].flags) for n in (1, 2, 3)] == [1, 1, 1]
-    assert "2 of pipe_clip" in registry.clients[3].flags[0]
+    assert excluded == {"pipe_clip": {"test/good/000.png"}}
+    assert registry.dropped() == [] and sorted(scored) == [1, 2, 3]
+    assert [len(registry.clients[n].flags) for n in (1, 2, 3)] == [1, 1, 0]
+    assert "1 of pipe_clip" in registry.clients[2].flags[0]
+
+
+def test_a_node_claiming_several_nodes_images_is_dropped() -> None:
+    """Its claims clash with two nodes that clash with nobody else: it claims theirs."""
+    registry, scored = scored_claims(
+        {
+            1: ["test/good/000.png", "test/good/001.png"],
+            2: ["test/good/002.png"],
+            3: ["test/good/000.png", "test/good/002.png", "test/good/003.png"],
+        }
+    )
+    assert conflicting_images(registry, scored) == {}
+    assert sorted(scored) == [1, 2]
+    assert "claims test images that nodes 1, 2 hold" in registry.clients[3].reason
+    assert registry.clients[1].flags == registry.clients[2].flags == []
 
 
 def test_local_metrics_are_known_names_in_range() -> None:

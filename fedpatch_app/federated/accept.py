@@ -173,25 +173,55 @@ def _check_score_share(decoded: M.ScoreReply, partition_id: int, expected: Expec
             )
 
 
-def conflicting_images(
-    registry: ClientRegistry, scored: Mapping[int, M.ScoreReply]
-) -> dict[str, set[str]]:
-    """Test images claimed by two nodes or more, per category: left out of the evaluation
-    (counted twice they would bias it; who really holds them cannot be told), and every
-    claimant flagged."""
+def _claims(scored: Mapping[int, M.ScoreReply]) -> dict[tuple[str, str], list[int]]:
     owners: dict[tuple[str, str], list[int]] = {}
     for node_id, decoded in sorted(scored.items()):
         for cat, item in decoded.categories.items():
             for path in item.rel_paths:
                 owners.setdefault((cat, path), []).append(node_id)
+    return {key: nodes for key, nodes in owners.items() if len(nodes) > 1}
+
+
+def _claiming_from_many(conflicts: dict[tuple[str, str], list[int]]) -> int | None:
+    """The one node whose claims clash with two nodes or more while each of those clashes
+    with it alone (it claims the others' images), or None."""
+    partners: dict[int, set[int]] = {}
+    for nodes in conflicts.values():
+        for node in nodes:
+            partners.setdefault(node, set()).update(n for n in nodes if n != node)
+    if not partners:
+        return None
+    top = max(partners, key=lambda n: len(partners[n]))
+    others_alone = all(partners[n] == {top} for n in partners[top])
+    if len(partners[top]) >= 2 and others_alone:
+        return top
+    return None
+
+
+def conflicting_images(
+    registry: ClientRegistry, scored: dict[int, M.ScoreReply]
+) -> dict[str, set[str]]:
+    """Test images claimed by two nodes or more. A node whose claims clash with several
+    nodes that clash with nobody else claims their images: it is dropped (and removed from
+    `scored`). The images still claimed twice are left out of the evaluation, per category
+    (counted twice they would bias it; who holds them cannot be told), and every claimant
+    is flagged."""
+    conflicts = _claims(scored)
+    while (thief := _claiming_from_many(conflicts)) is not None:
+        partners = sorted({n for nodes in conflicts.values() if thief in nodes for n in nodes})
+        registry.drop(
+            thief, "evaluate", "claims test images that nodes "
+            f"{', '.join(str(n) for n in partners if n != thief)} hold",
+        )  # fmt: skip
+        del scored[thief]
+        conflicts = _claims(scored)
     excluded: dict[str, set[str]] = {}
     claimants: dict[int, dict[str, int]] = {}
-    for (cat, path), nodes in owners.items():
-        if len(nodes) > 1:
-            excluded.setdefault(cat, set()).add(path)
-            for node_id in nodes:
-                per_cat = claimants.setdefault(node_id, {})
-                per_cat[cat] = per_cat.get(cat, 0) + 1
+    for (cat, path), nodes in conflicts.items():
+        excluded.setdefault(cat, set()).add(path)
+        for node_id in nodes:
+            per_cat = claimants.setdefault(node_id, {})
+            per_cat[cat] = per_cat.get(cat, 0) + 1
     for node_id, per_cat in claimants.items():
         what = ", ".join(f"{n} of {cat}" for cat, n in per_cat.items())
         registry.flag(

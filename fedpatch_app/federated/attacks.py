@@ -87,6 +87,8 @@ class Attacker:
     node_config: dict[str, Any] = field(default_factory=dict)
     #: What the attacker did, per category (rows injected, counts claimed, ...).
     log: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The rows it planted, per category.
+    planted: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.kind not in ATTACKS:
@@ -132,6 +134,7 @@ class Attacker:
         rows = honest.copy()
         if n > 0:
             rows[len(honest) - n :] = defect[:n]
+        self.planted[cat] = defect[:n]
         self.log[cat] = {"rows": len(honest), "injected": int(n)}
         return rows
 

@@ -33,9 +33,8 @@ _KEY_PREFIXES = ("ecdsa-", "ssh-", "-----BEGIN")
 def key_fingerprint(key: bytes | str) -> str:
     """SHA-256 (hex) of a public key's DER SubjectPublicKeyInfo, from OpenSSH or PEM text:
     the same key gives the same fingerprint in either form. ValueError if not a key."""
-    from cryptography.hazmat.primitives import serialization
-
     from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
 
     data = key.encode() if isinstance(key, str) else bytes(key)
     text = data.strip()

@@ -283,6 +283,7 @@ class PatchCoreStrategy(Strategy):
             self.registry, answered, tuple(self.banks), self.plan.fingerprint, self.expected
         )
         self.excluded = conflicting_images(self.registry, self._scores)
+        self.registry.require("evaluate")
         self._release = self._release_messages()
         ranges: dict[str, dict[int, tuple[float, float]]] = {}
         for node, decoded in self._scores.items():
