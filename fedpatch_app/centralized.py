@@ -83,6 +83,7 @@ class RunTotals:
     curves: dict[str, dict] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     models: dict[str, CategoryModel] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 def run_category(
@@ -213,16 +214,32 @@ def run_centralized(settings: RunSettings, out: Path, *, name: str = "centralize
     """The whole centralized baseline; returns the results dict it wrote to `out`."""
     data_root = Path(settings.data_root)
     names = resolve_categories(data_root, settings.categories)
-    model = make_model(settings)
+    model, warnings = make_model(settings)
     out = prepare_output(out, overwrite=settings.overwrite)
     write_status(out, "running")
     t_start = time.perf_counter()
-    totals = RunTotals()
+    totals = RunTotals(warnings=list(warnings))
     for cat in names:
         _centralized_category(out, load_category(data_root, cat), model, settings, totals)
     totals.seconds["total"] = time.perf_counter() - t_start
     write_model(out / "model", model.spec, totals.models, provenance(name, "centralized", settings))
     return write_run(out, "centralized", name, settings, names, model, totals)
+
+
+def phase_seconds(model: PatchCore, seconds: dict[str, float]) -> dict[str, float | None]:
+    """Where a non-federated run's time went (the same phases as a federated run's;
+    those of the federation are None)."""
+    evaluation = sum(v for k, v in seconds.items() if k.endswith("/evaluate"))
+    return {
+        "extraction": round(model.seconds["extraction"], 3),
+        "local_coreset": round(model.seconds["coreset"], 3),
+        "upload": None,
+        "merge": None,
+        "broadcast": None,
+        "scoring": round(model.seconds["scoring"], 3),
+        "statistics": round(evaluation, 3),
+        "pooling": None,
+    }
 
 
 def run_facts(settings: RunSettings, categories: Sequence[str], model: PatchCore) -> dict[str, Any]:
@@ -252,13 +269,11 @@ def write_run(
     totals: RunTotals,
 ) -> dict:
     """results.json (shared schema), curves.npz and status.json of a non-federated run."""
-    facts = run_facts(settings, categories, model)
-    warnings = []
-    if facts["features"]["random_weights"]:
-        warnings.append(
-            "RANDOM backbone weights (weights=none): the metrics say little about a "
-            "pretrained PatchCore"
-        )
+    facts = {
+        **run_facts(settings, categories, model),
+        "phases": phase_seconds(model, totals.seconds),
+    }
+    warnings = list(totals.warnings)
     if facts["data"]["kind"] == "synthetic":
         warnings.append("SYNTHETIC data: the metrics say nothing about AutoVI")
     results = build_results(
@@ -272,17 +287,20 @@ def write_run(
     return results
 
 
-def make_model(settings: RunSettings) -> PatchCore:
-    """The PatchCore model of these settings (weights resolved once)."""
-    from fedpatch_app.model.embedding import FeatureSpec
+def make_model(settings: RunSettings) -> tuple[PatchCore, tuple[str, ...]]:
+    """The PatchCore model of these settings, with the features `choose_features` picks
+    (real features unless weights=none; a pretrained stand-in only on synthetic data),
+    and the warnings to record."""
+    from fedpatch_app.data.synthetic import is_synthetic
+    from fedpatch_app.model.feature_choice import feature_spec
 
-    spec = FeatureSpec(weights=settings.weights, image_size=settings.image_size, seed=settings.seed)
-    return PatchCore(
-        spec,
-        device=settings.device,
-        batch_size=settings.batch_size,
+    synthetic = is_synthetic(settings.data_root) is not None
+    spec, warnings = feature_spec(settings, synthetic_data=synthetic)
+    model = PatchCore(
+        spec, device=settings.device, batch_size=settings.batch_size,
         num_workers=settings.num_workers,
-    )
+    )  # fmt: skip
+    return model, warnings
 
 
 def print_summary(results: dict) -> None:

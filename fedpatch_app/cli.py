@@ -27,6 +27,7 @@ CATEGORY_HELP = "AutoVI categories (default: all six)"
 #: The settings of every command that builds and scores a model.
 MODEL_SETTINGS = (
     "categories",
+    "backbone",
     "weights",
     "image_size",
     "coreset_ratio",
@@ -112,10 +113,20 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="output root (one folder per category)")
     p.add_argument(
-        "--scale", choices=["tiny", "small"], default="tiny", help="number of images per category"
+        "--scale",
+        choices=["tiny", "small", "autovi"],
+        default="tiny",
+        help="images per folder: tiny, small, or autovi (AutoVI's own counts, ~3,900 images)",
+    )
+    p.add_argument(
+        "--kind",
+        choices=["drawn", "photo"],
+        default="drawn",
+        help="drawn scenes (cheap) or photo scenes (real photographs, realistic defects)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the generator")
     p.add_argument("--categories", nargs="+", help=CATEGORY_HELP)
+    p.add_argument("--workers", type=int, default=1, help="processes writing images (same bytes)")
 
 
 def _add_partition(sub: argparse._SubParsersAction) -> None:
@@ -231,6 +242,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--category", required=True, help="the images' AutoVI category")
     p.add_argument("--out", required=True, help="folder for predictions.csv/.jsonl, overlays/")
     p.add_argument("paths", nargs="+", help="images and/or folders of images")
+    p.add_argument(
+        "--weights-file",
+        default=None,
+        help="for a model built with weights=PATH: that file (checked by its SHA-256; "
+        "default: none needed for ImageNet or random weights)",
+    )
     add_options(p, ("device", "batch_size", "write_maps", "overwrite"))
 
 

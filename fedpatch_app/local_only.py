@@ -127,7 +127,9 @@ def _local_category(
     models: dict[int, dict[str, CategoryModel]],
 ) -> None:  # fmt: skip
     calibration = [m for r in runs for m in r.run.calibration_maps]
+    t0 = time.perf_counter()
     result = finish_category(out, category, _ordered_maps(category, runs), calibration, s)
+    totals.seconds[f"{category.name}/evaluate"] = time.perf_counter() - t0
     result.block["clients"] = {}
     for cr in runs:
         entry = _client_entry(category, cr, result, s)
@@ -148,11 +150,11 @@ def run_local_only(
     """Fit and score per client, evaluate per category; returns the results it wrote."""
     data_root = Path(settings.data_root)
     names = resolve_categories(data_root, settings.categories)
-    model = make_model(settings)
+    model, warnings = make_model(settings)
     out = prepare_output(out, overwrite=settings.overwrite)
     write_status(out, "running")
     t_start = time.perf_counter()
-    totals = RunTotals()
+    totals = RunTotals(warnings=list(warnings))
     models: dict[int, dict[str, CategoryModel]] = {}
     for cat in names:
         category = load_category(data_root, cat)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from inprocess_reference import ONE_THREAD
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
@@ -51,9 +52,11 @@ def free_port() -> int:
 
 def base_env(flwr_home: Path) -> dict[str, str]:
     """Environment of every process: the venv's bin first on PATH (the SuperLink and the
-    SuperNodes start `flower-superexec` by name), its own FLWR_HOME, offline runs."""
+    SuperNodes start `flower-superexec` by name), its own FLWR_HOME, offline runs, one
+    CPU thread (as the in-process reference runs: the figures are compared)."""
     return {
         **os.environ,
+        **ONE_THREAD,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "FLWR_HOME": str(flwr_home),
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",

@@ -523,19 +523,41 @@ def test_load_regions_rejects_a_sample_of_another_category(cat_root: Path, tmp_p
 # ------------------------------------------------------------------- synthetic data
 
 
-def test_reads_all_six_synthetic_categories(request: pytest.FixtureRequest) -> None:
-    pytest.importorskip("fedpatch_app.data.synthetic")
-    root: Path = request.getfixturevalue("tiny_root")
-    assert available_categories(root) == list(CATEGORIES)
+def test_reads_all_six_synthetic_categories(tiny_root: Path) -> None:
+    """The reader's listing against the files themselves, walked with os.walk and decoded
+    with PIL here: every image and every mask PNG, no more, with the masks' non-zero pixels
+    and the saturation rule of defects_config.json."""
+    import os
+
+    assert available_categories(tiny_root) == list(CATEGORIES)
     for name in CATEGORIES:
-        cat = load_category(root, name)
-        assert cat.size == NATIVE_SIZES[name]
-        assert cat.train and cat.test
-        assert any(s.is_good for s in cat.test) and cat.defect_types
+        cat = load_category(tiny_root, name)
+        base = tiny_root / name
+        on_disk = {
+            str(Path(d, f).relative_to(base)) for d, _, files in os.walk(base) for f in files
+        }
+        assert {f"train/good/{p.name}" for p in cat.train} == {
+            f for f in on_disk if f.startswith("train/")
+        }
+        assert {s.rel_path for s in cat.test} == {f for f in on_disk if f.startswith("test/")}
+        masks = {f for f in on_disk if f.startswith("ground_truth/")}
+        assert {str(p.relative_to(base)) for s in cat.test for p in s.mask_paths} == masks
+        with Image.open(base / "train" / "good" / cat.train[0].name) as im:
+            assert cat.size == im.size == NATIVE_SIZES[name]
+        config = {
+            d["defect_name"]: d for d in json.loads((base / "defects_config.json").read_text())
+        }
+        assert cat.defect_types and any(s.is_good for s in cat.test)
         for sample in cat.test:
             regions = cat.load_regions(sample)
-            assert (regions == []) == sample.is_good
+            assert len(regions) == len(sample.mask_paths) and (regions == []) == sample.is_good
             for region in regions:
-                assert region.mask.shape == (cat.size[1], cat.size[0])
-                assert region.defect in cat.defects
-                assert 0 < region.saturation_area <= region.area
+                with Image.open(region.source) as im:
+                    channel0 = np.asarray(im.convert("RGB"))[:, :, 0]
+                np.testing.assert_array_equal(region.mask, channel0 > 0)
+                entry = config[region.defect]
+                assert entry["pixel_value"] == int(channel0.max())
+                area = int((channel0 > 0).sum())
+                t = entry["saturation_threshold"]
+                expected = int(t * area) if entry["relative_saturation"] else min(int(t), area)
+                assert region.saturation_area == expected > 0

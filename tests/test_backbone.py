@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import urllib.error
 from pathlib import Path
 
@@ -64,14 +65,26 @@ def test_weights_file_round_trip(backbone: Backbone, tmp_path: Path) -> None:
             assert torch.equal(a, b)
 
 
-def test_full_torchvision_state_dict_accepted(backbone: Backbone, tmp_path: Path) -> None:
-    """A checkpoint of the whole network (layer4, fc included) loads; those parts are dropped."""
-    state = dict(backbone.state_dict())
-    state["layer4.0.conv1.weight"] = torch.zeros(1)
-    state["fc.weight"] = torch.zeros(1)
+def test_full_torchvision_state_dict_accepted(tmp_path: Path) -> None:
+    """A checkpoint of the whole network (layer4, fc included, DataParallel's `module.`
+    prefix) loads: the network then computes what the network it was saved from computes,
+    not what a default initialisation would."""
+    source = Backbone("none", seed=5)
+    state = {f"module.{k}": v for k, v in source.state_dict().items()}
+    state["module.layer4.0.conv1.weight"] = torch.zeros(1)
+    state["module.fc.weight"] = torch.zeros(1)
     path = tmp_path / "full.pth"
     torch.save(state, path)
-    assert Backbone(path).weights_id.startswith("file:")
+    loaded = Backbone(path)
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        expected = source(x)
+        got = loaded(x)
+        default = Backbone("none", seed=0)(x)
+    for a, b, c in zip(got, expected, default, strict=True):
+        assert torch.equal(a, b)
+        assert not torch.allclose(a, c)
+    assert loaded.weights_id == "file:" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def test_missing_weights_file(tmp_path: Path) -> None:

@@ -162,3 +162,19 @@ def test_every_option_has_help_and_shows_its_default() -> None:
                 continue
             shown = formatter._get_help_string(action) or ""
             assert "default" in shown, f"{name} shows no default"
+
+
+def test_the_container_image_installs_every_dependency() -> None:
+    """docker/requirements.txt lists what the images need besides flwr and torch: every
+    dependency of pyproject.toml, so a container never lacks what a pip install has."""
+    import re
+
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+    def name(spec: str) -> str:
+        return re.split(r"[\[<>=!~ ]", spec, maxsplit=1)[0].lower()
+
+    needed = {name(d) for d in data["project"]["dependencies"]} - {"flwr", "torch", "torchvision"}
+    lines = (ROOT / "docker" / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    listed = {name(x) for x in lines if x.strip() and not x.startswith("#")}
+    assert needed <= listed, f"missing from docker/requirements.txt: {sorted(needed - listed)}"

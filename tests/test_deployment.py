@@ -9,12 +9,18 @@ and checked with `flwr list --format json`.
   the run and the registered nodes, and the SuperNodes reconnect;
 - faults: a client killed during feature extraction and a client sending a malformed
   coreset are dropped, named in results.json, and the run completes with the others.
+
+Both runs' metrics and banks are compared with the same case run in-process (the same
+ServerApp and ClientApp code without Flower's transport, the faults mirrored): equal bit
+for bit. Every process runs on one CPU thread, as the reference does.
 """
 
 from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -23,6 +29,7 @@ from typing import Any
 
 import deployment_utils as du
 import pytest
+from inprocess_reference import assert_same_figures, reference_run
 
 pytestmark = [pytest.mark.deployment, pytest.mark.slow]
 
@@ -129,8 +136,8 @@ def _node_id(stack: Stack, name: str) -> int:
     raise AssertionError(f"{name} printed no SuperNode ID")
 
 
-def _run(stack: Stack, name: str, **config: Any) -> tuple[str, dict[str, Any]]:
-    run_config = {
+def _run_config(stack: Stack, name: str, **config: Any) -> dict[str, Any]:
+    return {
         **du.FAST_RUN_CONFIG,
         "dataset": "autovi",  # tiny synthetic data in the AutoVI layout, at data-root
         "partition": "iid",
@@ -139,11 +146,29 @@ def _run(stack: Stack, name: str, **config: Any) -> tuple[str, dict[str, Any]]:
         "run-name": name,
         **config,
     }
+
+
+def _run(stack: Stack, run_config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     run_id = du.submit(stack.env, CONNECTION, run_config)
     status = du.wait_finished(stack.env, CONNECTION, run_id, 420, stack.group)
-    results_file = stack.tmp / "runs" / name / "results.json"
+    results_file = stack.tmp / "runs" / run_config["run-name"] / "results.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     return status, results
+
+
+def _check_against_inprocess(
+    stack: Stack, run_config: dict[str, Any], results: dict[str, Any], **faults: Any
+) -> None:
+    """The deployed run's metrics and banks equal the same case run in-process."""
+    name = run_config["run-name"]
+    nodes = [
+        {"partition-id": i, "num-partitions": 5, "data-root": str(stack.data),
+         "categories": CATEGORIES, "device": "cpu"}
+        for i in range(5)
+    ]  # fmt: skip
+    reference = reference_run({**run_config, "run-name": f"{name}-inprocess"}, nodes, **faults)
+    runs = stack.tmp / "runs"
+    assert_same_figures(results, reference, runs / name, runs / f"{name}-inprocess")
 
 
 def test_loopback_tls_auth_run_and_superlink_restart(stack: Stack) -> None:
@@ -152,7 +177,8 @@ def test_loopback_tls_auth_run_and_superlink_restart(stack: Stack) -> None:
     # A SuperNode whose key is not registered is refused.
     intruder = stack.start_supernode("intruder", "partition-id=0 num-partitions=5")
 
-    status, results = _run(stack, "loopback")
+    run_config = _run_config(stack, "loopback")
+    status, results = _run(stack, run_config)
     assert status == "finished:completed", stack.group.logs()
     fed = results["federated"]
     assert len(fed["clients"]) == 5 and fed["dropped"] == []
@@ -160,9 +186,9 @@ def test_loopback_tls_auth_run_and_superlink_restart(stack: Stack) -> None:
     assert all(c["status"] == "evaluated" for c in fed["clients"])
     assert sorted(results["categories"]) == sorted(CATEGORIES.split(","))
     for cat in CATEGORIES.split(","):
-        assert results["categories"][cat]["auc_spro"]["0.3"] is not None
         assert (stack.tmp / "runs" / "loopback" / "model" / "banks" / f"{cat}.npz").is_file()
     assert (stack.tmp / "runs" / "loopback" / "report.md").is_file()
+    _check_against_inprocess(stack, run_config, results)
 
     assert du.online_nodes(stack.env, CONNECTION) == 5
     assert len(du.node_list(stack.env, CONNECTION)) == 5  # the intruder never got a node
@@ -191,7 +217,8 @@ def test_loopback_tls_auth_run_and_superlink_restart(stack: Stack) -> None:
 def test_faults_killed_client_and_malformed_coreset(stack: Stack) -> None:
     start = time.monotonic()
     _start_federation(stack, {2: "exit-during-extraction", 4: "malformed-coreset"})
-    status, results = _run(stack, "faults", **{"min-clients": 3})
+    run_config = _run_config(stack, "faults", **{"min-clients": 3})
+    status, results = _run(stack, run_config)
     assert status == "finished:completed", stack.group.logs()
     fed = results["federated"]
     # The lost clients are named by their node ids (the killed one never told its partition).
@@ -200,14 +227,19 @@ def test_faults_killed_client_and_malformed_coreset(stack: Stack) -> None:
     assert sorted(dropped) == sorted(node_ids.values()), fed["dropped"]
     assert all(d["phase"] == "train" for d in dropped.values())
     killed, malformed = dropped[node_ids["node2"]], dropped[node_ids["node4"]]
-    assert killed["reason"] and malformed["reason"], fed["dropped"]
+    # The SuperNode reports the dead ClientApp (CLIENT_APP_CRASHED); the server's checks
+    # name what is wrong with the coreset of shape (3, 7).
+    assert "error 8" in killed["reason"], killed
+    assert "feature dimension 7" in malformed["reason"], malformed
     evaluated = [c for c in fed["clients"] if c["status"] == "evaluated"]
     assert sorted(c["partition_id"] for c in evaluated) == [0, 2, 4]
     print(f"killed: {killed['reason']}\nmalformed: {malformed['reason']}")
-    for cat in CATEGORIES.split(","):
-        assert results["categories"][cat]["auc_spro"]["0.3"] is not None
     # The malformed client's SuperNode is still up; only the crashed ClientApp died.
     assert du.online_nodes(stack.env, CONNECTION) == 5
+    # The same figures as in-process with partition 1 silent and partition 3 malformed.
+    _check_against_inprocess(
+        stack, run_config, results, offline_partitions=[1], malformed_partitions=[3]
+    )
     print(f"faults run: {time.monotonic() - start:.0f} s")
 
 
@@ -239,4 +271,23 @@ def test_malformed_coreset_fault_changes_only_the_first_array() -> None:
     bad = faults.corrupt_train_reply({"fault": "malformed-coreset"}, content)
     assert tuple(bad["coresets"]["a"].shape) == (3, 7)
     assert tuple(bad["coresets"]["b"].shape) == (4, 1024)
-    assert signal.SIGKILL  # the other fault kills the process: exercised in the run above
+    assert np.isnan(bad["coresets"]["a"].numpy()).any()
+
+
+def test_exit_during_extraction_kills_the_process() -> None:
+    """The fault ends the process with SIGKILL at once (nothing after it runs); without it,
+    or with the other fault, the call returns."""
+    from fedpatch_app.federated import faults
+
+    code = (
+        "from fedpatch_app.federated import faults\n"
+        "faults.during_extraction({'fault': 'exit-during-extraction'})\n"
+        "print('still alive')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=du.REPO, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr)
+    assert "still alive" not in proc.stdout
+    faults.during_extraction({})
+    faults.during_extraction({"fault": "malformed-coreset"})

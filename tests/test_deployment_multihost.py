@@ -4,7 +4,8 @@ through /etc/netns/<ns>/hosts. Entrypoints, commands, environments, volumes, dep
 conditions and health checks are read from the compose files themselves, so the files
 are what is tested (container paths are mapped to the host folders mounted there).
 TLS and SuperNode authentication are on: the one-shot `credentials` service makes the
-certificates and keys, the one-shot `register` service registers the five keys.
+certificates and keys, the one-shot `register` service registers the five keys. The
+run's metrics and banks are compared with the same case run in-process.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import deployment_utils as du
 import pytest
+from inprocess_reference import assert_same_figures, reference_run
 
 pytestmark = [pytest.mark.deployment, pytest.mark.slow]
 
@@ -149,8 +151,14 @@ def test_compose_services_on_separate_hosts(tmp_path: Path) -> None:
         assert sorted(results["categories"]) == sorted(categories)
         assert len(fed["clients"]) == 5 and fed["dropped"] == []
         assert all(c["status"] == "evaluated" for c in fed["clients"])
-        for cat in categories:
-            assert results["categories"][cat]["auc_spro"]["0.3"] is not None
+        # The same figures as the same case run in-process (one thread, as here).
+        nodes = []
+        for i, node in enumerate(CLIENTS, start=1):
+            cats = ",".join(_categories(services[node]))
+            nodes.append({"data-root": env_vars[f"FEDPATCH_DATA_{i}"], "categories": cats})
+        reference = reference_run({**run_config, "run-name": "inprocess"}, nodes)
+        runs = tmp_path / "runs"
+        assert_same_figures(results, reference, runs / "compose", runs / "inprocess")
         print(f"compose run {run_id}: {status} in {time.monotonic() - start:.0f} s")
     finally:
         group.stop_all()

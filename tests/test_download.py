@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from PIL import Image
 from fedpatch_app.cli import main as cli_main
 from fedpatch_app.data import download
 from fedpatch_app.data.autovi import NATIVE_SIZES, load_category
-from fedpatch_app.data.download import CHECKSUMS_FILE, KNOWN_SHA256, ZENODO_URL, download_autovi
+from fedpatch_app.data.download import CHECKSUMS_FILE, KNOWN_SHA256, download_autovi
 from fedpatch_app.errors import ConfigError, DataError
 
 CAT = "engine_wiring"
@@ -242,20 +243,66 @@ def test_known_checksums_are_checked(server: Server, tmp_path: Path) -> None:
     assert _get(server, tmp_path / "b", known_sha256=good)[CAT]["status"] == "unpacked"
 
 
-def test_known_checksums_apply_to_zenodo_only(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+def test_zenodo_downloads_must_match_the_built_in_checksums(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen: list[tuple[str, object]] = []
+    """Through the real download path: a zip fetched from the Zenodo address must have the
+    built-in published SHA-256 of its category; the same file from a mirror is accepted.
+    (Here the Zenodo address is the local server; the file is not the published one.)"""
+    data = make_zip()
+    server.files[f"/files/{CAT}.zip"] = data
+    monkeypatch.setattr(download, "ZENODO_URL", server.url)
+    options = {"timeout": 5.0, "retry_wait": 0.0}
+    with pytest.raises(DataError, match=rf"but {KNOWN_SHA256[CAT]} was expected \(the published"):
+        download_autovi(tmp_path / "a", [CAT], base_url=server.url + "/", **options)
+    assert not (tmp_path / "a" / CAT).exists() and not (tmp_path / "a" / f"{CAT}.zip").exists()
+    mirror = server.url.replace("127.0.0.1", "localhost")
+    got = download_autovi(tmp_path / "b", [CAT], base_url=mirror, **options)
+    assert got[CAT]["sha256"] == hashlib.sha256(data).hexdigest()
+    # one published value per category, as lowercase hex, all different
+    assert sorted(KNOWN_SHA256) == sorted(NATIVE_SIZES)
+    assert all(re.fullmatch("[0-9a-f]{64}", v) for v in KNOWN_SHA256.values())
+    assert len(set(KNOWN_SHA256.values())) == 6
 
-    def fake(root, name, base_url, keep, known, *rest):  # type: ignore[no-untyped-def]
-        seen.append((base_url, known))
-        return {"status": "present", "path": "", "sha256": None}
 
-    monkeypatch.setattr(download, "_one_category", fake)
-    download_autovi(tmp_path, [CAT])
-    download_autovi(tmp_path, [CAT], base_url="http://127.0.0.1:1/mirror/")
-    assert seen == [(ZENODO_URL, KNOWN_SHA256), ("http://127.0.0.1:1/mirror", {})]
-    assert all(len(v) == 64 for v in KNOWN_SHA256.values())
+def test_default_retries_are_five(server: Server, tmp_path: Path) -> None:
+    """Without a `retries` argument (as `fedpatch download-autovi` calls it) a transfer cut
+    five times still completes, and one cut six times fails after six attempts."""
+    data = make_zip()
+    server.files[f"/files/{CAT}.zip"] = data
+    server.cut_first = 5
+    assert _get(server, tmp_path / "a")[CAT]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert len(server.requests) == 6
+    server.requests.clear()
+    server.cut_first = 6
+    with pytest.raises(DataError, match="failed 6 times"):
+        _get(server, tmp_path / "b")
+    assert len(server.requests) == 6
+
+
+def test_unpacking_checks_the_free_disk_space(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A zip that unpacks to more bytes than the disk has free is refused before anything
+    is written; exactly enough space is enough."""
+    import shutil
+    from collections import namedtuple
+
+    zip_path = tmp_path / "c.zip"
+    zip_path.write_bytes(make_zip())
+    with zipfile.ZipFile(zip_path) as zf:
+        size = sum(info.file_size for info in zf.infolist())
+    usage = namedtuple("usage", "total used free")
+    for free, fits in ((size - 1, False), (size, True)):
+        dest = tmp_path / f"out-{free}"
+        monkeypatch.setattr(shutil, "disk_usage", lambda _, f=free: usage(10 * size, 0, f))
+        if fits:
+            download.unpack_zip(zip_path, dest)
+            assert (dest / CAT / "train" / "good" / "0000.png").is_file()
+        else:
+            with pytest.raises(DataError, match=rf"unpacks to .* GB but .*out-{free} has"):
+                download.unpack_zip(zip_path, dest)
+            assert list(dest.iterdir()) == []
 
 
 def test_kept_zip_is_rechecked_and_reused(server: Server, tmp_path: Path) -> None:

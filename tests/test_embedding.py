@@ -14,14 +14,27 @@ from PIL import Image
 
 from fedpatch_app.errors import ConfigError, DataError, ModelError
 from fedpatch_app.model.backbone import Backbone
-from fedpatch_app.model.embedding import FeatureExtractor, FeatureSpec, embed
+from fedpatch_app.model.embedding import FeatureExtractor, FeatureSpec, embed, layer_widths
 
 
-def test_fingerprint_is_sha256_of_canonical_json() -> None:
+def test_fingerprint_is_sha256_of_canonical_json(tmp_path: Path) -> None:
+    """Against the canonical JSON written out by hand (sorted keys, no spaces), so that a
+    change of any field's name or form, of the key order or of the hash breaks it: banks
+    of earlier versions would then silently stop matching."""
     spec = FeatureSpec(weights="none", image_size=64)
-    text = json.dumps(spec.to_dict(), sort_keys=True, separators=(",", ":"))
-    assert spec.fingerprint() == hashlib.sha256(text.encode()).hexdigest()[:16]
-    assert len(spec.fingerprint()) == 16
+    canonical = (
+        '{"backbone":"wide_resnet50_2","embed_dim":1024,"image_size":64,'
+        '"layers":["layer2","layer3"],"neighbourhood":3,"projection_dim":128,"seed":0,'
+        '"weights":"none"}'
+    )
+    assert spec.fingerprint() == hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    # A weights file enters as "file:" + the first 16 hex of the SHA-256 of its bytes.
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"some weights")
+    file_id = "file:" + hashlib.sha256(b"some weights").hexdigest()[:16]
+    with_file = FeatureSpec(weights=str(weights), image_size=64)
+    text = canonical.replace('"none"', json.dumps(file_id))
+    assert with_file.fingerprint() == hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def test_fingerprint_round_trip_and_sensitivity() -> None:
@@ -129,3 +142,46 @@ def test_extract_rejects_mixed_sizes_and_empty(extractor: FeatureExtractor, tmp_
         extractor.extract([paths[0], odd])  # in the same batch
     with pytest.raises(DataError, match="no images"):
         extractor.extract([])
+
+
+def test_wide_resnet_fingerprints_are_unchanged() -> None:
+    """Specs that existed before the backbone choice keep their fingerprints (recorded)."""
+    assert FeatureSpec(weights="imagenet").fingerprint() == "f6a311fa7648521f"
+    assert FeatureSpec(weights="none", image_size=64).fingerprint() == "71d784d8d4ecbd52"
+    spec = FeatureSpec(weights="none", image_size=96, embed_dim=32)
+    assert spec.fingerprint() == "6a8c4ee141bff0da"
+    assert spec.layers == ("layer2", "layer3")
+
+
+def test_efficientnet_spec() -> None:
+    spec = FeatureSpec(weights="imagenet", backbone="efficientnet_lite0")
+    assert spec.layers == ("blocks.4", "blocks.10")
+    assert spec.embed_dim == 40 + 112  # never pooled up: the width is the channels' sum
+    assert FeatureSpec(backbone="efficientnet_lite0", embed_dim=64).embed_dim == 64
+    assert spec.with_weights_id().weights == "imagenet-lite0-57934424"
+    assert FeatureSpec.from_dict(spec.to_dict()) == spec
+    wrn = FeatureSpec(weights="imagenet", embed_dim=152)
+    assert spec.fingerprint() != wrn.fingerprint()
+    with pytest.raises(ConfigError, match="layer2"):
+        FeatureSpec(backbone="efficientnet_lite0", layers=("layer2", "layer3"))
+
+
+def test_layer_widths_never_pool_up() -> None:
+    assert layer_widths(512, 1024, 1024) == (512, 512)  # WideResNet, as before
+    assert layer_widths(512, 1024, 32) == (16, 16)
+    assert layer_widths(40, 112, 1024) == (40, 112)
+    assert layer_widths(40, 112, 128) == (40, 88)
+    assert layer_widths(40, 112, 64) == (32, 32)
+    out = embed(torch.ones(1, 40, 4, 4), torch.ones(1, 112, 2, 2), 1024)
+    assert out.shape == (1, 4, 4, 152)
+
+
+def test_extractor_with_efficientnet(tmp_path: Path) -> None:
+    pytest.importorskip("efficientnet_lite_pytorch")
+    spec = FeatureSpec(weights="none", image_size=32, backbone="efficientnet_lite0")
+    extractor = FeatureExtractor(spec, device="cpu", batch_size=2)
+    assert extractor.backbone.name == "efficientnet_lite0"
+    feats = extractor.extract(write_images(tmp_path, 2))
+    assert feats.shape == (2, 4, 5, 152) and np.isfinite(feats).all()
+    with pytest.raises(ConfigError, match="feature spec says 'wide_resnet50_2'"):
+        FeatureExtractor(FeatureSpec(weights="none"), "cpu", backbone=extractor.backbone)

@@ -13,7 +13,7 @@ from fedpatch_app.cli import main
 from fedpatch_app.data.autovi import load_category
 from fedpatch_app.errors import ModelError
 from fedpatch_app.evaluation.evaluate import evaluate_category
-from fedpatch_app.evaluation.export import fit_scaling, read_category_maps, write_category_maps
+from fedpatch_app.evaluation.export import fit_scaling, write_category_maps
 from fedpatch_app.evaluation.results import LIMIT_KEYS, load_curves, load_results
 
 CATS = ("pipe_clip", "pipe_staple")  # the two smallest (400x400) categories
@@ -122,22 +122,112 @@ def test_cli_on_exported_perfect_maps(tiny_root: Path, tmp_path: Path, capsys) -
     assert {float(r["score"]) for r in rows if r["defect"] != "good"} == {65535.0}
 
 
-def test_cli_matches_evaluate_category_on_levels(tiny_root: Path, tmp_path: Path) -> None:
-    """Noisy maps: the CLI scores the 16-bit levels exactly as evaluate_category does."""
+def _three_level_maps(category) -> list[np.ndarray]:
+    """Maps whose every score is 0, 0.5 or 1: of each region a quarter at 1, a quarter at
+    0.5, the rest at 0; normal pixels at 1 (good image 0, FPR about 0.005) and at 0.5 (good
+    image 1 and defective image 0, FPR about 0.03), so that the FPR limits fall inside
+    sloped segments; the regions of the last defective image wholly at 0.5 (its score
+    ties good image 1's)."""
+    width, height = category.size
+    good = [i for i, s in enumerate(category.test) if s.is_good]
+    defective = [i for i, s in enumerate(category.test) if not s.is_good]
+    maps = []
+    for i, sample in enumerate(category.test):
+        m = np.zeros((height, width), dtype=np.float32)
+        if i == good[0]:
+            m[:80, :80] = 1.0
+        if i == good[1]:
+            m[-190:, -200:] = 0.5
+        normal = np.ones((height, width), dtype=bool)
+        for region in category.load_regions(sample):
+            normal &= ~region.mask
+            pixels = np.flatnonzero(region.mask)
+            if i == defective[-1]:
+                m.flat[pixels] = 0.5
+            else:
+                m.flat[pixels[: len(pixels) // 2]] = 0.5
+                m.flat[pixels[: len(pixels) // 4]] = 1.0
+        if i == defective[0]:
+            m.flat[np.flatnonzero(normal)[:300]] = 0.5
+        maps.append(m)
+    return maps
+
+
+def _area_to(points: list[tuple[float, float]], limit: float) -> float:
+    """Trapezoidal area under a polyline of (FPR, sPRO) points from FPR 0 to `limit`,
+    the last point linearly interpolated, divided by `limit`."""
+    area = 0.0
+    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+        if x1 <= limit:
+            area += (x1 - x0) * (y0 + y1) / 2
+            continue
+        if x0 < limit:
+            y_at = y0 + (y1 - y0) * (limit - x0) / (x1 - x0)
+            area += (limit - x0) * (y0 + y_at) / 2
+        break
+    return area / limit
+
+
+def _expected_auc_spro(category, maps, defect: str | None = None) -> dict[str, float]:
+    """AUC-sPRO by brute force: between the levels 0, 0.5 and 1 the curve has only the
+    points at thresholds 0.75 and 0.25, plus (0, 0) and (1, 1). With `defect`: the good
+    images and those showing that defect; sPRO over that defect's regions only."""
+    fp = {0.75: 0, 0.25: 0}
+    covered: dict[float, list[float]] = {0.75: [], 0.25: []}
+    n_normal = 0
+    for sample, m in zip(category.test, maps, strict=True):
+        regions = category.load_regions(sample)
+        if defect is not None and regions and defect not in {r.defect for r in regions}:
+            continue
+        normal = np.ones(m.shape, dtype=bool)
+        for r in regions:
+            normal &= ~r.mask
+        n_normal += int(normal.sum())
+        for t in fp:
+            fp[t] += int((normal & (m > t)).sum())
+            for r in regions:
+                if defect is None or r.defect == defect:
+                    covered[t].append(min(int((r.mask & (m > t)).sum()) / r.saturation_area, 1))
+    points = [(0.0, 0.0)] + [(fp[t] / n_normal, float(np.mean(covered[t]))) for t in fp]
+    points.append((1.0, 1.0))
+    return {k: _area_to(points, float(k)) for k in LIMIT_KEYS}
+
+
+def _mann_whitney(pos: list[float], neg: list[float]) -> float:
+    return float(np.mean([1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg]))
+
+
+def test_cli_scores_exported_maps_as_computed_by_hand(tiny_root: Path, tmp_path: Path) -> None:
+    """`fedpatch evaluate` on exported 16-bit maps of three score levels against AUC-sPRO
+    and image AUROC computed here by brute force from the maps and the ground truth."""
+    category = load_category(tiny_root, "pipe_clip")
+    maps = _three_level_maps(category)
     maps_root = tmp_path / "maps"
-    _export(tiny_root, maps_root, noise=1.0)
+    write_category_maps(maps_root, category, category.test, maps, fit_scaling(maps), meta={})
     out = tmp_path / "eval"
-    args = ["evaluate", "--data-root", str(tiny_root), "--maps", str(maps_root)]
-    assert main([*args, "--out", str(out), "--categories", "pipe_staple", "--seed", "3"]) == 0
-    results = json.loads((out / "results.json").read_text())
-    assert list(results["categories"]) == ["pipe_staple"]
-    category = load_category(tiny_root, "pipe_staple")
-    levels, _ = read_category_maps(maps_root, category)
-    block, _ = evaluate_category(category, levels, seed=3)
-    got = results["categories"]["pipe_staple"]
-    assert got["auc_spro"] == pytest.approx(block["auc_spro"])
-    assert got["image_auroc"] == pytest.approx(block["image_auroc"])
-    assert 0.0 < got["auc_spro"]["0.05"] < 1.0
+    args = ["evaluate", "--data-root", str(tiny_root), "--maps", str(maps_root), "--out", str(out)]
+    assert main([*args, "--categories", "pipe_clip"]) == 0
+    got = json.loads((out / "results.json").read_text())["categories"]["pipe_clip"]
+
+    expected = _expected_auc_spro(category, maps)
+    assert got["auc_spro"] == pytest.approx(expected, abs=1e-12)
+    assert 0.0 < expected["0.01"] < expected["0.05"] < expected["1.0"] < 1.0  # sloped segments
+    assert set(got["auc_spro_per_defect"]) == set(category.defect_types)
+    for defect in category.defect_types:
+        want = _expected_auc_spro(category, maps, defect)
+        assert got["auc_spro_per_defect"][defect] == pytest.approx(want, abs=1e-12)
+
+    scores = {s.rel_path: float(m.max()) for s, m in zip(category.test, maps, strict=True)}
+    good = [v for k, v in scores.items() if k.startswith("test/good/")]
+    per = {
+        d: _mann_whitney([v for k, v in scores.items() if k.startswith(f"test/{d}/")], good)
+        for d in category.defect_types
+    }
+    assert 0.0 < min(per.values()) < 1.0  # the ties and the high good image count
+    pooled = _mann_whitney([v for k, v in scores.items() if "/good/" not in k], good)
+    assert got["image_auroc"] == pytest.approx(
+        {**per, "mean": float(np.mean(list(per.values()))), "pooled": pooled}, abs=1e-12
+    )
 
 
 def test_cli_errors(tiny_root: Path, tmp_path: Path, capsys) -> None:

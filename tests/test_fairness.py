@@ -85,9 +85,20 @@ def test_fairness_block_categories_and_clients() -> None:
 
 def test_centralized_results_have_no_client_spread() -> None:
     results = build_results("centralized", "c", {}, "none", {}, CATS)
-    assert results["fairness"]["clients"] is None
-    assert results["fairness"]["categories"]["auc_spro_0.3"]["n"] == 3
-    assert fairness_block(results) == results["fairness"]
+    block = results["fairness"]
+    assert block["clients"] is None
+    # AUC-sPRO@0.3: pipe_clip 0.5, pipe_staple 0.8, tank_screw 0.2; image AUROC 0.9, 0.7, 1.0.
+    spro_std = math.sqrt((0.0**2 + 0.3**2 + 0.3**2) / 3)
+    assert block["categories"]["auc_spro_0.3"] == {
+        "n": 3, "worst": "tank_screw", "worst_value": 0.2, "best": "pipe_staple",
+        "best_value": 0.8, "gap": pytest.approx(0.6), "std": pytest.approx(spro_std),
+        "mean": pytest.approx(0.5),
+    }  # fmt: skip
+    auroc = block["categories"]["image_auroc"]
+    assert (auroc["worst"], auroc["best"], auroc["n"]) == ("pipe_staple", "tank_screw", 3)
+    assert auroc["gap"] == pytest.approx(0.3) and auroc["mean"] == pytest.approx(13 / 15)
+    # A stored results.json without the block gets the same one from fairness_block.
+    assert fairness_block({k: v for k, v in results.items() if k != "fairness"}) == block
 
 
 def test_bank_budget_modes() -> None:

@@ -22,7 +22,7 @@ import server_app
 from fedpatch_app.federated import messages as M
 from fedpatch_app.federated.data import ensure_synthetic, resolve_dataset
 from fedpatch_app.federated.inprocess import InProcessGrid
-from fedpatch_app.federated.server import choose_weights, run_server
+from fedpatch_app.federated.server import resolve_features, run_server
 from fedpatch_app.federated.strategy import FederationError
 from fedpatch_app.settings import from_run_config
 
@@ -96,6 +96,12 @@ def test_normal_run_writes_everything(normal_run: dict[str, Any]) -> None:
     assert fed["bytes"]["evaluate_down_total"] == 5 * fed["bytes"]["evaluate_down_uploaded"]
     for phase in ("train", "merge", "evaluate", "query"):
         assert fed["seconds"][phase] >= 0
+    # Where the time goes: every phase of the run, measured (clients report theirs).
+    phases = results["run"]["phases"]
+    assert set(phases) == {"extraction", "local_coreset", "upload", "merge", "broadcast",
+                           "scoring", "statistics", "pooling"}  # fmt: skip
+    assert phases["extraction"] > 0 and phases["scoring"] > 0 and phases["statistics"] > 0
+    assert all(c["seconds"]["extraction"] > 0 for c in fed["clients"] if c["train_images"])
     spec = FeatureSpec.from_dict(results["run"]["features"]["spec"])
     assert results["run"]["data"]["kind"] == "synthetic" and results["run"]["status"] == "completed"
     for cat in CATS:
@@ -148,21 +154,66 @@ def test_pooled_metrics_equal_centralized_on_the_same_maps(normal_run: dict[str,
 
 @pytest.mark.slow
 def test_messages_carry_no_maps_and_match_their_phase(normal_run: dict[str, Any]) -> None:
+    """Every array of every reply is one the protocol names, and none can hold a map: train
+    replies hold coresets (rows of 1024 features, fewer than the client's patches),
+    evaluate replies one score per test image the client holds, query replies exactly the
+    AUC-sPRO statistics (validated as histograms: 65,536 level counts summing to the
+    client's pixels, sparse rows of strictly increasing levels)."""
+    from fedpatch_app.data.autovi import NATIVE_SIZES
+    from fedpatch_app.evaluation.metrics import SproStatistics
+    from fedpatch_app.evaluation.thresholds import CalibrationStats
+    from fedpatch_app.federated.codec_stats import CALIBRATION_PREFIX
+
     grid: InProcessGrid = normal_run["grid"]
+    clients = {c["node_id"]: c for c in normal_run["outcome"].results["federated"]["clients"]}
     kinds = [msg.metadata.message_type for msg, _ in grid.history]
     assert kinds == [MessageType.TRAIN] * 5 + [MessageType.EVALUATE] * 5 + [MessageType.QUERY] * 5
     # The banks go out as ONE RecordDict shared by all evaluate messages.
     evaluate = [msg for msg, _ in grid.history if msg.metadata.message_type == MessageType.EVALUATE]
     assert len({id(m.content) for m in evaluate}) == 1
+    patches_per_image = (64 // 8) ** 2  # 400x400 images at 64 px: an 8x8 patch grid
     for msg, reply in grid.history:
         assert reply.metadata.reply_to_message_id == msg.metadata.message_id
         assert not reply.has_error()
-        for record in reply.content.array_records.values():
-            for arr in record.values():
-                # no (H, W) map or (H, W, 3) image in any reply
-                assert len(arr.shape) <= 2
-                if len(arr.shape) == 2:
-                    assert arr.shape[1] == 1024
+        client = clients[msg.metadata.dst_node_id]
+        records = dict(reply.content.array_records.items())
+        kind = msg.metadata.message_type
+        if kind == MessageType.TRAIN:
+            assert set(records) == {M.CORESETS}
+            for cat, arr in records[M.CORESETS].items():
+                rows, dim = arr.shape
+                assert dim == 1024 and 0 < rows < client["train_images"][cat] * patches_per_image
+        elif kind == MessageType.EVALUATE:
+            assert set(records) == {M.SCORES}
+            shapes = {cat: tuple(a.shape) for cat, a in records[M.SCORES].items()}
+            assert shapes == {cat: (n,) for cat, n in client["test_images"].items() if n}
+        else:
+            held = {cat: n for cat, n in client["test_images"].items() if n}
+            calibrated = {
+                k.removeprefix(CALIBRATION_PREFIX)
+                for k in records
+                if k.startswith(CALIBRATION_PREFIX)
+            }
+            assert set(records) == {f"{M.STATS_PREFIX}{cat}" for cat in held} | {
+                f"{CALIBRATION_PREFIX}{cat}" for cat in calibrated
+            }
+            for cat in calibrated:
+                arrays = {k: a.numpy() for k, a in records[f"{CALIBRATION_PREFIX}{cat}"].items()}
+                assert set(arrays) == {
+                    "image_levels",
+                    "image_counts",
+                    "pixel_levels",
+                    "pixel_counts",
+                }
+                calib = CalibrationStats.from_arrays(arrays, cat)  # increasing levels, counts > 0
+                width, height = NATIVE_SIZES[cat]
+                assert calib.pixels.total == calib.images.total * width * height
+            for cat, n in held.items():
+                record = records[f"{M.STATS_PREFIX}{cat}"]
+                stats = SproStatistics.from_arrays({k: a.numpy() for k, a in record.items()})
+                width, height = NATIVE_SIZES[cat]
+                assert stats.n_bins == 65536 and stats.n_images == n
+                assert int(stats.pixel_counts.sum()) == n * width * height
 
 
 # --------------------------------------------------------------------------- failures
@@ -319,13 +370,15 @@ def test_auto_dataset_uses_autovi_when_present(tiny_root: Path) -> None:
 
 def test_synthetic_generation_happens_once_under_concurrency(tmp_path: Path, monkeypatch) -> None:
     import fedpatch_app.data.synthetic as synthetic
+    from fedpatch_app.data.synthetic.marker import write_marker
 
     calls: list[int] = []
 
-    def slow_generate(root, scale, seed, categories):
+    def slow_generate(root, scale, seed, categories, kind):
         calls.append(1)
         time.sleep(0.3)
         Path(root).mkdir(parents=True, exist_ok=True)
+        write_marker(Path(root), kind, scale, seed, list(categories))  # as generate does, last
         return {}
 
     monkeypatch.setattr(synthetic, "generate", slow_generate)
@@ -345,16 +398,22 @@ def test_synthetic_generation_happens_once_under_concurrency(tmp_path: Path, mon
     assert len(calls) == 3
 
 
-def test_imagenet_fallback_only_for_synthetic(tmp_path: Path, monkeypatch) -> None:
+def test_pretrained_stand_in_only_for_synthetic_data(tmp_path: Path, monkeypatch) -> None:
+    """Without WideResNet's ImageNet file: synthetic data get pretrained EfficientNet-Lite0
+    (never random features); real AutoVI keeps the asked-for features for the clients."""
     import fedpatch_app.model.backbone as backbone
     from fedpatch_app.federated.data import DatasetChoice
 
     monkeypatch.setattr(backbone, "imagenet_cache_path", lambda: tmp_path / "absent.pth")
     settings = from_run_config({"weights": "imagenet"})
-    weights, warnings = choose_weights(settings, DatasetChoice("synthetic", tmp_path, CATS))
-    assert weights == "none" and "RANDOM" in warnings[0]
-    weights, warnings = choose_weights(settings, DatasetChoice("autovi", tmp_path, CATS))
-    assert weights == "imagenet" and warnings == []
+    spec, warnings = resolve_features(settings, DatasetChoice("synthetic", tmp_path, CATS))
+    assert (spec.backbone, spec.weights) == ("efficientnet_lite0", "imagenet")
+    assert "PRETRAINED efficientnet_lite0" in warnings[0]
+    spec, warnings = resolve_features(settings, DatasetChoice("autovi", tmp_path, CATS))
+    assert (spec.backbone, spec.weights, warnings) == ("wide_resnet50_2", "imagenet", ())
+    random = from_run_config({"weights": "none"})
+    spec, warnings = resolve_features(random, DatasetChoice("autovi", tmp_path, CATS))
+    assert spec.weights == "none" and warnings[0].startswith("RANDOM backbone weights")
 
 
 def test_client_rejects_a_forged_plan(tiny_root: Path, tmp_path: Path) -> None:
@@ -399,9 +458,7 @@ def test_run_inprocess_waits_for_its_clients(tiny_root: Path, tmp_path: Path) ->
 
 
 @pytest.mark.slow
-def test_same_data_give_the_same_banks_whatever_the_node_ids(
-    normal_run: dict[str, Any], tmp_path: Path
-) -> None:
+def test_same_data_give_the_same_banks_whatever_the_node_ids(tmp_path: Path) -> None:
     """Node ids are random in a deployment and replies arrive in any order: the merge must
     not depend on them (the IID split puts each category on several clients)."""
     from fedpatch_app.model.patchcore import Bank

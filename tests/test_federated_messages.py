@@ -245,3 +245,16 @@ def test_bytes_count_broadcast_once() -> None:
     assert one >= 4000
     assert M.message_bytes(msgs) == 3 * one
     assert M.message_bytes(msgs, broadcast=True) == one
+
+
+def test_client_timings_travel_and_implausible_ones_are_refused() -> None:
+    from fedpatch_app.federated.wire import read_timings, timing_info
+
+    info = ConfigRecord({"fingerprint": "abc", **timing_info({"extraction": 1.5, "coreset": 0.25})})
+    assert read_timings(info) == {"extraction": 1.5, "coreset": 0.25}
+    for bad in (-1.0, float("inf"), 1e9, "3"):
+        with pytest.raises(M.InvalidReply, match="time.scoring"):
+            read_timings(ConfigRecord({"time.scoring": bad}))
+    many = ConfigRecord({f"time.p{chr(97 + i)}": 1.0 for i in range(17)})
+    with pytest.raises(M.InvalidReply, match="at most 16"):
+        read_timings(many)

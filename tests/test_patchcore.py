@@ -16,7 +16,6 @@ from fedpatch_app.model.patchcore import (
     coreset_size,
     input_size,
     merge_coresets,
-    select_coreset,
     smooth,
 )
 
@@ -73,22 +72,46 @@ def test_bank_rejects_bad_files(tmp_path) -> None:
         Bank(np.zeros((3, 7), np.float32), SPEC, "pipe_clip", 0.0, 3)
 
 
+def _farthest_first_violations(pool: np.ndarray, picked: np.ndarray) -> list[int]:
+    """Steps of a selection (rows of `pool`, in order) that did not take a point farthest
+    from the points taken before it: brute force over every pool point, any start."""
+    bad = []
+    for step in range(1, len(picked)):
+        dist = np.linalg.norm(pool[:, None, :] - picked[None, :step, :], axis=2).min(axis=1)
+        chosen = np.linalg.norm(picked[:step] - picked[step], axis=1).min()
+        if chosen < dist.max() - 1e-4:
+            bad.append(step)
+    return bad
+
+
 def test_merge_is_greedy_over_the_union() -> None:
+    """The merged bank against a brute-force check of farthest-first selection over the
+    union of the parts (raw features: the spec has no projection)."""
+    spec = dataclasses.replace(SPEC, projection_dim=None)
     rng = np.random.default_rng(1)
     a = rng.normal(size=(50, 32)).astype(np.float32)
     b = rng.normal(size=(30, 32)).astype(np.float32) + 3.0
-    merged, radius = merge_coresets([a, b], 20, SPEC)
-    direct, direct_radius = select_coreset(np.concatenate([a, b]), 20, SPEC)
-    np.testing.assert_array_equal(merged, direct)
-    assert radius == pytest.approx(direct_radius)
+    union = np.concatenate([a, b]).astype(np.float64)
+    merged, radius = merge_coresets([a, b], 20, spec)
+    assert merged.shape == (20, 32)
+    # every row is a row of the union, none twice
+    rows = [int(np.flatnonzero((union == m).all(axis=1))[0]) for m in merged.astype(np.float64)]
+    assert len(set(rows)) == 20
+    assert _farthest_first_violations(union, merged.astype(np.float64)) == []
+    # both parts are represented (b is 3 sigma away from a in every coordinate)
+    assert any(r < 50 for r in rows) and any(r >= 50 for r in rows)
+    # the radius is the covering radius of the union by the bank
+    cover = np.linalg.norm(union[:, None, :] - merged[None].astype(np.float64), axis=2).min(axis=1)
+    assert radius == pytest.approx(cover.max(), rel=1e-4)
     # Asking for more than the union holds keeps everything.
-    everything, r0 = merge_coresets([a, b], 500, SPEC)
+    everything, r0 = merge_coresets([a, b], 500, spec)
     assert everything.shape == (80, 32)
+    assert sorted(map(tuple, everything)) == sorted(map(tuple, np.concatenate([a, b])))
     assert r0 == pytest.approx(0.0, abs=1e-5)
     with pytest.raises(ModelError):
-        merge_coresets([], 5, SPEC)
+        merge_coresets([], 5, spec)
     with pytest.raises(ModelError, match="dimension"):
-        merge_coresets([np.zeros((4, 8), np.float32)], 2, SPEC)
+        merge_coresets([np.zeros((4, 8), np.float32)], 2, spec)
 
 
 def test_smoothing_keeps_mass_and_shape() -> None:
@@ -101,6 +124,47 @@ def test_smoothing_keeps_mass_and_shape() -> None:
     assert float(out[0].sum()) == pytest.approx(1.0, rel=1e-4)
     assert float(out[0, 20, 15]) == pytest.approx(float(out[0].max()))
     assert float(out[1].abs().max()) == 0.0
+
+
+def test_predict_smooths_with_sigma_4_px_at_224(tmp_path, monkeypatch) -> None:
+    """Two patches score 1 and 0.5 (one in the middle, one on the border), every other 0:
+    the map predict returns must be that patch grid upsampled bilinearly to the backbone
+    input and smoothed with a Gaussian of sigma 4 px x (input size / 224), here 112 px ->
+    sigma 2, reflecting at the borders, as scipy computes it."""
+    import scipy.ndimage
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    from fedpatch_app.model import patchcore
+
+    class OnePatch:
+        def __init__(self, features: np.ndarray, device: object = None) -> None:
+            pass
+
+        def patch_scores(self, queries: np.ndarray) -> np.ndarray:
+            scores = np.zeros(len(queries), dtype=np.float32)
+            scores[7 * 14 + 7] = 1.0  # row 7, column 7 of the 14x14 grid
+            scores[1] = 0.5  # row 0, column 1
+            return scores
+
+    monkeypatch.setattr(patchcore, "MemoryBank", OnePatch)
+    spec = FeatureSpec(weights="none", image_size=112)
+    path = tmp_path / "img.png"
+    Image.new("RGB", (112, 112), (90, 120, 150)).save(path)
+    model = PatchCore(spec, device="cpu", batch_size=1)
+    bank = Bank(np.zeros((1, 1024), np.float32), spec, "pipe_clip", 0.0, 1)
+    got = model.predict(bank, [path], (112, 112)).maps[0]
+
+    grid = torch.zeros(1, 1, 14, 14)
+    grid[0, 0, 7, 7] = 1.0
+    grid[0, 0, 0, 1] = 0.5
+    up = F.interpolate(grid, size=(112, 112), mode="bilinear", align_corners=False)[0, 0]
+    expected = scipy.ndimage.gaussian_filter(up.numpy().astype(np.float64), 2.0, mode="mirror")
+    np.testing.assert_allclose(got, expected, atol=1e-6 * expected.max())
+    # the check can tell sigmas apart: the unscaled 4 px is far off
+    wrong = scipy.ndimage.gaussian_filter(up.numpy().astype(np.float64), 4.0, mode="mirror")
+    assert np.abs(got - wrong).max() > 0.1 * expected.max()
 
 
 def test_input_size_keeps_aspect_ratio() -> None:

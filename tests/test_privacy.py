@@ -234,11 +234,32 @@ def test_server_sums_releases_that_share_centres_and_ignores_the_others() -> Non
     assert info["groups"] == 2 and info["releases_ignored"] == 1 and info["clip"] == 2.0
 
 
-def test_public_reference_does_not_touch_private_data(tmp_path: Path) -> None:
-    paths = dp.public_reference_paths("pipe_clip", 2, 1_000_003, tmp_path)
-    assert len(paths) == 2 and all(p.is_file() for p in paths)
-    again = dp.public_reference_paths("pipe_clip", 2, 1_000_003, tmp_path / "b")
-    assert [p.read_bytes() for p in paths] == [p.read_bytes() for p in again]
+def test_public_reference_does_not_touch_private_data(tiny_root: Path, tmp_path: Path) -> None:
+    """The public images are none of the private ones: compared pixel by pixel with every
+    image of the synthetic data set (seed 0), at the default public seed and even at the
+    data set's own seed; and they are written only into the folder given."""
+    from fedpatch_app.data.autovi import read_image
+
+    private = [
+        read_image(p).astype(np.int16)
+        for p in sorted((tiny_root / "pipe_clip").rglob("*.png"))
+        if "ground_truth" not in p.parts
+    ]
+    assert len(private) > 10
+    from fedpatch_app.settings.schema import DPSettings
+
+    for seed in (DPSettings().public_seed, 0):
+        folder = tmp_path / f"public-{seed}"
+        paths = dp.public_reference_paths("pipe_clip", 4, seed, folder)
+        assert sorted(folder.iterdir()) == sorted(paths) and len(paths) == 4
+        for path in paths:
+            public = read_image(path).astype(np.int16)
+            # two different scenes of the generator differ by 2.6 or more on average
+            nearest = min(float(np.abs(public - other).mean()) for other in private)
+            assert nearest > 1.0, (path, nearest)
+    again = dp.public_reference_paths("pipe_clip", 4, 1_000_003, tmp_path / "again")
+    first = sorted((tmp_path / "public-1000003").iterdir())
+    assert [p.read_bytes() for p in first] == [p.read_bytes() for p in again]
 
 
 def test_public_reference_from_a_folder(tmp_path: Path) -> None:
@@ -331,6 +352,12 @@ CATS = ("pipe_clip", "pipe_staple")
 
 
 def _run(tmp: Path, name: str, **extra: Any) -> Any:
+    return _grid_run(tmp, name, **extra)[0]
+
+
+def _grid_run(tmp: Path, name: str, **extra: Any) -> tuple[Any, Any]:
+    """An in-process federated run (two clients, IID): its outcome and its Grid, whose
+    history holds every message."""
     import client_app
     from fedpatch_app.federated.inprocess import InProcessGrid
     from fedpatch_app.federated.server import run_server
@@ -354,7 +381,7 @@ def _run(tmp: Path, name: str, **extra: Any) -> Any:
     nodes = [{"partition-id": i, "num-partitions": 2} for i in range(2)]
     grid = InProcessGrid(client_app.app, nodes, run_config)
     ctx = Context(run_id=3, node_id=1, node_config={}, state=RecordDict(), run_config=run_config)
-    return run_server(grid, ctx)
+    return run_server(grid, ctx), grid
 
 
 @pytest.mark.slow
@@ -396,3 +423,50 @@ def test_dp_off_gives_identical_banks(tmp_path: Path) -> None:
         assert a.tobytes() == b.tobytes()
     assert plain.results["privacy"]["enabled"] is False
     assert plain.results["categories"] == off.results["categories"]
+
+
+@pytest.mark.slow
+def test_dp_run_scores_what_the_public_reference_alone_scores(tmp_path: Path) -> None:
+    """The privacy page's finding, on a tiny case: a DP run (bank = public centres plus the
+    noisy cluster means that pass the count threshold) scores what a bank the server
+    builds from the public centres alone scores: the same image AUROC, and AUC-sPRO to
+    four decimals (the page's precision). Not bit for bit: a noisy mean is sometimes a
+    test patch's nearest row, which moves AUC-sPRO by about 1e-6 to 3e-5 here. The run's
+    pooled metrics are those of its bank's maps (16-bit, one scaling)."""
+    from flwr.app import MessageType
+
+    from fedpatch_app.data.autovi import load_category
+    from fedpatch_app.evaluation.evaluate import evaluate_category
+    from fedpatch_app.evaluation.export import fit_scaling
+    from fedpatch_app.model.patchcore import PatchCore, merge_coresets
+
+    cat = "pipe_clip"
+    dp_run = {"dp-epsilon": 16.0, "dp-centres": 32}  # the page's largest epsilon
+    outcome, grid = _grid_run(tmp_path, "dp-public", categories=cat, **dp_run)
+    info = outcome.results["federated"]["banks"][cat]
+    assert info["dp"]["clusters_kept"] > 0  # private rows did enter the bank's candidates
+    sent = [
+        reply.content.array_records[M.PUBLIC][cat].numpy()
+        for msg, reply in grid.history
+        if msg.metadata.message_type == MessageType.TRAIN
+    ]
+    assert len(sent) == 2 and np.array_equal(sent[0], sent[1])  # one public reference
+    bank = Bank.load(outcome.run_dir / "model" / "banks" / f"{cat}.npz")
+    public_rows, _ = merge_coresets([sent[0]], info["target_size"], bank.spec)
+    public = Bank(public_rows, bank.spec, cat, 0.0, bank.n_patches, query_clip=bank.query_clip)
+    assert not np.array_equal(public.features, bank.features)
+
+    from fedpatch_app.federated.data import synthetic_root
+
+    category = load_category(synthetic_root(tmp_path, "tiny", 0), cat)
+    model = PatchCore(bank.spec, device="cpu")
+    blocks = []
+    for which in (bank, public):
+        maps = model.predict(which, [s.path for s in category.test], category.size).maps
+        levels = [fit_scaling(maps).to_uint16(m) for m in maps]
+        blocks.append(evaluate_category(category, levels)[0])
+    reported = outcome.results["categories"][cat]
+    for key in ("auc_spro", "image_auroc"):  # the clients' batches: last-bit differences
+        assert blocks[0][key] == pytest.approx(reported[key], abs=1e-12), key
+    assert blocks[1]["image_auroc"] == reported["image_auroc"]
+    assert blocks[1]["auc_spro"] == pytest.approx(reported["auc_spro"], abs=1e-4)

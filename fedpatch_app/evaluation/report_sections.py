@@ -254,6 +254,34 @@ def fairness_section(run: Run) -> list[str]:
     return lines
 
 
+#: The phases of `run.phases`, in the order a run goes through them.
+PHASES = (
+    ("extraction", "feature extraction (slowest client)"),
+    ("local_coreset", "local coreset (slowest client)"),
+    ("upload", "upload of the coresets (transfer and waiting)"),
+    ("merge", "merge on the server"),
+    ("broadcast", "broadcast of the banks (transfer and waiting)"),
+    ("scoring", "scoring of test and calibration images (slowest client)"),
+    ("statistics", "evaluation statistics"),
+    ("pooling", "pooled metrics on the server"),
+)
+
+
+def phases_table(run: Run) -> list[str]:
+    """Where the run's time went, phase by phase, so a user sees what to scale."""
+    phases = run.results["run"].get("phases")
+    if not isinstance(phases, Mapping):
+        return []
+    total = sum(v for v in phases.values() if isinstance(v, int | float)) or 1.0
+    rows = [
+        f"| {label} | {fmt(phases[key], 2)} | {100 * phases[key] / total:.0f}% |"
+        for key, label in PHASES
+        if isinstance(phases.get(key), int | float)
+    ]
+    head = [f"### Where the time goes ({run.label})", "", "| phase | seconds | share |"]
+    return [*head, "|---|---|---|", *rows, ""]
+
+
 def extras(run: Run) -> list[str]:
     """Seconds, the settings as given, and every other top-level block as tables."""
     lines: list[str] = []
@@ -288,6 +316,7 @@ def run_section(run: Run) -> list[str]:
     lines += metrics_table(run)
     lines += defect_table(run)
     lines += other_facts_table(run)
+    lines += phases_table(run)
     lines += fairness_section(run)
     lines += extras(run)
     return lines

@@ -38,6 +38,7 @@ def _record_train(client: ClientState, decoded: M.TrainReply) -> None:
     client.status = "trained"
     client.device = decoded.device
     client.seconds["train_client"] = round(decoded.seconds, 3)
+    client.seconds.update(decoded.timings)
     client.categories = list(decoded.coresets)
     for cat, part in decoded.coresets.items():
         client.train_images[cat] = part.n_images
@@ -251,6 +252,7 @@ def accept_scores(
         except ModelError as exc:
             registry.drop(client.node_id, "evaluate", f"invalid reply: {exc}")
             continue
+        client.seconds.update(decoded.timings)
         scored[client.node_id] = decoded
     registry.require("evaluate")
     return scored
@@ -348,5 +350,6 @@ def accept_stats(
             continue
         client.status = "evaluated"
         client.local_metrics = decoded.local
+        client.seconds.update(decoded.timings)
     registry.require("query")
     return out

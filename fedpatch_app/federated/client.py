@@ -118,6 +118,13 @@ def _category(node: NodeData, name: str) -> Any:
     return load_category(node.data_root, name)
 
 
+def _spent(model: PatchCore | None, before: Mapping[str, float], phases: tuple[str, ...]):
+    """Seconds the model spent per phase since `before` (its `seconds` then)."""
+    if model is None:
+        return {}
+    return {p: round(model.seconds.get(p, 0.0) - before.get(p, 0.0), 3) for p in phases}
+
+
 # --------------------------------------------------------------------------- train
 
 
@@ -137,6 +144,7 @@ def handle_train(msg: Message, context: Context) -> Message:
     dp_facts: dict[str, Any] = {}
     public: dict[str, np.ndarray] = {}
     model = None
+    before = dict(_model(plan, context.node_config).seconds) if node.fit else {}
     for cat in sorted(node.fit):
         model = _model(plan, context.node_config)
         paths = [_category(node, cat).root / r for r in node.fit[cat]]
@@ -158,6 +166,7 @@ def handle_train(msg: Message, context: Context) -> Message:
         transport_dtype="float32" if plan.settings.dp.enabled else plan.settings.transport_dtype,
         seconds=time.perf_counter() - start,
         device=str(model.device) if model is not None else "",
+        timings=_spent(model, before, ("extraction", "coreset")),
     )
     for facts in dp_facts.values():
         for key, value in facts.items():
@@ -218,6 +227,8 @@ def handle_evaluate(msg: Message, context: Context) -> Message:
     cache.reset()
     test: dict[str, M.CategoryScores] = {}
     calibration: dict[str, M.CalibrationRange] = {}
+    model = _model(plan, context.node_config)
+    before = dict(model.seconds)
     for cat in sorted(set(node.test) | set(node.calibration)):
         if cat not in banks:
             log.warning("%s: the server sent no bank for it; its images are not scored", cat)
@@ -229,7 +240,12 @@ def handle_evaluate(msg: Message, context: Context) -> Message:
             calibration[cat] = _score_calibration(
                 model, banks[cat], category, node.calibration[cat], cache
             )
-    content = M.encode_score_reply(test, fingerprint=plan.fingerprint, calibration=calibration)
+    content = M.encode_score_reply(
+        test,
+        fingerprint=plan.fingerprint,
+        calibration=calibration,
+        timings=_spent(model, before, ("scoring",)),
+    )
     return Message(content, reply_to=msg)
 
 
@@ -319,6 +335,7 @@ def _statistics_reply(config: Any, plan: M.Plan, context: Context, cache: MapCac
     from fedpatch_app.data.autovi import CATEGORIES
     from fedpatch_app.evaluation.thresholds import CalibrationStats
 
+    start = time.perf_counter()
     scalings = M.read_scalings(config, CATEGORIES)
     excluded = M.read_exclusions(config, CATEGORIES)
     node = node_data(plan, context.node_config)
@@ -339,5 +356,9 @@ def _statistics_reply(config: Any, plan: M.Plan, context: Context, cache: MapCac
         calibration[cat] = CalibrationStats.of_maps(maps, _scaling_for(cat, scalings)).to_arrays()
         del maps
     return M.encode_stats_reply(
-        stats, metrics, fingerprint=plan.fingerprint, calibration=calibration
+        stats,
+        metrics,
+        fingerprint=plan.fingerprint,
+        calibration=calibration,
+        timings={"statistics": round(time.perf_counter() - start, 3)},
     )

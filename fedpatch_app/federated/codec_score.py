@@ -29,8 +29,10 @@ from fedpatch_app.federated.wire import (
     array_of,
     check_fingerprint,
     decode_array,
+    read_timings,
     reply_categories,
     reply_info,
+    timing_info,
     typed,
 )
 
@@ -104,6 +106,8 @@ class ScoreReply:
     fingerprint: str
     categories: dict[str, CategoryScores] = field(default_factory=dict)
     calibration: dict[str, CalibrationRange] = field(default_factory=dict)
+    #: The client's seconds per phase ("scoring").
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def encode_score_reply(
@@ -111,6 +115,7 @@ def encode_score_reply(
     *,
     fingerprint: str,
     calibration: Mapping[str, CalibrationRange] | None = None,
+    timings: Mapping[str, float] | None = None,
 ) -> RecordDict:
     arrays = ArrayRecord()
     calibration = calibration or {}
@@ -119,6 +124,7 @@ def encode_score_reply(
             "fingerprint": fingerprint,
             "categories": ",".join(per_category),
             "calibration": ",".join(calibration),
+            **timing_info(timings or {}),
         }
     )
     for cat, item in per_category.items():
@@ -216,7 +222,8 @@ def decode_score_reply(
     check_fingerprint(info, fingerprint)
     cats = reply_categories(info, categories)
     arrays = content.array_records.get(SCORES, ArrayRecord())
-    out = ScoreReply(fingerprint=fingerprint, calibration=_calibration(info, categories))
+    out = ScoreReply(fingerprint, calibration=_calibration(info, categories))
+    out.timings = read_timings(info)
     for cat in cats:
         out.categories[cat] = _test_scores(arrays, info, cat)
     return out

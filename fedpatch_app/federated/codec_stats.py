@@ -24,8 +24,10 @@ from fedpatch_app.federated.wire import (
     InvalidReply,
     array_of,
     check_fingerprint,
+    read_timings,
     reply_categories,
     reply_info,
+    timing_info,
     typed,
 )
 
@@ -86,6 +88,8 @@ class StatsReply:
     stats: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     calibration: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     local: dict[str, float] = field(default_factory=dict)
+    #: The client's seconds per phase ("statistics").
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def _records(prefix: str, arrays: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, ArrayRecord]:
@@ -101,6 +105,7 @@ def encode_stats_reply(
     *,
     fingerprint: str,
     calibration: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+    timings: Mapping[str, float] | None = None,
 ) -> RecordDict:
     calibration = calibration or {}
     content = RecordDict()
@@ -114,6 +119,7 @@ def encode_stats_reply(
             "fingerprint": fingerprint,
             "categories": ",".join(stats),
             "calibration": ",".join(calibration),
+            **timing_info(timings or {}),
         }
     )
     content[LOCAL_METRICS] = MetricRecord({k: float(v) for k, v in local_metrics.items()})
@@ -171,7 +177,7 @@ def decode_stats_reply(
     SproStatistics.from_arrays and CalibrationStats.from_arrays) and the local metrics."""
     info = reply_info(content, len(categories))
     check_fingerprint(info, fingerprint)
-    out = StatsReply()
+    out = StatsReply(timings=read_timings(info))
     for cat in reply_categories(info, categories):
         out.stats[cat] = _arrays(content, f"{STATS_PREFIX}{cat}", f"{cat} statistics", max_elements)
     for cat in _listed(info, "calibration", categories):

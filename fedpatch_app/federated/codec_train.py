@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,8 +30,10 @@ from fedpatch_app.federated.wire import (
     check_declared,
     check_fingerprint,
     decode_array,
+    read_timings,
     reply_categories,
     reply_info,
+    timing_info,
     typed,
 )
 from fedpatch_app.settings import RunSettings
@@ -65,6 +67,8 @@ class TrainReply:
     coresets: dict[str, LocalCoreset]
     seconds: float = 0.0
     device: str = ""
+    #: The client's seconds per phase ("extraction", "coreset").
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,7 @@ def encode_train_reply(
     transport_dtype: str = "float32",
     seconds: float = 0.0,
     device: str = "",
+    timings: Mapping[str, float] | None = None,
 ) -> RecordDict:
     """A client's train reply from its local banks (`Bank`-like: features, radius, n_patches)."""
     dtype = TRANSPORT_DTYPES[transport_dtype]
@@ -121,6 +126,7 @@ def encode_train_reply(
             "partition-id": int(partition_id),
             "categories": ",".join(coresets),
             "seconds": float(seconds),
+            **timing_info(timings or {}),
             "device": device,
         }
     )
@@ -230,7 +236,7 @@ def decode_train_reply(content: RecordDict, limits: TrainLimits) -> TrainReply:
             dp = _decode_dp_info(info, cat, rows)
             dp["centres"] = _decode_public_centres(content, cat, rows, limits.embed_dim, dp)
         out[cat] = LocalCoreset(features, n_patches, n_images, radius, dp)
-    return TrainReply(fingerprint, partition_id, out, seconds, device)
+    return TrainReply(fingerprint, partition_id, out, seconds, device, read_timings(info))
 
 
 #: Per-category info keys of a DP train reply (float values, besides counts and digest).

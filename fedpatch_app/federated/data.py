@@ -14,9 +14,7 @@ it holds every train and test image of those categories.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +23,6 @@ from typing import Any
 from fedpatch_app.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
-
-SYNTHETIC_MARKER = ".fedpatch-synthetic.json"
 
 
 @contextlib.contextmanager
@@ -47,49 +43,40 @@ def file_lock(path: Path) -> Iterator[None]:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def synthetic_root(out_dir: Path, scale: str, seed: int) -> Path:
-    """Cache folder of the synthetic data for one scale and seed."""
-    return Path(out_dir) / ".synthetic" / f"{scale}-seed{seed}"
+def synthetic_root(out_dir: Path, scale: str, seed: int, kind: str = "photo") -> Path:
+    """Cache folder of the built-in synthetic data for one scale, kind and seed."""
+    return Path(out_dir) / ".synthetic" / f"{kind}-{scale}-seed{seed}"
+
+
+def _generated(root: Path, kind: str, scale: str, seed: int) -> list[str]:
+    """Categories already written under `root` with this kind, scale and seed."""
+    from fedpatch_app.data.synthetic import is_synthetic
+
+    records = (is_synthetic(root) or {}).get("per_category") or {}
+    want = {"kind": kind, "scale": scale, "seed": int(seed)}
+    return [cat for cat, info in records.items() if info == want]
 
 
 def ensure_synthetic(
-    root: Path, scale: str, seed: int, categories: Sequence[str] | None = None
+    root: Path, scale: str, seed: int, categories: Sequence[str] | None = None, kind: str = "photo"
 ) -> Path:
     """Generate synthetic AutoVI-format data into `root` once; later calls only check the
-    marker. Safe under concurrent calls (file lock), and deterministic (same seed, same
-    files), so every client that generates it itself gets identical data."""
+    generator's marker (written when the data are complete). Safe under concurrent calls
+    (file lock), and deterministic (same seed, same files), so every client that
+    generates it itself gets identical data."""
     from fedpatch_app.data.autovi import CATEGORIES
     from fedpatch_app.data.synthetic import generate
 
     root = Path(root)
     wanted = list(categories or CATEGORIES)
-    marker = root / SYNTHETIC_MARKER
     with file_lock(root.parent / f".{root.name}.lock"):
-        have: list[str] = []
-        if marker.is_file():
-            try:
-                info = json.loads(marker.read_text(encoding="utf-8"))
-                if info.get("scale") == scale and int(info.get("seed", -1)) == int(seed):
-                    have = list(info.get("categories", []))
-            except (OSError, ValueError, TypeError):
-                have = []
-        missing = [c for c in wanted if c not in have]
+        missing = [c for c in wanted if c not in _generated(root, kind, scale, seed)]
         if missing:
             log.info(
-                "generating synthetic data (%s, seed %d) for %s into %s",
-                scale,
-                seed,
-                ", ".join(missing),
-                root,
-            )
-            generate(root, scale=scale, seed=seed, categories=missing)
-            done = sorted(set(have) | set(missing), key=list(CATEGORIES).index)
-            tmp = marker.with_suffix(".tmp")
-            tmp.write_text(
-                json.dumps({"scale": scale, "seed": int(seed), "categories": done}),
-                encoding="utf-8",
-            )
-            os.replace(tmp, marker)
+                "generating synthetic data (%s, %s, seed %d) for %s into %s",
+                kind, scale, seed, ", ".join(missing), root,
+            )  # fmt: skip
+            generate(root, scale=scale, seed=seed, categories=missing, kind=kind)
     return root
 
 
@@ -162,24 +149,26 @@ def resolve_dataset(settings: Any) -> DatasetChoice:
             )
         message = (
             f"AutoVI was not found at data-root {root}: this run uses the built-in SYNTHETIC "
-            f"data ({settings.synthetic_scale}, seed {settings.seed}); its metrics say "
+            f"data ({settings.synthetic_kind}, {settings.synthetic_scale}, seed {settings.seed}); "
+            "its metrics say "
             "nothing about AutoVI"
         )
         log.warning(message)
         warnings.append(message)
-    syn = synthetic_root(Path(settings.out_dir), settings.synthetic_scale, settings.seed)
-    ensure_synthetic(syn, settings.synthetic_scale, settings.seed, requested)
+    scale, kind, seed = settings.synthetic_scale, settings.synthetic_kind, settings.seed
+    syn = synthetic_root(Path(settings.out_dir), scale, seed, kind)
+    ensure_synthetic(syn, scale, seed, requested, kind)
     return DatasetChoice("synthetic", syn.resolve(), requested, warnings, synthetic_facts(syn))
 
 
 def synthetic_facts(root: Path) -> dict[str, Any] | None:
     """The generator's facts (kind, scale, seed) when `root` holds synthetic data."""
-    marker = Path(root) / SYNTHETIC_MARKER
-    try:
-        info = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    from fedpatch_app.data.synthetic import is_synthetic
+
+    info = is_synthetic(root)
+    if info is None:
         return None
-    return {"kind": info.get("kind", "drawn"), "scale": info.get("scale"), "seed": info.get("seed")}
+    return {"kind": info.get("kind"), "scale": info.get("scale"), "seed": info.get("seed")}
 
 
 @dataclass
@@ -235,9 +224,10 @@ def node_data(plan: Any, node_config: Mapping[str, Any]) -> NodeData:
     node_root = _node_value(node_config, "data-root")
     root = Path(node_root) if node_root else Path(plan.data_root)
     plan_cats = tuple(plan.categories or CATEGORIES)
-    if plan.dataset == "synthetic" and not (root / SYNTHETIC_MARKER).is_file():
-        # Another machine than the server's: make the same data locally.
-        ensure_synthetic(root, plan.settings.synthetic_scale, plan.settings.seed, plan_cats)
+    if plan.dataset == "synthetic":
+        # Another machine than the server's may lack it: make the same data locally.
+        s = plan.settings
+        ensure_synthetic(root, s.synthetic_scale, s.seed, plan_cats, s.synthetic_kind)
     if not root.is_dir():
         raise DataError(f"data-root {root} does not exist on this client")
 

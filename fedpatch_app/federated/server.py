@@ -19,7 +19,7 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp.grid import Grid
 
-from fedpatch_app.errors import ConfigError, FedpatchError, ModelError
+from fedpatch_app.errors import ConfigError, FedpatchError, ModelError, WeightsError
 from fedpatch_app.federated import messages as M
 from fedpatch_app.federated.data import DatasetChoice, resolve_dataset
 from fedpatch_app.federated.server_outputs import ServerRun, write_outputs, write_run_model
@@ -62,30 +62,27 @@ def wait_for_clients(grid: Grid, min_clients: int, timeout: float, poll: float =
         time.sleep(min(poll, max(0.0, deadline - time.monotonic())) or 0.01)
 
 
-def choose_weights(settings: RunSettings, dataset: DatasetChoice) -> tuple[str, list[str]]:
-    """The weights every client uses. ImageNet weights missing here: with synthetic data,
-    random weights and a loud warning; with AutoVI, never a fallback (the clients must
-    have them, or they fail with a clear error)."""
-    if settings.weights not in ("imagenet", "imagenet-v1"):
-        return settings.weights, []
-    from fedpatch_app.model.backbone import imagenet_cache_path
+def resolve_features(
+    settings: RunSettings, dataset: DatasetChoice
+) -> tuple[FeatureSpec, tuple[str, ...]]:
+    """The features every client computes (`feature_choice.choose_features`: a pretrained
+    stand-in only on synthetic data, random only with weights=none) and the warnings to
+    record. On real data a server without WideResNet's ImageNet file does not stop the run:
+    the clients load the weights, and a client that cannot is dropped with the reason."""
+    from fedpatch_app.model.feature_choice import feature_spec
 
-    cached = imagenet_cache_path()
-    if cached.is_file():
-        return settings.weights, []
-    if dataset.dataset == "synthetic":
-        message = (
-            f"ImageNet weights are not available offline ({cached} is missing): this "
-            "synthetic-data run uses RANDOM backbone weights ('none'); its metrics say "
-            "little about a pretrained PatchCore"
-        )
-        log.warning("!" * 20 + " " + message + " " + "!" * 20)
-        return "none", [message]
-    log.info(
-        "ImageNet weights are not in this server's cache (%s); the clients must have them",
-        cached,
-    )
-    return settings.weights, []
+    synthetic = dataset.dataset == "synthetic" or dataset.synthetic is not None
+    try:
+        return feature_spec(settings, synthetic_data=synthetic)
+    except WeightsError:
+        if synthetic or settings.weights != "imagenet":
+            raise
+    log.info("the backbone's ImageNet weights are not on the server: the clients must have them")
+    spec = FeatureSpec(
+        weights="imagenet", backbone=settings.backbone, image_size=settings.image_size,
+        seed=settings.seed,
+    )  # fmt: skip
+    return spec, ()
 
 
 def make_plan(
@@ -135,10 +132,9 @@ def _prepare(settings: RunSettings, name: str, run_dir: Path) -> ServerRun:
     """Dataset and feature spec: everything decided before any client works."""
     t0 = time.perf_counter()
     dataset = resolve_dataset(settings)
-    weights, warnings = choose_weights(settings, dataset)
-    spec = FeatureSpec(weights=weights, image_size=settings.image_size, seed=settings.seed)
+    spec, warnings = resolve_features(settings, dataset)
     run = ServerRun(run_dir, name, settings, dataset, spec, _parent(settings, spec))
-    run.warnings += dataset.warnings + warnings
+    run.warnings += [*dataset.warnings, *warnings]
     run.phase_done("prepare_data", t0)
     log.info(
         "dataset %s at %s, categories %s; feature spec %s (fingerprint %s)",

@@ -117,6 +117,29 @@ def _warnings(run: ServerRun, strategy: PatchCoreStrategy) -> list[str]:
     return out
 
 
+def phase_seconds(strategy: PatchCoreStrategy) -> dict[str, float | None]:
+    """Where the run's time went (results.json `run.phases`). Client phases count the
+    slowest client (the critical path); upload and broadcast are the rest of the train
+    and evaluate phases' wall time: transfer and waiting."""
+    clients = [c for c in strategy.registry.clients.values() if c.status != "dropped"]
+    walls = strategy.registry.seconds
+
+    def slowest(key: str) -> float:
+        return round(max((c.seconds.get(key, 0.0) for c in clients), default=0.0), 3)
+
+    local = slowest("extraction") + slowest("coreset")
+    return {
+        "extraction": slowest("extraction"),
+        "local_coreset": slowest("coreset"),
+        "upload": round(max(0.0, walls.get("train", 0.0) - local), 3),
+        "merge": walls.get("merge"),
+        "broadcast": round(max(0.0, walls.get("evaluate", 0.0) - slowest("scoring")), 3),
+        "scoring": slowest("scoring"),
+        "statistics": slowest("statistics"),
+        "pooling": walls.get("pooled_metrics"),
+    }
+
+
 def _run_facts(run: ServerRun) -> dict[str, Any]:
     import torch
 
@@ -150,7 +173,7 @@ def write_outputs(run: ServerRun, strategy: PatchCoreStrategy) -> dict[str, Any]
         weights=run.spec.with_weights_id().weights,
         seconds=seconds,
         categories={cat: o.block for cat, o in strategy.outcomes.items()},
-        run_facts=_run_facts(run),
+        run_facts={**_run_facts(run), "phases": phase_seconds(strategy)},
         warnings=_warnings(run, strategy),
         dataset=run.dataset.dataset,
         federated=federated,

@@ -201,3 +201,31 @@ def check_fingerprint(info: ConfigRecord, expected: str) -> str:
             f"feature-spec fingerprint {got!r} does not match the run's {expected!r}"
         )
     return got
+
+
+#: Per-phase seconds a client reports (`time.<phase>` in a reply's info): at most this
+#: many phases, each a finite number of seconds below a day.
+_TIMING_KEY = re.compile(r"^time\.([a-z_]{1,32})$")
+MAX_TIMINGS = 16
+
+
+def timing_info(timings: Mapping[str, float]) -> dict[str, float]:
+    """Info entries of a client's per-phase seconds."""
+    return {f"time.{k}": float(v) for k, v in timings.items()}
+
+
+def read_timings(info: ConfigRecord) -> dict[str, float]:
+    """A reply's per-phase seconds; an implausible value is a bad reply."""
+    out: dict[str, float] = {}
+    for key, value in info.items():
+        match = _TIMING_KEY.match(key)
+        if match is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidReply(f"'{key}': a number of seconds expected, got {value!r}")
+        if not (math.isfinite(float(value)) and 0 <= float(value) < 86_400):
+            raise InvalidReply(f"'{key}': {value} is not a plausible number of seconds")
+        out[match.group(1)] = float(value)
+    if len(out) > MAX_TIMINGS:
+        raise InvalidReply(f"{len(out)} timings reported, at most {MAX_TIMINGS} expected")
+    return out

@@ -30,7 +30,7 @@ def evaluate_model(
 ) -> dict[str, dict[str, Any]]:
     """Results block per category of the model's banks on the data root's test images."""
     model = load_model(model_dir)
-    patchcore = PatchCore(model.spec, device=device, batch_size=batch_size)
+    patchcore = PatchCore(model.runtime_spec(), device=device, batch_size=batch_size)
     out = {}
     for cat in categories or sorted(model.categories):
         category = load_category(data_root, cat)

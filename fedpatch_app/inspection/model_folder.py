@@ -18,6 +18,7 @@ identifier, the banks by their place in the folder).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -75,6 +76,17 @@ class Model:
     @property
     def fingerprint(self) -> str:
         return self.spec.fingerprint()
+
+    def runtime_spec(self, weights_file: str | None = None) -> FeatureSpec:
+        """The spec with weights that load on this machine (the recorded spec names them
+        by identifier); the same fingerprint, checked."""
+        from fedpatch_app.model.backbone import loadable_weights
+
+        weights = loadable_weights(self.spec.weights, self.spec.backbone, weights_file)
+        spec = dataclasses.replace(self.spec, weights=weights)
+        if spec.fingerprint() != self.fingerprint:
+            raise ModelError(f"{self.path}: the weights to load do not give the model's features")
+        return spec
 
     def category(self, name: str) -> CategoryModel:
         if name not in self.categories:

@@ -117,6 +117,7 @@ def run_predict(
     batch_size: int = 8,
     write_maps: bool = False,
     overwrite: bool = False,
+    weights_file: str | None = None,
 ) -> list[PartResult]:
     """Score the images and write the outputs (see the module doc)."""
     model = load_model(model_dir)
@@ -125,7 +126,8 @@ def run_predict(
     for path in paths:
         image_size(path)  # every image readable before any work
     out = prepare_output(out, overwrite=overwrite)
-    results = Predictor(model, device=device, batch_size=batch_size).score(category, paths)
+    predictor = Predictor(model, device=device, batch_size=batch_size, weights_file=weights_file)
+    results = predictor.score(category, paths)
     stage = out / STAGE
     try:
         write_outputs(stage, results, cat, write_maps)
@@ -149,6 +151,7 @@ def run_cli(args: argparse.Namespace) -> int:
         batch_size=settings.batch_size,
         write_maps=settings.write_maps,
         overwrite=settings.overwrite,
+        weights_file=args.weights_file,
     )
     nok = sum(r.verdict == "NOK" for r in results)
     print(f"{len(results)} images: {nok} NOK, {len(results) - nok} OK or uncalibrated")

@@ -133,9 +133,17 @@ def _size_note(size: tuple[int, int], native: tuple[int, int]) -> str:
 class Predictor:
     """One backbone, every category of a model; `score` gives the verdicts."""
 
-    def __init__(self, model: Model, *, device: str = "auto", batch_size: int = 8) -> None:
+    def __init__(
+        self,
+        model: Model,
+        *,
+        device: str = "auto",
+        batch_size: int = 8,
+        weights_file: str | None = None,
+    ) -> None:
         self.model = model
-        self.patchcore = PatchCore(model.spec, device=device, batch_size=batch_size)
+        spec = model.runtime_spec(weights_file)
+        self.patchcore = PatchCore(spec, device=device, batch_size=batch_size)
 
     def score(self, category: str, paths: Sequence[str | Path]) -> list[PartResult]:
         """Verdicts for the images, in the order given."""

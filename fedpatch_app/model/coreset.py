@@ -1,41 +1,56 @@
-"""Greedy k-center coreset (PatchCore's memory-bank subsampling), fast and memory-lean.
+"""Greedy k-center coreset (PatchCore's memory-bank subsampling): exact, pruned, reproducible.
 
 The selection is the exact greedy k-center ("farthest point first") over a seeded
-random projection of the features: start from one point, then repeatedly add the
-point farthest from every centre chosen so far. What makes it fast:
+random projection of the features: start from one point (or from ``initial`` centres),
+then repeatedly add the point farthest from every centre chosen so far, the lowest
+index on ties. Three properties, each in its own module:
 
-* each point's current squared distance to its nearest centre lives in ONE vector;
-  a step only computes the distances to the ONE new centre, from precomputed squared
-  norms (``||x||^2 - 2 x.c + ||c||^2``): one matrix-vector product, then the
-  min-update and the argmax on ``N``-vectors. No ``N x N`` matrix, no ``N x d'``
-  temporary per step.
-* the projected features are stored transposed, ``(d', N)``: the product then streams
-  through memory as a sequence of axpy's, which BLAS runs at memory bandwidth
-  (row-major ``(N, d')`` with ``d' = 128`` runs at about half of it on CPUs).
-* on a GPU nothing leaves the device until the end: the argmax results stay device
-  tensors and the indices are gathered once.
+* reproducible (:mod:`coreset_projection`, :mod:`coreset_exact`): the projection is
+  computed in fixed blocks by single-threaded BLAS, and every distance that decides a
+  pick is float64 summed in one fixed order, so the same data and seed select the same
+  points whatever the thread count;
+* fast (:mod:`coreset_search`, :mod:`coreset_loops`): the triangle inequality skips the
+  points, and whole groups of points, that the new centre cannot bring closer, so a
+  step costs what the new centre's neighbourhood costs, not ``N`` distances;
+* exact: only what certainly cannot change is skipped, so the picks are those of plain
+  greedy k-center (``method="plain"`` runs it, for comparison).
 
-Memory: ``d' * N`` projected values plus a few ``N``-vectors; the projection itself is
-done in row chunks, so a ``1,000,000 x 1024`` float32 input never gets copied whole.
+Memory: the projected points ``(N, d')`` float32 plus a few ``N``-vectors; the
+projection works in row blocks, so a ``1,000,000 x 1024`` input is never copied whole.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from fedpatch_app.errors import ModelError
+from fedpatch_app.model.coreset_exact import fixed_order_mean
+from fedpatch_app.model.coreset_loops import ListGroups, MaskedGroups, initial_state
+from fedpatch_app.model.coreset_projection import (
+    full_float32_precision,
+    project_rows,
+    random_projection,
+)
+from fedpatch_app.model.coreset_search import Rows
 
 logger = logging.getLogger(__name__)
 
-#: Rows projected at a time (bounds the temporaries of the projection).
-PROJECT_CHUNK_ROWS = 32_768
-#: Elements of the largest (points x initial centres) block computed at once.
-INITIAL_BLOCK_ELEMENTS = 1 << 23
+#: The ways to run the selection (all select the same points); see greedy_coreset.
+METHODS = ("pruned", "masked", "plain")
+#: Largest projected norm accepted: float32 squared distances overflow near 1e38.
+MAX_NORM = 1e18
+
+__all__ = [
+    "CoresetResult",
+    "greedy_coreset",
+    "project_features",
+    "random_projection",
+    "start_index",
+]
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -51,16 +66,8 @@ class CoresetResult:
 
     indices: np.ndarray
     radius: float
-
-
-def random_projection(dim_in: int, projection_dim: int, seed: int = 0) -> torch.Tensor:
-    """The seeded Gaussian projection matrix ``(dim_in, projection_dim)``, float32 on CPU.
-
-    Entries are N(0, 1/projection_dim), so squared norms are preserved in expectation
-    (Johnson-Lindenstrauss). Drawn on the CPU so every device gets the same matrix.
-    """
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    return torch.randn(dim_in, projection_dim, generator=gen) / math.sqrt(projection_dim)
+    #: point-to-centre distances estimated (plain greedy estimates ``N`` per new centre).
+    measured: int = 0
 
 
 def start_index(n: int, seed: int = 0) -> int:
@@ -101,50 +108,129 @@ def _check_matrix(x: ArrayLike, name: str) -> tuple[int, int]:
     return int(x.shape[0]), int(x.shape[1])
 
 
-def _rows(x: ArrayLike, start: int, stop: int, device: torch.device) -> torch.Tensor:
-    block = x[start:stop]
-    if isinstance(block, np.ndarray):
-        block = torch.from_numpy(np.ascontiguousarray(block))
-    return block.to(device=device, dtype=torch.float32, non_blocking=False)
+def _check_arguments(
+    features: ArrayLike,
+    k: object,
+    projection_dim: int | None,
+    initial: ArrayLike | None,
+    method: str,
+) -> tuple[int, int]:
+    """Validate the arguments of :func:`greedy_coreset`; returns ``(N, D)``."""
+    n, d = _check_matrix(features, "features")
+    if n == 0:
+        raise ModelError("greedy_coreset: features are empty (0 rows)")
+    if d == 0:
+        raise ModelError("greedy_coreset: features have 0 columns")
+    if isinstance(k, bool) or not isinstance(k, int | np.integer):
+        raise ModelError(f"greedy_coreset: k must be an integer, got {k!r}")
+    if int(k) < 1:
+        raise ModelError(f"greedy_coreset: k must be >= 1, got {k}")
+    if int(k) > n:
+        raise ModelError(
+            f"greedy_coreset: k = {k} centres requested but there are only N = {n} points"
+        )
+    if projection_dim is not None and int(projection_dim) < 1:
+        raise ModelError(
+            f"greedy_coreset: projection_dim must be >= 1 or None, got {projection_dim}"
+        )
+    if initial is not None:
+        _, d_init = _check_matrix(initial, "initial")
+        if d_init != d:
+            raise ModelError(
+                f"greedy_coreset: initial centres have {d_init} dimensions but features have {d}"
+            )
+    if method not in METHODS:
+        raise ModelError(f"greedy_coreset: method must be one of {METHODS}, got {method!r}")
+    return n, d
 
 
-def _project(
-    x: ArrayLike,
-    proj: torch.Tensor | None,
-    device: torch.device,
-    name: str,
-) -> torch.Tensor:
-    """Project ``x`` (N, D) chunk by chunk into a transposed ``(d', N)`` tensor."""
-    n, d = int(x.shape[0]), int(x.shape[1])
-    d_out = d if proj is None else int(proj.shape[1])
-    out = torch.empty((d_out, n), dtype=torch.float32, device=device)
-    for start in range(0, n, PROJECT_CHUNK_ROWS):
-        stop = min(n, start + PROJECT_CHUNK_ROWS)
-        block = _rows(x, start, stop, device)
-        if not bool(torch.isfinite(block).all()):
-            bad = start + int(torch.nonzero(~torch.isfinite(block).all(dim=1))[0, 0])
-            raise ModelError(f"greedy_coreset: {name} row {bad} holds NaN or infinite values")
-        if proj is not None:
-            block = block @ proj
-        out[:, start:stop] = block.t()
-    return out
+def _check_magnitude(rows: Rows, name: str) -> None:
+    """float32 distance estimates overflow beyond ~1e19; such features are refused."""
+    if len(rows.norm) and float(rows.norm.max()) > MAX_NORM:
+        raise ModelError(
+            f"greedy_coreset: {name} have a projected norm above {MAX_NORM:.0e}; "
+            "rescale them (float32 distances would overflow)"
+        )
 
 
-def _initial_min_dist(pt: torch.Tensor, sqn: torch.Tensor, centres_t: torch.Tensor) -> torch.Tensor:
-    """Squared distance of every point (columns of ``pt``) to its nearest initial centre."""
-    n = pt.shape[1]
-    m = centres_t.shape[1]
-    centres = centres_t.t()
-    c_sqn = (centres * centres).sum(dim=1)
-    mind = torch.empty(n, dtype=torch.float32, device=pt.device)
-    rows = max(1, INITIAL_BLOCK_ELEMENTS // max(1, m))
-    for start in range(0, n, rows):
-        stop = min(n, start + rows)
-        block = pt[:, start:stop].t()  # (b, d')
-        d2 = torch.addmm(c_sqn.unsqueeze(0), block, centres.t(), alpha=-2.0)
-        d2.add_(sqn[start:stop].unsqueeze(1))
-        mind[start:stop] = d2.amin(dim=1).clamp_min_(0.0)
-    return mind
+def select(
+    pts: torch.Tensor,
+    k: int,
+    *,
+    start: int | None,
+    initial: torch.Tensor | None,
+    method: str = "pruned",
+) -> tuple[np.ndarray, float, int]:
+    """Greedy k-center over already projected float32 points ``(N, d')``.
+
+    ``initial`` ``(M, d')`` projected centres chosen before, or None: then ``start`` is
+    the first centre (and the first of the ``k`` indices). Returns the indices in
+    selection order, the covering radius and the number of distances estimated.
+    """
+    m = 0 if initial is None else int(initial.shape[0])
+    slots, dim, dev = m + k, int(pts.shape[1]), pts.device
+    rows = Rows.of(pts)
+    _check_magnitude(rows, "features")
+    centres = Rows(
+        pts=torch.empty((slots, dim), dtype=torch.float32, device=dev),
+        sqn=torch.empty(slots, dtype=torch.float32, device=dev),
+        norm=torch.empty(slots, dtype=torch.float64, device=dev),
+    )
+    if initial is not None:
+        given = Rows.of(initial)
+        _check_magnitude(given, "initial centres")
+        centres.pts[:m], centres.sqn[:m], centres.norm[:m] = given.pts, given.sqn, given.norm
+    first = None if m else start
+    with full_float32_precision():
+        mind, assign = initial_state(rows, centres, first, m)
+        if method == "pruned" and dev.type == "cpu":
+            groups: ListGroups | MaskedGroups = ListGroups(
+                Rows(rows.pts.numpy(), rows.sqn.numpy(), rows.norm.numpy()),
+                Rows(centres.pts.numpy(), centres.sqn.numpy(), centres.norm.numpy()),
+                mind.numpy(),
+                assign.numpy(),
+                first,
+            )
+        else:
+            groups = MaskedGroups(rows, centres, mind, assign, first, prune=method != "plain")
+        selected = [] if m else [int(start)]
+        for slot in range(1 if first is not None else m, slots):
+            pick = groups.pick(slot)
+            groups.add(pick, slot)
+            selected.append(pick)
+        radius = groups.radius(slots)
+    return np.asarray(selected, dtype=np.int64), radius, groups.near.measured
+
+
+def project_features(
+    features: ArrayLike,
+    projection_dim: int | None = 128,
+    seed: int = 0,
+    device: torch.device | None = None,
+    *,
+    initial: ArrayLike | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The float32 coordinates :func:`greedy_coreset` measures distances in.
+
+    ``features @ P`` (the seeded projection; no projection when ``projection_dim`` is
+    None or ``>= D``), minus the fixed-order mean of the projected features, for the
+    features and for ``initial`` alike. The translation changes no distance, but it
+    shrinks the norms, and with them the rounding error of the float32 estimates that
+    decide which exact distances are needed. Bit-identical for any thread count.
+    """
+    dev = torch.device("cpu") if device is None else torch.device(device)
+    d = int(features.shape[1])
+    proj = None
+    if projection_dim is not None and int(projection_dim) < d:
+        proj = random_projection(d, int(projection_dim), seed)
+    pts = project_rows(features, proj, dev, "features")
+    shift = fixed_order_mean(pts).to(torch.float32)
+    pts -= shift
+    if initial is None:
+        return pts, None
+    centres = project_rows(initial, proj, dev, "initial")
+    centres -= shift
+    return pts, centres
 
 
 def greedy_coreset(
@@ -155,6 +241,7 @@ def greedy_coreset(
     seed: int = 0,
     initial: ArrayLike | None = None,
     device: str | torch.device | None = None,
+    method: str = "pruned",
 ) -> CoresetResult:
     """Select ``k`` rows of ``features`` by greedy k-center (farthest point first).
 
@@ -175,73 +262,30 @@ def greedy_coreset(
         them.
     device:
         where the computation runs (default: the tensor's device, CPU for numpy).
+    method:
+        ``"pruned"`` (default: per-centre groups on the CPU, masks on other devices),
+        ``"masked"`` (the device form, on any device) or ``"plain"`` (no pruning). All
+        three select the same points.
 
     Returns
     -------
     CoresetResult with ``indices`` (int64, selection order) and ``radius``.
     """
-    n, d = _check_matrix(features, "features")
-    if n == 0:
-        raise ModelError("greedy_coreset: features are empty (0 rows)")
-    if d == 0:
-        raise ModelError("greedy_coreset: features have 0 columns")
-    if isinstance(k, bool) or not isinstance(k, int | np.integer):
-        raise ModelError(f"greedy_coreset: k must be an integer, got {k!r}")
-    k = int(k)
-    if k < 1:
-        raise ModelError(f"greedy_coreset: k must be >= 1, got {k}")
-    if k > n:
-        raise ModelError(
-            f"greedy_coreset: k = {k} centres requested but there are only N = {n} points"
-        )
-    if projection_dim is not None and int(projection_dim) < 1:
-        raise ModelError(
-            f"greedy_coreset: projection_dim must be >= 1 or None, got {projection_dim}"
-        )
-    if initial is not None:
-        _, d_init = _check_matrix(initial, "initial")
-        if d_init != d:
-            raise ModelError(
-                f"greedy_coreset: initial centres have {d_init} dimensions but features have {d}"
-            )
-        if initial.shape[0] == 0:
-            initial = None
-    dev = _as_device(device, features)
-
-    proj = None
-    if projection_dim is not None and int(projection_dim) < d:
-        proj = random_projection(d, int(projection_dim), seed).to(dev)
-    pt = _project(features, proj, dev, "features")  # (d', N)
-    d_out = pt.shape[0]
-    # Squared norms, accumulated row by row of the transposed matrix (no N x d' temporary).
-    sqn = torch.zeros(n, dtype=torch.float32, device=dev)
-    for j in range(d_out):
-        sqn.addcmul_(pt[j], pt[j])
-
-    if initial is not None:
-        centres_t = _project(initial, proj, dev, "initial")
-        mind = _initial_min_dist(pt, sqn, centres_t)
-        del centres_t
-        idx = torch.argmax(mind).view(1)
-    else:
-        mind = torch.full((n,), float("inf"), dtype=torch.float32, device=dev)
-        idx = torch.tensor([start_index(n, seed)], dtype=torch.int64, device=dev)
-
-    selected = torch.empty(k, dtype=torch.int64, device=dev)
-    dist = torch.empty(n, dtype=torch.float32, device=dev)
-    mat = pt.t()  # (N, d') view, column-major: gemv streams through it
-    neg_inf = float("-inf")
-    for step in range(k):
-        selected[step : step + 1] = idx
-        centre = pt.index_select(1, idx).view(d_out)
-        torch.addmv(sqn, mat, centre, alpha=-2.0, out=dist)
-        dist.add_(sqn.index_select(0, idx))
-        torch.minimum(mind, dist, out=mind)
-        mind.index_fill_(0, idx, neg_inf)  # a chosen point is never chosen again
-        if step + 1 < k:
-            idx = torch.argmax(mind).view(1)
-
-    radius = math.sqrt(max(0.0, float(mind.max())))
-    indices = selected.cpu().numpy().astype(np.int64, copy=False)
-    logger.debug("greedy_coreset: N=%d D=%d d'=%d k=%d radius=%.4g", n, d, d_out, k, radius)
-    return CoresetResult(indices=indices, radius=radius)
+    n, _ = _check_arguments(features, k, projection_dim, initial, method)
+    if initial is not None and initial.shape[0] == 0:
+        initial = None
+    pts, centres = project_features(
+        features, projection_dim, seed, _as_device(device, features), initial=initial
+    )
+    indices, radius, measured = select(
+        pts, int(k), start=start_index(n, seed), initial=centres, method=method
+    )
+    logger.debug(
+        "greedy_coreset: N=%d D=%d d'=%d k=%d radius=%.4g",
+        n,
+        features.shape[1],
+        pts.shape[1],
+        k,
+        radius,
+    )
+    return CoresetResult(indices=indices, radius=radius, measured=measured)

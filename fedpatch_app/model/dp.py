@@ -345,7 +345,7 @@ def public_reference_paths(category: str, n_images: int, seed: int, folder: Path
     for i in range(n_images):
         path = folder / f"public-{category}-{seed}-{i:03d}.png"
         if not path.is_file():
-            img = synthetic._good_image(category, int(seed), 97, i)
+            img = synthetic.good_image(category, int(seed), 97, i)
             Image.fromarray(img).save(path)
         paths.append(path)
     return paths

@@ -1,19 +1,26 @@
 """Locally aware patch features (PatchCore's embedding) and the feature specification.
 
-Per patch of ``layer2``'s grid (stride 8):
+The backbone returns two feature maps, at stride 8 and stride 16 (WideResNet-50-2's
+``layer2``/``layer3``, 512 + 1024 channels; EfficientNet-Lite0's blocks 4/10, 40 + 112
+channels). Per patch of the stride-8 grid:
 
-1. each layer's channels are averaged down to half of ``embed_dim`` (adaptive average
-   pooling over the channel axis): with the default 1024, layer2's 512 channels are
-   kept as they are and layer3's 1024 channels become 512 means of adjacent pairs;
-2. each layer is averaged over a ``neighbourhood x neighbourhood`` window (stride 1,
+1. each map's channels are averaged down to its share of ``embed_dim`` (adaptive average
+   pooling over the channel axis). The shares: half of ``embed_dim`` each, but a map is
+   never pooled *up* (repeating channels adds no information and only reweights them), so
+   a map with fewer channels than its half keeps them all and the other map may use the
+   rest, up to its own channel count. ``embed_dim`` is therefore the patch width, at most
+   the sum of the two maps' channels: WideResNet at the default 1024 keeps layer2's 512
+   channels and pools layer3's 1024 to 512 pair means (as before); EfficientNet-Lite0 at
+   1024 keeps all 40 + 112 = 152 channels, and the feature spec records 152;
+2. each map is averaged over a ``neighbourhood x neighbourhood`` window (stride 1,
    padding, border windows averaged over the pixels that exist);
-3. layer3 (stride 16) is bilinearly upsampled onto layer2's grid;
-4. the two halves are concatenated: ``embed_dim`` values per patch.
+3. the stride-16 map is bilinearly upsampled onto the stride-8 grid;
+4. the two parts are concatenated: ``embed_dim`` values per patch.
 
 All three operations are linear and act on separate axes, so their order does not
-change the result; pooling channels first makes the rest cheaper. At ``embed_dim =
-1024`` the projection equals the reference implementation's two-stage adaptive
-average pooling (each layer to 1024, then the concatenation to 1024), which also
+change the result; pooling channels first makes the rest cheaper. For WideResNet at
+``embed_dim = 1024`` the projection equals the reference implementation's two-stage
+adaptive average pooling (each layer to 1024, then the concatenation to 1024), which also
 gives each layer half of the dimensions. See docs/phases/phase-2-baseline-model.
 """
 
@@ -35,9 +42,11 @@ from tqdm.auto import tqdm
 
 from fedpatch_app.errors import ConfigError, DataError, ModelError
 from fedpatch_app.model.backbone import (
-    Backbone,
+    DEFAULT_BACKBONE,
     ImageFolderDataset,
     autocast_dtype,
+    backbone_info,
+    build_backbone,
     resolve_device,
     weights_id,
 )
@@ -50,31 +59,38 @@ class FeatureSpec:
     """Everything that determines the patch features; banks are only comparable when
     their specs' fingerprints match.
 
-    ``weights``: ``"imagenet"``, ``"none"``, a state-dict path, or a weights identifier
-    (``"imagenet-v1"``, ``"file:<sha256 prefix>"``). ``projection_dim`` and ``seed`` are
-    those of the coreset's random projection.
+    ``backbone``: ``"wide_resnet50_2"`` (default) or ``"efficientnet_lite0"``. ``weights``:
+    ``"imagenet"`` (the backbone's own ImageNet checkpoint), ``"none"``, a state-dict path,
+    or a weights identifier (``"imagenet-v1"``, ``"imagenet-lite0-57934424"``,
+    ``"file:<sha256 prefix>"``). ``layers`` defaults to the backbone's two feature maps (the
+    only ones supported). ``embed_dim`` is the patch width; a larger value than the two
+    maps' channels together is lowered to that sum (see the module docstring).
+    ``projection_dim`` and ``seed`` are those of the coreset's random projection.
     """
 
     weights: str = "imagenet"
     image_size: int = 256
     embed_dim: int = 1024
-    backbone: str = "wide_resnet50_2"
-    layers: tuple[str, ...] = ("layer2", "layer3")
+    backbone: str = DEFAULT_BACKBONE
+    layers: tuple[str, ...] | None = None
     neighbourhood: int = 3
     projection_dim: int | None = 128
     seed: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", str(self.weights))
-        object.__setattr__(self, "layers", tuple(self.layers))
-        if self.backbone != "wide_resnet50_2":
-            raise ConfigError(f"backbone {self.backbone!r} is not supported (only wide_resnet50_2)")
-        if self.layers != ("layer2", "layer3"):
-            raise ConfigError(f"layers {self.layers!r} are not supported (only layer2, layer3)")
+        info = backbone_info(self.backbone)
+        layers = info.layers if self.layers is None else tuple(self.layers)
+        object.__setattr__(self, "layers", layers)
+        if layers != info.layers:
+            raise ConfigError(
+                f"layers {layers!r} are not supported for {self.backbone} (only {info.layers})"
+            )
         if int(self.image_size) < 32:
             raise ConfigError(f"image_size must be at least 32, got {self.image_size}")
         if int(self.embed_dim) < 2:
             raise ConfigError(f"embed_dim must be at least 2, got {self.embed_dim}")
+        object.__setattr__(self, "embed_dim", min(int(self.embed_dim), sum(info.channels)))
         if int(self.neighbourhood) < 1 or int(self.neighbourhood) % 2 == 0:
             raise ConfigError(f"neighbourhood must be an odd number >= 1, got {self.neighbourhood}")
         if self.projection_dim is not None and int(self.projection_dim) < 1:
@@ -100,7 +116,7 @@ class FeatureSpec:
 
     def with_weights_id(self) -> FeatureSpec:
         """The same spec with ``weights`` replaced by its identifier (portable, no path)."""
-        return dataclasses.replace(self, weights=weights_id(self.weights))
+        return dataclasses.replace(self, weights=weights_id(self.weights, self.backbone))
 
     def fingerprint(self) -> str:
         """First 16 hex characters of the SHA-256 of the canonical JSON of all fields.
@@ -123,23 +139,30 @@ def _pool_channels(x: torch.Tensor, size: int) -> torch.Tensor:
     return pooled.reshape(b, h, w, size).permute(0, 3, 1, 2)
 
 
+def layer_widths(channels2: int, channels3: int, embed_dim: int) -> tuple[int, int]:
+    """How many of the ``embed_dim`` values each map gets: half each, no map pooled up, the
+    rest of a narrow map's half given to the other (see the module docstring)."""
+    width2 = min(channels2, embed_dim // 2)
+    return width2, min(channels3, embed_dim - width2)
+
+
 def embed(
     layer2: torch.Tensor,
     layer3: torch.Tensor,
     embed_dim: int = 1024,
     neighbourhood: int = 3,
 ) -> torch.Tensor:
-    """Patch features ``(B, h, w, embed_dim)`` float32 on layer2's grid ``(h, w)``."""
+    """Patch features ``(B, h, w, D)`` float32 on the stride-8 grid ``(h, w)``;
+    ``D = embed_dim`` unless the two maps have fewer channels together (then their sum)."""
     if layer2.ndim != 4 or layer3.ndim != 4 or layer2.shape[0] != layer3.shape[0]:
         raise ModelError(
             f"embed: expected two (B, C, H, W) maps with the same B, got {tuple(layer2.shape)} "
             f"and {tuple(layer3.shape)}"
         )
-    half2 = embed_dim // 2
-    half3 = embed_dim - half2
+    widths = layer_widths(layer2.shape[1], layer3.shape[1], embed_dim)
     pad = neighbourhood // 2
     parts = []
-    for layer, size in ((layer2, half2), (layer3, half3)):
+    for layer, size in zip((layer2, layer3), widths, strict=True):
         x = _pool_channels(layer.float(), size)
         if neighbourhood > 1:
             x = F.avg_pool2d(x, neighbourhood, stride=1, padding=pad, count_include_pad=False)
@@ -160,7 +183,7 @@ class FeatureExtractor:
         device: str | torch.device = "auto",
         batch_size: int = 8,
         num_workers: int = 0,
-        backbone: Backbone | None = None,
+        backbone: torch.nn.Module | None = None,
     ) -> None:
         if int(batch_size) < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -170,7 +193,14 @@ class FeatureExtractor:
         self.device = resolve_device(device)
         self.batch_size = int(batch_size)
         self.num_workers = int(num_workers)
-        net = backbone if backbone is not None else Backbone(spec.weights, seed=spec.seed)
+        if backbone is None:
+            backbone = build_backbone(spec.backbone, spec.weights, seed=spec.seed)
+        elif getattr(backbone, "name", None) != spec.backbone:
+            raise ConfigError(
+                f"the backbone given is {getattr(backbone, 'name', type(backbone).__name__)!r} "
+                f"but the feature spec says {spec.backbone!r}"
+            )
+        net = backbone
         if self.device.type == "cuda":
             net = net.to(self.device, memory_format=torch.channels_last)
         else:
@@ -192,7 +222,9 @@ class FeatureExtractor:
             return embed(layer2, layer3, self.spec.embed_dim, self.spec.neighbourhood)
 
     def _loader(self, paths: Sequence[str | os.PathLike]) -> torch.utils.data.DataLoader:
-        dataset = ImageFolderDataset(paths, self.spec.image_size)
+        dataset = ImageFolderDataset(
+            paths, self.spec.image_size, self.backbone.input_mean, self.backbone.input_std
+        )
         return torch.utils.data.DataLoader(
             dataset,
             batch_size=self.batch_size,

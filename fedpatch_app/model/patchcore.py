@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from fedpatch_app.errors import ConfigError, ModelError
-from fedpatch_app.model.backbone import LAYER_STRIDES, resized_size, resolve_device
+from fedpatch_app.model.backbone import backbone_info, resized_size, resolve_device
 from fedpatch_app.model.coreset import greedy_coreset
 from fedpatch_app.model.dp import clip_rows
 from fedpatch_app.model.embedding import FeatureExtractor, FeatureSpec
@@ -263,7 +264,7 @@ def input_size(native_size: tuple[int, int], image_size: int) -> tuple[int, int]
 def patch_grid(spec: FeatureSpec, native_size: tuple[int, int]) -> tuple[int, int]:
     """(rows, columns) of the patch grid of a (width, height) image: the first layer's
     feature map, whose stride-2 stages each halve a side, rounding up."""
-    stride = LAYER_STRIDES[spec.layers[0]]
+    stride = backbone_info(spec.backbone).strides[0]
     height, width = input_size(native_size, spec.image_size)
     return -(-height // stride), -(-width // stride)
 
@@ -283,6 +284,14 @@ class PatchCore:
         self.extractor = FeatureExtractor(
             spec, self.device, batch_size=batch_size, num_workers=num_workers
         )
+        #: Seconds spent so far per phase ("extraction", "coreset", "scoring"): where a
+        #: run's time goes (results.json `run.phases`).
+        self.seconds: dict[str, float] = {"extraction": 0.0, "coreset": 0.0, "scoring": 0.0}
+
+    def _clock(self, phase: str, since: float) -> float:
+        now = time.perf_counter()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - since
+        return now
 
     def features(self, paths: Sequence[str | Path], desc: str = "features") -> np.ndarray:
         """Patch features (n_images, h, w, D) of the given images."""
@@ -304,12 +313,15 @@ class PatchCore:
         """
         if not paths:
             raise ModelError(f"category {category}: no training images to fit on")
+        t0 = time.perf_counter()
         feats = self.features(paths, desc=f"{category}: train features")
+        t0 = self._clock("extraction", t0)
         flat = feats.reshape(-1, feats.shape[-1])
         n = flat.shape[0]
         k = coreset_size(n, coreset_ratio * oversample)
         log.info("%s: %d images, %d patches -> coreset of %d", category, len(paths), n, k)
         selected, radius = select_coreset(flat, k, self.spec, device=self.device)
+        self._clock("coreset", t0)
         del feats, flat
         return Bank(
             features=selected, spec=self.spec, category=category, radius=radius, n_patches=n
@@ -336,6 +348,7 @@ class PatchCore:
         sigma = REFERENCE_SIGMA * self.spec.image_size / REFERENCE_INPUT
         maps: list[np.ndarray] = []
         scores = np.empty(len(paths), dtype=np.float64)
+        t0 = time.perf_counter()
         for start, feats in self.extractor.extract_iter(list(paths), desc=desc):
             b, h, w, d = feats.shape
             queries = feats.reshape(-1, d)
@@ -355,4 +368,5 @@ class PatchCore:
             for i in range(b):
                 maps.append(native[i])
                 scores[start + i] = float(native[i].max())
+        self._clock("scoring", t0)
         return Prediction(image_scores=scores, maps=maps)

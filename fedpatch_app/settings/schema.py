@@ -81,7 +81,9 @@ def parse_categories(value: Any) -> tuple[str, ...] | None:
 Text = Annotated[str, BeforeValidator(_strip)]
 Dataset = Annotated[Literal["auto", "autovi", "synthetic"], BeforeValidator(_lower)]
 Partition = Annotated[Literal["category", "iid", "dirichlet"], BeforeValidator(_lower)]
-Scale = Annotated[Literal["tiny", "small"], BeforeValidator(_lower)]
+Scale = Annotated[Literal["tiny", "small", "autovi"], BeforeValidator(_lower)]
+SyntheticKind = Annotated[Literal["drawn", "photo"], BeforeValidator(_lower)]
+Backbone = Annotated[Literal["wide_resnet50_2", "efficientnet_lite0"], BeforeValidator(_lower)]
 TransportDtype = Annotated[Literal["float32", "float16"], BeforeValidator(_lower)]
 BankBudget = Annotated[Literal["volume", "equal", "sqrt"], BeforeValidator(_lower)]
 RobustMerge = Annotated[Literal["quarantine", "strict", "off"], BeforeValidator(_lower)]
@@ -147,7 +149,14 @@ class RunSettings(BaseModel):
     )
     data_root: Path = Field(Path("data/autovi"), description="folder holding AutoVI")
     categories: Categories = Field(None, description="AutoVI categories (empty = all six)")
-    synthetic_scale: Scale = Field("tiny", description="size of the built-in synthetic data")
+    synthetic_scale: Scale = Field(
+        "tiny", description="size of the built-in synthetic data (autovi: AutoVI's own counts)"
+    )
+    synthetic_kind: SyntheticKind = Field(
+        "photo",
+        description="built-in synthetic data: photo (real photographs, realistic defects) or "
+        "drawn (cheap drawn scenes)",
+    )
     # -- federation
     partition: Partition = Field("category", description="how images are split over clients")
     dirichlet_alpha: float = Field(
@@ -182,6 +191,11 @@ class RunSettings(BaseModel):
         "('' = partition ids as the nodes claim them)",
     )
     # -- features and model
+    backbone: Backbone = Field(
+        "wide_resnet50_2",
+        description="feature network: wide_resnet50_2 (ImageNet weights from torchvision) or "
+        "efficientnet_lite0 (ImageNet weights installed with fedpatch)",
+    )
     weights: Text = Field(
         "imagenet",
         min_length=1,

@@ -1,0 +1,147 @@
+"""Benchmark: `fedpatch predict` against the bare backbone forward on the same images.
+
+Prints, measured in the same run on the same images:
+
+* bare forward: the backbone alone on batches already decoded and resized (the least any
+  PatchCore inference must do): images/s;
+* predict: the whole `fedpatch predict` path (`run_predict`: reading and checking the
+  images, extraction, kNN search against a bank of the default size, maps at native
+  size, regions, overlays, predictions.csv/.jsonl), images/s;
+* the ratio predict / bare forward (target at most 1.5x on CPU), and where predict's
+  time goes (extraction, kNN search, maps, writing).
+
+The bank has the size a real model of the category has at the default settings
+(coreset-ratio 0.1 of the training patches of `--train-images` images); its rows are
+drawn at random (the search costs the same whatever the rows are). Random backbone
+weights by default (speed does not depend on them).
+
+Usage::
+
+    .venv/bin/python benchmarks/predict.py                          # 32 images, size 256
+    .venv/bin/python benchmarks/predict.py --images 8 --image-size 128 --train-images 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fedpatch_app.evaluation.export import MapScaling
+from fedpatch_app.inspection.model_folder import CategoryModel, write_model
+from fedpatch_app.inspection.predict import run_predict
+from fedpatch_app.model.backbone import ImageFolderDataset
+from fedpatch_app.model.embedding import FeatureExtractor, FeatureSpec
+from fedpatch_app.model.patchcore import Bank, coreset_size
+
+CATEGORY = "pipe_clip"
+NATIVE = (400, 400)
+
+
+def write_images(folder: Path, count: int, seed: int = 0) -> list[Path]:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    paths = []
+    for i in range(count):
+        arr = rng.integers(0, 256, size=(NATIVE[1], NATIVE[0], 3), dtype=np.uint8)
+        paths.append(folder / f"{i:04d}.png")
+        Image.fromarray(arr).save(paths[-1])
+    return paths
+
+
+def write_bank_model(folder: Path, spec: FeatureSpec, rows: int) -> Path:
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(rows, spec.embed_dim)).astype(np.float32)
+    bank = Bank(features, spec, CATEGORY, radius=1.0, n_patches=rows * 10)
+    thresholds = {"image": {"raw": 1e9}, "pixel": {"raw": 1e9}}
+    cats = {CATEGORY: CategoryModel(bank, NATIVE, MapScaling(0.0, 100.0), thresholds, 1)}
+    write_model(folder, spec, cats, {"run_name": "benchmark", "run_kind": "benchmark"})
+    return folder
+
+
+def bare_forward(spec: FeatureSpec, paths: list[Path], batch_size: int) -> float:
+    """Seconds of the backbone alone on pre-decoded batches."""
+    extractor = FeatureExtractor(spec, "cpu", batch_size=batch_size)
+    data = ImageFolderDataset(paths, spec.image_size)
+    batches = [
+        torch.stack([data[i][0] for i in range(s, min(s + batch_size, len(paths)))])
+        for s in range(0, len(paths), batch_size)
+    ]
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for batch in batches:
+            extractor.backbone(batch)
+    return time.perf_counter() - start
+
+
+def parts(spec: FeatureSpec, model_dir: Path, paths: list[Path], batch_size: int) -> dict:
+    """Seconds of extraction (decode + forward + embedding) and of the kNN search alone."""
+    from fedpatch_app.inspection.model_folder import load_model
+    from fedpatch_app.model.memory_bank import MemoryBank
+
+    extractor = FeatureExtractor(spec, "cpu", batch_size=batch_size)
+    start = time.perf_counter()
+    feats = extractor.extract(paths)
+    extraction = time.perf_counter() - start
+    index = MemoryBank(load_model(model_dir).category(CATEGORY).bank.features, device="cpu")
+    start = time.perf_counter()
+    index.patch_scores(feats.reshape(-1, feats.shape[-1]))
+    return {"extraction": extraction, "knn": time.perf_counter() - start}
+
+
+def timed_predict(model_dir: Path, paths: list[Path], out: Path, batch_size: int) -> float:
+    start = time.perf_counter()
+    run_predict(model_dir, CATEGORY, out, paths, device="cpu", batch_size=batch_size)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=32)
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--train-images", type=int, default=195, help="pipe_clip has 195")
+    parser.add_argument("--backbone", default="wide_resnet50_2")
+    parser.add_argument("--weights", default="none")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+
+    spec = FeatureSpec(weights=args.weights, image_size=args.image_size)
+    if args.backbone != spec.backbone:
+        spec = FeatureSpec(weights=args.weights, image_size=args.image_size, backbone=args.backbone)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        paths = write_images(tmp_path / "images", args.images)
+        grid = FeatureExtractor(spec, "cpu").extract(paths[:1]).shape[1:3]
+        rows = coreset_size(args.train_images * grid[0] * grid[1], 0.1)
+        model_dir = write_bank_model(tmp_path / "model", spec, rows)
+        bare, full, split = [], [], []
+        for r in range(args.repeats):
+            bare.append(bare_forward(spec, paths, args.batch_size))
+            full.append(timed_predict(model_dir, paths, tmp_path / f"out{r}", args.batch_size))
+            split.append(parts(spec, model_dir, paths, args.batch_size))
+    n = args.images
+    print(f"torch threads {torch.get_num_threads()}, {spec.backbone} at {args.image_size} px, "
+          f"{n} images of {NATIVE[0]}x{NATIVE[1]}, bank {rows} x {spec.embed_dim} "
+          f"(coreset 0.1 of {args.train_images} images x {grid[0]}x{grid[1]} patches)")  # fmt: skip
+    print(f"bare forward : {n / min(bare):7.2f} images/s (best of {args.repeats})")
+    print(f"predict      : {n / min(full):7.2f} images/s (best of {args.repeats})")
+    print(f"ratio predict / bare forward: {min(full) / min(bare):.2f}x (target <= 1.5x)")
+    ext = min(p["extraction"] for p in split)
+    knn = min(p["knn"] for p in split)
+    rest = max(0.0, min(full) - ext - knn)
+    total = min(full)
+    print(
+        f"predict's time: extraction {ext:.2f} s ({100 * ext / total:.0f}%), kNN {knn:.2f} s "
+        f"({100 * knn / total:.0f}%), maps, regions, overlays and files {rest:.2f} s "
+        f"({100 * rest / total:.0f}%)"
+    )
+
+
+if __name__ == "__main__":
+    main()

