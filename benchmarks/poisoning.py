@@ -81,7 +81,9 @@ def _keys(n: int) -> tuple[dict[int, bytes], dict[str, str]]:
         pem[1001 + i] = public.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-        ssh = public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        ssh = public.public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
         mapping[str(i)] = ssh.decode()
     return pem, mapping
 
