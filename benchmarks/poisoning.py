@@ -20,14 +20,16 @@ scenario and category, AUC-sPRO@0.3 and image AUROC, the change from the honest 
 the same defences, the rows the robust merge left out (the attacker's and the honest
 clients'), flags and drops.
 
-    python benchmarks/poisoning.py --data DIR [--image-size 64] [--weights none]
+    python benchmarks/poisoning.py [--data DIR] [--image-size 64] [--weights none]
         [--partition iid] [--attacks poison,extreme] [--defences both] [--server-blind]
         [--shift N] [--set backbone=efficientnet_lite0] [--json out.json]
 
 `--server-blind`: the server does not see the data (each node partitions its own copy),
 so nothing can be checked against the partition. `--shift N`: node N's images are
 recoloured (a line whose normal images really differ; implies --server-blind). Without
-`--data`, the small synthetic data are generated into the work folder.
+`--data`, the small synthetic data (`--kind photo` or `drawn`) are generated into the
+work folder, with a second set (seed 1) for the attacker's own defects. Pretrained
+features: `--weights imagenet --set backbone=efficientnet_lite0 --image-size 128`.
 """
 
 from __future__ import annotations
@@ -220,6 +222,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, help="AutoVI-format data (default: small synthetic)")
     p.add_argument("--own-defects", type=Path, help="the attacker's own defect images")
+    p.add_argument(
+        "--kind", default="photo", choices=["photo", "drawn"], help="synthetic data generated"
+    )
     p.add_argument("--categories", nargs="+", default=["pipe_staple", "pipe_clip"])
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--weights", default="none")
@@ -243,10 +248,12 @@ def _data(args: argparse.Namespace, work: Path) -> None:
 
     if args.data is None:
         args.data = work / "data"
-        generate(args.data, scale="small", seed=0, categories=args.categories)
+        generate(args.data, scale="small", seed=0, categories=args.categories, kind=args.kind)
     if args.own_defects is None:
         args.own_defects = work / "own-defects"
-        generate(args.own_defects, scale="small", seed=1, categories=args.categories)
+        generate(
+            args.own_defects, scale="small", seed=1, categories=args.categories, kind=args.kind
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
