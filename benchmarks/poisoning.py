@@ -231,7 +231,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--partition", default="iid", choices=["iid", "category", "dirichlet"])
     p.add_argument("--clients", type=int, default=5)
-    p.add_argument("--attacks", default=",".join(SCENARIOS[1:]), help="comma-separated")
+    p.add_argument("--attacks", default=",".join(SCENARIOS[1:]), help="comma-separated, or none")
     p.add_argument("--defences", default="both", choices=["both", "on", "off"])
     p.add_argument("--server-blind", action="store_true")
     p.add_argument("--shift", type=int, default=None, help="node whose images are recoloured")
@@ -262,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="fedpatch-poisoning-"))
     _data(args, work)
     modes = {"both": (False, True), "on": (True,), "off": (False,)}[args.defences]
-    scenarios = ["honest", *[a for a in args.attacks.split(",") if a and a != "honest"]]
+    attacks = [a for a in args.attacks.split(",") if a and a not in ("honest", "none")]
+    scenarios = ["honest", *attacks]
     unknown = [s for s in scenarios if s not in SCENARIOS]
     if unknown:
         raise SystemExit(f"unknown scenarios {unknown} (known: {', '.join(SCENARIOS)})")
