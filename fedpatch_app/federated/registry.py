@@ -180,7 +180,7 @@ class ClientRegistry:
 
     def _error(self, client: ClientState, phase: str, reply: Message) -> None:
         claimed = _CLAIMED_PARTITION.search(reply.error.reason or "")
-        if claimed and client.partition_id is None:
+        if claimed and client.partition_id is None and len(claimed.group(1)) <= 4:
             client.partition_id = int(claimed.group(1))
         code = int(reply.error.code)
         name = ERROR_NAMES.get(code, "error")
