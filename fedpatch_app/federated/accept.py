@@ -18,6 +18,7 @@ from fedpatch_app.errors import ModelError
 from fedpatch_app.evaluation.metrics import SproStatistics, level_edges
 from fedpatch_app.evaluation.thresholds import CalibrationStats
 from fedpatch_app.federated import messages as M
+from fedpatch_app.federated.codec_train import MAX_PARTITIONS
 from fedpatch_app.federated.data import NodeData
 from fedpatch_app.federated.registry import ClientRegistry, ClientState
 
@@ -30,7 +31,7 @@ def _claim_partition(client: ClientState, reply: Message) -> None:
     """Name the client by its partition even when the rest of its reply is bad."""
     info = reply.content.config_records.get(M.INFO)
     claimed = info.get("partition-id") if info is not None else None
-    if isinstance(claimed, int) and not isinstance(claimed, bool) and -1 <= claimed < 1000:
+    if isinstance(claimed, int) and not isinstance(claimed, bool) and -1 <= claimed < MAX_PARTITIONS:
         client.partition_id = claimed
 
 
