@@ -2,7 +2,7 @@
 
 Each scenario is one federated run through the in-process grid (`InProcessGrid`: the real
 server and client code, message by message, no Ray), in which one node (the first, by
-default) changes its own replies (`fedpatch_app.federated.attacks`):
+default; `--attacker`) changes its own replies (`fedpatch_app.federated.attacks`):
 
     honest       nobody attacks (the baseline of each defence setting)
     poison       defect-region features of the evaluated test images in its coreset,
@@ -51,7 +51,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SCENARIOS = ("honest", "poison", "poison-own", "inflate", "extreme", "steal", "impersonate")
-ATTACKER, VICTIM = 0, 2
 
 
 def _shifted_copy(src: Path, dst: Path) -> Path:
@@ -130,8 +129,8 @@ def _attacker(scenario: str, args: argparse.Namespace, nodes: list[dict[str, Any
     kind = "poison" if scenario == "poison-own" else scenario
     own = args.own_defects if scenario == "poison-own" else None
     return Attacker(
-        1001 + ATTACKER, kind, Path(args.data), defects_from=own, victim=VICTIM,
-        node_config=nodes[ATTACKER],
+        1001 + args.attacker, kind, Path(args.data), defects_from=own, victim=args.victim,
+        node_config=nodes[args.attacker],
     )  # fmt: skip
 
 
@@ -156,7 +155,7 @@ def run_scenario(scenario: str, defended: bool, args: argparse.Namespace, work: 
     t0 = time.perf_counter()
     try:
         outcome = run_server(grid, context)
-        out = _facts(outcome.results)
+        out = _facts(outcome.results, 1001 + args.attacker)
     except Exception as exc:  # noqa: BLE001 - a failed run is a result of the benchmark
         run_dir = work / "runs" / name
         status = read_status(run_dir) or {}
@@ -167,13 +166,13 @@ def run_scenario(scenario: str, defended: bool, args: argparse.Namespace, work: 
     return out
 
 
-def _facts(results: dict) -> dict:
+def _facts(results: dict, attacker_node: int) -> dict:
     fed = results["federated"]
     cats = {}
     for cat, block in results["categories"].items():
         support = fed["banks"].get(cat, {}).get("support", {})
         per_client = support.get("clients", {})
-        attacker = f"node {1001 + ATTACKER} "
+        attacker = f"node {attacker_node} "
         cats[cat] = {
             "auc_spro_0.3": block["auc_spro"]["0.3"],
             "image_auroc": block["image_auroc"]["mean"],
@@ -231,6 +230,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--partition", default="iid", choices=["iid", "category", "dirichlet"])
     p.add_argument("--clients", type=int, default=5)
+    p.add_argument("--attacker", type=int, default=0, help="partition of the attacking node")
+    p.add_argument("--victim", type=int, default=2, help="partition the impersonator claims")
     p.add_argument("--attacks", default=",".join(SCENARIOS[1:]), help="comma-separated, or none")
     p.add_argument("--defences", default="both", choices=["both", "on", "off"])
     p.add_argument("--server-blind", action="store_true")
