@@ -39,14 +39,18 @@ def test_a_few_unsupported_rows_are_quarantined() -> None:
 
 def test_planted_rows_leave_all_the_clients_rows_out() -> None:
     """More unsupported rows than an honest tail gives: the planter's supported rows came
-    with them and are left out too."""
+    with them and are left out too (under `rows`, only the unsupported ones)."""
     parts = clients()
     parts[0][:10] = far_rows(10)
     first = check_support(parts, z=4.0).verdicts[0]
     assert first.action == "dropped" and not first.keep.any()
+    only = check_support(parts, z=4.0, mode="rows").verdicts[0]
+    assert only.action == "quarantined" and only.keep.sum() == 50 and not only.keep[:10].any()
 
 
-@pytest.mark.parametrize(("mode", "kept"), [("quarantine", True), ("strict", False)])
+@pytest.mark.parametrize(
+    ("mode", "kept"), [("quarantine", True), ("rows", True), ("strict", False)]
+)
 def test_a_client_whose_rows_all_differ(mode: str, kept: bool) -> None:
     """A line whose images differ as a whole is kept (and flagged) by default; strict
     leaves it out."""

@@ -31,7 +31,11 @@ def _claim_partition(client: ClientState, reply: Message) -> None:
     """Name the client by its partition even when the rest of its reply is bad."""
     info = reply.content.config_records.get(M.INFO)
     claimed = info.get("partition-id") if info is not None else None
-    if isinstance(claimed, int) and not isinstance(claimed, bool) and -1 <= claimed < MAX_PARTITIONS:
+    if (
+        isinstance(claimed, int)
+        and not isinstance(claimed, bool)
+        and -1 <= claimed < MAX_PARTITIONS
+    ):
         client.partition_id = claimed
 
 

@@ -11,16 +11,19 @@ robust statistics of the log distances (median and MAD, each client weighing the
 minority of planted rows, or one client that sends many rows, cannot move them). A row
 whose robust z-score exceeds the threshold is unsupported.
 
-Policy, per client and category, by how many of its rows are unsupported:
+Policy (`mode`), per client and category, by how many of its rows are unsupported:
 
 - a few (fewer than `PLANTED_MIN`, or `PLANTED_SHARE` of its rows: the tail honest data
   have too): those rows are quarantined (left out of the merge);
 - more, but not most: the client plants rows. Its supported rows came with them and
-  cannot be told from planted ones that sit closer to normal features, so ALL its rows of
-  the category are left out of the merge (its images are still evaluated);
+  cannot be told from planted ones that sit closer to normal features, so under
+  `quarantine` (default) and `strict` ALL its rows of the category are left out of the
+  merge (its images are still evaluated). A line whose images differ from the others'
+  in part looks the same and loses its rows too; `rows` leaves out only the unsupported
+  rows (planted rows close to normal ones then stay, and the client is flagged);
 - most (over `MOSTLY`): its normal images differ from everyone else's as a whole (a line
   with its own look), or it sends mostly made-up rows. The rows alone cannot tell the two
-  apart. `quarantine` (default) keeps its rows and flags it by name; `strict` leaves them
+  apart. `quarantine` and `rows` keep its rows and flag it by name; `strict` leaves them
   all out (a line whose images differ then loses its rows).
 
 What this cannot catch is said in docs/security.md: a category held by one client only
@@ -42,7 +45,7 @@ from fedpatch_app.model.memory_bank import MemoryBank
 
 log = logging.getLogger(__name__)
 
-MODES = ("quarantine", "strict", "off")
+MODES = ("quarantine", "rows", "strict", "off")
 #: Above this share of unsupported rows, a client's rows are "mostly" unsupported.
 MOSTLY = 0.5
 #: From this many unsupported rows (and this share of a client's rows) on, a client plants
@@ -131,9 +134,9 @@ def _verdict(z: np.ndarray, threshold: float, mode: str) -> Verdict:
     verdict = Verdict(np.ones(len(z), dtype=bool), n, len(z))
     if n == 0:
         return verdict
-    if mode == "quarantine" and verdict.share > MOSTLY:
+    if mode in ("quarantine", "rows") and verdict.share > MOSTLY:
         verdict.action = "kept-mostly-unsupported"
-    elif n >= max(PLANTED_MIN, math.ceil(PLANTED_SHARE * len(z))):
+    elif mode != "rows" and n >= max(PLANTED_MIN, math.ceil(PLANTED_SHARE * len(z))):
         verdict.keep = np.zeros(len(z), dtype=bool)
         verdict.action = "dropped"
     else:

@@ -86,7 +86,7 @@ SyntheticKind = Annotated[Literal["drawn", "photo"], BeforeValidator(_lower)]
 Backbone = Annotated[Literal["wide_resnet50_2", "efficientnet_lite0"], BeforeValidator(_lower)]
 TransportDtype = Annotated[Literal["float32", "float16"], BeforeValidator(_lower)]
 BankBudget = Annotated[Literal["volume", "equal", "sqrt"], BeforeValidator(_lower)]
-RobustMerge = Annotated[Literal["quarantine", "strict", "off"], BeforeValidator(_lower)]
+RobustMerge = Annotated[Literal["quarantine", "rows", "strict", "off"], BeforeValidator(_lower)]
 ScalingMode = Annotated[Literal["robust", "exact"], BeforeValidator(_lower)]
 Categories = Annotated[tuple[str, ...] | None, BeforeValidator(parse_categories)]
 Device = Annotated[str, BeforeValidator(_lower), AfterValidator(_device)]
@@ -169,9 +169,10 @@ class RunSettings(BaseModel):
     # -- trust: what the server does not take on a client's word (docs/security.md)
     robust_merge: RobustMerge = Field(
         "quarantine",
-        description="coreset rows no other client's rows support: quarantine (left out of the "
-        "bank; a client most of whose rows are unsupported is kept whole and flagged), strict "
-        "(always left out) or off",
+        description="coreset rows no other client's rows support: quarantine (left out; a "
+        "client with more than a few loses all its rows of the category; one with mostly "
+        "unsupported rows is kept and flagged), rows (only those rows left out), strict "
+        "(every such client left out) or off (docs/security.md)",
     )
     robust_merge_z: float = Field(
         4.0,
