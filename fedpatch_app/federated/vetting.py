@@ -25,8 +25,8 @@ Holders = list[tuple[int, LocalCoreset]]
 
 
 def _flag(registry: ClientRegistry, node_id: int, cat: str, verdict: Verdict, threshold: float):
-    what = f"{verdict.unsupported} of its {verdict.rows} {cat} coreset rows are farther than "
-    what += f"{threshold:.4g} from every other client's rows"
+    what = f"{verdict.unsupported} of its {verdict.rows} {cat} coreset rows are unsupported "
+    what += f"(support distance above {threshold:.4g}: no other client has rows near them)"
     if verdict.action == "quarantined":
         registry.flag(node_id, "merge", f"{what}: left out of the bank (quarantined)")
     elif verdict.action == "dropped":
