@@ -108,7 +108,7 @@ def part_extraction(args: argparse.Namespace, root: Path) -> None:
     device = "cuda" if CUDA else "cpu"
     workers = min(8, os.cpu_count() or 1)
     reset_peak()
-    base = PatchCore(spec, device, batch_size=args.batch_size, num_workers=workers)
+    base = PatchCore(spec, device=device, batch_size=args.batch_size, num_workers=workers)
     base.extractor = Float32Extractor(spec, device, batch_size=args.batch_size, num_workers=workers)
     tf32 = torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32 = False
@@ -124,7 +124,7 @@ def part_extraction(args: argparse.Namespace, root: Path) -> None:
         skip("extraction", "autocast + channels-last runs on CUDA only (no CUDA device here)")
         return
     reset_peak()
-    fast = PatchCore(spec, device, batch_size=args.batch_size, num_workers=workers)
+    fast = PatchCore(spec, device=device, batch_size=args.batch_size, num_workers=workers)
     amp_rate, amp_scores, amp_maps = _fit_and_score(fast, train, test, category)
     spread = float(fp32_scores.max() - fp32_scores.min()) or 1.0
     print(

@@ -210,18 +210,35 @@ def _centralized_category(
     )  # fmt: skip
 
 
-def run_centralized(settings: RunSettings, out: Path, *, name: str = "centralized") -> dict:
-    """The whole centralized baseline; returns the results dict it wrote to `out`."""
-    data_root = Path(settings.data_root)
-    names = resolve_categories(data_root, settings.categories)
+@dataclass
+class RunStart:
+    """What a non-federated run checks and prepares before its first category."""
+
+    categories: list[str]
+    model: PatchCore
+    out: Path
+    totals: RunTotals
+    started: float = field(default_factory=time.perf_counter)
+
+
+def start_run(settings: RunSettings, out: Path) -> RunStart:
+    """Categories, model and a fresh output folder (status.json "running")."""
+    names = resolve_categories(Path(settings.data_root), settings.categories)
     model, warnings = make_model(settings)
     out = prepare_output(out, overwrite=settings.overwrite)
     write_status(out, "running")
-    t_start = time.perf_counter()
-    totals = RunTotals(warnings=list(warnings))
-    for cat in names:
-        _centralized_category(out, load_category(data_root, cat), model, settings, totals)
-    totals.seconds["total"] = time.perf_counter() - t_start
+    return RunStart(names, model, out, RunTotals(warnings=list(warnings)))
+
+
+def run_centralized(settings: RunSettings, out: Path, *, name: str = "centralized") -> dict:
+    """The whole centralized baseline; returns the results dict it wrote to `out`."""
+    run = start_run(settings, out)
+    out, model, totals = run.out, run.model, run.totals
+    for cat in run.categories:
+        category = load_category(Path(settings.data_root), cat)
+        _centralized_category(out, category, model, settings, totals)
+    totals.seconds["total"] = time.perf_counter() - run.started
+    names = run.categories
     write_model(out / "model", model.spec, totals.models, provenance(name, "centralized", settings))
     return write_run(out, "centralized", name, settings, names, model, totals)
 

@@ -26,10 +26,9 @@ from fedpatch_app.centralized import (
     RunTotals,
     calibrated,
     finish_category,
-    make_model,
     quantized,
-    resolve_categories,
     run_category,
+    start_run,
     training_split,
     write_run,
 )
@@ -41,8 +40,6 @@ from fedpatch_app.evaluation.thresholds import threshold_on_test
 from fedpatch_app.inspection.model_folder import CategoryModel, write_model
 from fedpatch_app.inspection.run_model import provenance
 from fedpatch_app.model.patchcore import PatchCore
-from fedpatch_app.outputs import prepare_output
-from fedpatch_app.run_status import write_status
 from fedpatch_app.settings import RunSettings
 
 log = logging.getLogger(__name__)
@@ -148,19 +145,14 @@ def run_local_only(
     settings: RunSettings, out: Path, partition: Partition, *, name: str = "local-only"
 ) -> dict:
     """Fit and score per client, evaluate per category; returns the results it wrote."""
-    data_root = Path(settings.data_root)
-    names = resolve_categories(data_root, settings.categories)
-    model, warnings = make_model(settings)
-    out = prepare_output(out, overwrite=settings.overwrite)
-    write_status(out, "running")
-    t_start = time.perf_counter()
-    totals = RunTotals(warnings=list(warnings))
+    run = start_run(settings, out)
+    out, model, totals, names = run.out, run.model, run.totals, run.categories
     models: dict[int, dict[str, CategoryModel]] = {}
     for cat in names:
-        category = load_category(data_root, cat)
+        category = load_category(Path(settings.data_root), cat)
         runs = _client_runs(model, category, partition, settings, totals.seconds)
         _local_category(out, category, runs, settings, totals, models)
-    totals.seconds["total"] = time.perf_counter() - t_start
+    totals.seconds["total"] = time.perf_counter() - run.started
     for client, cats in sorted(models.items()):
         facts = provenance(f"{name} client {client}", "local-only", settings)
         write_model(out / "model" / f"client-{client}", model.spec, cats, facts)

@@ -102,7 +102,9 @@ def test_wrong_keys_and_garbage_files(tmp_path: Path) -> None:
         Backbone(wrong)
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(WeightsError, match="garbage.pt.*cannot be read"):
+    with pytest.raises(
+        WeightsError, match="garbage.pt.*is not a PyTorch state dict saved with torch.save"
+    ):
         Backbone(garbage)
 
 

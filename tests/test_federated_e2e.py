@@ -1,7 +1,7 @@
-"""End to end: `flwr run . --stream` with five simulated SuperNodes (Ray), through
-`fedpatch_app.federated.simulation.run_simulation`, which checks the final status with
-`flwr list --format json` (`finished:completed`) and stops the local SuperLink it
-started; then the results.json the ServerApp wrote is checked, and its figures are
+"""End to end: the main job `fedpatch run` (a real `flwr run . --stream` with five
+simulated SuperNodes, Ray), which checks the final status with `flwr list --format json`
+(`finished:completed`), exits 0 only then, and stops the local SuperLink it started; then
+the results.json the ServerApp wrote is checked, and its figures are
 compared with the same case run in-process (`inprocess_reference`): same metrics, same
 banks, bit for bit. Both run on one CPU thread (OMP_NUM_THREADS=1), since the coreset
 picks can depend on the thread count.
@@ -10,19 +10,23 @@ picks can depend on the thread count.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from inprocess_reference import ONE_THREAD, assert_same_figures, reference_run
 
-from fedpatch_app.federated.simulation import (
-    SUPERLINK_PORTS,
-    port_busy,
-    run_simulation,
-    superlink_pids,
-)
+from fedpatch_app.federated.simulation import SUPERLINK_PORTS, port_busy, superlink_pids
 
 CATS = ("pipe_clip", "pipe_staple")
+
+
+def _fedpatch_run(run_config: dict, flwr_home: Path) -> subprocess.CompletedProcess:
+    text = " ".join(f"{k}={json.dumps(v)}" for k, v in run_config.items())
+    cmd = [sys.executable, "-m", "fedpatch_app.cli", "run", "--run-config", text]
+    cmd += ["--flwr-home", str(flwr_home)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=flwr_home.parent)
 
 
 @pytest.mark.slow
@@ -48,9 +52,12 @@ def test_flwr_run_simulation_with_five_supernodes(
         "run-name": "e2e",
         "wait-timeout": 120.0,
     }
-    run = run_simulation(run_config, flwr_home=flwr_home, num_supernodes=5, timeout=480)
-    assert run.status == "finished:completed"
+    proc = _fedpatch_run(run_config, flwr_home)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "fedpatch run: COMPLETED" in proc.stdout
     assert not superlink_pids(flwr_home)
+    status = json.loads((out_dir / "e2e" / "status.json").read_text(encoding="utf-8"))
+    assert status["status"] == "completed"
 
     results = json.loads((out_dir / "e2e" / "results.json").read_text(encoding="utf-8"))
     assert results["run"]["kind"] == "federated"
@@ -70,3 +77,19 @@ def test_flwr_run_simulation_with_five_supernodes(
     reference = reference_run({**run_config, "run-name": "inprocess"}, nodes)
     assert reference["federated"]["dropped"] == []
     assert_same_figures(results, reference, out_dir / "e2e", out_dir / "inprocess")
+
+
+@pytest.mark.slow
+def test_fedpatch_run_exits_non_zero_and_says_why_when_the_run_fails(tmp_path: Path) -> None:
+    if any(port_busy(p) for p in SUPERLINK_PORTS):
+        pytest.skip("a local SuperLink is already running on 127.0.0.1:39091")
+    flwr_home = tmp_path / "flwr_home"
+    run_config = {"data-root": str(tmp_path / "autovii"), "out-dir": str(tmp_path / "runs"),
+                  "run-name": "typo", "image-size": 64, "weights": "none"}  # fmt: skip
+    proc = _fedpatch_run(run_config, flwr_home)
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    assert "fedpatch run: FAILED: run config 'data-root'" in proc.stderr
+    assert "autovii holds no AutoVI category" in proc.stderr
+    assert not superlink_pids(flwr_home)
+    status = json.loads((tmp_path / "runs" / "typo" / "status.json").read_text())
+    assert status["status"] == "failed" and "autovii" in status["reason"]

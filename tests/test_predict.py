@@ -18,15 +18,8 @@ CAT = "pipe_clip"
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("predict_run") / "central"
-    code = main(
-        ["centralized", "--data-root", str(tiny_root), "--out", str(out), "--categories", CAT,
-         "--weights", "none", "--image-size", "64", "--device", "cpu",
-         "--calibration-fraction", "0.25"]
-    )  # fmt: skip
-    assert code == 0
-    return out
+def run_dir(pipe_clip_run: Path) -> Path:
+    return pipe_clip_run
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

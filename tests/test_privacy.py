@@ -368,6 +368,7 @@ def _grid_run(tmp: Path, name: str, **extra: Any) -> tuple[Any, Any]:
         "device": "cpu",
         "categories": ",".join(CATS),
         "synthetic-scale": "tiny",
+        "synthetic-kind": "drawn",  # the kind the privacy page's figures were measured on
         "wait-timeout": 0,
         "dataset": "synthetic",
         "data-root": str(tmp / "none"),
@@ -458,7 +459,7 @@ def test_dp_run_scores_what_the_public_reference_alone_scores(tmp_path: Path) ->
 
     from fedpatch_app.federated.data import synthetic_root
 
-    category = load_category(synthetic_root(tmp_path, "tiny", 0), cat)
+    category = load_category(synthetic_root(tmp_path, "tiny", 0, "drawn"), cat)
     model = PatchCore(bank.spec, device="cpu")
     blocks = []
     for which in (bank, public):

@@ -25,6 +25,7 @@ import stat
 import time
 import zipfile
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.error import HTTPError
@@ -154,6 +155,61 @@ def fetch(
             time.sleep(wait)
 
 
+def _resume_point(response: Any, url: str, part: Path, have: int) -> tuple[str, int, int | None]:
+    """(file mode, bytes already there, total bytes) for a response to a Range request."""
+    if getattr(response, "status", 200) == 206:
+        match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+        if match is None or int(match.group(1)) != have:
+            part.unlink(missing_ok=True)
+            raise _Retry(f"unexpected Content-Range {response.headers.get('Content-Range')!r}")
+        log.info("resuming %s at byte %d", url, have)
+        return "ab", have, None if match.group(3) == "*" else int(match.group(3))
+    if have:
+        log.info("%s: the server does not resume downloads; starting again", url)
+    return "wb", 0, _total_from_headers(response.headers)
+
+
+def _copy_body(response: Any, part: Path, mode: str, have: int, total: int | None) -> int:
+    name = part.name.removesuffix(".part")
+    bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
+               desc=name, disable=None)  # fmt: skip
+    with part.open(mode) as out, bar:
+        while chunk := response.read(_CHUNK):
+            out.write(chunk)
+            have += len(chunk)
+            bar.update(len(chunk))
+    return have
+
+
+def _http_error(exc: HTTPError, url: str, part: Path, have: int) -> None:
+    """Raise what an HTTP error means here (return: the .part file was already complete)."""
+    if exc.code == 416 and have:
+        match = _UNSATISFIED_RANGE.match(
+            exc.headers.get("Content-Range", "") if exc.headers else ""
+        )
+        if match and int(match.group(1)) == have:
+            return
+        part.unlink(missing_ok=True)
+        raise _Retry(f"the partial file {part} does not match the server's file") from None
+    if exc.code in _RETRY_HTTP:
+        raise _Retry(f"HTTP {exc.code} {exc.reason}") from None
+    raise DataError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
+
+
+def _os_error(exc: OSError, url: str, part: Path) -> None:
+    if exc.errno == errno.ENOSPC:
+        raise DataError(f"no space left on the device while writing {part}") from None
+    reason = getattr(exc, "reason", exc)  # URLError, timeouts, resets
+    if isinstance(reason, socket.gaierror):
+        # No name resolution: offline, or a wrong host. Retrying will not help.
+        host = urlsplit(url).hostname
+        raise DataError(
+            f"cannot download {url}: the host name {host!r} does not resolve ({reason}); "
+            "this machine is offline or the address is wrong (a mirror: --base-url)"
+        ) from None
+    raise _Retry(f"{type(exc).__name__}: {reason}") from None
+
+
 def _fetch_once(url: str, part: Path, timeout: float) -> None:
     have = part.stat().st_size if part.exists() else 0
     request = Request(url, headers={"User-Agent": _USER_AGENT})
@@ -161,63 +217,12 @@ def _fetch_once(url: str, part: Path, timeout: float) -> None:
         request.add_header("Range", f"bytes={have}-")
     try:
         with urlopen(request, timeout=timeout) as response:
-            status = getattr(response, "status", 200)
-            if status == 206:
-                match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
-                if match is None or int(match.group(1)) != have:
-                    part.unlink(missing_ok=True)
-                    raise _Retry(
-                        f"unexpected Content-Range {response.headers.get('Content-Range')!r}"
-                    )
-                total = None if match.group(3) == "*" else int(match.group(3))
-                mode = "ab"
-                log.info("resuming %s at byte %d", url, have)
-            else:
-                if have:
-                    log.info("%s: the server does not resume downloads; starting again", url)
-                have = 0
-                total = _total_from_headers(response.headers)
-                mode = "wb"
-            with (
-                part.open(mode) as out,
-                tqdm(
-                    total=total,
-                    initial=have,
-                    unit="B",
-                    unit_scale=True,
-                    unit_divisor=1024,
-                    desc=part.name.removesuffix(".part"),
-                    disable=None,
-                ) as bar,
-            ):
-                while chunk := response.read(_CHUNK):
-                    out.write(chunk)
-                    have += len(chunk)
-                    bar.update(len(chunk))
+            mode, have, total = _resume_point(response, url, part, have)
+            have = _copy_body(response, part, mode, have, total)
     except HTTPError as exc:
-        if exc.code == 416 and have:
-            match = _UNSATISFIED_RANGE.match(
-                exc.headers.get("Content-Range", "") if exc.headers else ""
-            )
-            if match and int(match.group(1)) == have:
-                return  # the .part file was already complete
-            part.unlink(missing_ok=True)
-            raise _Retry(f"the partial file {part} does not match the server's file") from None
-        if exc.code in _RETRY_HTTP:
-            raise _Retry(f"HTTP {exc.code} {exc.reason}") from None
-        raise DataError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
+        return _http_error(exc, url, part, have)
     except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise DataError(f"no space left on the device while writing {part}") from None
-        reason = getattr(exc, "reason", exc)  # URLError, timeouts, resets
-        if isinstance(reason, socket.gaierror):
-            # No name resolution: offline, or a wrong host. Retrying will not help.
-            host = urlsplit(url).hostname
-            raise DataError(
-                f"cannot download {url}: the host name {host!r} does not resolve ({reason}); "
-                "this machine is offline or the address is wrong (a mirror: --base-url)"
-            ) from None
-        raise _Retry(f"{type(exc).__name__}: {reason}") from None
+        _os_error(exc, url, part)
     except http.client.HTTPException as exc:  # e.g. IncompleteRead, BadStatusLine
         raise _Retry(f"{type(exc).__name__}: {exc}") from None
     if total is not None and have < total:
@@ -314,111 +319,122 @@ def download_autovi(
     if known_sha256 is None:
         known_sha256 = KNOWN_SHA256 if base_url == ZENODO_URL else {}
     root.mkdir(parents=True, exist_ok=True)
-    record_path = root / CHECKSUMS_FILE
-    summary: dict[str, dict[str, Any]] = {}
-    for name in dict.fromkeys(names):
-        summary[name] = _one_category(
-            root, name, base_url, keep_zips, known_sha256, record_path, retries, timeout, retry_wait
-        )
-    return summary
+    job = _Job(
+        root, base_url, keep_zips, known_sha256, root / CHECKSUMS_FILE, retries, timeout, retry_wait
+    )
+    return {name: job.category(name) for name in dict.fromkeys(names)}
 
 
-def _one_category(
-    root: Path,
-    name: str,
-    base_url: str,
-    keep_zips: bool,
-    known: Mapping[str, str],
-    record_path: Path,
-    retries: int,
-    timeout: float,
-    retry_wait: float,
-) -> dict[str, Any]:
-    target = root / name
-    found = find_category_root(root, name)
-    if found is not None:
-        try:
-            load_category(root, name)
-        except DataError as exc:
-            raise DataError(
-                f"{found} is already there but not valid: {exc}. Delete {target} to download "
-                "the category again."
-            ) from exc
-        log.info("%s: already present at %s, skipped", name, found)
-        return {"status": "present", "path": str(found), "sha256": None}
-    if target.exists():
-        if target.is_dir() and not any(target.iterdir()):
+@dataclass(frozen=True)
+class _Job:
+    """One `download_autovi` call: where, from where, and how hard to try."""
+
+    root: Path
+    base_url: str
+    keep_zips: bool
+    known: Mapping[str, str]
+    record_path: Path
+    retries: int
+    timeout: float
+    retry_wait: float
+
+    def category(self, name: str) -> dict[str, Any]:
+        present = self._present(name)
+        if present is not None:
+            return present
+        url, zip_path = f"{self.base_url}/{name}.zip", self.root / f"{name}.zip"
+        digest = self._zip(name, url, zip_path)
+        self._install(name, zip_path)
+        records = _read_records(self.record_path)
+        records[name] = {"sha256": digest, "bytes": zip_path.stat().st_size, "url": url}
+        _write_records(self.record_path, records)
+        if not self.keep_zips:
+            zip_path.unlink()
+        log.info("%s: ready at %s", name, self.root / name)
+        return {"status": "unpacked", "path": str(self.root / name), "sha256": digest}
+
+    def _present(self, name: str) -> dict[str, Any] | None:
+        """The category already there (checked), or None when it must be downloaded."""
+        target, found = self.root / name, find_category_root(self.root, name)
+        if found is not None:
+            try:
+                load_category(self.root, name)
+            except DataError as exc:
+                raise DataError(
+                    f"{found} is already there but not valid: {exc}. Delete {target} to "
+                    "download the category again."
+                ) from exc
+            log.info("%s: already present at %s, skipped", name, found)
+            return {"status": "present", "path": str(found), "sha256": None}
+        if target.exists():
+            if not (target.is_dir() and not any(target.iterdir())):
+                raise DataError(
+                    f"{target} exists but holds no AutoVI category (no train/ folder); "
+                    "move it away or delete it to download the category"
+                )
             target.rmdir()
-        else:
-            raise DataError(
-                f"{target} exists but holds no AutoVI category (no train/ folder); "
-                "move it away or delete it to download the category"
-            )
+        return None
 
-    url = f"{base_url}/{name}.zip"
-    zip_path = root / f"{name}.zip"
-    records = _read_records(record_path)
-    if name in known:
-        expected, source = known[name].lower(), f"the published checksum of {url}"
-    elif name in records:
-        expected, source = records[name]["sha256"].lower(), f"recorded in {record_path}"
-    else:
-        expected, source = None, ""
+    def _expected(self, name: str, url: str) -> tuple[str | None, str]:
+        records = _read_records(self.record_path)
+        if name in self.known:
+            return self.known[name].lower(), f"the published checksum of {url}"
+        if name in records:
+            return records[name]["sha256"].lower(), f"recorded in {self.record_path}"
+        return None, ""
 
-    if zip_path.exists():
-        digest = sha256_file(zip_path)
-        if expected is not None and digest != expected:
+    def _zip(self, name: str, url: str, zip_path: Path) -> str:
+        """The category's zip on disk, checked against its SHA-256; returns the digest."""
+        expected, source = self._expected(name, url)
+        if zip_path.exists():
+            digest = sha256_file(zip_path)
+            if expected is None or digest == expected:
+                log.info("%s: using the zip already downloaded at %s", name, zip_path)
+                return digest
             log.warning("%s does not match %s; downloading it again", zip_path, source)
             zip_path.unlink()
-        else:
-            log.info("%s: using the zip already downloaded at %s", name, zip_path)
-    if not zip_path.exists():
         log.info("%s: downloading %s", name, url)
-        fetch(url, zip_path, retries=retries, timeout=timeout, retry_wait=retry_wait)
+        fetch(url, zip_path, retries=self.retries, timeout=self.timeout, retry_wait=self.retry_wait)
         digest = sha256_file(zip_path)
         if expected is not None and digest != expected:
             zip_path.unlink()
             raise DataError(
                 f"SHA-256 of {zip_path} is {digest}, but {expected} was expected ({source}); "
                 f"the file was deleted. Run again to download it again; if {url} was "
-                f"republished on purpose, remove the {name!r} entry of {record_path}."
+                f"republished on purpose, remove the {name!r} entry of {self.record_path}."
             )
+        return digest
 
-    staging = root / f".{name}.unpacking"
-    checking = root / f".{name}.checking"
-    for leftover in (staging, checking):
-        if leftover.exists():
-            shutil.rmtree(leftover)
-    try:
-        log.info("%s: unpacking %s", name, zip_path)
+    def _install(self, name: str, zip_path: Path) -> None:
+        """Unpack into a staging folder, check it is AutoVI, then move it into place."""
+        staging, checking = self.root / f".{name}.unpacking", self.root / f".{name}.checking"
+        _remove(staging, checking)
         try:
-            unpack_zip(zip_path, staging)
-        except DataError:
-            if not zipfile.is_zipfile(zip_path):
-                zip_path.unlink()  # e.g. an error page: a later run downloads it again
-            raise
-        checking.mkdir()
-        os.replace(_locate_category(staging, name), checking / name)
-        try:
-            load_category(checking, name)
-        except DataError as exc:
-            raise DataError(
-                f"{zip_path} unpacked but the data is not valid AutoVI: {exc} "
-                f"(the zip is kept at {zip_path})"
-            ) from exc
-        os.replace(checking / name, target)
-    finally:
-        for leftover in (staging, checking):
-            if leftover.exists():
-                shutil.rmtree(leftover)
+            log.info("%s: unpacking %s", name, zip_path)
+            try:
+                unpack_zip(zip_path, staging)
+            except DataError:
+                if not zipfile.is_zipfile(zip_path):
+                    zip_path.unlink()  # e.g. an error page: a later run downloads it again
+                raise
+            checking.mkdir()
+            os.replace(_locate_category(staging, name), checking / name)
+            try:
+                load_category(checking, name)
+            except DataError as exc:
+                raise DataError(
+                    f"{zip_path} unpacked but the data is not valid AutoVI: {exc} "
+                    f"(the zip is kept at {zip_path})"
+                ) from exc
+            os.replace(checking / name, self.root / name)
+        finally:
+            _remove(staging, checking)
 
-    records = _read_records(record_path)
-    records[name] = {"sha256": digest, "bytes": zip_path.stat().st_size, "url": url}
-    _write_records(record_path, records)
-    if not keep_zips:
-        zip_path.unlink()
-    log.info("%s: ready at %s", name, target)
-    return {"status": "unpacked", "path": str(target), "sha256": digest}
+
+def _remove(*folders: Path) -> None:
+    for folder in folders:
+        if folder.exists():
+            shutil.rmtree(folder)
 
 
 def run_cli(args: argparse.Namespace) -> int:

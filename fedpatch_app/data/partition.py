@@ -30,9 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from fedpatch_app.data.autovi import CATEGORIES, Category, available_categories, load_category
+from fedpatch_app.data.partition_schemes import (
+    CONF_DIR,
+    SCHEMES,
+    SchemeConfig,
+    load_scheme_config,
+)
 from fedpatch_app.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -49,10 +54,6 @@ __all__ = [
     "run_cli",
 ]
 
-SCHEMES: tuple[str, ...] = ("category", "iid", "dirichlet")
-
-#: Folder of the per-scheme YAML files (``<scheme>.yaml``), at the project root.
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "partitions"
 
 _SCHEME_CODES = {"category": 1, "iid": 2, "dirichlet": 3}
 
@@ -179,144 +180,6 @@ def client_share(partition: Partition, client_id: int) -> ClientShare:
             f"(clients 0..{partition.num_clients - 1})"
         )
     return partition.clients[int(client_id)]
-
-
-# --------------------------------------------------------------------------- scheme YAML
-
-
-@dataclass(frozen=True)
-class LineClient:
-    """A client of the ``category`` scheme that owns whole categories."""
-
-    client: int
-    name: str
-    categories: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class MixedQC:
-    """The ``category`` scheme's client holding a fraction of every category."""
-
-    client: int
-    name: str
-    fraction: float
-    min_per_category: int
-
-
-@dataclass(frozen=True)
-class SchemeConfig:
-    """The settings of one scheme, from ``conf/partitions/<scheme>.yaml``."""
-
-    scheme: str
-    num_clients: int
-    seed: int
-    source: Path
-    alpha: float | None = None
-    lines: tuple[LineClient, ...] = ()
-    mixed_qc: MixedQC | None = None
-
-    def owner(self, category: str) -> int:
-        for line in self.lines:
-            if category in line.categories:
-                return line.client
-        raise ConfigError(f"{self.source}: category {category} is not assigned to any client")
-
-
-def _int(where: str, key: str, value: Any, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{where}: '{key}' must be an integer, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{where}: '{key}' must be >= {minimum}, got {value}")
-    return value
-
-
-def _float(where: str, key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(f"{where}: '{key}' must be a number, got {value!r}")
-    return float(value)
-
-
-def load_scheme_config(scheme: str, conf_dir: str | Path | None = None) -> SchemeConfig:
-    """Read and validate ``<conf_dir>/<scheme>.yaml``; `ConfigError` names the file at fault."""
-    if scheme not in SCHEMES:
-        raise ConfigError(f"unknown partition scheme {scheme!r} (one of {', '.join(SCHEMES)})")
-    path = Path(conf_dir if conf_dir is not None else CONF_DIR) / f"{scheme}.yaml"
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"partition settings {path} not found") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read partition settings {path}: {exc}") from exc
-    where = str(path)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping of settings")
-    known = {"scheme", "num_clients", "seed", "alpha", "clients", "mixed_qc"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys {', '.join(map(str, unknown))}")
-    if raw.get("scheme") != scheme:
-        raise ConfigError(f"{where}: 'scheme' must be {scheme!r}, got {raw.get('scheme')!r}")
-    num_clients = _int(where, "num_clients", raw.get("num_clients"), minimum=1)
-    seed = _int(where, "seed", raw.get("seed", 0))
-    alpha = None
-    if scheme == "dirichlet":
-        alpha = _float(where, "alpha", raw.get("alpha"))
-        if alpha <= 0:
-            raise ConfigError(f"{where}: 'alpha' must be > 0, got {alpha}")
-    elif "alpha" in raw:
-        raise ConfigError(f"{where}: 'alpha' applies to the dirichlet scheme only")
-    if scheme != "category":
-        for key in ("clients", "mixed_qc"):
-            if key in raw:
-                raise ConfigError(f"{where}: '{key}' applies to the category scheme only")
-        return SchemeConfig(scheme, num_clients, seed, path, alpha=alpha)
-    lines, qc = _category_clients(where, raw)
-    ids = sorted([line.client for line in lines] + [qc.client])
-    if ids != list(range(num_clients)):
-        raise ConfigError(
-            f"{where}: the clients and mixed_qc must be numbered 0..{num_clients - 1} "
-            f"(num_clients {num_clients}), got {ids}"
-        )
-    return SchemeConfig(scheme, num_clients, seed, path, lines=tuple(lines), mixed_qc=qc)
-
-
-def _category_clients(where: str, raw: dict[str, Any]) -> tuple[list[LineClient], MixedQC]:
-    clients = raw.get("clients")
-    if not isinstance(clients, list) or not clients:
-        raise ConfigError(f"{where}: 'clients' must be a non-empty list")
-    lines = []
-    owner: dict[str, int] = {}
-    for i, entry in enumerate(clients):
-        w = f"{where}: clients[{i}]"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{w}: expected a mapping with 'client' and 'categories'")
-        cid = _int(w, "client", entry.get("client"), minimum=0)
-        cats = entry.get("categories")
-        if not isinstance(cats, list) or not cats:
-            raise ConfigError(f"{w}: 'categories' must be a non-empty list")
-        for cat in cats:
-            if cat not in CATEGORIES:
-                raise ConfigError(f"{w}: unknown category {cat!r} (one of {', '.join(CATEGORIES)})")
-            if cat in owner:
-                raise ConfigError(f"{w}: category {cat} is already assigned to client {owner[cat]}")
-            owner[cat] = cid
-        lines.append(LineClient(cid, str(entry.get("name", f"client {cid}")), tuple(cats)))
-    missing = [c for c in CATEGORIES if c not in owner]
-    if missing:
-        raise ConfigError(f"{where}: categories {', '.join(missing)} are assigned to no client")
-    qc = raw.get("mixed_qc")
-    if not isinstance(qc, dict):
-        raise ConfigError(f"{where}: 'mixed_qc' must be a mapping (client, fraction)")
-    w = f"{where}: mixed_qc"
-    cid = _int(w, "client", qc.get("client"), minimum=0)
-    fraction = _float(w, "fraction", qc.get("fraction"))
-    if not 0 < fraction < 1:
-        raise ConfigError(f"{w}: 'fraction' must be in (0, 1), got {fraction}")
-    min_per = _int(w, "min_per_category", qc.get("min_per_category", 1), minimum=0)
-    return lines, MixedQC(cid, str(qc.get("name", "mixed QC")), fraction, min_per)
-
-
-# --------------------------------------------------------------------------- splitting
 
 
 def _largest_remainder(
@@ -555,14 +418,8 @@ def format_table(partition: Partition) -> str:
 
 def run_cli(args: argparse.Namespace) -> int:
     """`fedpatch partition`: print the partition as a table, or as JSON with ``--json``."""
-    partition = make_partition(
-        args.data_root,
-        scheme=args.scheme,
-        num_clients=args.num_clients,
-        alpha=args.alpha,
-        seed=args.seed,
-        categories=args.categories,
-    )
+    a = args
+    partition = make_partition(a.data_root, a.scheme, a.num_clients, a.alpha, a.seed, a.categories)
     if args.json:
         print(json.dumps(partition.to_json(), indent=2))
     else:

@@ -29,6 +29,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from fedpatch_app.errors import DataError, ModelError
+from fedpatch_app.jsonio import read_json
 
 log = logging.getLogger(__name__)
 
@@ -208,12 +209,7 @@ def write_category_maps(
 def read_scaling(maps_root: str | Path, category: Any) -> tuple[MapScaling, dict[str, Any]]:
     """The category's scaling and the whole scaling.json (DataError naming the file)."""
     path = Path(maps_root) / _category_name(category) / SCALING_FILE
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"map scaling file {path} is missing") from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"map scaling file {path} is unreadable: {exc}") from None
+    info = read_json(path, DataError, "map scaling file")
     if not isinstance(info, dict) or "low" not in info or "high" not in info:
         raise DataError(f"map scaling file {path} lacks 'low' or 'high'")
     if info.get("format", SCALING_FORMAT) != SCALING_FORMAT:

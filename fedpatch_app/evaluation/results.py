@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from fedpatch_app.errors import DataError
+from fedpatch_app.jsonio import read_json
 
 log = logging.getLogger(__name__)
 
@@ -312,12 +313,7 @@ def results_path(path: str | Path) -> Path:
 def load_results(path: str | Path) -> dict[str, Any]:
     """Read and validate a results.json (a run folder or the file itself)."""
     path = results_path(path)
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"results file {path} is missing") from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"results file {path} is unreadable: {exc}") from None
+    results = read_json(path, DataError, "results file")
     validate_results(results, path)
     results.setdefault("warnings", [])
     return results

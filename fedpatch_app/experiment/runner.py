@@ -195,7 +195,7 @@ def run_experiment(
     every = run_dirs + list(sweep_dirs.values()) + list(budget_dirs.values())
     write_report(every, out / "report", data_root=data_root)
     summary = write_summary(
-        out, preset, data_root, every, exp.timings,
+        out, preset, settings, every, exp.timings,
         ablation_dirs=ablation, sweep_dirs=sweep_dirs, budget_dirs=budget_dirs,
         smallest=smallest,
     )  # fmt: skip

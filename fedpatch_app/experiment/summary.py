@@ -10,7 +10,7 @@ from fedpatch_app.evaluation.results import load_results
 from fedpatch_app.experiment.presets import Preset
 from fedpatch_app.experiment.sections import budget_section, privacy_section
 from fedpatch_app.experiment.values import fmt, mean_of
-from fedpatch_app.settings import to_names
+from fedpatch_app.settings import RunSettings, to_names
 
 #: (key, title) of the metric tables.
 METRICS = (("0.05", "AUC-sPRO@0.05"), ("0.3", "AUC-sPRO@0.3"), ("auroc", "image AUROC"))
@@ -29,9 +29,16 @@ def _metric(results: dict | None, cat: str, key: str) -> Any:
     return block["image_auroc"]["mean"] if key == "auroc" else block["auc_spro"][key]
 
 
-def _header(preset: Preset, data_root: Path, runs: Runs) -> list[str]:
+#: Settings the summary's header leaves out: where files go, not what was measured.
+PLACES = ("data_root", "out_dir", "run_name", "dataset", "synthetic_scale", "synthetic_kind")
+
+
+def _header(preset: Preset, settings: RunSettings, runs: Runs) -> list[str]:
     cats = sorted({c for _, r in runs for c in r["categories"]})
-    shown = {k: v for k, v in to_names(preset.settings).items() if not k.startswith("dp_")}
+    shown = {
+        k: v for k, v in to_names(settings).items() if not k.startswith("dp_") and k not in PLACES
+    }
+    data_root = settings.data_root
     lines = [
         f"# Experiment `{preset.name}`",
         "",
@@ -144,7 +151,7 @@ def _ablation_table(partition: str, dirs: dict[float, Path]) -> list[str]:
 def write_summary(
     out: Path,
     preset: Preset,
-    data_root: Path,
+    settings: RunSettings,
     run_dirs: Sequence[Path],
     timings: dict[str, float],
     *,
@@ -156,7 +163,7 @@ def write_summary(
     """Write out/experiment.md and return its path."""
     runs = [(d.name, load_results(d / "results.json")) for d in run_dirs]
     cats = sorted({c for _, r in runs for c in r["categories"]})
-    lines = _header(preset, data_root, runs)
+    lines = _header(preset, settings, runs)
     for key, title in METRICS:
         lines += _metric_table(runs, cats, key, title)
     lines += _bank_table(runs, cats) + _time_table(runs, timings)

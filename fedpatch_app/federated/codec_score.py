@@ -17,31 +17,14 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
 from fedpatch_app.errors import ModelError
-from fedpatch_app.federated.wire import (
-    INFO,
-    MAX_TEST_IMAGES,
-    QUERY_CLIP,
-    REL_PATH,
-    SAFE_NAME,
-    SCORES,
-    TRANSPORT_DTYPES,
-    InvalidReply,
-    array_of,
-    check_fingerprint,
-    decode_array,
-    read_timings,
-    reply_categories,
-    reply_info,
-    timing_info,
-    typed,
-)
+from fedpatch_app.federated import wire
 
 
 def encode_banks(banks: Mapping[str, np.ndarray], transport_dtype: str = "float32") -> ArrayRecord:
     """The global banks as one ArrayRecord (one array per category)."""
-    dtype = TRANSPORT_DTYPES[transport_dtype]
+    dtype = wire.TRANSPORT_DTYPES[transport_dtype]
     return ArrayRecord(
-        {cat: array_of(np.asarray(f).astype(dtype, copy=False)) for cat, f in banks.items()}
+        {cat: wire.array_of(np.asarray(f).astype(dtype, copy=False)) for cat, f in banks.items()}
     )
 
 
@@ -53,7 +36,7 @@ def decode_banks(
     for cat in arrays.keys():
         if cat not in known:
             raise ModelError(f"the server sent a bank for unknown category {cat!r}")
-        values = decode_array(
+        values = wire.decode_array(
             arrays[cat],
             f"global bank {cat}",
             dtypes=["float32", "float16"],
@@ -72,11 +55,11 @@ def query_clips(config: ConfigRecord, categories: Sequence[str]) -> dict[str, fl
     """The per-category query clips of an evaluate instruction (0 = none), checked."""
     out: dict[str, float] = {}
     for cat in categories:
-        value = config.get(f"{QUERY_CLIP}.{cat}", 0.0)
+        value = config.get(f"{wire.QUERY_CLIP}.{cat}", 0.0)
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ModelError(f"{QUERY_CLIP}.{cat}: a number expected, got {value!r}")
+            raise ModelError(f"{wire.QUERY_CLIP}.{cat}: a number expected, got {value!r}")
         if not (math.isfinite(float(value)) and float(value) >= 0):
-            raise ModelError(f"{QUERY_CLIP}.{cat}: must be a finite value >= 0, got {value}")
+            raise ModelError(f"{wire.QUERY_CLIP}.{cat}: must be a finite value >= 0, got {value}")
         out[cat] = float(value)
     return out
 
@@ -124,11 +107,11 @@ def encode_score_reply(
             "fingerprint": fingerprint,
             "categories": ",".join(per_category),
             "calibration": ",".join(calibration),
-            **timing_info(timings or {}),
+            **wire.timing_info(timings or {}),
         }
     )
     for cat, item in per_category.items():
-        arrays[cat] = array_of(np.asarray(item.scores, dtype=np.float64))
+        arrays[cat] = wire.array_of(np.asarray(item.scores, dtype=np.float64))
         info[f"min.{cat}"] = float(item.map_min)
         info[f"max.{cat}"] = float(item.map_max)
         info[f"defects.{cat}"] = [str(d) for d in item.defects]
@@ -137,17 +120,17 @@ def encode_score_reply(
         info[f"cal-count.{cat}"] = int(item.count)
         info[f"cal-min.{cat}"] = float(item.map_min)
         info[f"cal-max.{cat}"] = float(item.map_max)
-    return RecordDict({SCORES: arrays, INFO: info})
+    return RecordDict({wire.SCORES: arrays, wire.INFO: info})
 
 
 def _range(info: ConfigRecord, cat: str, prefix: str = "") -> tuple[float, float]:
     try:
-        lo = float(typed(info, f"{prefix}min.{cat}", (int, float)))
-        hi = float(typed(info, f"{prefix}max.{cat}", (int, float)))
+        lo = float(wire.typed(info, f"{prefix}min.{cat}", (int, float)))
+        hi = float(wire.typed(info, f"{prefix}max.{cat}", (int, float)))
     except (KeyError, TypeError) as exc:
-        raise InvalidReply(f"{cat}: {exc}") from None
+        raise wire.InvalidReply(f"{cat}: {exc}") from None
     if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= hi):
-        raise InvalidReply(
+        raise wire.InvalidReply(
             f"{cat}: map range [{lo}, {hi}] is not finite, ordered and >= 0 (map values are "
             "nearest-neighbour distances)"
         )
@@ -157,57 +140,57 @@ def _range(info: ConfigRecord, cat: str, prefix: str = "") -> tuple[float, float
 def _labels(info: ConfigRecord, cat: str, n: int) -> tuple[list[str], list[str]]:
     """One defect label and one path test/<defect>/<id> per score, each path once."""
     try:
-        defects = typed(info, f"defects.{cat}", list)
-        paths = typed(info, f"paths.{cat}", list)
+        defects = wire.typed(info, f"defects.{cat}", list)
+        paths = wire.typed(info, f"paths.{cat}", list)
     except (KeyError, TypeError) as exc:
-        raise InvalidReply(f"{cat}: {exc}") from None
+        raise wire.InvalidReply(f"{cat}: {exc}") from None
     if len(defects) != n or len(paths) != n:
-        raise InvalidReply(
+        raise wire.InvalidReply(
             f"{cat}: {n} scores but {len(defects)} defect labels and {len(paths)} paths"
         )
     if not all(isinstance(d, str) for d in defects) or not all(isinstance(p, str) for p in paths):
-        raise InvalidReply(f"{cat}: defect labels and paths must be strings")
+        raise wire.InvalidReply(f"{cat}: defect labels and paths must be strings")
     for d, p in zip(defects, paths, strict=True):
-        m = REL_PATH.match(p)
-        if m is None or not SAFE_NAME.match(d) or m.group(1) != d:
-            raise InvalidReply(f"{cat}: bad test image path {p!r} for defect {d!r}")
+        m = wire.REL_PATH.match(p)
+        if m is None or not wire.SAFE_NAME.match(d) or m.group(1) != d:
+            raise wire.InvalidReply(f"{cat}: bad test image path {p!r} for defect {d!r}")
     if len(set(paths)) != n:
-        raise InvalidReply(f"{cat}: a test image is listed twice")
+        raise wire.InvalidReply(f"{cat}: a test image is listed twice")
     return list(defects), list(paths)
 
 
 def _test_scores(arrays: ArrayRecord, info: ConfigRecord, cat: str) -> CategoryScores:
     if cat not in arrays:
-        raise InvalidReply(f"{cat}: listed but no image scores sent")
-    scores = decode_array(
+        raise wire.InvalidReply(f"{cat}: listed but no image scores sent")
+    scores = wire.decode_array(
         arrays[cat], f"{cat} image scores", dtypes=["float64", "float32"], ndim=1,
-        max_elements=MAX_TEST_IMAGES,
+        max_elements=wire.MAX_TEST_IMAGES,
     ).astype(np.float64)  # fmt: skip
     if len(scores) == 0:
-        raise InvalidReply(f"{cat}: no test images scored")
+        raise wire.InvalidReply(f"{cat}: no test images scored")
     lo, hi = _range(info, cat)
     tol = 1e-6 * max(1.0, abs(lo), abs(hi))
     if np.any(scores < lo - tol) or np.any(scores > hi + tol):
-        raise InvalidReply(f"{cat}: image scores fall outside the reported map range")
+        raise wire.InvalidReply(f"{cat}: image scores fall outside the reported map range")
     defects, paths = _labels(info, cat, len(scores))
     return CategoryScores(lo, hi, scores, defects, paths)
 
 
 def _calibration(info: ConfigRecord, categories: Sequence[str]) -> dict[str, CalibrationRange]:
     try:
-        text = typed(info, "calibration", str)
+        text = wire.typed(info, "calibration", str)
     except (KeyError, TypeError) as exc:
-        raise InvalidReply(f"reply info: {exc}") from None
+        raise wire.InvalidReply(f"reply info: {exc}") from None
     out: dict[str, CalibrationRange] = {}
     for cat in [c for c in text.split(",") if c]:
         if cat not in categories or cat in out:
-            raise InvalidReply(f"calibration images of {cat!r}: unknown or listed twice")
+            raise wire.InvalidReply(f"calibration images of {cat!r}: unknown or listed twice")
         try:
-            count = typed(info, f"cal-count.{cat}", int)
+            count = wire.typed(info, f"cal-count.{cat}", int)
         except (KeyError, TypeError) as exc:
-            raise InvalidReply(f"{cat}: {exc}") from None
-        if not 1 <= count <= MAX_TEST_IMAGES:
-            raise InvalidReply(f"{cat}: {count} calibration images is not plausible")
+            raise wire.InvalidReply(f"{cat}: {exc}") from None
+        if not 1 <= count <= wire.MAX_TEST_IMAGES:
+            raise wire.InvalidReply(f"{cat}: {count} calibration images is not plausible")
         out[cat] = CalibrationRange(count, *_range(info, cat, "cal-"))
     return out
 
@@ -218,12 +201,12 @@ def decode_score_reply(
     """Check a phase-A reply: finite ranges and scores, one defect label and relative path
     per score, paths of the form test/<defect>/<id> that agree with the label; plausible
     calibration counts and ranges."""
-    info = reply_info(content, len(categories))
-    check_fingerprint(info, fingerprint)
-    cats = reply_categories(info, categories)
-    arrays = content.array_records.get(SCORES, ArrayRecord())
+    info = wire.reply_info(content, len(categories))
+    wire.check_fingerprint(info, fingerprint)
+    cats = wire.reply_categories(info, categories)
+    arrays = content.array_records.get(wire.SCORES, ArrayRecord())
     out = ScoreReply(fingerprint, calibration=_calibration(info, categories))
-    out.timings = read_timings(info)
+    out.timings = wire.read_timings(info)
     for cat in cats:
         out.categories[cat] = _test_scores(arrays, info, cat)
     return out

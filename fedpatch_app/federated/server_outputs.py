@@ -13,14 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedpatch_app.evaluation.results import (
-    build_results,
-    data_facts,
-    features_facts,
-    write_curves,
-    write_results,
-    write_scores,
-)
+from fedpatch_app.evaluation import results as files
 from fedpatch_app.federated.data import DatasetChoice
 from fedpatch_app.federated.strategy import PatchCoreStrategy
 from fedpatch_app.inspection.model_folder import Model, write_model
@@ -86,7 +79,7 @@ def write_run_model(run: ServerRun, strategy: PatchCoreStrategy) -> Path:
 def _write_scores(run: ServerRun, strategy: PatchCoreStrategy) -> None:
     for cat, outcome in strategy.outcomes.items():
         samples = [_Sample(p, d) for p, d in zip(outcome.rel_paths, outcome.defects, strict=True)]
-        write_scores(
+        files.write_scores(
             run.run_dir, cat, samples, outcome.raw_scores, threshold=outcome.image_threshold
         )
 
@@ -147,8 +140,8 @@ def _run_facts(run: ServerRun) -> dict[str, Any]:
     if run.dataset.dataset == "synthetic" or run.dataset.synthetic:
         synthetic = run.dataset.synthetic
     return {
-        "features": features_facts(run.spec),
-        "data": data_facts(
+        "features": files.features_facts(run.spec),
+        "data": files.data_facts(
             run.dataset.dataset, run.dataset.data_root, run.dataset.categories, synthetic
         ),
         "status": "completed",
@@ -160,13 +153,13 @@ def _run_facts(run: ServerRun) -> dict[str, Any]:
 def write_outputs(run: ServerRun, strategy: PatchCoreStrategy) -> dict[str, Any]:
     """Every file of a completed run; returns the results dict."""
     _write_scores(run, strategy)
-    write_curves(run.run_dir, {cat: o.curves for cat, o in strategy.outcomes.items()})
+    files.write_curves(run.run_dir, {cat: o.curves for cat, o in strategy.outcomes.items()})
     seconds = {**run.seconds, **{f"phase_{k}": v for k, v in strategy.registry.seconds.items()}}
     seconds["total"] = round(time.perf_counter() - run.started, 3)
     federated = strategy.federated_facts()
     federated["bank_files"] = {cat: f"model/banks/{cat}.npz" for cat in strategy.banks}
     config = to_names(run.settings)
-    results = build_results(
+    results = files.build_results(
         "federated",
         run.name,
         config=config,
@@ -179,7 +172,7 @@ def write_outputs(run: ServerRun, strategy: PatchCoreStrategy) -> dict[str, Any]
         federated=federated,
         privacy=strategy.privacy_facts(),
     )
-    write_results(run.run_dir, results)
+    files.write_results(run.run_dir, results)
     write_run_model(run, strategy)
     _report(run, results)
     write_status(run.run_dir, "completed", finished_phases=[*run.finished, "write"])
@@ -194,4 +187,4 @@ def _report(run: ServerRun, results: dict[str, Any]) -> None:
     except Exception as exc:  # noqa: BLE001 - the metrics are written; a plot failure must not lose them
         log.error("could not write the report of %s: %s", run.run_dir, exc)
         results["warnings"].append(f"report not written: {exc}")
-        write_results(run.run_dir, results)
+        files.write_results(run.run_dir, results)

@@ -46,7 +46,7 @@ from fedpatch_app.federated.accept import (
 )
 from fedpatch_app.federated.registry import ClientRegistry, FederationError
 from fedpatch_app.federated.vetting import vet_category
-from fedpatch_app.model.merge import MergedBank, merge_category, order_by_content
+from fedpatch_app.model.merge import MergedBank, merge_category, stable_order
 from fedpatch_app.model.patchcore import Bank
 
 if TYPE_CHECKING:
@@ -193,8 +193,9 @@ class PatchCoreStrategy(Strategy):
         from fedpatch_app.evaluation.fairness import bank_budget
 
         held = {
-            cat: order_by_content(
-                [(nid, r.coresets[cat]) for nid, r in self._train.items() if cat in r.coresets]
+            cat: stable_order(
+                [(nid, r.coresets[cat]) for nid, r in self._train.items() if cat in r.coresets],
+                lambda node: self.registry.clients[node].partition_id,
             )
             for cat in self.known_categories
         }

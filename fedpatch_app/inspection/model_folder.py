@@ -31,6 +31,7 @@ from typing import Any
 
 from fedpatch_app.errors import ModelError
 from fedpatch_app.evaluation.export import MapScaling
+from fedpatch_app.jsonio import read_json
 from fedpatch_app.model.embedding import FeatureSpec
 from fedpatch_app.model.patchcore import Bank
 
@@ -179,10 +180,7 @@ def _manifest(folder: Path) -> dict[str, Any]:
     path = folder / MODEL_FILE
     if not path.is_file():
         raise ModelError(f"{path} not found: {folder} is not a fedpatch model folder")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{path} is not readable JSON: {exc}") from None
+    manifest = read_json(path, ModelError, "model manifest")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         got = manifest.get("format") if isinstance(manifest, dict) else None
         raise ModelError(f"{path}: unknown model format {got!r} (this fedpatch reads {FORMAT})")

@@ -142,17 +142,9 @@ def run_cli(args: argparse.Namespace) -> int:
     from fedpatch_app.settings.options import settings_from_args
 
     settings = settings_from_args(args)
-    results = run_predict(
-        args.model,
-        args.category,
-        args.out,
-        args.paths,
-        device=settings.device,
-        batch_size=settings.batch_size,
-        write_maps=settings.write_maps,
-        overwrite=settings.overwrite,
-        weights_file=args.weights_file,
-    )
+    chosen = {k: getattr(settings, k) for k in ("device", "batch_size", "write_maps", "overwrite")}
+    where = (args.model, args.category, args.out, args.paths)
+    results = run_predict(*where, weights_file=args.weights_file, **chosen)
     nok = sum(r.verdict == "NOK" for r in results)
     print(f"{len(results)} images: {nok} NOK, {len(results) - nok} OK or uncalibrated")
     print(f"predictions: {Path(args.out) / 'predictions.csv'}")

@@ -55,12 +55,9 @@ class PartResult:
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        plain = ("path", "category", "score", "normalized_score", "verdict")
         return {
-            "path": self.path,
-            "category": self.category,
-            "score": self.score,
-            "normalized_score": self.normalized_score,
-            "verdict": self.verdict,
+            **{name: getattr(self, name) for name in plain},
             "regions": [r.to_dict() for r in self.regions],
             "region_count": len(self.regions),
             "region_area": int(sum(r.area for r in self.regions)),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -47,11 +47,22 @@ def content_digest(array: np.ndarray) -> str:
     return hashlib.sha256(repr(data.shape).encode() + data.tobytes()).hexdigest()
 
 
-def order_by_content(parts: Sequence[tuple[Any, CoresetPart]]) -> list[tuple[Any, CoresetPart]]:
-    """The union's row order decides the greedy start: order the parts by their content,
-    not by node ids (random in a deployment), so the same data give the same bank whatever
-    the engine, the node ids or the order the replies arrived in."""
-    return sorted(parts, key=lambda item: content_digest(item[1].features))
+def stable_order(
+    parts: Sequence[tuple[Any, CoresetPart]], partition_of: Callable[[Any], int | None]
+) -> list[tuple[Any, CoresetPart]]:
+    """The union's row order decides the greedy start: order the parts by what does not
+    change with the engine, the node ids (random in a deployment), the order the replies
+    arrived in or the last bits of the features (which differ with the thread count):
+    the partition id, then the declared counts; the content only breaks remaining ties."""
+
+    def key(item: tuple[Any, CoresetPart]) -> tuple:
+        node, part = item
+        pid = partition_of(node)
+        known = pid is not None and pid >= 0
+        counts = (part.n_patches, part.n_images, int(part.features.shape[0]))
+        return (0 if known else 1, pid if known else 0, *counts, content_digest(part.features))
+
+    return sorted(parts, key=key)
 
 
 def dp_rows(parts: Sequence[CoresetPart]) -> tuple[np.ndarray, dict[str, Any]]:

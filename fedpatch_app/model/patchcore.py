@@ -17,13 +17,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from fedpatch_app.errors import ConfigError, ModelError
-from fedpatch_app.model.backbone import backbone_info, resized_size, resolve_device
+from fedpatch_app.model.backbone import backbone_info, resized_size
 from fedpatch_app.model.coreset import greedy_coreset
 from fedpatch_app.model.dp import clip_rows
 from fedpatch_app.model.embedding import FeatureExtractor, FeatureSpec
@@ -272,18 +273,12 @@ def patch_grid(spec: FeatureSpec, native_size: tuple[int, int]) -> tuple[int, in
 class PatchCore:
     """Feature extraction, bank building and scoring for one feature spec on one device."""
 
-    def __init__(
-        self,
-        spec: FeatureSpec,
-        device: str | torch.device = "auto",
-        batch_size: int = 8,
-        num_workers: int = 0,
-    ) -> None:
+    def __init__(self, spec: FeatureSpec, **loading: Any) -> None:
+        """`loading`: how images are read and where the network runs, as
+        `FeatureExtractor` takes them (`device`, `batch_size`, `num_workers`)."""
         self.spec = spec
-        self.device = resolve_device(device) if isinstance(device, str) else device
-        self.extractor = FeatureExtractor(
-            spec, self.device, batch_size=batch_size, num_workers=num_workers
-        )
+        self.extractor = FeatureExtractor(spec, **loading)
+        self.device = self.extractor.device
         #: Seconds spent so far per phase ("extraction", "coreset", "scoring"): where a
         #: run's time goes (results.json `run.phases`).
         self.seconds: dict[str, float] = {"extraction": 0.0, "coreset": 0.0, "scoring": 0.0}

@@ -163,9 +163,7 @@ class RunSettings(BaseModel):
         0.5, gt=0, description="Dirichlet concentration of the dirichlet partition"
     )
     num_clients: int = Field(5, ge=1, le=1000, description="clients (SuperNodes) in the run")
-    min_clients: int = Field(
-        5, ge=1, le=1000, description="clients that must remain after every phase"
-    )
+    min_clients: int = Field(5, ge=1, le=1000, description="clients needed in every phase")
     # -- trust: what the server does not take on a client's word (docs/security.md)
     robust_merge: RobustMerge = Field(
         "quarantine",

@@ -108,6 +108,15 @@ def _scene_engine_wiring(rng: np.random.Generator, tex: np.ndarray, w: int, h: i
     return sc
 
 
+def on_pipe(
+    p0: tuple[float, float], p1: tuple[float, float], along: float, length: float, axis: int
+) -> tuple[float, float]:
+    """The point of the pipe from p0 to p1 (drawn 20 px beyond both image borders) at
+    coordinate `along` on `axis` (0: x, 1: y)."""
+    across = p0[1 - axis] + (p1[1 - axis] - p0[1 - axis]) * (along + 20) / (length + 40)
+    return (along, across) if axis == 0 else (across, along)
+
+
 def _scene_pipe_clip(rng: np.random.Generator, tex: np.ndarray, w: int, h: int) -> Scene:
     sc, s, dx, dy = _start(rng, tex, w, h, (88, 90, 92), (2.2, 0.6, 0.1))
     sc.add(
@@ -122,8 +131,7 @@ def _scene_pipe_clip(rng: np.random.Generator, tex: np.ndarray, w: int, h: int) 
     pipe(sc, (-20.0, 255 * s + dy), (w + 20.0, 290 * s + dy), 12 * s, (150, 152, 158), 9)
     clips = []
     for fx in (0.3, 0.68):
-        cx = fx * w + dx
-        cy = p0[1] + (p1[1] - p0[1]) * (cx + 20) / (w + 40)
+        cx, cy = on_pipe(p0, p1, fx * w + dx, w, axis=0)
         body = sc.mask(lambda d, c=(cx, cy): d.polygon(rect(c, 13 * s, 36 * s, 9), fill=255))
         tab = sc.mask(
             lambda d, c=(cx, cy): d.rounded_rectangle(
@@ -151,8 +159,7 @@ def _scene_pipe_staple(rng: np.random.Generator, tex: np.ndarray, w: int, h: int
     pipe(sc, (290 * s + dx, -20.0), (300 * s + dx, h + 20.0), 14 * s, (120, 122, 126), 10)
     staples = []
     for fy in (0.3, 0.72):
-        cy = fy * h + dy
-        cx = p0[0] + (p1[0] - p0[0]) * (cy + 20) / (h + 40)
+        cx, cy = on_pipe(p0, p1, fy * h + dy, h, axis=1)
         band = sc.mask(lambda d, c=(cx, cy): d.polygon(rect(c, 44 * s, 7 * s, 6), fill=255))
         legs = sc.mask(
             lambda d, c=(cx, cy): (

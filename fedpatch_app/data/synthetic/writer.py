@@ -169,14 +169,8 @@ def generate(
 
 def run_cli(args: argparse.Namespace) -> int:
     """`fedpatch synth`: generate the data and print a short summary."""
-    summary = generate(
-        args.out,
-        scale=args.scale,
-        seed=args.seed,
-        categories=args.categories,
-        kind=args.kind,
-        workers=args.workers,
-    )
+    a = args
+    summary = generate(a.out, a.scale, a.seed, a.categories, a.kind, a.workers)
     print(
         f"synthetic AutoVI data ({summary['kind']}, {summary['scale']}, seed {summary['seed']}) "
         f"in {summary['root']}"

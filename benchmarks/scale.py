@@ -1,0 +1,230 @@
+"""Benchmark: what a run costs at AutoVI's scale, and how the cost grows.
+
+For each fraction of the training images (the test images stay all of them), on data in
+the AutoVI layout (`fedpatch synth --scale autovi` makes AutoVI's own counts offline):
+
+* centralized: `fedpatch centralized` in its own process;
+* federated: `fedpatch run` (a real `flwr run` simulation, five SuperNodes, IID);
+
+and prints, per run: wall time, peak resident memory of the server (the ServerApp's
+process) and of the largest client (the largest ClientApp process; centralized: the one
+process), bytes up and down, and the federated/centralized ratios against the targets:
+federated wall time <= 1.3x centralized; server peak <= 2x the largest global bank;
+bytes up <= local-oversample x the global banks' size + the evaluation statistics.
+Then a growth exponent per quantity (least squares of log(value) on log(training
+images)), so that what did not fit the machine can be extrapolated.
+
+Memory is sampled every 0.2 s from /proc for the run's process tree.
+
+Usage::
+
+    fedpatch synth --out data/autovi-scale --kind photo --scale autovi --workers 2
+    python benchmarks/scale.py --data-root data/autovi-scale --fractions 0.1 0.25 0.5 1.0
+    python benchmarks/scale.py --data-root D --fractions 0.1 0.25 --categories pipe_clip  # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fedpatch_app.data.autovi import available_categories
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+ROLES = {"server": (b"flwr-serverapp", b"flwr-simulation"), "client": (b"ClientAppActor",)}
+
+
+def _rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm") as handle:
+            return int(handle.read().split()[1]) * PAGE
+    except OSError:
+        return 0
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _children(root: int) -> set[int]:
+    """Every process whose ancestry leads to `root` (Ray and Flower start daemons)."""
+    parent: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                parent[int(entry.name)] = int(fields[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        kids = [p for p, pp in parent.items() if pp == pid and p not in found]
+        found.update(kids)
+        frontier += kids
+    return found
+
+
+class Monitor:
+    """Peak RSS per role (server, client, other) of a process tree, sampled in a thread."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.peak = {"server": 0, "client": 0, "main": 0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _role(self, pid: int) -> str:
+        cmd = _cmdline(pid)
+        for role, marks in ROLES.items():
+            if any(m in cmd for m in marks):
+                return role
+        return "main"
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for pid in _children(self.root):
+                role = self._role(pid)
+                self.peak[role] = max(self.peak[role], _rss(pid))
+            time.sleep(0.2)
+
+    def stop(self) -> dict[str, int]:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def fraction_view(root: Path, view: Path, fraction: float, categories: list[str]) -> int:
+    """A data root of links with the first `fraction` of each category's training
+    images and all its test images; returns the number of training images."""
+    total = 0
+    for cat in categories:
+        src, dst = root / cat, view / cat
+        dst.mkdir(parents=True)
+        for entry in src.iterdir():
+            if entry.name != "train":
+                (dst / entry.name).symlink_to(entry.resolve())
+        images = sorted((src / "train" / "good").iterdir())
+        keep = images[: max(2, math.ceil(fraction * len(images)))]
+        (dst / "train" / "good").mkdir(parents=True)
+        for image in keep:
+            (dst / "train" / "good" / image.name).symlink_to(image.resolve())
+        total += len(keep)
+    marker = root / "synthetic.json"
+    if marker.is_file():
+        (view / "synthetic.json").symlink_to(marker.resolve())
+    return total
+
+
+def _timed(cmd: list[str], env: dict) -> tuple[float, dict[str, int], str]:
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    monitor = Monitor(proc.pid)
+    output, _ = proc.communicate()
+    peaks = monitor.stop()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:3])} failed:\n{output[-3000:]}")
+    return time.perf_counter() - start, peaks, output
+
+
+def _bank_bytes(results: dict) -> tuple[int, int]:
+    """(largest bank, all banks) in bytes (float32 rows of the spec's width)."""
+    width = int(results["run"]["features"]["spec"]["embed_dim"])
+    sizes = [int(b["size"]) for b in (results.get("federated") or {}).get("banks", {}).values()]
+    if not sizes:
+        sizes = [int(b["bank"]["size"]) for b in results["categories"].values()]
+    return max(sizes) * width * 4, sum(sizes) * width * 4
+
+
+def run_pair(view: Path, out: Path, args: argparse.Namespace, env: dict) -> dict:
+    cli = [sys.executable, "-m", "fedpatch_app.cli"]
+    common = ["--backbone", args.backbone, "--weights", args.weights, "--image-size", str(args.image_size)]
+    t_c, mem_c, _ = _timed([*cli, "centralized", "--data-root", str(view), "--out", str(out / "central"), *common], env)
+    central = json.loads((out / "central" / "results.json").read_text())
+    config = (
+        f'dataset="autovi" data-root="{view}" partition="iid" out-dir="{out}" run-name="fed" '
+        f'backbone="{args.backbone}" weights="{args.weights}" image-size={args.image_size}'
+    )
+    t_f, mem_f, _ = _timed([*cli, "run", "--run-config", config, "--flwr-home", str(out / ".flwr")], env)
+    fed = json.loads((out / "fed" / "results.json").read_text())
+    traffic = fed["federated"]["bytes"]
+    largest, banks = _bank_bytes(fed)
+    return {
+        "central_seconds": t_c, "central_peak": mem_c["main"], "fed_seconds": t_f,
+        "server_peak": mem_f["server"], "client_peak": mem_f["client"],
+        "bytes_up": sum(v for k, v in traffic.items() if k.endswith("_up_total")),
+        "bytes_up_train": traffic.get("train_up_total", 0),
+        "bytes_down": sum(v for k, v in traffic.items() if k.endswith("_down_total")),
+        "largest_bank": largest, "banks": banks, "central_banks": _bank_bytes(central)[1],
+    }  # fmt: skip
+
+
+def exponent(x: list[float], y: list[float]) -> float | None:
+    if len(x) < 2 or min(y) <= 0:
+        return None
+    return float(np.polyfit(np.log(x), np.log(y), 1)[0])
+
+
+def report(rows: list[dict], oversample: float) -> None:
+    mb = 2**20
+    print("| train images | central s | federated s | ratio (<= 1.3) | central peak MiB "
+          "| server peak MiB | / largest bank (<= 2) | largest client MiB | MB up | MB down "
+          "| up / (oversample x banks) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['train']} | {r['central_seconds']:.0f} | {r['fed_seconds']:.0f} "
+            f"| {r['fed_seconds'] / r['central_seconds']:.2f} | {r['central_peak'] / mb:.0f} "
+            f"| {r['server_peak'] / mb:.0f} | {r['server_peak'] / r['largest_bank']:.1f} "
+            f"| {r['client_peak'] / mb:.0f} | {r['bytes_up'] / 1e6:.1f} | {r['bytes_down'] / 1e6:.1f} "
+            f"| {r['bytes_up_train'] / (oversample * r['banks']):.2f} |"
+        )
+    x = [r["train"] for r in rows]
+    for key in ("central_seconds", "fed_seconds", "server_peak", "client_peak", "bytes_up", "bytes_down"):
+        e = exponent(x, [r[key] for r in rows])
+        print(f"growth exponent of {key} with the training images: {'-' if e is None else f'{e:.2f}'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-root", required=True, help="data in the AutoVI layout")
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.25, 0.5, 1.0])
+    parser.add_argument("--categories", nargs="+", default=None)
+    parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--weights", default="imagenet")
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--keep", default=None, help="folder to keep the runs in")
+    args = parser.parse_args()
+    root = Path(args.data_root).resolve()
+    cats = args.categories or available_categories(root)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(args.keep) if args.keep else Path(tmp)
+        for fraction in args.fractions:
+            out = base / f"f{fraction:g}"
+            train = fraction_view(root, out / "data", fraction, cats)
+            row = run_pair(out / "data", out, args, env)
+            rows.append({"fraction": fraction, "train": train, **row})
+            print(json.dumps(rows[-1]), flush=True)
+    print(f"categories {', '.join(cats)}; {args.backbone} ({args.weights}) at {args.image_size} px; "
+          f"torch threads per process: {os.environ.get('OMP_NUM_THREADS', 'default')}")  # fmt: skip
+    report(rows, oversample=2.0)
+
+
+if __name__ == "__main__":
+    main()

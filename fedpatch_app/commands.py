@@ -1,0 +1,138 @@
+"""The `fedpatch` subcommands as data: name, purpose, the function that runs them, their
+own options and the run settings they take (whose options come from the settings schema).
+
+`cli.py` turns this table into the argument parser; each command's work is done by a
+`run_cli(args)` in the module that owns it, imported only when the command runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+CATEGORY_HELP = "AutoVI categories (default: all six)"
+#: The settings of every command that builds and scores a model.
+MODEL_SETTINGS = (
+    "categories", "backbone", "weights", "image_size", "coreset_ratio", "seed", "device",
+    "batch_size", "num_workers",
+)  # fmt: skip
+#: The settings of the thresholds every run calibrates.
+CALIBRATION_SETTINGS = ("calibration_fraction", "target_false_reject", "target_pixel_fpr")
+
+Option = tuple[tuple[str, ...], dict[str, Any]]
+
+
+def opt(*flags: str, **kwargs: Any) -> Option:
+    """One argparse argument: its flags and `add_argument` keywords."""
+    return flags, kwargs
+
+
+def out(help_text: str) -> Option:
+    return opt("--out", required=True, help=help_text)
+
+
+def data_root(help_text: str = "folder holding AutoVI") -> Option:
+    return opt("--data-root", required=True, help=help_text)
+
+
+CATEGORIES = opt("--categories", nargs="+", help=CATEGORY_HELP)
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    target: str
+    options: tuple[Option, ...] = ()
+    settings: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()
+
+
+RUN = Command("run", "the main job: a federated run as a Flower simulation, with an honest exit status", "fedpatch_app.federated.main_job:run_cli", (
+    opt("--run-config", default=None, help='settings as flwr run takes them, e.g. "num-clients=3 data-root=\\"data/autovi\\"" (`fedpatch settings` lists them; default: pyproject.toml\'s)'),
+    opt("--federation-config", default=None, help='Flower federation settings, e.g. "client-resources-num-cpus=1" (default: one SuperNode per client, 1 CPU each)'),
+    opt("--flwr-home", default=None, help="Flower's home folder for this run (default: .flwr in the project folder)"),
+))  # fmt: skip
+
+DOWNLOAD = Command("download-autovi", "download and unpack the AutoVI dataset from Zenodo (resumable, SHA-256 checked)", "fedpatch_app.data.download:run_cli", (
+    opt("--root", required=True, help="folder to unpack the categories into"),
+    CATEGORIES,
+    opt("--base-url", default=None, help="mirror of the Zenodo files (default: Zenodo)"),
+    opt("--keep-zips", action="store_true", help="keep the zip files after unpacking"),
+))  # fmt: skip
+
+SYNTH = Command("synth", "write synthetic data in exactly the AutoVI layout", "fedpatch_app.data.synthetic:run_cli", (
+    out("output root (one folder per category)"),
+    opt("--scale", choices=["tiny", "small", "autovi"], default="tiny", help="images per folder: tiny, small, or autovi (AutoVI's own counts, ~3,900 images)"),
+    opt("--kind", choices=["drawn", "photo"], default="drawn", help="drawn scenes (cheap) or photo scenes (real photographs, realistic defects)"),
+    opt("--seed", type=int, default=0, help="seed of the generator"),
+    CATEGORIES,
+    opt("--workers", type=int, default=1, help="processes writing images (same bytes)"),
+))  # fmt: skip
+
+PARTITION = Command("partition", "show how the images are split across federated clients", "fedpatch_app.data.partition:run_cli", (
+    opt("--scheme", choices=["category", "iid", "dirichlet"], default="category", help="partition scheme (conf/partitions/<scheme>.yaml)"),
+    data_root(),
+    opt("--num-clients", type=int, default=5, help="number of clients"),
+    opt("--alpha", type=float, default=0.5, help="Dirichlet concentration"),
+    opt("--seed", type=int, default=0, help="seed of the split"),
+    CATEGORIES,
+    opt("--json", action="store_true", help="print the partition as JSON"),
+))  # fmt: skip
+
+CENTRALIZED = Command(
+    "centralized", "centralized PatchCore baseline: fit, score, evaluate", "fedpatch_app.centralized:run_cli",
+    (out("run folder to write"),),
+    ("data_root", *MODEL_SETTINGS, *CALIBRATION_SETTINGS, "overwrite"), ("data_root",),
+)  # fmt: skip
+
+EVALUATE = Command("evaluate", "official AutoVI metrics from exported anomaly maps", "fedpatch_app.evaluation.evaluate:run_cli", (
+    data_root(),
+    opt("--maps", required=True, help="folder holding <category>/test/<defect>/<id>.png"),
+    out("folder for results.json"),
+    CATEGORIES,
+    opt("--seed", type=int, default=0, help="seed of the threshold sampling"),
+))  # fmt: skip
+
+REPORT = Command("report", "Markdown report and plots for one or more run folders", "fedpatch_app.evaluation.report:run_cli", (
+    opt("runs", nargs="+", help="run folders holding results.json"),
+    out("folder for report.md and plots/"),
+    opt("--data-root", default=None, help="AutoVI folder for heatmap overlays (default: the one each run recorded)"),
+    opt("--allow-mixed", action="store_true", help="put runs with different patch features (feature fingerprints) in one report, each tagged with its features (default: refuse them)"),
+))  # fmt: skip
+
+
+def _experiment() -> Command:
+    from fedpatch_app.experiment.presets import preset_names
+
+    return Command("experiment", "run an experiment preset (conf/experiments/*.yaml) and compare its runs", "fedpatch_app.experiment.runner:run_cli", (
+        opt("--preset", required=True, help=f"a preset name ({', '.join(preset_names())}) or the path of a preset file"),
+        data_root("folder holding AutoVI-format data"),
+        out("experiment folder; must be new or empty (or pass --overwrite)"),
+        opt("--engine", choices=("simulation", "inprocess"), default="simulation", help="federated runs as `flwr run` simulations, or through the same ServerApp/ClientApp code in this process (no Ray, no SuperLink port)"),
+    ), (*MODEL_SETTINGS[1:], *CALIBRATION_SETTINGS, "dp_public_root", "overwrite"))  # fmt: skip
+
+
+PREDICT = Command("predict", "score new images of one category with a model folder: OK/NOK, regions, overlays", "fedpatch_app.inspection.predict:run_cli", (
+    opt("--model", required=True, help="model folder of a run (RUN/model)"),
+    opt("--category", required=True, help="the images' AutoVI category"),
+    out("folder for predictions.csv/.jsonl, overlays/"),
+    opt("paths", nargs="+", help="images and/or folders of images"),
+    opt("--weights-file", default=None, help="for a model built with weights=PATH: that file (checked by its SHA-256; default: none needed for ImageNet or random weights)"),
+), ("device", "batch_size", "write_maps", "overwrite"))  # fmt: skip
+
+SERVE = Command("serve", "the inspection service: an HTTP API for verdicts on images, and a review page", "fedpatch_app.inspection.serve:run_cli", (
+    opt("--model", required=True, help="model folder of a run (RUN/model)"),
+    opt("--host", default="127.0.0.1", help="address to listen on"),
+    opt("--port", type=int, default=8000, help="TCP port to listen on"),
+    opt("--token-file", default=None, help="file holding a bearer token that every /v1/ request must send [default: none, no token asked]"),
+    opt("--max-upload-mb", type=float, default=20.0, help="largest accepted upload, in MB"),
+), ("device",))  # fmt: skip
+
+SETTINGS = Command("settings", "list every setting (run-config key, default, range, meaning)", "fedpatch_app.settings.table:run_cli", (
+    opt("--toml", action="store_true", help="print pyproject.toml's [tool.flwr.app.config] table instead"),
+))  # fmt: skip
+
+
+def commands() -> tuple[Command, ...]:
+    return (RUN, DOWNLOAD, SYNTH, PARTITION, CENTRALIZED, EVALUATE, REPORT, _experiment(), PREDICT, SERVE, SETTINGS)  # fmt: skip
