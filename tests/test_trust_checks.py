@@ -3,7 +3,6 @@ the partition, bounded fields, claims on partitions and on test images (no Flowe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -27,13 +26,6 @@ DIM = 8
 CATS = ("pipe_clip", "tank_screw")
 
 
-@dataclass
-class FakeBank:
-    features: np.ndarray
-    radius: float
-    n_patches: int
-
-
 def limits() -> M.TrainLimits:
     settings = from_names({"coreset_ratio": 0.1, "local_oversample": 2.0})
     grid = {"pipe_clip": 64, "tank_screw": 88}  # at image size 64
@@ -42,7 +34,9 @@ def limits() -> M.TrainLimits:
 
 def train_reply(partition_id: int, images: int = 4, patches: int | None = None, **info) -> Any:
     rows = np.random.default_rng(partition_id).normal(size=(20, DIM)).astype(np.float32)
-    bank = FakeBank(rows, 1.0, images * 64 if patches is None else patches)
+    bank = SimpleNamespace(
+        features=rows, radius=1.0, n_patches=images * 64 if patches is None else patches
+    )
     content = M.encode_train_reply(
         {"pipe_clip": bank}, {"pipe_clip": images}, fingerprint="f", partition_id=partition_id
     )
