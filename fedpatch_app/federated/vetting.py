@@ -26,7 +26,7 @@ Holders = list[tuple[int, LocalCoreset]]
 
 def _flag(registry: ClientRegistry, node_id: int, cat: str, verdict: Verdict, threshold: float):
     what = f"{verdict.unsupported} of its {verdict.rows} {cat} coreset rows are unsupported "
-    what += f"(support distance above {threshold:.4g}: no other client has rows near them)"
+    what += f"(no other client has rows within {threshold:.3g} of its row spacings of them)"
     if verdict.action == "quarantined":
         registry.flag(node_id, "merge", f"{what}: left out of the bank (quarantined)")
     elif verdict.action == "dropped":
@@ -74,7 +74,7 @@ def vet_category(
     for (node_id, part), verdict in zip(holders, support.verdicts, strict=True):
         facts["clients"][registry.clients[node_id].label] = verdict.to_dict()
         if verdict.action:
-            _flag(registry, node_id, cat, verdict, facts["threshold_distance"])
+            _flag(registry, node_id, cat, verdict, facts["threshold_support"])
         keep = verdict.keep
         vetted.append((node_id, dataclasses.replace(part, features=part.features[keep])))
     log.info(

@@ -5,12 +5,12 @@ A client that swaps defect-region features into its coreset (while declaring hon
 counts) gets them into the bank easily: greedy k-center favours outlying rows. Such rows
 are far from everything the other clients saw. So, per category held by two clients or
 more, every row is measured against the rows of the OTHER clients (and the parent model's
-bank, when the run joins one): its support distance is the distance to the nearest of
-them (with three or more others: to the nearest row of the second closest client, so that
-no single client vouches alone). What honest support distances look like is estimated from all rows together, with
-robust statistics of the log distances: the median over clients of each client's median
-and of each client's MAD (a minority of planted rows, one client that sends many rows, or
-one line whose rows all lie apart cannot move them). A row whose robust z-score exceeds
+bank, when the run joins one): its support distance is the distance to the nearest row of
+each of them, in units of that client's typical row spacing (a client that saw fewer
+images has its rows farther apart), the smallest over them. What honest support distances
+look like is estimated from all rows together, with robust statistics of the log
+distances (median and MAD, each client weighing the same: a minority of planted rows, or
+one client that sends many rows, cannot move them). A row whose robust z-score exceeds
 the threshold is unsupported.
 
 Policy (`mode`), per client and category, by how many of its rows are unsupported:
@@ -91,39 +91,61 @@ class Support:
     facts: dict[str, Any] = field(default_factory=dict)
 
 
+def _spacing(rows: np.ndarray, device: Any) -> float:
+    """The typical distance between a source's rows: the median distance of each row to
+    its nearest other row (NaN for a single row)."""
+    if len(rows) < 2:
+        return math.nan
+    distances, _ = MemoryBank(rows, device=device).search(rows, k=2)
+    return float(np.median(distances[:, 1]))
+
+
 def support_distances(
     parts: Sequence[np.ndarray], reference: np.ndarray | None = None, device: Any = "cpu"
 ) -> list[np.ndarray]:
-    """For each part, the support distance of each of its rows: with three or more other
-    sources (the other parts and `reference`, rows that vouch but are not judged), the
-    distance to the nearest row of the SECOND closest source, so that one other client
-    alone (an outlying line, or an accomplice) cannot vouch for a row; else the distance
-    to the nearest row of the other source."""
-    sources = [*parts, *([reference] if reference is not None else [])]
-    indexes = [MemoryBank(np.asarray(p), device=device) for p in sources]
+    """For each part, the support distance of each of its rows: the distance to the
+    nearest row of each other source (the other parts, and `reference`: rows that vouch
+    but are not judged), in units of that source's row spacing, the smallest over the
+    sources. A client with few rows has them far apart; measured in its spacing, a row of
+    a large client is not unsupported merely because the small client saw less."""
+    sources = [np.asarray(p) for p in parts] + (
+        [np.asarray(reference)] if reference is not None else []
+    )
+    spacings = np.array([_spacing(src, device) for src in sources])
+    known = spacings[np.isfinite(spacings) & (spacings > 0)]
+    fill = float(np.median(known)) if known.size else 1.0
+    spacings = np.where(np.isfinite(spacings) & (spacings > 0), spacings, fill)
+    indexes = [MemoryBank(src, device=device) for src in sources]
     out = []
     for i, part in enumerate(parts):
-        nearest = np.stack(
-            [index.patch_scores(part) for j, index in enumerate(indexes) if j != i], axis=1
-        ).astype(np.float64)
-        nearest.sort(axis=1)
-        out.append(nearest[:, 1] if nearest.shape[1] >= 3 else nearest[:, 0])
+        scaled = [
+            index.patch_scores(part).astype(np.float64) / spacings[j]
+            for j, index in enumerate(indexes)
+            if j != i
+        ]
+        out.append(np.min(np.stack(scaled, axis=1), axis=1))
     return out
 
 
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """The value at half of the total weight (values sorted)."""
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
+
+
 def _robust_z(distances: Sequence[np.ndarray]) -> tuple[list[np.ndarray], dict[str, float]]:
-    """Robust z-scores of the log distances. Centre and scale are those of the typical
-    client: the median over clients of each client's median, and of each client's MAD.
-    A client that sends many rows, or a line whose rows all lie far from the others', moves
-    neither (a pooled MAD would grow with such a line and hide planted rows)."""
+    """Robust z-scores of the log support distances: median and MAD over every row, each
+    client weighing the same whatever its number of rows (a client that sends many rows
+    cannot make its own distances the norm)."""
     every = np.concatenate(distances)
     positive = every[every > 0]
     floor = float(np.median(positive)) * 1e-6 if positive.size else 1e-12
     logs = [np.log(np.maximum(d, floor)) for d in distances]
-    centres = [float(np.median(v)) for v in logs]
-    spreads = [float(np.median(np.abs(v - c))) for v, c in zip(logs, centres, strict=True)]
-    median = float(np.median(centres))
-    mad = float(np.median(spreads)) * MAD_TO_SIGMA
+    pooled = np.concatenate(logs)
+    weights = np.concatenate([np.full(len(v), 1.0 / len(v)) for v in logs])
+    median = weighted_median(pooled, weights)
+    mad = weighted_median(np.abs(pooled - median), weights) * MAD_TO_SIGMA
     # Identical distances (MAD 0): a tiny scale, so that only larger ones stand out.
     scale = mad if mad > 0 else 1e-9
     return [(v - median) / scale for v in logs], {"median": median, "scale": scale}
@@ -170,8 +192,9 @@ def check_support(
         "checked": True,
         "mode": mode,
         "z": z,
-        "median_distance": math.exp(stats["median"]),
-        "threshold_distance": threshold,
+        # Support distances are in units of the supporting client's row spacing.
+        "median_support": math.exp(stats["median"]),
+        "threshold_support": threshold,
         "rows": int(sum(v.rows for v in verdicts)),
         "unsupported": int(sum(v.unsupported for v in verdicts)),
         "quarantined": int(sum(v.rows - int(v.keep.sum()) for v in verdicts)),
