@@ -176,8 +176,8 @@ class RunSettings(BaseModel):
         4.0,
         gt=0,
         le=100,
-        description="robust z-score (median and MAD of the log distances to the other "
-        "clients' rows) above which a row is unsupported",
+        description="robust z-score (median and MAD over all rows) of a row's log distance "
+        "to the other clients' rows, in their row spacings, above which it is unsupported",
     )
     map_scaling: ScalingMode = Field(
         "robust",
