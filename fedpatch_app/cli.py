@@ -20,6 +20,7 @@ from fedpatch_app import __version__
 from fedpatch_app.commands import Command, commands
 from fedpatch_app.errors import FedpatchError
 from fedpatch_app.settings.options import add_options
+from fedpatch_app.settings.schema import MAX_SEED
 
 log = logging.getLogger("fedpatch")
 
@@ -89,6 +90,9 @@ def _quiet_stdout() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    seed = getattr(args, "seed", None)
+    if isinstance(seed, int) and not 0 <= seed <= MAX_SEED:
+        parser.error(f"argument --seed: must be >= 0, <= {MAX_SEED}, got {seed}")
     _logging(args.verbose)
     try:
         code = args.func(args)

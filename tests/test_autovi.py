@@ -374,12 +374,24 @@ def test_truncated_png_fails_when_decoded(cat_root: Path) -> None:
     assert cat.train[1] == path
 
 
-def test_unreadable_mask(cat_root: Path) -> None:
+def test_unreadable_mask_is_found_when_the_category_is_listed(cat_root: Path) -> None:
+    """Before any feature is extracted, not after training and scoring."""
     mask = cat_root / "ground_truth" / "fastening" / "0000" / "0000.png"
     mask.write_bytes(b"\x89PNG garbage")
-    cat = load_category(cat_root.parent, CAT)
-    with pytest.raises(DataError, match=r"cannot read ground-truth mask .*fastening/0000/0000.png"):
-        cat.load_regions(cat.find_test("test/fastening/0000.png"))
+    with pytest.raises(DataError, match=r"cannot read .*fastening/0000/0000.png"):
+        load_category(cat_root.parent, CAT)
+
+
+def test_mask_of_another_size_is_found_when_the_category_is_listed(cat_root: Path) -> None:
+    path = cat_root / "ground_truth" / "fastening" / "0000" / "0000.png"
+    write_mask(path, 255, (0, 0, 2, 2), (40, 40))
+    with pytest.raises(
+        DataError, match=r"ground-truth mask .*fastening/0000/0000.png is 40x40, but .* 400x400"
+    ):
+        load_category(cat_root.parent, CAT)
+    # Without the native-size check too: against the size of the category's images.
+    with pytest.raises(DataError, match=r"0000.png is 40x40, but the first train image"):
+        load_category(cat_root.parent, CAT, check_size=False)
 
 
 def test_missing_image_file(tmp_path: Path) -> None:
@@ -424,7 +436,6 @@ def test_multiple_mask_value_not_in_config(cat_root: Path) -> None:
         ("two values", r"holds several values \[200, 255\]"),
         ("other channels", "channels 1-2 hold values other than 0 and 255"),
         ("mode L", "has mode L; AutoVI masks are RGB or RGBA"),
-        ("size", "is 40x40, but its test image is 400x400"),
     ],
 )
 def test_malformed_mask(cat_root: Path, kind: str, message: str) -> None:
@@ -438,8 +449,6 @@ def test_malformed_mask(cat_root: Path, kind: str, message: str) -> None:
         arr[10, 10, 1] = 3
     if kind == "mode L":
         write_png(path, SIZE, 255, mode="L")
-    elif kind == "size":
-        write_mask(path, 255, (0, 0, 2, 2), (40, 40))
     else:
         Image.fromarray(arr).save(path)
     cat = load_category(cat_root.parent, CAT)

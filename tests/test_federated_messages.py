@@ -28,7 +28,8 @@ def limits(**changes) -> M.TrainLimits:
     the given settings (snake_case names)."""
     base = {"coreset_ratio": 0.1, "local_oversample": 2.0, "max_coreset_rows": 1000}
     settings = from_names({**base, **changes})
-    return M.TrainLimits(settings, fingerprint="abc", categories=CATS, embed_dim=DIM)
+    grid = {cat: 25 for cat in CATS}  # 100 patches of 4 images
+    return M.TrainLimits(settings, fingerprint="abc", categories=CATS, embed_dim=DIM, grid=grid)
 
 
 def reply(rows: int = 20, n_patches: int = 100, *, dtype: str = "float32", **kw) -> RecordDict:
@@ -160,7 +161,7 @@ def test_score_reply_round_trip() -> None:
     [
         ({"scores": np.array([1.0, np.nan, 3.0])}, "NaN"),
         ({"scores": np.array([1.0, 2.0, 9.0])}, "outside"),
-        ({"map_min": 5.0}, "not finite and ordered"),
+        ({"map_min": 5.0}, "not finite, ordered"),
         ({"defects": ["good", "good"]}, "defect labels"),
         (
             {"rel_paths": ["test/good/000.png", "test/good/000.png", "test/unclipped/000.png"]},

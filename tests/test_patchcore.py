@@ -72,6 +72,47 @@ def test_bank_rejects_bad_files(tmp_path) -> None:
         Bank(np.zeros((3, 7), np.float32), SPEC, "pipe_clip", 0.0, 3)
 
 
+def _damaged(path, how: str) -> None:
+    """Damage a bank file the ways a disk, a transfer or a hand can."""
+    import json
+    import zipfile
+
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+        return
+    with np.load(path, allow_pickle=False) as npz:
+        features, meta = np.array(npz["features"]), json.loads(str(npz["meta"]))
+    if how == "nan":
+        features[3, 5] = np.nan
+    elif how == "inf":
+        features[0, 0] = np.inf
+    elif how == "no meta field":
+        del meta["category"]
+    elif how == "no features":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("meta.npy", b"")
+        return
+    np.savez(path, features=features, meta=np.array(json.dumps(meta)))
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("truncated", "not a readable fedpatch memory bank"),
+        ("nan", "not a finite"),
+        ("inf", "not a finite"),
+        ("no meta field", "damaged bank metadata"),
+        ("no features", "not a readable fedpatch memory bank"),
+    ],
+)
+def test_damaged_bank_files_are_refused_by_name(tmp_path, how: str, message: str) -> None:
+    path = _bank().save(tmp_path / "pipe_clip.npz")
+    _damaged(path, how)
+    with pytest.raises(ModelError, match=f"pipe_clip.npz.*{message}|{message}.*pipe_clip.npz"):
+        Bank.load(path)
+
+
 def _farthest_first_violations(pool: np.ndarray, picked: np.ndarray) -> list[int]:
     """Steps of a selection (rows of `pool`, in order) that did not take a point farthest
     from the points taken before it: brute force over every pool point, any start."""

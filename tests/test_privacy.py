@@ -194,7 +194,9 @@ def test_dp_reply_public_centres_are_checked() -> None:
     settings = from_names(
         {"coreset_ratio": 0.5, "dp_epsilon": 1.0, "dp_centres": 4, "dp_clusters_per_image": 2}
     )
-    limits = M.TrainLimits(settings, fingerprint="f", categories=("pipe_clip",), embed_dim=8)
+    limits = M.TrainLimits(
+        settings, fingerprint="f", categories=("pipe_clip",), embed_dim=8, grid={"pipe_clip": 10}
+    )
     decoded = M.decode_train_reply(reply(centres), limits)
     np.testing.assert_array_equal(decoded.coresets["pipe_clip"].dp["centres"], centres)
     with pytest.raises(M.InvalidReply, match="without its public centres"):

@@ -491,19 +491,8 @@ def load_category(root: str | Path, name: str, *, check_size: bool = True) -> Ca
     samples.sort(key=lambda s: (s.defect, s.image_id))
     _check_orphan_ground_truth(gt_root, test_dir, {(s.defect, s.image_id) for s in samples})
 
-    if check_size:
-        size = NATIVE_SIZES[name]
-    else:
-        size = image_size(train[0])
-    paths = list(train) + [s.path for s in samples]
-    for path in tqdm(paths, desc=f"{name}: image headers", unit="img", disable=None, leave=False):
-        found = image_size(path)
-        if found != size:
-            what = "AutoVI" if check_size else "the first train image of"
-            raise DataError(
-                f"image {path} is {found[0]}x{found[1]}, but {what} {name} "
-                f"images are {size[0]}x{size[1]}"
-            )
+    size = NATIVE_SIZES[name] if check_size else image_size(train[0])
+    _check_sizes(name, [*train, *(s.path for s in samples)], samples, size, check_size)
 
     log.debug(
         "category %s at %s: %d train, %d test images, defects %s",
@@ -514,6 +503,24 @@ def load_category(root: str | Path, name: str, *, check_size: bool = True) -> Ca
         sorted(defects),
     )
     return Category(name, cat_root, size, train, tuple(samples), defects)
+
+
+def _check_sizes(
+    name: str, images: list[Path], samples: list[TestSample], size: tuple[int, int], native: bool
+) -> None:
+    """Every image, and every ground-truth mask (so that a bad one is found before any
+    feature is extracted), has the category's size, read from the PNG headers."""
+    masks = {m for s in samples for m in s.mask_paths}
+    paths = [*images, *sorted(masks)]
+    for path in tqdm(paths, desc=f"{name}: image headers", unit="img", disable=None, leave=False):
+        found = image_size(path)
+        if found != size:
+            what = "AutoVI" if native else "the first train image of"
+            kind = "ground-truth mask" if path in masks else "image"
+            raise DataError(
+                f"{kind} {path} is {found[0]}x{found[1]}, but {what} {name} "
+                f"images are {size[0]}x{size[1]}"
+            )
 
 
 def _check_orphan_ground_truth(gt_root: Path, test_dir: Path, images: set[tuple[str, str]]) -> None:

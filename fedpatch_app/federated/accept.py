@@ -18,6 +18,8 @@ from fedpatch_app.errors import ModelError
 from fedpatch_app.evaluation.metrics import SproStatistics, level_edges
 from fedpatch_app.evaluation.thresholds import CalibrationStats
 from fedpatch_app.federated import messages as M
+from fedpatch_app.federated.codec_train import MAX_PARTITIONS
+from fedpatch_app.federated.data import NodeData
 from fedpatch_app.federated.registry import ClientRegistry, ClientState
 
 log = logging.getLogger(__name__)
@@ -29,7 +31,11 @@ def _claim_partition(client: ClientState, reply: Message) -> None:
     """Name the client by its partition even when the rest of its reply is bad."""
     info = reply.content.config_records.get(M.INFO)
     claimed = info.get("partition-id") if info is not None else None
-    if isinstance(claimed, int) and not isinstance(claimed, bool):
+    if (
+        isinstance(claimed, int)
+        and not isinstance(claimed, bool)
+        and -1 <= claimed < MAX_PARTITIONS
+    ):
         client.partition_id = claimed
 
 
@@ -55,73 +61,204 @@ def _record_train(client: ClientState, decoded: M.TrainReply) -> None:
     )
 
 
+@dataclass
+class Expected:
+    """What the server knows of the nodes before they answer: each partition's share of
+    the data (where the server sees the data; None otherwise) and, with node identities,
+    the partition each node's key is bound to."""
+
+    shares: Mapping[int, NodeData] | None = None
+    bound: Mapping[int, int | None] | None = None
+    private: bool = False
+
+    def share(self, partition_id: int) -> NodeData | None:
+        """The share a claimed partition must match (None: nothing to check against)."""
+        if self.shares is None or partition_id < 0:
+            return None
+        if partition_id not in self.shares:
+            raise M.InvalidReply(
+                f"partition {partition_id} does not exist in the run's partition of "
+                f"{len(self.shares)} clients"
+            )
+        return self.shares[partition_id]
+
+
+def _check_identity(expected: Expected, node_id: int, claimed: int) -> None:
+    if expected.bound is None:
+        return
+    bound = expected.bound.get(node_id)
+    if bound is None:
+        raise M.InvalidReply("its key is bound to no partition in node-identities")
+    if claimed not in (bound, -1):  # -1: a node holding whole categories names no partition
+        raise M.InvalidReply(f"claims partition {claimed}, but its key is bound to {bound}")
+
+
+def _check_train_share(decoded: M.TrainReply, expected: Expected) -> None:
+    """A reply's categories and image counts against the partition it claims."""
+    share = expected.share(decoded.partition_id)
+    if share is None:
+        return
+    pid = decoded.partition_id
+    for cat, part in decoded.coresets.items():
+        if cat not in share.fit:
+            raise M.InvalidReply(f"sends a {cat} coreset, but partition {pid} trains no {cat}")
+        if not expected.private and part.n_images != len(share.fit[cat]):
+            raise M.InvalidReply(
+                f"{cat}: declares {part.n_images} training images, partition {pid} holds "
+                f"{len(share.fit[cat])}"
+            )
+
+
+def _drop_shared_partitions(registry: ClientRegistry, accepted: dict[int, M.TrainReply]) -> None:
+    """A partition claimed by two nodes or more: none of them is believed."""
+    claims: dict[int, list[int]] = {}
+    for node_id, decoded in accepted.items():
+        if decoded.partition_id >= 0:
+            claims.setdefault(decoded.partition_id, []).append(node_id)
+    for pid, nodes in claims.items():
+        if len(nodes) < 2:
+            continue
+        for node_id in nodes:
+            others = ", ".join(str(n) for n in nodes if n != node_id)
+            registry.drop(
+                node_id, "train", f"partition {pid} is also claimed by node(s) {others}: "
+                "none of the claimants is believed (node-identities binds partitions to keys)",
+            )  # fmt: skip
+            del accepted[node_id]
+
+
 def accept_train(
-    registry: ClientRegistry, replies: Replies, limits: M.TrainLimits
+    registry: ClientRegistry,
+    replies: Replies,
+    limits: M.TrainLimits,
+    expected: Expected | None = None,
 ) -> dict[int, M.TrainReply]:
-    """The valid train replies by node id; a partition claimed twice is dropped."""
+    """The valid train replies by node id: well formed, from the partition the node's key
+    is bound to, matching that partition's share, and no partition claimed twice."""
+    expected = expected or Expected()
     accepted: dict[int, M.TrainReply] = {}
-    seen: dict[int, int] = {}
     for client, reply in replies:
         _claim_partition(client, reply)
         try:
             decoded = M.decode_train_reply(reply.content, limits)
+            _check_identity(expected, client.node_id, decoded.partition_id)
+            _check_train_share(decoded, expected)
         except ModelError as exc:
             registry.drop(client.node_id, "train", f"invalid reply: {exc}")
             continue
+        if expected.bound is not None:
+            decoded.partition_id = int(expected.bound[client.node_id])
         client.partition_id = decoded.partition_id
-        if decoded.partition_id in seen:
-            registry.drop(
-                client.node_id,
-                "train",
-                f"partition {decoded.partition_id} already reported by node "
-                f"{seen[decoded.partition_id]}",
-            )
-            continue
-        if decoded.partition_id >= 0:
-            seen[decoded.partition_id] = client.node_id
-        _record_train(client, decoded)
         accepted[client.node_id] = decoded
+    _drop_shared_partitions(registry, accepted)
+    for node_id, decoded in accepted.items():
+        _record_train(registry.clients[node_id], decoded)
     registry.require("train")
     return accepted
 
 
-def _drop_duplicates(registry: ClientRegistry, scored: dict[int, M.ScoreReply]) -> None:
-    """The same test image must not be counted twice (it would bias the pooled metrics)."""
-    owner: dict[tuple[str, str], int] = {}
+def _check_score_share(decoded: M.ScoreReply, partition_id: int, expected: Expected) -> None:
+    """Test images and calibration counts against the partition the node trained as."""
+    share = expected.share(partition_id)
+    if share is None:
+        return
+    for cat, item in decoded.categories.items():
+        held = set(share.test.get(cat, []))
+        foreign = [p for p in item.rel_paths if p not in held]
+        if foreign:
+            raise M.InvalidReply(
+                f"{cat}: {len(foreign)} scored test image(s) that partition {partition_id} does "
+                f"not hold, e.g. {foreign[0]}"
+            )
+    for cat, item in decoded.calibration.items():
+        count = len(share.calibration.get(cat, []))
+        if item.count != count:
+            raise M.InvalidReply(
+                f"{cat}: {item.count} calibration images scored, partition {partition_id} "
+                f"holds {count}"
+            )
+
+
+def _claims(scored: Mapping[int, M.ScoreReply]) -> dict[tuple[str, str], list[int]]:
+    owners: dict[tuple[str, str], list[int]] = {}
     for node_id, decoded in sorted(scored.items()):
-        clash = [
-            (cat, p)
-            for cat, item in decoded.categories.items()
-            for p in item.rel_paths
-            if (cat, p) in owner
-        ]
-        if clash:
-            cat, p = clash[0]
-            registry.drop(
-                node_id, "evaluate", f"{cat}: test image {p} was already scored by node "
-                f"{owner[(cat, p)]}",
-            )  # fmt: skip
-            continue
         for cat, item in decoded.categories.items():
-            owner.update({(cat, p): node_id for p in item.rel_paths})
+            for path in item.rel_paths:
+                owners.setdefault((cat, path), []).append(node_id)
+    return {key: nodes for key, nodes in owners.items() if len(nodes) > 1}
+
+
+def _claiming_from_many(conflicts: dict[tuple[str, str], list[int]]) -> int | None:
+    """The one node whose claims clash with two nodes or more while each of those clashes
+    with it alone (it claims the others' images), or None."""
+    partners: dict[int, set[int]] = {}
+    for nodes in conflicts.values():
+        for node in nodes:
+            partners.setdefault(node, set()).update(n for n in nodes if n != node)
+    if not partners:
+        return None
+    top = max(partners, key=lambda n: len(partners[n]))
+    others_alone = all(partners[n] == {top} for n in partners[top])
+    if len(partners[top]) >= 2 and others_alone:
+        return top
+    return None
+
+
+def conflicting_images(
+    registry: ClientRegistry, scored: dict[int, M.ScoreReply]
+) -> dict[str, set[str]]:
+    """Test images claimed by two nodes or more. A node whose claims clash with several
+    nodes that clash with nobody else claims their images: it is dropped (and removed from
+    `scored`). The images still claimed twice are left out of the evaluation, per category
+    (counted twice they would bias it; who holds them cannot be told), and every claimant
+    is flagged."""
+    conflicts = _claims(scored)
+    while (thief := _claiming_from_many(conflicts)) is not None:
+        partners = sorted({n for nodes in conflicts.values() if thief in nodes for n in nodes})
+        registry.drop(
+            thief, "evaluate", "claims test images that nodes "
+            f"{', '.join(str(n) for n in partners if n != thief)} hold",
+        )  # fmt: skip
+        del scored[thief]
+        conflicts = _claims(scored)
+    excluded: dict[str, set[str]] = {}
+    claimants: dict[int, dict[str, int]] = {}
+    for (cat, path), nodes in conflicts.items():
+        excluded.setdefault(cat, set()).add(path)
+        for node_id in nodes:
+            per_cat = claimants.setdefault(node_id, {})
+            per_cat[cat] = per_cat.get(cat, 0) + 1
+    for node_id, per_cat in claimants.items():
+        what = ", ".join(f"{n} of {cat}" for cat, n in per_cat.items())
+        registry.flag(
+            node_id, "evaluate", f"claims test images that other nodes claim too ({what}): "
+            "left out of the evaluation",
+        )  # fmt: skip
+    return excluded
 
 
 def accept_scores(
-    registry: ClientRegistry, replies: Replies, categories: Sequence[str], fingerprint: str
+    registry: ClientRegistry,
+    replies: Replies,
+    categories: Sequence[str],
+    fingerprint: str,
+    expected: Expected | None = None,
 ) -> dict[int, M.ScoreReply]:
-    """The valid phase-A replies by node id."""
+    """The valid phase-A replies by node id, their claims checked against the partition
+    where the server knows it (claims conflicting between nodes: `conflicting_images`)."""
+    expected = expected or Expected()
     scored: dict[int, M.ScoreReply] = {}
     for client, reply in replies:
         try:
-            scored[client.node_id] = M.decode_score_reply(
+            decoded = M.decode_score_reply(
                 reply.content, fingerprint=fingerprint, categories=tuple(categories)
             )
+            _check_score_share(decoded, client.partition_id, expected)
         except ModelError as exc:
             registry.drop(client.node_id, "evaluate", f"invalid reply: {exc}")
             continue
-        client.seconds.update(scored[client.node_id].timings)
-    _drop_duplicates(registry, scored)
-    scored = {n: d for n, d in scored.items() if registry.clients[n].status != "dropped"}
+        client.seconds.update(decoded.timings)
+        scored[client.node_id] = decoded
     registry.require("evaluate")
     return scored
 
@@ -136,7 +273,7 @@ def _statistics(arrays: Mapping[str, np.ndarray], cat: str, n_scored: int) -> Sp
         raise M.InvalidReply(f"{cat} statistics: not on the 16-bit level edges")
     if stats.n_images != n_scored:
         raise M.InvalidReply(
-            f"{cat} statistics cover {stats.n_images} images, {n_scored} were scored"
+            f"{cat} statistics cover {stats.n_images} images, {n_scored} are evaluated"
         )
     return stats
 
@@ -175,33 +312,43 @@ def _calibration(
     return out
 
 
+def remaining(item: M.CategoryScores, excluded: set[str]) -> int:
+    """Scored test images of a category that stay in the evaluation."""
+    return sum(1 for p in item.rel_paths if p not in excluded)
+
+
 def accept_stats(
     registry: ClientRegistry,
     replies: Replies,
     scored: Mapping[int, M.ScoreReply],
     categories: Sequence[str],
     fingerprint: str,
+    excluded: Mapping[str, set[str]] | None = None,
 ) -> dict[int, NodeStatistics]:
     """The valid phase-B replies by node id: statistics for exactly the scored test
-    categories, calibration histograms for exactly the scored calibration images."""
+    categories (covering the images not excluded), calibration histograms for exactly the
+    scored calibration images."""
+    excluded = excluded or {}
     out: dict[int, NodeStatistics] = {}
     for client, reply in replies:
-        expected = scored[client.node_id]
+        sent = scored[client.node_id]
+        counts = {
+            cat: n
+            for cat, item in sent.categories.items()
+            if (n := remaining(item, excluded.get(cat, set()))) > 0
+        }
         try:
             decoded = M.decode_stats_reply(
                 reply.content, fingerprint=fingerprint, categories=tuple(categories)
             )
-            if set(decoded.stats) != set(expected.categories):
+            if set(decoded.stats) != set(counts):
                 raise M.InvalidReply(
-                    f"statistics for {sorted(decoded.stats)}, but scores were sent for "
-                    f"{sorted(expected.categories)}"
+                    f"statistics for {sorted(decoded.stats)}, but {sorted(counts)} have "
+                    "evaluated test images"
                 )
             out[client.node_id] = NodeStatistics(
-                {
-                    cat: _statistics(arrays, cat, len(expected.categories[cat].scores))
-                    for cat, arrays in decoded.stats.items()
-                },
-                _calibration(decoded.calibration, expected.calibration),
+                {cat: _statistics(a, cat, counts[cat]) for cat, a in decoded.stats.items()},
+                _calibration(decoded.calibration, sent.calibration),
             )
         except ModelError as exc:
             registry.drop(client.node_id, "query", f"invalid reply: {exc}")

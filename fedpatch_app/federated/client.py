@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import Context, Error, Message
+from flwr.app import Context, Error, Message, RecordDict
 
 from fedpatch_app.errors import DataError, FedpatchError, ModelError
 from fedpatch_app.evaluation.export import MapScaling
@@ -273,31 +273,39 @@ def local_metrics(cat: str, stats: Any, scores: np.ndarray, defects: list[str]) 
     return out
 
 
-def _test_statistics(maps: np.ndarray, category: Any, samples: list, scaling: MapScaling):
+def _test_statistics(maps: np.ndarray, kept: list[int], category: Any, samples: list, scaling):
     from fedpatch_app.evaluation.metrics import level_edges, spro_statistics
 
     stats = None
     for begin in range(0, len(samples), STATS_CHUNK):
         chunk = range(begin, min(begin + STATS_CHUNK, len(samples)))
-        levels = [scaling.to_uint16(np.asarray(maps[i])) for i in chunk]
+        levels = [scaling.to_uint16(np.asarray(maps[kept[i]])) for i in chunk]
         regions = [category.load_regions(samples[i]) for i in chunk]
         part = spro_statistics(levels, regions, level_edges())
         stats = part if stats is None else stats.merge(part)
     return stats
 
 
-def _query_test(cat: str, node: NodeData, cache: MapCache, scaling: MapScaling, maps_dir: str):
+def _query_test(
+    cat: str, node: NodeData, cache: MapCache, scaling: MapScaling, maps_dir: str, excluded: set
+):
+    """Statistics and local metrics of the cached test maps of a category, leaving out the
+    images the server excluded (None when none is left)."""
     from fedpatch_app.evaluation.export import write_category_maps
 
     maps, index = cache.get(cat, "test")
+    kept = [i for i, r in enumerate(index["rel_paths"]) if r not in excluded]
+    if not kept:
+        return None
     category = _category(node, cat)
-    samples = [category.find_test(r) for r in index["rel_paths"]]
-    stats = _test_statistics(maps, category, samples, scaling)
-    quantized = scaling.to_uint16(np.asarray(index["scores"], dtype=np.float64)).astype(np.float64)
-    metrics = local_metrics(cat, stats, quantized, list(index["defects"]))
+    samples = [category.find_test(index["rel_paths"][i]) for i in kept]
+    stats = _test_statistics(maps, kept, category, samples, scaling)
+    raw = np.asarray(index["scores"], dtype=np.float64)[kept]
+    defects = [index["defects"][i] for i in kept]
+    metrics = local_metrics(cat, stats, scaling.to_uint16(raw).astype(np.float64), defects)
     if maps_dir:
         write_category_maps(
-            Path(maps_dir), category, samples, [np.asarray(m) for m in maps], scaling
+            Path(maps_dir), category, samples, [np.asarray(maps[i]) for i in kept], scaling
         )
     return stats.to_arrays(), metrics
 
@@ -310,33 +318,47 @@ def _scaling_for(cat: str, scalings: Mapping[str, tuple[float, float]]) -> MapSc
 
 @named_errors
 def handle_query(msg: Message, context: Context) -> Message:
+    """Phase B (or, for a node dropped after phase A, only the removal of its cached maps);
+    the cached maps are removed whatever happens."""
+    plan = _plan(msg)
+    cache = MapCache(cache_dir(plan, context))
+    try:
+        if msg.content.config_records[M.CONFIG].get("phase") == M.PHASE_RELEASE:
+            return Message(RecordDict(), reply_to=msg)
+        content = _statistics_reply(msg.content.config_records[M.CONFIG], plan, context, cache)
+    finally:
+        cache.remove()
+    return Message(content, reply_to=msg)
+
+
+def _statistics_reply(config: Any, plan: M.Plan, context: Context, cache: MapCache) -> Any:
     from fedpatch_app.data.autovi import CATEGORIES
     from fedpatch_app.evaluation.thresholds import CalibrationStats
 
     start = time.perf_counter()
-    plan = _plan(msg)
-    scalings = M.read_scalings(msg.content.config_records[M.CONFIG], CATEGORIES)
+    scalings = M.read_scalings(config, CATEGORIES)
+    excluded = M.read_exclusions(config, CATEGORIES)
     node = node_data(plan, context.node_config)
-    cache = MapCache(cache_dir(plan, context))
     maps_dir = ""
     if plan.settings.write_maps:
         maps_dir = str(context.node_config.get("maps-dir") or plan.maps_dir)
     stats: dict[str, dict[str, np.ndarray]] = {}
     metrics: dict[str, float] = {}
     for cat in cache.categories("test"):
-        stats[cat], local = _query_test(cat, node, cache, _scaling_for(cat, scalings), maps_dir)
-        metrics.update(local)
+        scaling = _scaling_for(cat, scalings)
+        found = _query_test(cat, node, cache, scaling, maps_dir, excluded.get(cat, set()))
+        if found is not None:
+            stats[cat], local = found
+            metrics.update(local)
     calibration = {}
     for cat in cache.categories("calibration"):
         maps, _ = cache.get(cat, "calibration")
         calibration[cat] = CalibrationStats.of_maps(maps, _scaling_for(cat, scalings)).to_arrays()
         del maps
-    cache.remove()
-    content = M.encode_stats_reply(
+    return M.encode_stats_reply(
         stats,
         metrics,
         fingerprint=plan.fingerprint,
         calibration=calibration,
         timings={"statistics": round(time.perf_counter() - start, 3)},
     )
-    return Message(content, reply_to=msg)

@@ -129,8 +129,11 @@ def _range(info: ConfigRecord, cat: str, prefix: str = "") -> tuple[float, float
         hi = float(wire.typed(info, f"{prefix}max.{cat}", (int, float)))
     except (KeyError, TypeError) as exc:
         raise wire.InvalidReply(f"{cat}: {exc}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
-        raise wire.InvalidReply(f"{cat}: map range [{lo}, {hi}] is not finite and ordered")
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= hi):
+        raise wire.InvalidReply(
+            f"{cat}: map range [{lo}, {hi}] is not finite, ordered and >= 0 (map values are "
+            "nearest-neighbour distances)"
+        )
     return lo, hi
 
 
@@ -198,7 +201,7 @@ def decode_score_reply(
     """Check a phase-A reply: finite ranges and scores, one defect label and relative path
     per score, paths of the form test/<defect>/<id> that agree with the label; plausible
     calibration counts and ranges."""
-    info = wire.reply_info(content)
+    info = wire.reply_info(content, len(categories))
     wire.check_fingerprint(info, fingerprint)
     cats = wire.reply_categories(info, categories)
     arrays = content.array_records.get(wire.SCORES, ArrayRecord())

@@ -57,6 +57,25 @@ def read_scalings(record: ConfigRecord, known: Sequence[str]) -> dict[str, tuple
     return out
 
 
+def exclusion_config(excluded: Mapping[str, set[str]]) -> dict[str, list[str]]:
+    """Config entries naming each category's test images left out of the evaluation
+    (claimed by several nodes): the nodes holding them leave them out of their statistics."""
+    return {f"exclude.{cat}": sorted(paths) for cat, paths in excluded.items() if paths}
+
+
+def read_exclusions(record: ConfigRecord, known: Sequence[str]) -> dict[str, set[str]]:
+    """The excluded test images of a phase-B instruction (client side)."""
+    out: dict[str, set[str]] = {}
+    for key, value in record.items():
+        if not key.startswith("exclude."):
+            continue
+        cat = key[len("exclude.") :]
+        if cat not in known or not isinstance(value, list):
+            raise ModelError(f"the server sent a bad exclusion list {key!r}")
+        out[cat] = {str(v) for v in value}
+    return out
+
+
 #: Record of one category's calibration histograms (`calibration.<cat>`).
 CALIBRATION_PREFIX = "calibration."
 
@@ -156,7 +175,7 @@ def decode_stats_reply(
 ) -> StatsReply:
     """The raw statistics and calibration arrays per category (checked further by
     SproStatistics.from_arrays and CalibrationStats.from_arrays) and the local metrics."""
-    info = reply_info(content)
+    info = reply_info(content, len(categories))
     check_fingerprint(info, fingerprint)
     out = StatsReply(timings=read_timings(info))
     for cat in reply_categories(info, categories):
@@ -164,9 +183,32 @@ def decode_stats_reply(
     for cat in _listed(info, "calibration", categories):
         key = f"{CALIBRATION_PREFIX}{cat}"
         out.calibration[cat] = _arrays(content, key, f"{cat} calibration", max_elements)
+    out.local = _local_metrics(content, list(out.stats))
+    return out
+
+
+def local_metric_keys(categories: Sequence[str]) -> set[str]:
+    """The metric names a client may report about its own test images."""
+    from fedpatch_app.evaluation.results import LIMIT_KEYS
+
+    keys = {f"{cat}.image_auroc" for cat in categories}
+    return keys | {f"{cat}.auc_spro.{limit}" for cat in categories for limit in LIMIT_KEYS}
+
+
+def _local_metrics(content: RecordDict, categories: Sequence[str]) -> dict[str, float]:
+    """A client's own metrics: known names only, values in [0, 1]."""
     record = content.metric_records.get(LOCAL_METRICS)
-    if record is not None:
-        for key, value in record.items():
-            if isinstance(value, int | float) and math.isfinite(float(value)):
-                out.local[key] = float(value)
+    if record is None:
+        return {}
+    allowed = local_metric_keys(categories)
+    unknown = [k for k in record.keys() if k not in allowed]
+    if unknown:
+        raise InvalidReply(
+            f"local metrics: {len(unknown)} unknown name(s), e.g. {unknown[0][:80]!r}"
+        )
+    out = {}
+    for key, value in record.items():
+        if isinstance(value, list) or not (math.isfinite(float(value)) and 0 <= value <= 1):
+            raise InvalidReply(f"local metric {key}: {value!r} is not a value in [0, 1]")
+        out[key] = float(value)
     return out

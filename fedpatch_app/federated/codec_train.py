@@ -21,6 +21,7 @@ from fedpatch_app.federated.plan import Plan
 from fedpatch_app.federated.wire import (
     CORESETS,
     INFO,
+    MAX_FIELD_TEXT,
     MAX_PATCHES,
     PUBLIC,
     TRANSPORT_DTYPES,
@@ -36,6 +37,14 @@ from fedpatch_app.federated.wire import (
     typed,
 )
 from fedpatch_app.settings import RunSettings
+
+#: Partition ids a client may claim (-1: a client that holds whole categories).
+MAX_PARTITIONS = 1000
+#: The longest local training time a reply may claim (one week).
+MAX_SECONDS = 7 * 24 * 3600.0
+#: The largest local covering radius a reply may claim (patch features are averages of
+#: bounded activations: honest radii are tens).
+MAX_RADIUS = 1e6
 
 
 @dataclass
@@ -71,10 +80,18 @@ class TrainLimits:
     fingerprint: str
     categories: tuple[str, ...]
     embed_dim: int
+    #: Patches per training image of each category: the feature grid the spec fixes for
+    #: the category's native size.
+    grid: Mapping[str, int]
 
     @classmethod
     def of(cls, plan: Plan, categories: Sequence[str]) -> TrainLimits:
-        return cls(plan.settings, plan.fingerprint, tuple(categories), int(plan.spec.embed_dim))
+        from fedpatch_app.data.autovi import NATIVE_SIZES
+        from fedpatch_app.model.patchcore import patch_grid
+
+        grid = {c: math.prod(patch_grid(plan.spec, NATIVE_SIZES[c])) for c in categories}
+        cats = tuple(categories)
+        return cls(plan.settings, plan.fingerprint, cats, int(plan.spec.embed_dim), grid)
 
     def max_coreset(self, n_patches: int) -> int:
         """The largest local coreset a client with `n_patches` patches may send (under DP:
@@ -122,15 +139,24 @@ def encode_train_reply(
 
 
 def _reply_header(info: ConfigRecord) -> tuple[int, float, str]:
-    """Partition id, seconds and device of a train reply."""
+    """Partition id, seconds and device of a train reply, each checked for sense."""
     try:
         partition_id = int(typed(info, "partition-id", int))
+        seconds = float(typed(info, "seconds", (int, float)))
+        device = typed(info, "device", str)
     except (KeyError, TypeError) as exc:
         raise InvalidReply(f"reply info: {exc}") from None
-    seconds = info.get("seconds", 0.0)
-    seconds = float(seconds) if isinstance(seconds, int | float) else 0.0
-    device = info.get("device", "")
-    return partition_id, seconds, device if isinstance(device, str) else ""
+    if not -1 <= partition_id < MAX_PARTITIONS:
+        raise InvalidReply(
+            f"reply info: partition id {partition_id} is outside -1..{MAX_PARTITIONS - 1}"
+        )
+    if not (math.isfinite(seconds) and 0 <= seconds <= MAX_SECONDS):
+        raise InvalidReply(
+            f"reply info: {seconds} seconds is not a time between 0 and {MAX_SECONDS:g}"
+        )
+    if len(device) > MAX_FIELD_TEXT:
+        raise InvalidReply(f"reply info: a device name of {len(device)} characters")
+    return partition_id, seconds, device
 
 
 def _coreset_arrays(content: RecordDict, cats: Sequence[str]) -> ArrayRecord:
@@ -145,7 +171,7 @@ def _coreset_arrays(content: RecordDict, cats: Sequence[str]) -> ArrayRecord:
     return arrays
 
 
-def _counts(info: ConfigRecord, cat: str) -> tuple[int, int, float]:
+def _counts(info: ConfigRecord, cat: str, limits: TrainLimits) -> tuple[int, int, float]:
     """Declared (patches, images, local radius) of one category, checked for sense."""
     try:
         n_patches = typed(info, f"n-patches.{cat}", int)
@@ -155,8 +181,15 @@ def _counts(info: ConfigRecord, cat: str) -> tuple[int, int, float]:
         raise InvalidReply(f"{cat}: {exc}") from None
     if not 1 <= n_images <= n_patches <= MAX_PATCHES:
         raise InvalidReply(f"{cat}: implausible counts ({n_images} images, {n_patches} patches)")
-    if not (math.isfinite(radius) and radius >= 0):
-        raise InvalidReply(f"{cat}: covering radius {radius} is not a finite value >= 0")
+    if n_patches != n_images * limits.grid[cat]:
+        raise InvalidReply(
+            f"{cat}: {n_patches} patches declared for {n_images} images, but the run's features "
+            f"give {limits.grid[cat]} patches per {cat} image"
+        )
+    if not (math.isfinite(radius) and 0 <= radius <= MAX_RADIUS):
+        raise InvalidReply(
+            f"{cat}: covering radius {radius} is not a finite value in [0, {MAX_RADIUS:g}]"
+        )
     return n_patches, n_images, radius
 
 
@@ -186,7 +219,7 @@ def _coreset(arr: Any, cat: str, n_patches: int, limits: TrainLimits) -> np.ndar
 
 def decode_train_reply(content: RecordDict, limits: TrainLimits) -> TrainReply:
     """Check a train reply completely; `InvalidReply` says what is wrong."""
-    info = reply_info(content)
+    info = reply_info(content, len(limits.categories))
     fingerprint = check_fingerprint(info, limits.fingerprint)
     cats = reply_categories(info, limits.categories)
     arrays = _coreset_arrays(content, cats)
@@ -195,7 +228,7 @@ def decode_train_reply(content: RecordDict, limits: TrainLimits) -> TrainReply:
     for cat in cats:
         if cat not in arrays:
             raise InvalidReply(f"{cat}: listed but no coreset array sent")
-        n_patches, n_images, radius = _counts(info, cat)
+        n_patches, n_images, radius = _counts(info, cat, limits)
         features = _coreset(arrays[cat], cat, n_patches, limits)
         dp = None
         if limits.settings.dp.enabled:

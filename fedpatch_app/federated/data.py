@@ -268,8 +268,17 @@ def node_data(plan: Any, node_config: Mapping[str, Any]) -> NodeData:
             plan.settings.num_clients,
             num,
         )
+    return partition_shares(plan, root, num, [pid])[pid]
+
+
+def partition_shares(
+    plan: Any, root: Path, num: int, partitions: Sequence[int] | None = None
+) -> dict[int, NodeData]:
+    """The data of the run's partitions (all, or `partitions`) of the data at `root`."""
+    from fedpatch_app.data.autovi import CATEGORIES, available_categories
     from fedpatch_app.data.partition import make_partition
 
+    plan_cats = tuple(plan.categories or CATEGORIES)
     cats = [c for c in available_categories(root) if c in plan_cats]
     if not cats:
         raise DataError(f"no AutoVI category of this run found under data-root {root}")
@@ -281,6 +290,24 @@ def node_data(plan: Any, node_config: Mapping[str, Any]) -> NodeData:
         seed=plan.settings.seed,
         categories=cats,
     )
-    share = partition.clients[pid]
-    train = {c: list(v) for c, v in share.train.items() if v}
-    return NodeData.of(pid, root, train, share.test, plan.settings)
+    out = {}
+    for pid in range(num) if partitions is None else partitions:
+        share = partition.clients[pid]
+        train = {c: list(v) for c, v in share.train.items() if v}
+        out[pid] = NodeData.of(pid, root, train, share.test, plan.settings)
+    return out
+
+
+def expected_shares(plan: Any) -> dict[int, NodeData] | None:
+    """What each partition of the run holds, as the server sees it: None when the data
+    are not visible at the server's data-root (the clients hold them: nothing to check
+    against). Clients that split one copy of the data with `partition-id` and
+    `num-partitions` = num-clients hold exactly these shares."""
+    root = Path(plan.data_root)
+    if not root.is_dir():
+        return None
+    try:
+        return partition_shares(plan, root, plan.settings.num_clients)
+    except (ConfigError, DataError) as exc:
+        log.info("the server cannot derive the partition at %s (%s): not checked", root, exc)
+        return None

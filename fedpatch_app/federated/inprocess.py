@@ -9,7 +9,9 @@ client keeps in memory survives from one message to the next.
 Failures can be injected per node: `offline` nodes get the SuperLink's "node
 unavailable" error (source node 1, as the real SuperLink sends it), a ClientApp exception
 becomes error code 2 with the exception text, and `tamper(node_id, instruction, reply)`
-may replace a reply before the server sees it.
+may replace a reply before the server sees it (`federated.attacks` holds dishonest
+clients written that way). `public_keys` gives nodes the keys an authenticating SuperLink
+would report.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class InProcessGrid(Grid):
         offline: Iterable[int] = (),
         tamper: Tamper | None = None,
         first_node_id: int = 1001,
+        public_keys: Mapping[int, bytes] | None = None,
     ) -> None:
         self.client_app = client_app
         self.run_config = dict(run_config)
@@ -66,6 +69,9 @@ class InProcessGrid(Grid):
         }
         self.offline = set(offline)
         self.tamper = tamper
+        #: The nodes' authenticated public keys (PEM), as a SuperLink with SuperNode
+        #: authentication reports them in `get_nodes`.
+        self.public_keys = dict(public_keys or {})
         self._run = Run.create_empty(run_id)
         self._run_id = run_id
         self._pending: dict[str, Message] = {}
@@ -95,6 +101,14 @@ class InProcessGrid(Grid):
 
     def get_node_ids(self) -> Iterable[int]:
         return list(self.nodes)
+
+    def get_nodes(self) -> Iterable[Any]:
+        from flwr.proto.node_pb2 import NodeInfo
+
+        return [
+            NodeInfo(node_id=node, public_key=self.public_keys.get(node, b""))
+            for node in self.nodes
+        ]
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         ids = []

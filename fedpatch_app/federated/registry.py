@@ -37,6 +37,17 @@ ERROR_NAMES = {
 #: How a ClientApp names itself in its error text (see client.named_errors).
 _CLAIMED_PARTITION = re.compile(r"\bpartition (-?\d+) \(node \d+\):")
 _CLIENT_PREFIX = re.compile(r"partition [-?\d]+ \(node \d+\): ")
+#: The longest text of a client's kept in the run's records (an error reason, a device
+#: name, ...): a client cannot make results.json or the report large.
+MAX_TEXT = 1000
+
+
+def bounded(text: str, limit: int = MAX_TEXT) -> str:
+    """`text` cut to `limit` characters, with a marker saying how much was cut."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} more characters cut]"
 
 
 class FederationError(FedpatchError):
@@ -63,6 +74,8 @@ class ClientState:
     seconds: dict[str, float] = field(default_factory=dict)
     device: str = ""
     local_metrics: dict[str, float] = field(default_factory=dict)
+    #: What the server found suspicious without dropping the client (phase: reason).
+    flags: list[str] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -82,6 +95,8 @@ class ClientRegistry:
         self.clients: dict[int, ClientState] = {}
         self.seconds: dict[str, float] = {}
         self.bytes: dict[str, int] = {}
+        #: Nodes that answered each phase (with a reply or an error).
+        self.answered: dict[str, set[int]] = {}
         self._outbox: dict[str, list[Message]] = {}
         self._started: dict[str, float] = {}
 
@@ -110,8 +125,21 @@ class ClientRegistry:
         client = self.clients.setdefault(node_id, ClientState(node_id))
         if client.status == "dropped":
             return
-        client.status, client.dropped_in, client.reason = "dropped", phase, reason
-        log.warning("%s dropped in %s: %s", client.label, phase, reason)
+        client.status, client.dropped_in, client.reason = "dropped", phase, bounded(reason)
+        log.warning("%s dropped in %s: %s", client.label, phase, client.reason)
+
+    def flag(self, node_id: int, phase: str, reason: str) -> None:
+        """Record something suspicious about a client that stays in the run."""
+        client = self.clients.setdefault(node_id, ClientState(node_id))
+        client.flags.append(f"{phase}: {bounded(reason)}")
+        log.warning("%s flagged: %s", client.label, client.flags[-1])
+
+    def flagged(self) -> list[dict[str, Any]]:
+        return [
+            {"node_id": c.node_id, "partition_id": c.partition_id, "flag": flag}
+            for c in self.clients.values()
+            for flag in c.flags
+        ]
 
     def require(self, phase: str) -> None:
         """FederationError when fewer than min-clients clients remain; the reasons of the
@@ -152,7 +180,7 @@ class ClientRegistry:
 
     def _error(self, client: ClientState, phase: str, reply: Message) -> None:
         claimed = _CLAIMED_PARTITION.search(reply.error.reason or "")
-        if claimed and client.partition_id is None:
+        if claimed and client.partition_id is None and len(claimed.group(1)) <= 4:
             client.partition_id = int(claimed.group(1))
         code = int(reply.error.code)
         name = ERROR_NAMES.get(code, "error")
@@ -188,6 +216,7 @@ class ClientRegistry:
                 continue
             client.bytes_up[phase] = record_bytes(reply.content)
             ok.append((client, reply))
+        self.answered[phase] = answered
         for msg in sent:
             if msg.metadata.dst_node_id not in answered:
                 self.drop(

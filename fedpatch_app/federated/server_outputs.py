@@ -97,6 +97,11 @@ def _warnings(run: ServerRun, strategy: PatchCoreStrategy) -> list[str]:
             f"client node {dropped['node_id']} (partition {dropped['partition_id']}) dropped in "
             f"{dropped['phase']}: {dropped['reason']}"
         )
+    for flagged in strategy.registry.flagged():
+        out.append(
+            f"client node {flagged['node_id']} (partition {flagged['partition_id']}) flagged in "
+            f"{flagged['flag']}"
+        )
     missing = [c for c in run.dataset.categories if c not in strategy.outcomes]
     if missing:
         out.append(

@@ -33,15 +33,19 @@ from flwr.serverapp.strategy import Result, Strategy
 
 from fedpatch_app.evaluation.export import MapScaling
 from fedpatch_app.evaluation.pooling import CategoryOutcome, ScoredImages, pool_category
+from fedpatch_app.evaluation.robust_scaling import RADIUS_FACTOR, global_scaling
 from fedpatch_app.evaluation.thresholds import category_thresholds
 from fedpatch_app.federated import messages as M
 from fedpatch_app.federated.accept import (
+    Expected,
     NodeStatistics,
     accept_scores,
     accept_stats,
     accept_train,
+    conflicting_images,
 )
 from fedpatch_app.federated.registry import ClientRegistry, FederationError
+from fedpatch_app.federated.vetting import vet_category
 from fedpatch_app.model.merge import MergedBank, merge_category, stable_order
 from fedpatch_app.model.patchcore import Bank
 
@@ -82,8 +86,13 @@ class PatchCoreStrategy(Strategy):
         self.bank_info: dict[str, dict[str, Any]] = {}
         self.outcomes: dict[str, CategoryOutcome] = {}
         self.scalings: dict[str, MapScaling] = {}
+        self.scaling_facts: dict[str, dict[str, Any]] = {}
+        self.expected = Expected(private=plan.settings.dp.enabled)
+        #: Test images claimed by several nodes, per category: left out of the evaluation.
+        self.excluded: dict[str, set[str]] = {}
         self._train: dict[int, M.TrainReply] = {}
         self._scores: dict[int, M.ScoreReply] = {}
+        self._release: list[Message] = []
 
     # ------------------------------------------------------------------ the run
 
@@ -100,6 +109,7 @@ class PatchCoreStrategy(Strategy):
         """The whole one-shot protocol: train -> merge -> score -> statistics -> pool."""
         self.summary()
         self.registry.register(grid.get_node_ids())
+        self.know(grid)
         train = self.configure_train(ROUND, ArrayRecord(), ConfigRecord(), grid)
         banks, train_metrics = self.aggregate_train(ROUND, self._exchange(grid, train))
         score = self.configure_evaluate(ROUND, banks, ConfigRecord(), grid)
@@ -111,6 +121,19 @@ class PatchCoreStrategy(Strategy):
             train_metrics_clientapp={ROUND: train_metrics},
             evaluate_metrics_clientapp={ROUND: metrics},
         )  # fmt: skip
+
+    def know(self, grid: Grid) -> None:
+        """What the nodes' claims are checked against: the partition's shares (where the
+        server sees the data) and the partitions the nodes' keys are bound to."""
+        from fedpatch_app.federated.data import expected_shares
+        from fedpatch_app.federated.identity import bind_nodes, load_identities
+
+        bound = None
+        if self.settings.node_identities:
+            identities = load_identities(self.settings.node_identities)
+            bound = bind_nodes(grid.get_nodes(), identities)
+        shares = expected_shares(self.plan)
+        self.expected = Expected(shares, bound, self.settings.dp.enabled)
 
     def _exchange(self, grid: Grid, messages: Iterable[Message]) -> list[Message]:
         return list(grid.send_and_receive(list(messages), timeout=self.settings.round_timeout))
@@ -150,7 +173,7 @@ class PatchCoreStrategy(Strategy):
     ) -> tuple[ArrayRecord, MetricRecord]:
         """Check the replies, then merge per category; the global banks as arrays."""
         answered = self.registry.collect("train", replies)
-        self._train = accept_train(self.registry, answered, self.limits)
+        self._train = accept_train(self.registry, answered, self.limits, self.expected)
         start = time.perf_counter()
         for cat, merged in self._merge().items():
             self.banks[cat], self.bank_info[cat] = merged.bank, merged.info
@@ -176,31 +199,48 @@ class PatchCoreStrategy(Strategy):
             )
             for cat in self.known_categories
         }
-        held = {cat: h for cat, h in held.items() if h}
+        vetted: dict[str, list] = {}
+        support: dict[str, dict[str, Any]] = {}
+        for cat, holders in held.items():
+            if holders:
+                parent = self._parent_bank(cat)
+                kept, support[cat] = vet_category(
+                    self.registry, cat, holders, self.settings,
+                    parent=None if parent is None else parent.features, device=self.merge_device,
+                )  # fmt: skip
+                vetted[cat] = [(n, p) for n, p in kept if len(p.features)]
+                if not vetted[cat]:
+                    log.warning("%s: no coreset row is left after the robust merge", cat)
+        vetted = {cat: v for cat, v in vetted.items() if v}
         budget = bank_budget(
             {
-                cat: sum(p.n_patches for _, p in h) + self._parent_patches(cat)
-                for cat, h in held.items()
+                cat: sum(p.n_patches for _, p in v) + self._parent_patches(cat)
+                for cat, v in vetted.items()
             },
             self.settings.coreset_ratio,
             self.settings.bank_budget,
         )
-        merged: dict[str, MergedBank] = {}
-        for cat, holders in held.items():
-            parent = self._parent_bank(cat)
-            # A join adds the rows that bring the bank to the size a build with everyone has.
-            rows = budget[cat] - (parent.size if parent is not None else 0)
-            merged[cat] = merge_category(
-                cat, [p for _, p in holders], max(1, rows), self.plan.spec,
-                device=self.merge_device, private=self.settings.dp.enabled, parent=parent,
-            )  # fmt: skip
-            info = merged[cat].info
-            info["clients"] = [self.registry.clients[n].partition_id for n, _ in holders]
-            if parent is not None:
-                info["train_images"] += self.parent.categories[cat].train_images
-            if self.settings.bank_budget != "volume":
-                info["budget"] = self.settings.bank_budget
-        return {**self._inherited(set(held)), **merged}
+        merged = {
+            cat: self._merge_one(cat, v, budget[cat], support[cat]) for cat, v in vetted.items()
+        }
+        return {**self._inherited(set(vetted)), **merged}
+
+    def _merge_one(self, cat: str, holders: list, k: int, support: dict[str, Any]) -> MergedBank:
+        parent = self._parent_bank(cat)
+        # A join adds the rows that bring the bank to the size a build with everyone has.
+        rows = k - (parent.size if parent is not None else 0)
+        merged = merge_category(
+            cat, [p for _, p in holders], max(1, rows), self.plan.spec,
+            device=self.merge_device, private=self.settings.dp.enabled, parent=parent,
+        )  # fmt: skip
+        info = merged.info
+        info["clients"] = [self.registry.clients[n].partition_id for n, _ in holders]
+        info["support"] = support
+        if parent is not None:
+            info["train_images"] += self.parent.categories[cat].train_images
+        if self.settings.bank_budget != "volume":
+            info["budget"] = self.settings.bank_budget
+        return merged
 
     def _parent_patches(self, cat: str) -> int:
         parent = self._parent_bank(cat)
@@ -250,30 +290,61 @@ class PatchCoreStrategy(Strategy):
         """Phase A: image scores and map ranges; each category's global map scaling."""
         answered = self.registry.collect("evaluate", replies)
         self._scores = accept_scores(
-            self.registry, answered, tuple(self.banks), self.plan.fingerprint
+            self.registry, answered, tuple(self.banks), self.plan.fingerprint, self.expected
         )
-        ranges: dict[str, tuple[float, float]] = {}
-        for decoded in self._scores.values():
-            items = [*decoded.categories.items(), *decoded.calibration.items()]
-            for cat, item in items:
-                lo, hi = ranges.get(cat, (item.map_min, item.map_max))
-                ranges[cat] = (min(lo, item.map_min), max(hi, item.map_max))
-        self.scalings = {cat: MapScaling(lo, hi) for cat, (lo, hi) in ranges.items()}
+        self.excluded = conflicting_images(self.registry, self._scores)
+        self.registry.require("evaluate")
+        self._release = self._release_messages()
+        ranges: dict[str, dict[int, tuple[float, float]]] = {}
+        for node, decoded in self._scores.items():
+            for cat, item in [*decoded.categories.items(), *decoded.calibration.items()]:
+                lo, hi = ranges.setdefault(cat, {}).get(node, (item.map_min, item.map_max))
+                ranges[cat][node] = (min(lo, item.map_min), max(hi, item.map_max))
+        for cat, per_node in ranges.items():
+            self._scale(cat, per_node)
         return MetricRecord({"clients": len(self._scores)})
+
+    def _scale(self, cat: str, ranges: dict[int, tuple[float, float]]) -> None:
+        """The category's global map scaling; clients above the robust bound are named."""
+        radius = float(self.bank_info[cat]["covering_radius"])
+        decision = global_scaling(ranges, mode=self.settings.map_scaling, radius=radius)
+        self.scalings[cat] = decision.scaling
+        self.scaling_facts[cat] = decision.facts()
+        for node in decision.above:
+            self.registry.flag(
+                node, "evaluate", f"{cat}: map maximum {ranges[node][1]:.4g} above the bound "
+                f"{decision.bound:.4g} ({RADIUS_FACTOR:g} x the bank's covering radius): its "
+                "values above it share the top level",
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ evaluate: phase B
 
+    def _release_messages(self) -> list[Message]:
+        """For nodes that answered phase A but were dropped: remove your cached maps (sent
+        with phase B; their replies are not waited for beyond it, nor read)."""
+        plan = RecordDict({M.CONFIG: self.plan.to_config(phase=M.PHASE_RELEASE)})
+        return [
+            Message(plan, node, MessageType.QUERY, group_id=str(ROUND))
+            for node in self.registry.answered.get("evaluate", ())
+            if self.registry.clients[node].status == "dropped"
+        ]
+
     def configure_query(self, server_round: int) -> list[Message]:
         ranges = {cat: (s.low, s.high) for cat, s in self.scalings.items()}
-        plan = self.plan.to_config(phase=M.PHASE_STATS, **M.scaling_config(ranges))
-        return self._messages("query", RecordDict({M.CONFIG: plan}), MessageType.QUERY)
+        extra = {**M.scaling_config(ranges), **M.exclusion_config(self.excluded)}
+        plan = self.plan.to_config(phase=M.PHASE_STATS, **extra)
+        query = self._messages("query", RecordDict({M.CONFIG: plan}), MessageType.QUERY)
+        return query + self._release
 
     def aggregate_query(self, replies: Iterable[Message]) -> MetricRecord:
         """Phase B: pooled metrics per category from the clients' statistics."""
+        release = {m.metadata.message_id for m in self._release}
+        replies = [r for r in replies if r.metadata.reply_to_message_id not in release]
         answered = self.registry.collect("query", replies)
         stats = accept_stats(
-            self.registry, answered, self._scores, tuple(self.banks), self.plan.fingerprint
-        )
+            self.registry, answered, self._scores, tuple(self.banks), self.plan.fingerprint,
+            self.excluded,
+        )  # fmt: skip
         t0 = time.perf_counter()
         for cat in self.banks:
             holders = [n for n in sorted(stats) if cat in stats[n].stats]
@@ -307,10 +378,18 @@ class PatchCoreStrategy(Strategy):
 
     def _pool(self, cat: str, holders: list[int], stats: dict) -> CategoryOutcome:
         images = []
+        excluded = self.excluded.get(cat, set())
         for n in holders:
             item = self._scores[n].categories[cat]
-            self.registry.clients[n].test_images[cat] = len(item.scores)
-            images.append(ScoredImages(item.rel_paths, item.defects, item.scores))
+            kept = [i for i, p in enumerate(item.rel_paths) if p not in excluded]
+            self.registry.clients[n].test_images[cat] = len(kept)
+            images.append(
+                ScoredImages(
+                    [item.rel_paths[i] for i in kept],
+                    [item.defects[i] for i in kept],
+                    item.scores[kept],
+                )
+            )
         info = self.bank_info[cat]
         outcome = pool_category(
             cat,
@@ -366,7 +445,15 @@ class PatchCoreStrategy(Strategy):
             "clients": [c.to_dict() for c in clients],
             "dropped": self.dropped(),
             "banks": self.bank_info,
-            "map_scaling": {c: {"low": m.low, "high": m.high} for c, m in self.scalings.items()},
+            "map_scaling": {
+                c: {"low": m.low, "high": m.high, **self.scaling_facts.get(c, {})}
+                for c, m in self.scalings.items()
+            },
+            "flagged": self.registry.flagged(),
+            "excluded_test_images": {
+                cat: {"count": len(paths), "examples": sorted(paths)[:10]}
+                for cat, paths in self.excluded.items()
+            },
             "bytes": self.registry.bytes,
             "seconds": self.registry.seconds,
         }

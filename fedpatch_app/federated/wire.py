@@ -35,6 +35,8 @@ LOCAL_METRICS = "local"
 
 PHASE_SCORE = "score"
 PHASE_STATS = "stats"
+#: A query that only tells a node to delete its cached maps (it was dropped after phase A).
+PHASE_RELEASE = "release"
 
 #: Array dtypes a client may send for coresets (float16 only when the plan says so).
 TRANSPORT_DTYPES = {"float32": np.float32, "float16": np.float16}
@@ -42,6 +44,12 @@ TRANSPORT_DTYPES = {"float32": np.float32, "float16": np.float16}
 MAX_TEST_IMAGES = 100_000
 #: At most this many training patches per category and client.
 MAX_PATCHES = 2_000_000_000
+
+#: Keys a reply's info record may hold: a few fixed ones plus this many per category.
+INFO_KEYS_FIXED = 16
+INFO_KEYS_PER_CATEGORY = 16
+#: The longest plain string a reply may carry in a field the server keeps (device, ...).
+MAX_FIELD_TEXT = 200
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 REL_PATH = re.compile(
@@ -156,10 +164,15 @@ def decode_array(
     return values
 
 
-def reply_info(content: RecordDict) -> ConfigRecord:
+def reply_info(content: RecordDict, categories: int = 6) -> ConfigRecord:
+    """The reply's info record, holding no more keys than the protocol uses."""
     if INFO not in content.config_records:
         raise InvalidReply(f"reply lacks the '{INFO}' config record")
-    return content.config_records[INFO]
+    info = content.config_records[INFO]
+    limit = INFO_KEYS_FIXED + INFO_KEYS_PER_CATEGORY * categories
+    if len(info) > limit:
+        raise InvalidReply(f"reply info holds {len(info)} keys, more than the {limit} allowed")
+    return info
 
 
 def reply_categories(info: ConfigRecord, known: Sequence[str]) -> list[str]:

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fedpatch_app.errors import ModelError
-from fedpatch_app.model.backbone import resized_size
+from fedpatch_app.errors import ConfigError, ModelError
+from fedpatch_app.model.backbone import backbone_info, resized_size
 from fedpatch_app.model.coreset import greedy_coreset
 from fedpatch_app.model.dp import clip_rows
 from fedpatch_app.model.embedding import FeatureExtractor, FeatureSpec
@@ -100,19 +100,23 @@ class Bank:
 
     @classmethod
     def load(cls, path: str | Path, expected_spec: FeatureSpec | None = None) -> Bank:
-        """Read a bank written by `save`; refuse one built with other feature settings."""
+        """Read a bank written by `save`; refuse one built with other feature settings, and
+        any damage (a truncated or altered file, missing fields, NaN or infinite values)
+        with a ModelError naming the file."""
         path = Path(path)
         if not path.is_file():
             raise ModelError(f"memory bank file not found: {path}")
+        features, meta = _read_bank_file(path)
         try:
-            with np.load(path, allow_pickle=False) as data:
-                features = np.asarray(data["features"], dtype=np.float32)
-                meta = json.loads(str(data["meta"]))
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelError(f"{path} is not a fedpatch memory bank: {exc}") from exc
-        if meta.get("format") != BANK_FORMAT:
-            raise ModelError(f"{path}: unknown bank format {meta.get('format')!r}")
-        spec = FeatureSpec.from_dict(meta["spec"])
+            spec = FeatureSpec.from_dict(meta["spec"])
+            fields = {
+                "category": str(meta["category"]),
+                "radius": float(meta["radius"]),
+                "n_patches": int(meta["n_patches"]),
+                "query_clip": float(meta.get("query_clip", 0.0)),
+            }
+        except (KeyError, TypeError, ValueError, ConfigError, ModelError) as exc:
+            raise ModelError(f"{path}: damaged bank metadata: {exc}") from None
         if spec.fingerprint() != meta.get("fingerprint"):
             raise ModelError(f"{path}: the stored fingerprint does not match its feature spec")
         if expected_spec is not None and spec.fingerprint() != expected_spec.fingerprint():
@@ -120,14 +124,31 @@ class Bank:
                 f"{path} was built with other feature settings (fingerprint {spec.fingerprint()}, "
                 f"expected {expected_spec.fingerprint()}): {_spec_diff(spec, expected_spec)}"
             )
-        return cls(
-            features=features,
-            spec=spec,
-            category=str(meta["category"]),
-            radius=float(meta["radius"]),
-            n_patches=int(meta["n_patches"]),
-            query_clip=float(meta.get("query_clip", 0.0)),
-        )
+        if not (math.isfinite(fields["radius"]) and fields["radius"] >= 0):
+            raise ModelError(f"{path}: covering radius {fields['radius']} is not finite and >= 0")
+        try:
+            return cls(features=features, spec=spec, **fields)
+        except ModelError as exc:
+            raise ModelError(f"{path}: {exc}") from None
+
+
+def _read_bank_file(path: Path) -> tuple[np.ndarray, dict]:
+    """The features (finite float32) and the metadata of a bank file, or a ModelError
+    naming the file whatever the damage."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            features = np.asarray(data["features"], dtype=np.float32)
+            meta = json.loads(str(data["meta"]))
+    except Exception as exc:  # noqa: BLE001 - zip, npy and JSON damage all mean one thing
+        raise ModelError(
+            f"{path} is not a readable fedpatch memory bank ({type(exc).__name__}: {exc})"
+        ) from None
+    if not isinstance(meta, dict) or meta.get("format") != BANK_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ModelError(f"{path}: unknown bank format {found!r}")
+    if features.ndim != 2 or not np.all(np.isfinite(features)):
+        raise ModelError(f"{path}: the bank's features are not a finite 2-D array")
+    return features, meta
 
 
 @dataclass
@@ -239,6 +260,14 @@ def input_size(native_size: tuple[int, int], image_size: int) -> tuple[int, int]
     own resizing rule: shorter side = `image_size`, aspect ratio kept)."""
     width, height = resized_size(*native_size, image_size)
     return height, width
+
+
+def patch_grid(spec: FeatureSpec, native_size: tuple[int, int]) -> tuple[int, int]:
+    """(rows, columns) of the patch grid of a (width, height) image: the first layer's
+    feature map, whose stride-2 stages each halve a side, rounding up."""
+    stride = backbone_info(spec.backbone).strides[0]
+    height, width = input_size(native_size, spec.image_size)
+    return -(-height // stride), -(-width // stride)
 
 
 class PatchCore:

@@ -86,6 +86,8 @@ SyntheticKind = Annotated[Literal["drawn", "photo"], BeforeValidator(_lower)]
 Backbone = Annotated[Literal["wide_resnet50_2", "efficientnet_lite0"], BeforeValidator(_lower)]
 TransportDtype = Annotated[Literal["float32", "float16"], BeforeValidator(_lower)]
 BankBudget = Annotated[Literal["volume", "equal", "sqrt"], BeforeValidator(_lower)]
+RobustMerge = Annotated[Literal["quarantine", "rows", "strict", "off"], BeforeValidator(_lower)]
+ScalingMode = Annotated[Literal["robust", "exact"], BeforeValidator(_lower)]
 Categories = Annotated[tuple[str, ...] | None, BeforeValidator(parse_categories)]
 Device = Annotated[str, BeforeValidator(_lower), AfterValidator(_device)]
 RunName = Annotated[str, BeforeValidator(_strip), AfterValidator(_run_name)]
@@ -162,6 +164,31 @@ class RunSettings(BaseModel):
     )
     num_clients: int = Field(5, ge=1, le=1000, description="clients (SuperNodes) in the run")
     min_clients: int = Field(5, ge=1, le=1000, description="clients needed in every phase")
+    # -- trust: what the server does not take on a client's word (docs/security.md)
+    robust_merge: RobustMerge = Field(
+        "quarantine",
+        description="coreset rows no other client's rows support: quarantine (left out; a "
+        "client with more than a few loses all its rows of the category; one with mostly "
+        "unsupported rows is kept and flagged), rows (only those rows left out), strict "
+        "(every such client left out) or off (docs/security.md)",
+    )
+    robust_merge_z: float = Field(
+        4.0,
+        gt=0,
+        le=100,
+        description="robust z-score (median and MAD over all rows) of a row's log distance "
+        "to the other clients' rows, in their row spacings, above which it is unsupported",
+    )
+    map_scaling: ScalingMode = Field(
+        "robust",
+        description="global map scaling: robust (clipped to a bound the merged bank sets, so "
+        "no client's reply can set it) or exact (every client's extremes: trusted federations)",
+    )
+    node_identities: Text = Field(
+        "",
+        description="JSON file binding partition ids to SuperNode public keys "
+        "('' = partition ids as the nodes claim them)",
+    )
     # -- features and model
     backbone: Backbone = Field(
         "wide_resnet50_2",

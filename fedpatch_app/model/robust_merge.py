@@ -1,0 +1,202 @@
+"""Which coreset rows of a category enter the merge: rows no other client's rows support
+are quarantined.
+
+A client that swaps defect-region features into its coreset (while declaring honest
+counts) gets them into the bank easily: greedy k-center favours outlying rows. Such rows
+are far from everything the other clients saw. So, per category held by two clients or
+more, every row is measured against the rows of the OTHER clients (and the parent model's
+bank, when the run joins one): its support distance is the distance to the nearest row of
+each of them, in units of that client's typical row spacing (a client that saw fewer
+images has its rows farther apart), the smallest over them. What honest support distances
+look like is estimated from all rows together, with robust statistics of the log
+distances (median and MAD, each client weighing the same: a minority of planted rows, or
+one client that sends many rows, cannot move them). A row whose robust z-score exceeds
+the threshold is unsupported.
+
+Policy (`mode`), per client and category, by how many of its rows are unsupported:
+
+- a few (fewer than `PLANTED_MIN`, or `PLANTED_SHARE` of its rows: the tail honest data
+  have too): those rows are quarantined (left out of the merge);
+- more, but not most: the client plants rows. Its supported rows came with them and
+  cannot be told from planted ones that sit closer to normal features, so under
+  `quarantine` (default) and `strict` ALL its rows of the category are left out of the
+  merge (its images are still evaluated). A line whose images differ from the others'
+  in part looks the same and loses its rows too; `rows` leaves out only the unsupported
+  rows (planted rows close to normal ones then stay, and the client is flagged);
+- most (over `MOSTLY`): its normal images differ from everyone else's as a whole (a line
+  with its own look), or it sends mostly made-up rows. The rows alone cannot tell the two
+  apart. `quarantine` and `rows` keep its rows and flag it by name; `strict` leaves them
+  all out (a line whose images differ then loses its rows).
+
+What this cannot catch is said in docs/security.md: a category held by one client only
+(nothing to compare with), rows planted within the honest spread (e.g. defect features
+pulled towards normal ones), and contamination that every client shares.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fedpatch_app.model.memory_bank import MemoryBank
+
+log = logging.getLogger(__name__)
+
+MODES = ("quarantine", "rows", "strict", "off")
+#: Above this share of unsupported rows, a client's rows are "mostly" unsupported.
+MOSTLY = 0.5
+#: From this many unsupported rows (and this share of a client's rows) on, a client plants
+#: rows: honest tails give fewer (none of some 9,000 honest rows measured at z 4).
+PLANTED_MIN = 3
+PLANTED_SHARE = 0.01
+#: MAD of a normal distribution = 1 / this factor x its standard deviation.
+MAD_TO_SIGMA = 1.4826
+
+
+@dataclass
+class Verdict:
+    """The decision for one client's rows of one category."""
+
+    keep: np.ndarray  # bool (rows,)
+    unsupported: int
+    rows: int
+    #: "" (nothing unsupported), "quarantined" (its unsupported rows left out), "dropped"
+    #: (all its rows left out: it plants rows, or, under `strict`, most are unsupported) or
+    #: "kept-mostly-unsupported" (most rows unsupported: kept whole, flagged).
+    action: str = ""
+
+    @property
+    def share(self) -> float:
+        return self.unsupported / self.rows if self.rows else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "unsupported": self.unsupported,
+            "quarantined": int(self.rows - self.keep.sum()),
+            "action": self.action or "kept",
+        }
+
+
+@dataclass
+class Support:
+    """The check of one category: a verdict per client (in the order given) and the facts."""
+
+    verdicts: list[Verdict]
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def _spacing(rows: np.ndarray, device: Any) -> float:
+    """The typical distance between a source's rows: the median distance of each row to
+    its nearest other row (NaN for a single row)."""
+    if len(rows) < 2:
+        return math.nan
+    distances, _ = MemoryBank(rows, device=device).search(rows, k=2)
+    return float(np.median(distances[:, 1]))
+
+
+def support_distances(
+    parts: Sequence[np.ndarray], reference: np.ndarray | None = None, device: Any = "cpu"
+) -> list[np.ndarray]:
+    """For each part, the support distance of each of its rows: the distance to the
+    nearest row of each other source (the other parts, and `reference`: rows that vouch
+    but are not judged), in units of that source's row spacing, the smallest over the
+    sources. A client with few rows has them far apart; measured in its spacing, a row of
+    a large client is not unsupported merely because the small client saw less."""
+    sources = [np.asarray(p) for p in parts] + (
+        [np.asarray(reference)] if reference is not None else []
+    )
+    spacings = np.array([_spacing(src, device) for src in sources])
+    known = spacings[np.isfinite(spacings) & (spacings > 0)]
+    fill = float(np.median(known)) if known.size else 1.0
+    spacings = np.where(np.isfinite(spacings) & (spacings > 0), spacings, fill)
+    indexes = [MemoryBank(src, device=device) for src in sources]
+    out = []
+    for i, part in enumerate(parts):
+        scaled = [
+            index.patch_scores(part).astype(np.float64) / spacings[j]
+            for j, index in enumerate(indexes)
+            if j != i
+        ]
+        out.append(np.min(np.stack(scaled, axis=1), axis=1))
+    return out
+
+
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """The value at half of the total weight (values sorted)."""
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
+
+
+def _robust_z(distances: Sequence[np.ndarray]) -> tuple[list[np.ndarray], dict[str, float]]:
+    """Robust z-scores of the log support distances: median and MAD over every row, each
+    client weighing the same whatever its number of rows (a client that sends many rows
+    cannot make its own distances the norm)."""
+    every = np.concatenate(distances)
+    positive = every[every > 0]
+    floor = float(np.median(positive)) * 1e-6 if positive.size else 1e-12
+    logs = [np.log(np.maximum(d, floor)) for d in distances]
+    pooled = np.concatenate(logs)
+    weights = np.concatenate([np.full(len(v), 1.0 / len(v)) for v in logs])
+    median = weighted_median(pooled, weights)
+    mad = weighted_median(np.abs(pooled - median), weights) * MAD_TO_SIGMA
+    # Identical distances (MAD 0): a tiny scale, so that only larger ones stand out.
+    scale = mad if mad > 0 else 1e-9
+    return [(v - median) / scale for v in logs], {"median": median, "scale": scale}
+
+
+def _verdict(z: np.ndarray, threshold: float, mode: str) -> Verdict:
+    unsupported = z > threshold
+    n = int(unsupported.sum())
+    verdict = Verdict(np.ones(len(z), dtype=bool), n, len(z))
+    if n == 0:
+        return verdict
+    if mode in ("quarantine", "rows") and verdict.share > MOSTLY:
+        verdict.action = "kept-mostly-unsupported"
+    elif mode != "rows" and n >= max(PLANTED_MIN, math.ceil(PLANTED_SHARE * len(z))):
+        verdict.keep = np.zeros(len(z), dtype=bool)
+        verdict.action = "dropped"
+    else:
+        verdict.keep = ~unsupported
+        verdict.action = "quarantined"
+    return verdict
+
+
+def check_support(
+    parts: Sequence[np.ndarray],
+    *,
+    z: float,
+    mode: str = "quarantine",
+    reference: np.ndarray | None = None,
+    device: Any = "cpu",
+) -> Support:
+    """The verdict on every client's rows of one category (see the module doc)."""
+    if mode not in MODES:
+        raise ValueError(f"robust merge mode must be one of {MODES}, got {mode!r}")
+    everything = [Verdict(np.ones(len(p), dtype=bool), 0, len(p)) for p in parts]
+    comparable = len(parts) + (reference is not None)
+    if mode == "off" or comparable < 2:
+        reason = "off" if mode == "off" else "one client holds this category: nothing to compare"
+        return Support(everything, {"checked": False, "reason": reason})
+    distances = support_distances(parts, reference, device)
+    zs, stats = _robust_z(distances)
+    verdicts = [_verdict(v, z, mode) for v in zs]
+    threshold = math.exp(stats["median"] + z * stats["scale"])
+    facts = {
+        "checked": True,
+        "mode": mode,
+        "z": z,
+        # Support distances are in units of the supporting client's row spacing.
+        "median_support": math.exp(stats["median"]),
+        "threshold_support": threshold,
+        "rows": int(sum(v.rows for v in verdicts)),
+        "unsupported": int(sum(v.unsupported for v in verdicts)),
+        "quarantined": int(sum(v.rows - int(v.keep.sum()) for v in verdicts)),
+    }
+    return Support(verdicts, facts)

@@ -1,0 +1,78 @@
+"""The robust merge's verdicts on synthetic rows: what is kept, quarantined, dropped."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedpatch_app.model.robust_merge import check_support
+
+DIM = 8
+
+
+def clients(n: int = 4, rows: int = 60, seed: int = 0) -> list[np.ndarray]:
+    """Honest IID clients: rows drawn from one distribution."""
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=(rows, DIM)).astype(np.float32) for _ in range(n)]
+
+
+def far_rows(count: int, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(count, DIM)) + 12.0).astype(np.float32)
+
+
+def test_honest_clients_keep_every_row() -> None:
+    support = check_support(clients(), z=4.0)
+    assert support.facts["checked"] and support.facts["quarantined"] == 0
+    assert all(v.keep.all() and v.action == "" for v in support.verdicts)
+
+
+def test_a_few_unsupported_rows_are_quarantined() -> None:
+    parts = clients()
+    parts[0][:2] = far_rows(2)
+    support = check_support(parts, z=4.0)
+    first = support.verdicts[0]
+    assert first.action == "quarantined" and first.unsupported == 2
+    assert not first.keep[:2].any() and first.keep[2:].all()
+    assert all(v.keep.all() for v in support.verdicts[1:])
+
+
+def test_planted_rows_leave_all_the_clients_rows_out() -> None:
+    """More unsupported rows than an honest tail gives: the planter's supported rows came
+    with them and are left out too (under `rows`, only the unsupported ones)."""
+    parts = clients()
+    parts[0][:10] = far_rows(10)
+    first = check_support(parts, z=4.0).verdicts[0]
+    assert first.action == "dropped" and not first.keep.any()
+    only = check_support(parts, z=4.0, mode="rows").verdicts[0]
+    assert only.action == "quarantined" and only.keep.sum() == 50 and not only.keep[:10].any()
+
+
+@pytest.mark.parametrize(
+    ("mode", "kept"), [("quarantine", True), ("rows", True), ("strict", False)]
+)
+def test_a_client_whose_rows_all_differ(mode: str, kept: bool) -> None:
+    """A line whose images differ as a whole is kept (and flagged) by default; strict
+    leaves it out."""
+    parts = clients()
+    parts[2] = parts[2] + 12.0
+    verdict = check_support(parts, z=4.0, mode=mode).verdicts[2]
+    assert verdict.share > 0.5
+    assert verdict.keep.all() == kept and verdict.keep.any() == kept
+    assert verdict.action == ("kept-mostly-unsupported" if kept else "dropped")
+
+
+def test_nothing_to_compare_with_one_client_unless_a_parent_bank_vouches() -> None:
+    only = clients(1)
+    alone = check_support(only, z=4.0)
+    assert not alone.facts["checked"] and "one client" in alone.facts["reason"]
+    planted = [np.concatenate([only[0], far_rows(10)])]
+    joined = check_support(planted, z=4.0, reference=clients(1, seed=5)[0])
+    assert joined.facts["checked"] and joined.verdicts[0].unsupported == 10
+
+
+def test_off_checks_nothing() -> None:
+    parts = clients()
+    parts[0][:10] = far_rows(10)
+    support = check_support(parts, z=4.0, mode="off")
+    assert not support.facts["checked"] and all(v.keep.all() for v in support.verdicts)
