@@ -195,7 +195,7 @@ def test_compose_five_clients(
         _check_complete(results, 5, all_categories)
         out = runs / "compose"
         assert (out / "report.md").is_file()
-        assert all((out / "banks" / f"{c}.npz").is_file() for c in all_categories)
+        assert all((out / "model" / "banks" / f"{c}.npz").is_file() for c in all_categories)
         assert (out / "results.json").stat().st_uid == APP_UID
     print(f"compose run: {time.monotonic() - start:.0f} s")
 
