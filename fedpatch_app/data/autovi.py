@@ -22,8 +22,17 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
+from fedpatch_app.data.autovi_files import (
+    GOOD,
+    PIL_ERRORS,
+    check_orphan_ground_truth,
+    check_sizes,
+    image_size,
+    list_pngs,
+    require_dir,
+    visible,
+)
 from fedpatch_app.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -58,9 +67,6 @@ DEFECT_FOLDERS: dict[str, tuple[str, ...]] = {
     "underbody_screw": ("missing",),
 }
 
-#: Name of the test and train folder of defect-free images.
-GOOD = "good"
-
 #: The per-category file describing the defect types.
 DEFECTS_CONFIG = "defects_config.json"
 
@@ -75,7 +81,6 @@ MULTI_DEFECT_FOLDERS: frozenset[str] = frozenset({"multiple"})
 MASK_MODES: frozenset[str] = frozenset({"RGB", "RGBA"})
 
 _CONFIG_KEYS = ("defect_name", "pixel_value", "saturation_threshold", "relative_saturation")
-_PIL_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 @dataclass(frozen=True)
@@ -238,7 +243,7 @@ def read_image(path: str | Path) -> np.ndarray:
         return np.asarray(rgb, dtype=np.uint8)
     except FileNotFoundError as exc:
         raise DataError(f"image {path} does not exist") from exc
-    except _PIL_ERRORS as exc:
+    except PIL_ERRORS as exc:
         raise DataError(f"cannot read image {path}: {exc}") from exc
 
 
@@ -266,7 +271,7 @@ def read_region_mask(
             arr = np.asarray(im)
     except FileNotFoundError as exc:
         raise DataError(f"ground-truth mask {path} does not exist") from exc
-    except _PIL_ERRORS as exc:
+    except PIL_ERRORS as exc:
         raise DataError(f"cannot read ground-truth mask {path}: {exc}") from exc
     rgb = arr[..., :3]
     channel0 = rgb[..., 0]
@@ -285,20 +290,6 @@ def read_region_mask(
             f"ground-truth mask {path}: channels 1-2 hold values other than 0 and {value}"
         )
     return mask, value
-
-
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) of a PNG from its header, without decoding the pixels."""
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            if im.format != "PNG":
-                raise DataError(f"image {path} is not a PNG file (format {im.format})")
-            return (int(im.size[0]), int(im.size[1]))
-    except FileNotFoundError as exc:
-        raise DataError(f"image {path} does not exist") from exc
-    except _PIL_ERRORS as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from exc
 
 
 # ------------------------------------------------------------------------ defects_config
@@ -380,25 +371,6 @@ def write_defects_config(
 # ---------------------------------------------------------------------------- the layout
 
 
-def _is_png(path: Path) -> bool:
-    return path.suffix.lower() == ".png"
-
-
-def _visible(entries: Iterable[Path]) -> list[Path]:
-    return sorted(p for p in entries if not p.name.startswith("."))
-
-
-def _list_pngs(folder: Path) -> list[Path]:
-    """Sorted PNG files of a folder; other (non-hidden) entries are logged and skipped."""
-    pngs = []
-    for p in _visible(folder.iterdir()):
-        if p.is_file() and _is_png(p):
-            pngs.append(p)
-        else:
-            log.warning("skipping %s (not a PNG image)", p)
-    return pngs
-
-
 def find_category_root(root: str | Path, name: str) -> Path | None:
     """The folder holding `train/` of a category: `root/<name>` or `root/<name>/<name>`."""
     base = Path(root) / name
@@ -416,12 +388,6 @@ def available_categories(root: str | Path) -> list[str]:
     return [c for c in CATEGORIES if find_category_root(root, c) is not None]
 
 
-def _require_dir(path: Path, what: str) -> Path:
-    if not path.is_dir():
-        raise DataError(f"missing {what}: {path}")
-    return path
-
-
 def load_category(root: str | Path, name: str, *, check_size: bool = True) -> Category:
     """List one category under `root` and check its layout (no pixel data is decoded).
 
@@ -429,70 +395,22 @@ def load_category(root: str | Path, name: str, *, check_size: bool = True) -> Ca
     `check_size` every image must have the category's native size (read from the PNG
     header); without it they must all share the size of the first train image.
     """
-    root = Path(root)
-    if name not in CATEGORIES:
-        raise DataError(
-            f"unknown AutoVI category {name!r} (expected one of {', '.join(CATEGORIES)})"
-        )
-    if not root.is_dir():
-        raise DataError(f"AutoVI root {root} does not exist or is not a folder")
-    cat_root = find_category_root(root, name)
-    if cat_root is None:
-        base = root / name
-        if base.is_dir():
-            raise DataError(
-                f"category {name}: missing split folder {base / 'train'} "
-                f"(nor {base / name / 'train'})"
-            )
-        raise DataError(f"category {name} not found under {root} (no folder {base})")
-
-    train_dir = _require_dir(cat_root / "train" / GOOD, f"split folder of category {name}")
-    test_dir = _require_dir(cat_root / "test", f"split folder of category {name}")
-    _require_dir(test_dir / GOOD, f"test folder of category {name}")
+    cat_root = _category_root(Path(root), name)
+    train_dir = require_dir(cat_root / "train" / GOOD, f"split folder of category {name}")
+    test_dir = require_dir(cat_root / "test", f"split folder of category {name}")
+    require_dir(test_dir / GOOD, f"test folder of category {name}")
     defects = read_defects_config(cat_root / DEFECTS_CONFIG)
 
-    train = tuple(_list_pngs(train_dir))
+    train = tuple(list_pngs(train_dir))
     if not train:
         raise DataError(f"category {name}: no PNG image in {train_dir}")
-
-    folders = []
-    for entry in _visible(test_dir.iterdir()):
-        if entry.is_dir():
-            folders.append(entry)
-        else:
-            log.warning("skipping %s (test/ holds one folder per defect type)", entry)
-
-    gt_root = cat_root / "ground_truth"
-    config_path = cat_root / DEFECTS_CONFIG
-    samples: list[TestSample] = []
-    for folder in folders:
-        defect = folder.name
-        if defect != GOOD:
-            if defect not in defects and defect not in MULTI_DEFECT_FOLDERS:
-                raise DataError(f"defect folder {folder} missing from {config_path}")
-            if defect in MULTI_DEFECT_FOLDERS and not defects:
-                raise DataError(f"defect folder {folder}: {config_path} lists no defect type")
-        for path in _list_pngs(folder):
-            image_id = path.stem
-            masks: tuple[Path, ...] = ()
-            if defect != GOOD:
-                gt_dir = gt_root / defect / image_id
-                if not gt_dir.is_dir():
-                    raise DataError(
-                        f"defective test image {path} has no ground truth "
-                        f"(expected {gt_dir / '0000.png'})"
-                    )
-                masks = tuple(_list_pngs(gt_dir))
-                if not masks:
-                    raise DataError(
-                        f"ground-truth folder {gt_dir} of test image {path} holds no PNG"
-                    )
-            samples.append(TestSample(name, defect, image_id, path, masks))
-    samples.sort(key=lambda s: (s.defect, s.image_id))
-    _check_orphan_ground_truth(gt_root, test_dir, {(s.defect, s.image_id) for s in samples})
-
+    samples = _test_samples(name, cat_root, defects)
+    check_orphan_ground_truth(
+        cat_root / "ground_truth", test_dir, {(s.defect, s.image_id) for s in samples}
+    )
     size = NATIVE_SIZES[name] if check_size else image_size(train[0])
-    _check_sizes(name, [*train, *(s.path for s in samples)], samples, size, check_size)
+    masks = [m for s in samples for m in s.mask_paths]
+    check_sizes(name, [*train, *(s.path for s in samples)], masks, size, check_size)
 
     log.debug(
         "category %s at %s: %d train, %d test images, defects %s",
@@ -505,45 +423,60 @@ def load_category(root: str | Path, name: str, *, check_size: bool = True) -> Ca
     return Category(name, cat_root, size, train, tuple(samples), defects)
 
 
-def _check_sizes(
-    name: str, images: list[Path], samples: list[TestSample], size: tuple[int, int], native: bool
-) -> None:
-    """Every image, and every ground-truth mask (so that a bad one is found before any
-    feature is extracted), has the category's size, read from the PNG headers."""
-    masks = {m for s in samples for m in s.mask_paths}
-    paths = [*images, *sorted(masks)]
-    for path in tqdm(paths, desc=f"{name}: image headers", unit="img", disable=None, leave=False):
-        found = image_size(path)
-        if found != size:
-            what = "AutoVI" if native else "the first train image of"
-            kind = "ground-truth mask" if path in masks else "image"
-            raise DataError(
-                f"{kind} {path} is {found[0]}x{found[1]}, but {what} {name} "
-                f"images are {size[0]}x{size[1]}"
-            )
+def _category_root(root: Path, name: str) -> Path:
+    if name not in CATEGORIES:
+        raise DataError(
+            f"unknown AutoVI category {name!r} (expected one of {', '.join(CATEGORIES)})"
+        )
+    if not root.is_dir():
+        raise DataError(f"AutoVI root {root} does not exist or is not a folder")
+    cat_root = find_category_root(root, name)
+    if cat_root is not None:
+        return cat_root
+    base = root / name
+    if base.is_dir():
+        raise DataError(
+            f"category {name}: missing split folder {base / 'train'} (nor {base / name / 'train'})"
+        )
+    raise DataError(f"category {name} not found under {root} (no folder {base})")
 
 
-def _check_orphan_ground_truth(gt_root: Path, test_dir: Path, images: set[tuple[str, str]]) -> None:
-    """Every ground-truth folder must belong to a defective test image."""
-    if not gt_root.is_dir():
-        return
-    for defect_dir in _visible(gt_root.iterdir()):
-        if not defect_dir.is_dir():
-            log.warning("skipping %s (ground_truth/ holds one folder per defect type)", defect_dir)
-            continue
-        if defect_dir.name == GOOD:
-            raise DataError(f"ground truth {defect_dir}: good test images have no ground truth")
-        for entry in _visible(defect_dir.iterdir()):
-            if entry.is_dir():
-                if (defect_dir.name, entry.name) not in images:
-                    raise DataError(
-                        f"ground truth {entry} has no test image "
-                        f"{test_dir / defect_dir.name / (entry.name + '.png')}"
-                    )
-            elif _is_png(entry):
-                raise DataError(
-                    f"ground-truth mask {entry} is not in a per-image folder "
-                    f"(AutoVI layout: ground_truth/<defect>/<image_id>/0000.png)"
-                )
-            else:
-                log.warning("skipping %s (not a ground-truth folder)", entry)
+def _test_samples(name: str, cat_root: Path, defects: Mapping[str, DefectSpec]) -> list[TestSample]:
+    """The test images, one folder per defect type, each defective one with its masks."""
+    test_dir = cat_root / "test"
+    config_path = cat_root / DEFECTS_CONFIG
+    samples: list[TestSample] = []
+    for folder in _test_folders(test_dir):
+        defect = folder.name
+        if defect != GOOD:
+            if defect not in defects and defect not in MULTI_DEFECT_FOLDERS:
+                raise DataError(f"defect folder {folder} missing from {config_path}")
+            if defect in MULTI_DEFECT_FOLDERS and not defects:
+                raise DataError(f"defect folder {folder}: {config_path} lists no defect type")
+        for path in list_pngs(folder):
+            masks = () if defect == GOOD else _masks_of(cat_root, defect, path)
+            samples.append(TestSample(name, defect, path.stem, path, masks))
+    samples.sort(key=lambda s: (s.defect, s.image_id))
+    return samples
+
+
+def _test_folders(test_dir: Path) -> list[Path]:
+    folders = []
+    for entry in visible(test_dir.iterdir()):
+        if entry.is_dir():
+            folders.append(entry)
+        else:
+            log.warning("skipping %s (test/ holds one folder per defect type)", entry)
+    return folders
+
+
+def _masks_of(cat_root: Path, defect: str, path: Path) -> tuple[Path, ...]:
+    gt_dir = cat_root / "ground_truth" / defect / path.stem
+    if not gt_dir.is_dir():
+        raise DataError(
+            f"defective test image {path} has no ground truth (expected {gt_dir / '0000.png'})"
+        )
+    masks = tuple(list_pngs(gt_dir))
+    if not masks:
+        raise DataError(f"ground-truth folder {gt_dir} of test image {path} holds no PNG")
+    return masks
