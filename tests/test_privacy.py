@@ -426,24 +426,22 @@ def test_dp_off_gives_identical_banks(tmp_path: Path) -> None:
     assert plain.results["categories"] == off.results["categories"]
 
 
-@pytest.mark.slow
-def test_dp_run_scores_what_the_public_reference_alone_scores(tmp_path: Path) -> None:
-    """The privacy page's finding, on a tiny case: a DP run (bank = public centres plus the
-    noisy cluster means that pass the count threshold) scores what a bank the server
-    builds from the public centres alone scores: the same image AUROC, and AUC-sPRO to
-    four decimals (the page's precision). Not bit for bit: a noisy mean is sometimes a
-    test patch's nearest row, which moves AUC-sPRO by about 1e-6 to 3e-5 here. The run's
-    pooled metrics are those of its bank's maps (16-bit, one scaling)."""
+def _dp_and_public_metrics(tmp_path: Path, noise_seed: int, monkeypatch) -> dict[str, Any]:
+    """One DP run whose noise comes from `noise_seed` (a run draws it from the OS), and
+    the metrics of its bank and of a bank the server builds from the public centres
+    alone, scored alike (16-bit maps, one scaling)."""
     from flwr.app import MessageType
 
     from fedpatch_app.data.autovi import load_category
     from fedpatch_app.evaluation.evaluate import evaluate_category
     from fedpatch_app.evaluation.export import fit_scaling
+    from fedpatch_app.federated.data import synthetic_root
     from fedpatch_app.model.patchcore import PatchCore, merge_coresets
 
+    monkeypatch.setattr(dp.secrets, "randbits", lambda bits: noise_seed)
     cat = "pipe_clip"
     dp_run = {"dp-epsilon": 16.0, "dp-centres": 32}  # the page's largest epsilon
-    outcome, grid = _grid_run(tmp_path, "dp-public", categories=cat, **dp_run)
+    outcome, grid = _grid_run(tmp_path / str(noise_seed), "dp-public", categories=cat, **dp_run)
     info = outcome.results["federated"]["banks"][cat]
     assert info["dp"]["clusters_kept"] > 0  # private rows did enter the bank's candidates
     sent = [
@@ -457,9 +455,7 @@ def test_dp_run_scores_what_the_public_reference_alone_scores(tmp_path: Path) ->
     public = Bank(public_rows, bank.spec, cat, 0.0, bank.n_patches, query_clip=bank.query_clip)
     assert not np.array_equal(public.features, bank.features)
 
-    from fedpatch_app.federated.data import synthetic_root
-
-    category = load_category(synthetic_root(tmp_path, "tiny", 0, "drawn"), cat)
+    category = load_category(synthetic_root(tmp_path / str(noise_seed), "tiny", 0, "drawn"), cat)
     model = PatchCore(bank.spec, device="cpu")
     blocks = []
     for which in (bank, public):
@@ -469,5 +465,25 @@ def test_dp_run_scores_what_the_public_reference_alone_scores(tmp_path: Path) ->
     reported = outcome.results["categories"][cat]
     for key in ("auc_spro", "image_auroc"):  # the clients' batches: last-bit differences
         assert blocks[0][key] == pytest.approx(reported[key], abs=1e-12), key
-    assert blocks[1]["image_auroc"] == reported["image_auroc"]
-    assert blocks[1]["auc_spro"] == pytest.approx(reported["auc_spro"], abs=1e-4)
+    return {"dp": reported, "public": blocks[1]}
+
+
+@pytest.mark.slow
+def test_dp_run_scores_mostly_what_the_public_reference_alone_scores(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The privacy page's finding, on a tiny case, over five noise draws: a DP run (bank =
+    public centres plus the noisy cluster means that pass the count threshold) mostly
+    scores what a bank built from the public centres alone scores. Measured over twenty
+    draws (noise seeds 0-9 and 1000-1009): AUC-sPRO@0.3 within 3e-5 in 16, image AUROC
+    equal in 18; in the others a noisy mean is the nearest row of some test patches
+    (AUC-sPRO@0.3 0.338 -> 0.483 or 0.520), or the noisy counts change the bank's size
+    target. Seeds 0-4 hold three agreeing draws; the draws are fixed, so the test is
+    exact, not a coin toss."""
+    runs = [_dp_and_public_metrics(tmp_path, seed, monkeypatch) for seed in range(5)]
+    figures = [
+        (r["dp"]["auc_spro"]["0.3"], r["public"]["auc_spro"]["0.3"], r["dp"]["image_auroc"]["mean"],
+         r["public"]["image_auroc"]["mean"]) for r in runs
+    ]  # fmt: skip
+    assert sum(abs(f[0] - f[1]) < 1e-4 for f in figures) >= 3, figures
+    assert sum(f[2] == f[3] for f in figures) >= 3, figures
