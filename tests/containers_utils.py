@@ -29,6 +29,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deployment_utils import run_cmd
+
 REPO = Path(__file__).resolve().parents[1]
 DOCKER = REPO / "docker"
 BIN = Path(sys.executable).parent
@@ -91,15 +93,7 @@ def run(
     check: bool = True,
     cwd: Path = REPO,
 ) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [str(c) for c in cmd],
-        env=dict(env),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    proc = run_cmd([str(c) for c in cmd], env, cwd, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(map(str, cmd))} exited {proc.returncode}\n{proc.stdout[-4000:]}\n"
