@@ -227,10 +227,8 @@ class PatchCoreStrategy(Strategy):
 
     def _merge_one(self, cat: str, holders: list, k: int, support: dict[str, Any]) -> MergedBank:
         parent = self._parent_bank(cat)
-        # A join adds the rows that bring the bank to the size a build with everyone has.
-        rows = k - (parent.size if parent is not None else 0)
         merged = merge_category(
-            cat, [p for _, p in holders], max(1, rows), self.plan.spec,
+            cat, [p for _, p in holders], k, self.plan.spec,
             device=self.merge_device, private=self.settings.dp.enabled, parent=parent,
         )  # fmt: skip
         info = merged.info

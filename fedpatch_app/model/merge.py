@@ -117,8 +117,9 @@ def merge_category(
     private: bool = False,
     parent: Bank | None = None,
 ) -> MergedBank:
-    """Greedy k-center over the union of `parts` (already in content order) to `k` rows;
-    with a `parent` bank, its rows are kept and `k` new rows are added (a join)."""
+    """Greedy k-center over the union of `parts` (already in content order) to a bank of
+    `k` rows; with a `parent` bank (a join), its rows are kept and count toward `k`, so a
+    joined bank has the size a build with everyone has (at least one row is added)."""
     t0 = time.perf_counter()
     dp_info: dict[str, Any] | None = None
     if private:
@@ -127,7 +128,8 @@ def merge_category(
     else:
         union = [p.features for p in parts]
     initial = None if parent is None else parent.features
-    merged, radius = merge_coresets(union, k, spec, device=device, initial=initial)
+    new_rows = k if parent is None else max(1, k - parent.size)
+    merged, radius = merge_coresets(union, new_rows, spec, device=device, initial=initial)
     total_patches = int(sum(p.n_patches for p in parts)) + (parent.n_patches if parent else 0)
     bank = Bank(
         features=merged,
