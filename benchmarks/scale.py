@@ -169,34 +169,30 @@ def idle_peak(env: dict) -> int:
     return _timed([sys.executable, "-c", IDLE_SERVER], env)[1]["main"]
 
 
+CLI = [sys.executable, "-m", "fedpatch_app.cli"]
+
+
+def centralized_cmd(view: Path, out: Path, args: argparse.Namespace) -> list[str]:
+    return [*CLI, "centralized", "--data-root", str(view), "--out", str(out),
+            "--backbone", args.backbone, "--weights", args.weights,
+            "--image-size", str(args.image_size)]  # fmt: skip
+
+
 def warm_up(root: Path, folder: Path, args: argparse.Namespace, cats: list[str], env: dict) -> None:
     """One unmeasured centralized run: reads the images once, fills the caches."""
     fraction_view(root, folder / "data", args.fractions[0], cats)
-    _timed([sys.executable, "-m", "fedpatch_app.cli", "centralized", "--data-root",
-            str(folder / "data"), "--out", str(folder / "run"), "--backbone", args.backbone,
-            "--weights", args.weights, "--image-size", str(args.image_size)], env)  # fmt: skip
+    _timed(centralized_cmd(folder / "data", folder / "run", args), env)
 
 
 def run_pair(view: Path, out: Path, args: argparse.Namespace, env: dict) -> dict:
-    cli = [sys.executable, "-m", "fedpatch_app.cli"]
-    common = [
-        "--backbone",
-        args.backbone,
-        "--weights",
-        args.weights,
-        "--image-size",
-        str(args.image_size),
-    ]
-    t_c, mem_c, _ = _timed(
-        [*cli, "centralized", "--data-root", str(view), "--out", str(out / "central"), *common], env
-    )
+    t_c, mem_c, _ = _timed(centralized_cmd(view, out / "central", args), env)
     central = json.loads((out / "central" / "results.json").read_text())
     config = (
         f'dataset="autovi" data-root="{view}" partition="iid" out-dir="{out}" run-name="fed" '
         f'backbone="{args.backbone}" weights="{args.weights}" image-size={args.image_size}'
     )
     t_f, mem_f, _ = _timed(
-        [*cli, "run", "--run-config", config, "--flwr-home", str(out / ".flwr")], env
+        [*CLI, "run", "--run-config", config, "--flwr-home", str(out / ".flwr")], env
     )
     fed = json.loads((out / "fed" / "results.json").read_text())
     traffic = fed["federated"]["bytes"]
