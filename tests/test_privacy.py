@@ -441,7 +441,7 @@ def _dp_and_public_metrics(tmp_path: Path, noise_seed: int, monkeypatch) -> dict
     monkeypatch.setattr(dp.secrets, "randbits", lambda bits: noise_seed)
     cat = "pipe_clip"
     dp_run = {"dp-epsilon": 16.0, "dp-centres": 32}  # the page's largest epsilon
-    outcome, grid = _grid_run(tmp_path / str(noise_seed), "dp-public", categories=cat, **dp_run)
+    outcome, grid = _grid_run(tmp_path, f"dp-public-{noise_seed}", categories=cat, **dp_run)
     info = outcome.results["federated"]["banks"][cat]
     assert info["dp"]["clusters_kept"] > 0  # private rows did enter the bank's candidates
     sent = [
@@ -455,7 +455,7 @@ def _dp_and_public_metrics(tmp_path: Path, noise_seed: int, monkeypatch) -> dict
     public = Bank(public_rows, bank.spec, cat, 0.0, bank.n_patches, query_clip=bank.query_clip)
     assert not np.array_equal(public.features, bank.features)
 
-    category = load_category(synthetic_root(tmp_path / str(noise_seed), "tiny", 0, "drawn"), cat)
+    category = load_category(synthetic_root(tmp_path, "tiny", 0, "drawn"), cat)
     model = PatchCore(bank.spec, device="cpu")
     blocks = []
     for which in (bank, public):
