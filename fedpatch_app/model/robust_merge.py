@@ -91,12 +91,12 @@ class Support:
     facts: dict[str, Any] = field(default_factory=dict)
 
 
-def _spacing(rows: np.ndarray, device: Any) -> float:
-    """The typical distance between a source's rows: the median distance of each row to
-    its nearest other row (NaN for a single row)."""
+def _spacing(rows: np.ndarray, index: MemoryBank) -> float:
+    """The typical distance between a source's rows (`index` holds them): the median
+    distance of each row to its nearest other row (NaN for a single row)."""
     if len(rows) < 2:
         return math.nan
-    distances, _ = MemoryBank(rows, device=device).search(rows, k=2)
+    distances, _ = index.search(rows, k=2)
     return float(np.median(distances[:, 1]))
 
 
@@ -111,11 +111,11 @@ def support_distances(
     sources = [np.asarray(p) for p in parts] + (
         [np.asarray(reference)] if reference is not None else []
     )
-    spacings = np.array([_spacing(src, device) for src in sources])
+    indexes = [MemoryBank(src, device=device) for src in sources]
+    spacings = np.array([_spacing(src, index) for src, index in zip(sources, indexes, strict=True)])
     known = spacings[np.isfinite(spacings) & (spacings > 0)]
     fill = float(np.median(known)) if known.size else 1.0
     spacings = np.where(np.isfinite(spacings) & (spacings > 0), spacings, fill)
-    indexes = [MemoryBank(src, device=device) for src in sources]
     out = []
     for i, part in enumerate(parts):
         scaled = [
