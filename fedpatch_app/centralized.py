@@ -45,6 +45,7 @@ from fedpatch_app.evaluation.thresholds import (
 )
 from fedpatch_app.inspection.model_folder import CategoryModel, write_model
 from fedpatch_app.inspection.run_model import provenance
+from fedpatch_app.model.memory_bank import MemoryBank
 from fedpatch_app.model.patchcore import Bank, PatchCore
 from fedpatch_app.outputs import prepare_output
 from fedpatch_app.run_status import write_status
@@ -101,9 +102,12 @@ def run_category(
     t1 = time.perf_counter()
     size = category.size
     tests = [s.path for s in test_samples]
-    pred = model.predict(bank, tests, size, desc=f"{name}: scoring") if tests else None
+    index = MemoryBank(bank.features, device=model.device)
+    pred = model.predict(bank, tests, size, f"{name}: scoring", index) if tests else None
     calib = list(calibration_paths)
-    calib_maps = model.predict(bank, calib, size, desc=f"{name}: calibration").maps if calib else []
+    calib_maps = (
+        model.predict(bank, calib, size, f"{name}: calibration", index).maps if calib else []
+    )
     t2 = time.perf_counter()
     seconds = {"fit": t1 - t0, "predict": t2 - t1}
     if pred is None:

@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from fedpatch_app.errors import DataError
 from fedpatch_app.inspection.model_folder import CategoryModel, Model
+from fedpatch_app.model.memory_bank import MemoryBank
 from fedpatch_app.model.patchcore import PatchCore
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,15 @@ class Predictor:
         self.model = model
         spec = model.runtime_spec(weights_file)
         self.patchcore = PatchCore(spec, device=device, batch_size=batch_size)
+        # Each category's search index, built on its first image (a service scores one
+        # image per call: rebuilding it would copy the bank every time).
+        self._indexes: dict[str, MemoryBank] = {}
+
+    def _index(self, category: str) -> MemoryBank:
+        if category not in self._indexes:
+            bank = self.model.category(category).bank
+            self._indexes[category] = MemoryBank(bank.features, device=self.patchcore.device)
+        return self._indexes[category]
 
     def score(self, category: str, paths: Sequence[str | Path]) -> list[PartResult]:
         """Verdicts for the images, in the order given."""
@@ -153,8 +163,9 @@ class Predictor:
             if size != cat.native_size:
                 log.warning("%s", _size_note(size, cat.native_size))
             pred = self.patchcore.predict(
-                cat.bank, [paths[i] for i in index], size, desc=f"{category}: scoring"
-            )
+                cat.bank, [paths[i] for i in index], size, f"{category}: scoring",
+                self._index(category),
+            )  # fmt: skip
             for i, score, anomaly_map in zip(index, pred.image_scores, pred.maps, strict=True):
                 results[i] = self._result(category, cat, paths[i], float(score), anomaly_map, size)
         return [r for r in results if r is not None]

@@ -328,8 +328,12 @@ class PatchCore:
         paths: Sequence[str | Path],
         native_size: tuple[int, int],
         desc: str = "scoring",
+        index: MemoryBank | None = None,
     ) -> Prediction:
-        """Anomaly maps (float32, native (height, width)) and image scores (map maxima)."""
+        """Anomaly maps (float32, native (height, width)) and image scores (map maxima).
+
+        `index`: the bank's search index when the caller keeps one (built from
+        `bank.features` with `MemoryBank`), so that it is not rebuilt on every call."""
         if bank.spec.fingerprint() != self.spec.fingerprint():
             raise ModelError(
                 f"bank of {bank.category} was built with other feature settings: "
@@ -337,7 +341,8 @@ class PatchCore:
             )
         if not paths:
             raise ModelError(f"{desc}: no test images")
-        index = MemoryBank(bank.features, device=self.device)
+        if index is None:
+            index = MemoryBank(bank.features, device=self.device)
         width, height = native_size
         in_h, in_w = input_size(native_size, self.spec.image_size)
         sigma = REFERENCE_SIGMA * self.spec.image_size / REFERENCE_INPUT
