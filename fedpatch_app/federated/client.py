@@ -34,6 +34,7 @@ from fedpatch_app.federated import messages as M
 from fedpatch_app.federated.client_dp import private_release
 from fedpatch_app.federated.data import NodeData, node_data
 from fedpatch_app.federated.map_cache import MapCache
+from fedpatch_app.model.memory_bank import MemoryBank
 from fedpatch_app.model.patchcore import Bank, PatchCore
 
 log = logging.getLogger(__name__)
@@ -194,11 +195,12 @@ def _banks(msg: Message, plan: M.Plan) -> dict[str, Bank]:
     }
 
 
-def _score_test(model: PatchCore, bank: Bank, category: Any, rel: list[str], cache: MapCache):
+def _score_test(
+    model: PatchCore, bank: Bank, index: MemoryBank, category: Any, rel: list[str], cache: MapCache
+):
     samples = [category.find_test(r) for r in rel]
-    pred = model.predict(
-        bank, [s.path for s in samples], category.size, desc=f"{bank.category}: scoring"
-    )
+    paths = [s.path for s in samples]
+    pred = model.predict(bank, paths, category.size, f"{bank.category}: scoring", index)
     scores = np.asarray(pred.image_scores, dtype=np.float64)
     index = {
         "rel_paths": [s.rel_path for s in samples],
@@ -210,10 +212,10 @@ def _score_test(model: PatchCore, bank: Bank, category: Any, rel: list[str], cac
 
 
 def _score_calibration(
-    model: PatchCore, bank: Bank, category: Any, rel: list[str], cache: MapCache
+    model: PatchCore, bank: Bank, index: MemoryBank, category: Any, rel: list[str], cache: MapCache
 ) -> M.CalibrationRange:
     paths = [category.root / r for r in rel]
-    pred = model.predict(bank, paths, category.size, desc=f"{bank.category}: calibration")
+    pred = model.predict(bank, paths, category.size, f"{bank.category}: calibration", index)
     lo, hi = cache.put(bank.category, "calibration", pred.maps, {"rel_paths": list(rel)})
     return M.CalibrationRange(len(rel), lo, hi)
 
@@ -234,11 +236,13 @@ def handle_evaluate(msg: Message, context: Context) -> Message:
             log.warning("%s: the server sent no bank for it; its images are not scored", cat)
             continue
         model, category = _model(plan, context.node_config), _category(node, cat)
+        bank = banks[cat]
+        index = MemoryBank(bank.features, device=model.device)  # one for both image sets
         if node.test.get(cat):
-            test[cat] = _score_test(model, banks[cat], category, node.test[cat], cache)
+            test[cat] = _score_test(model, bank, index, category, node.test[cat], cache)
         if node.calibration.get(cat):
             calibration[cat] = _score_calibration(
-                model, banks[cat], category, node.calibration[cat], cache
+                model, bank, index, category, node.calibration[cat], cache
             )
     content = M.encode_score_reply(
         test,
