@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from fedpatch_app.model.embedding import FeatureSpec
-from fedpatch_app.model.patchcore import Bank, merge_coresets
+from fedpatch_app.model.patchcore import Bank, merge_with_sources
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,9 @@ class MergedBank:
 
     bank: Bank
     info: dict[str, Any]
+    #: Per bank row, the index of the part it came from (-1: the parent's rows); None
+    #: under differential privacy (rows are noisy cluster means, of no one part).
+    sources: np.ndarray | None = None
 
 
 def content_digest(array: np.ndarray) -> str:
@@ -129,7 +132,9 @@ def merge_category(
         union = [p.features for p in parts]
     initial = None if parent is None else parent.features
     new_rows = k if parent is None else max(1, k - parent.size)
-    merged, radius = merge_coresets(union, new_rows, spec, device=device, initial=initial)
+    merged, radius, sources = merge_with_sources(
+        union, new_rows, spec, device=device, initial=initial
+    )
     total_patches = int(sum(p.n_patches for p in parts)) + (parent.n_patches if parent else 0)
     bank = Bank(
         features=merged,
@@ -160,4 +165,4 @@ def merge_category(
         bank.size,
         radius,
     )
-    return MergedBank(bank, info)
+    return MergedBank(bank, info, None if private else sources)

@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -218,18 +218,41 @@ def merge_coresets(
     result is the existing bank followed by the `k` new rows that cover the union best.
     This is how a new line joins a model later.
     """
-    parts = [p for p in parts if p is not None and len(p)]
-    if not parts:
+    bank, radius, _ = merge_with_sources(parts, k, spec, device=device, initial=initial)
+    return bank, radius
+
+
+def merge_with_sources(
+    parts: Sequence[np.ndarray],
+    k: int,
+    spec: FeatureSpec,
+    *,
+    device: str | torch.device | None = None,
+    initial: np.ndarray | None = None,
+) -> tuple[np.ndarray, float, np.ndarray]:
+    """`merge_coresets`, and for every bank row the index in `parts` of the part it came
+    from (-1 for the rows of `initial`). Empty parts count in the numbering."""
+    sizes = [0 if p is None else len(p) for p in parts]
+    kept = [p for p in parts if p is not None and len(p)]
+    if not kept:
         raise ModelError("nothing to merge: every coreset is empty")
-    for i, part in enumerate(parts):
+    for i, part in enumerate(kept):
         _check_features(part, spec.embed_dim, f"coreset {i}")
-    union = np.concatenate([np.asarray(p, dtype=np.float32) for p in parts], axis=0)
+    union = np.concatenate([np.asarray(p, dtype=np.float32) for p in kept], axis=0)
+    part_of = np.repeat(np.arange(len(parts)), sizes)
     k = min(int(k), union.shape[0])
-    if initial is None:
-        return select_coreset(union, k, spec, device=device)
-    _check_features(initial, spec.embed_dim, "initial bank")
-    selected, radius = select_coreset(union, k, spec, device=device, initial=initial)
-    return np.concatenate([np.asarray(initial, dtype=np.float32), selected], axis=0), radius
+    if initial is not None:
+        _check_features(initial, spec.embed_dim, "initial bank")
+    result = greedy_coreset(
+        union, k, projection_dim=spec.projection_dim, seed=spec.seed, initial=initial,
+        device=device,
+    )  # fmt: skip
+    bank = np.ascontiguousarray(union[result.indices], dtype=np.float32)
+    sources = part_of[result.indices]
+    if initial is not None:
+        bank = np.concatenate([np.asarray(initial, dtype=np.float32), bank], axis=0)
+        sources = np.concatenate([np.full(len(initial), -1, dtype=np.int64), sources])
+    return bank, float(result.radius), sources
 
 
 def _gaussian_kernel(sigma: float, device: torch.device) -> torch.Tensor:
@@ -329,11 +352,14 @@ class PatchCore:
         native_size: tuple[int, int],
         desc: str = "scoring",
         index: MemoryBank | None = None,
+        observe: Callable[[int, np.ndarray, tuple[int, int, int]], None] | None = None,
     ) -> Prediction:
         """Anomaly maps (float32, native (height, width)) and image scores (map maxima).
 
         `index`: the bank's search index when the caller keeps one (built from
-        `bank.features` with `MemoryBank`), so that it is not rebuilt on every call."""
+        `bank.features` with `MemoryBank`), so that it is not rebuilt on every call.
+        `observe(start, queries, (b, h, w))`: called with each batch's patch features as
+        searched (the federated source check searches them per source too)."""
         if bank.spec.fingerprint() != self.spec.fingerprint():
             raise ModelError(
                 f"bank of {bank.category} was built with other feature settings: "
@@ -355,6 +381,8 @@ class PatchCore:
             if bank.query_clip > 0:
                 queries = clip_rows(queries, bank.query_clip).astype(np.float32)
             patch = index.patch_scores(queries).reshape(b, h, w)
+            if observe is not None:
+                observe(start, queries, (b, h, w))
             grid = torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32)).to(self.device)
             # Patch grid -> backbone input resolution -> smoothing -> native resolution.
             up = F.interpolate(
