@@ -162,6 +162,7 @@ def test_messages_carry_no_maps_and_match_their_phase(normal_run: dict[str, Any]
     from fedpatch_app.data.autovi import NATIVE_SIZES
     from fedpatch_app.evaluation.metrics import SproStatistics
     from fedpatch_app.evaluation.thresholds import CalibrationStats
+    from fedpatch_app.federated.codec_check import AFFECTED, CHECK
     from fedpatch_app.federated.codec_stats import CALIBRATION_PREFIX
 
     grid: InProcessGrid = normal_run["grid"]
@@ -172,6 +173,8 @@ def test_messages_carry_no_maps_and_match_their_phase(normal_run: dict[str, Any]
     evaluate = [msg for msg, _ in grid.history if msg.metadata.message_type == MessageType.EVALUATE]
     assert len({id(m.content) for m in evaluate}) == 1
     patches_per_image = (64 // 8) ** 2  # 400x400 images at 64 px: an 8x8 patch grid
+    banks = normal_run["outcome"].results["federated"]["banks"]
+    sources = {cat: len(b.get("source_check", {}).get("sources", {})) for cat, b in banks.items()}
     for msg, reply in grid.history:
         assert reply.metadata.reply_to_message_id == msg.metadata.message_id
         assert not reply.has_error()
@@ -184,9 +187,15 @@ def test_messages_carry_no_maps_and_match_their_phase(normal_run: dict[str, Any]
                 rows, dim = arr.shape
                 assert dim == 1024 and 0 < rows < client["train_images"][cat] * patches_per_image
         elif kind == MessageType.EVALUATE:
-            assert set(records) == {M.SCORES}
+            assert M.SCORES in records and set(records) <= {M.SCORES, CHECK, AFFECTED}
             shapes = {cat: tuple(a.shape) for cat, a in records[M.SCORES].items()}
             assert shapes == {cat: (n,) for cat, n in client["test_images"].items() if n}
+            # The source check: an AUROC with the bank and one per source left out, and
+            # a count per source (the same categories in both records).
+            checked = {cat: tuple(a.shape) for cat, a in records.get(CHECK, {}).items()}
+            counted = {cat: tuple(a.shape) for cat, a in records.get(AFFECTED, {}).items()}
+            assert checked == {cat: (1 + sources[cat],) for cat in checked}
+            assert counted == {cat: (sources[cat],) for cat in checked}
         else:
             held = {cat: n for cat, n in client["test_images"].items() if n}
             calibrated = {

@@ -195,3 +195,27 @@ def test_a_failure_after_the_merge_keeps_the_banks(tiny_root: Path, tmp_path: Pa
     assert "model/" in status["kept"][0]
     for cat in CATS.split(","):
         assert Bank.load(run_dir / "model" / "banks" / f"{cat}.npz").size > 0
+
+
+def test_the_source_check_names_a_planter_the_robust_merge_let_through(
+    tiny_root: Path, tmp_path: Path
+) -> None:
+    """With the robust merge off, node 1001's planted defect rows enter the bank; the
+    clients' labelled test images show that the bank less its rows finds their defects
+    better, and it alone is flagged, by name."""
+    run_config = config(tiny_root, tmp_path, "planted", 4, **{"robust-merge": "off"})
+    poisoner = Attacker(1001, "poison", tiny_root, categories=("pipe_clip",))
+    grid = InProcessGrid(client_app.app, nodes(4), run_config, tamper=poisoner)
+    fed = serve(grid, run_config).results["federated"]
+    check = fed["banks"]["pipe_clip"]["source_check"]
+    assert check["sources"]["0"]["flagged"], check
+    assert check["sources"]["0"]["gain"] > 0.05  # the default source-check-gain
+    flags = [f for f in fed["flagged"] if "may hide defects" in f["flag"]]
+    assert flags and {f["node_id"] for f in flags} == {1001}
+    assert flags[0]["flag"].startswith("evaluate: pipe_clip: the bank less its")
+    # Every source is listed (judged where a reporter's defects touch it); no honest
+    # one was found to hide defects.
+    for cat in CATS.split(","):
+        verdicts = fed["banks"][cat]["source_check"]["sources"]
+        assert set(verdicts) == {"0", "1", "2", "3"}
+        assert all(not v["flagged"] for s, v in verdicts.items() if s != "0")

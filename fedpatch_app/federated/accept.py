@@ -243,16 +243,19 @@ def accept_scores(
     categories: Sequence[str],
     fingerprint: str,
     expected: Expected | None = None,
+    judged: Mapping[str, int] | None = None,
 ) -> dict[int, M.ScoreReply]:
     """The valid phase-A replies by node id, their claims checked against the partition
-    where the server knows it (claims conflicting between nodes: `conflicting_images`)."""
+    where the server knows it (claims conflicting between nodes: `conflicting_images`);
+    `judged`: the sources judged per checked category (source-check reports)."""
     expected = expected or Expected()
     scored: dict[int, M.ScoreReply] = {}
     for client, reply in replies:
         try:
             decoded = M.decode_score_reply(
-                reply.content, fingerprint=fingerprint, categories=tuple(categories)
-            )
+                reply.content, fingerprint=fingerprint, categories=tuple(categories),
+                judged=judged,
+            )  # fmt: skip
             _check_score_share(decoded, client.partition_id, expected)
         except ModelError as exc:
             registry.drop(client.node_id, "evaluate", f"invalid reply: {exc}")

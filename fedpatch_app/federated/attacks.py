@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, Message, MessageType
 
+from fedpatch_app.evaluation.source_check import defect_patch_mask
 from fedpatch_app.federated import messages as M
 
 log = logging.getLogger(__name__)
@@ -36,19 +37,6 @@ log = logging.getLogger(__name__)
 ATTACKS = ("poison", "inflate", "extreme", "steal", "impersonate")
 #: A map maximum no honest PatchCore map reaches.
 EXTREME = 1e30
-
-
-def defect_patch_mask(regions: Sequence[np.ndarray], grid: tuple[int, int]) -> np.ndarray:
-    """Which cells of a (h, w) patch grid a defect covers: the share of each cell's
-    native pixels inside any region is at least a quarter."""
-    import torch
-    import torch.nn.functional as F
-
-    union = np.zeros_like(regions[0], dtype=np.float32)
-    for mask in regions:
-        union = np.maximum(union, mask.astype(np.float32))
-    share = F.adaptive_avg_pool2d(torch.from_numpy(union)[None, None], grid)[0, 0].numpy()
-    return share >= 0.25
 
 
 def defect_features(plan: M.Plan, root: Path, category: str, rel_paths: Sequence[str] | None):

@@ -29,9 +29,17 @@ from flwr.app import Context, Error, Message, RecordDict
 
 from fedpatch_app.errors import DataError, FedpatchError, ModelError
 from fedpatch_app.evaluation.export import MapScaling
+from fedpatch_app.evaluation.source_check import (
+    Report,
+    SourceDistances,
+    bank_sources,
+    defect_patch_mask,
+    report,
+)
 from fedpatch_app.federated import faults
 from fedpatch_app.federated import messages as M
 from fedpatch_app.federated.client_dp import private_release
+from fedpatch_app.federated.codec_check import add_reports, decode_sources
 from fedpatch_app.federated.data import NodeData, node_data
 from fedpatch_app.federated.map_cache import MapCache
 from fedpatch_app.model.memory_bank import MemoryBank
@@ -196,11 +204,12 @@ def _banks(msg: Message, plan: M.Plan) -> dict[str, Bank]:
 
 
 def _score_test(
-    model: PatchCore, bank: Bank, index: MemoryBank, category: Any, rel: list[str], cache: MapCache
-):
+    model: PatchCore, bank: Bank, index: MemoryBank, category: Any, rel: list[str], cache: MapCache,
+    check: SourceDistances | None = None,
+):  # fmt: skip
     samples = [category.find_test(r) for r in rel]
     paths = [s.path for s in samples]
-    pred = model.predict(bank, paths, category.size, f"{bank.category}: scoring", index)
+    pred = model.predict(bank, paths, category.size, f"{bank.category}: scoring", index, check)
     scores = np.asarray(pred.image_scores, dtype=np.float64)
     index = {
         "rel_paths": [s.rel_path for s in samples],
@@ -212,44 +221,91 @@ def _score_test(
 
 
 def _score_calibration(
-    model: PatchCore, bank: Bank, index: MemoryBank, category: Any, rel: list[str], cache: MapCache
-) -> M.CalibrationRange:
+    model: PatchCore, bank: Bank, index: MemoryBank, category: Any, rel: list[str], cache: MapCache,
+    check: SourceDistances | None = None,
+) -> M.CalibrationRange:  # fmt: skip
     paths = [category.root / r for r in rel]
-    pred = model.predict(bank, paths, category.size, f"{bank.category}: calibration", index)
+    desc = f"{bank.category}: calibration"
+    pred = model.predict(bank, paths, category.size, desc, index, check)
     lo, hi = cache.put(bank.category, "calibration", pred.maps, {"rel_paths": list(rel)})
     return M.CalibrationRange(len(rel), lo, hi)
+
+
+def _check_report(
+    category: Any, rel: list[str], test: list[np.ndarray], calibration: list[np.ndarray], n: int
+) -> Report | None:
+    """The source-check report from the per-source distance grids of the test images
+    (`rel`, in order) and the calibration images (`evaluation.source_check`)."""
+    samples = [category.find_test(r) for r in rel]
+    defect_grids, cells, good = [], [], list(calibration)
+    for sample, grid in zip(samples, test, strict=True):
+        if sample.is_good:
+            good.append(grid)
+            continue
+        masks = [r.mask for r in category.load_regions(sample)]
+        defect_grids.append(grid)
+        cells.append(defect_patch_mask(masks, grid.shape[1:]))
+    return report(defect_grids, cells, good, n)
+
+
+class _Scored:
+    """What a node's phase A found: per category its test scores, calibration ranges and
+    source-check report."""
+
+    def __init__(self) -> None:
+        self.test: dict[str, M.CategoryScores] = {}
+        self.calibration: dict[str, M.CalibrationRange] = {}
+        self.reports: dict[str, Report] = {}
+
+
+def _score_category(
+    model: PatchCore, node: NodeData, bank: Bank, rows: np.ndarray | None, cache: MapCache,
+    out: _Scored,
+) -> None:  # fmt: skip
+    cat = bank.category
+    category = _category(node, cat)
+    index = MemoryBank(bank.features, device=model.device)  # one for both image sets
+    check = None
+    if rows is not None and bank_sources(rows):
+        check = SourceDistances(bank.features, rows, device=model.device)
+    rel = node.test.get(cat) or []
+    if rel:
+        out.test[cat] = _score_test(model, bank, index, category, rel, cache, check)
+    test_grids = check.take() if check is not None else []
+    if node.calibration.get(cat):
+        out.calibration[cat] = _score_calibration(
+            model, bank, index, category, node.calibration[cat], cache, check
+        )
+    if check is not None and rel:
+        found = _check_report(category, rel, test_grids, check.take(), len(check.sources))
+        if found is not None:
+            out.reports[cat] = found
 
 
 @named_errors
 def handle_evaluate(msg: Message, context: Context) -> Message:
     plan = _plan(msg)
     banks = _banks(msg, plan)
+    sources = decode_sources(msg.content, {c: b.size for c, b in banks.items()})
     node = node_data(plan, context.node_config)
     cache = MapCache(cache_dir(plan, context))
     cache.reset()
-    test: dict[str, M.CategoryScores] = {}
-    calibration: dict[str, M.CalibrationRange] = {}
+    scored = _Scored()
     model = _model(plan, context.node_config)
     before = dict(model.seconds)
     for cat in sorted(set(node.test) | set(node.calibration)):
         if cat not in banks:
             log.warning("%s: the server sent no bank for it; its images are not scored", cat)
             continue
-        model, category = _model(plan, context.node_config), _category(node, cat)
-        bank = banks[cat]
-        index = MemoryBank(bank.features, device=model.device)  # one for both image sets
-        if node.test.get(cat):
-            test[cat] = _score_test(model, bank, index, category, node.test[cat], cache)
-        if node.calibration.get(cat):
-            calibration[cat] = _score_calibration(
-                model, bank, index, category, node.calibration[cat], cache
-            )
+        model = _model(plan, context.node_config)
+        _score_category(model, node, banks[cat], sources.get(cat), cache, scored)
     content = M.encode_score_reply(
-        test,
+        scored.test,
         fingerprint=plan.fingerprint,
-        calibration=calibration,
+        calibration=scored.calibration,
         timings=_spent(model, before, ("scoring",)),
     )
+    add_reports(content, scored.reports)
     return Message(content, reply_to=msg)
 
 

@@ -5,6 +5,7 @@ down: ArrayRecord "banks" = {category: (M, D) global bank} (one RecordDict for e
 up:   ArrayRecord "scores" = {category: (n,) float64 image scores};
       ConfigRecord "info" = fingerprint, categories, "min.<cat>", "max.<cat>" (of the
       category's float maps), "defects.<cat>", "paths.<cat>" (per image).
+The source check adds its own records to both (`codec_check`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
 from fedpatch_app.errors import ModelError
+from fedpatch_app.evaluation.source_check import Report
 from fedpatch_app.federated import wire
+from fedpatch_app.federated.codec_check import read_reports
 
 
 def encode_banks(banks: Mapping[str, np.ndarray], transport_dtype: str = "float32") -> ArrayRecord:
@@ -91,6 +94,8 @@ class ScoreReply:
     calibration: dict[str, CalibrationRange] = field(default_factory=dict)
     #: The client's seconds per phase ("scoring").
     timings: dict[str, float] = field(default_factory=dict)
+    #: Its source-check reports per category (`codec_check`).
+    checks: dict[str, Report] = field(default_factory=dict)
 
 
 def encode_score_reply(
@@ -196,11 +201,16 @@ def _calibration(info: ConfigRecord, categories: Sequence[str]) -> dict[str, Cal
 
 
 def decode_score_reply(
-    content: RecordDict, *, fingerprint: str, categories: Sequence[str]
+    content: RecordDict,
+    *,
+    fingerprint: str,
+    categories: Sequence[str],
+    judged: Mapping[str, int] | None = None,
 ) -> ScoreReply:
     """Check a phase-A reply: finite ranges and scores, one defect label and relative path
     per score, paths of the form test/<defect>/<id> that agree with the label; plausible
-    calibration counts and ranges."""
+    calibration counts and ranges; source-check reports of the categories the server
+    checks (`judged`: how many sources each judges)."""
     info = wire.reply_info(content, len(categories))
     wire.check_fingerprint(info, fingerprint)
     cats = wire.reply_categories(info, categories)
@@ -209,4 +219,5 @@ def decode_score_reply(
     out.timings = wire.read_timings(info)
     for cat in cats:
         out.categories[cat] = _test_scores(arrays, info, cat)
+    out.checks = read_reports(content, judged or {}, list(out.categories))
     return out

@@ -6,7 +6,7 @@ client; every instruction carries the run plan (`plan.Plan`):
 | phase | message type | down | up | codec |
 |---|---|---|---|---|
 | train | TRAIN | plan | local coresets + counts | `codec_train` |
-| score (evaluate A) | EVALUATE | plan + global banks | image scores, map ranges | `codec_score` |
+| score (evaluate A) | EVALUATE | plan + global banks (+ each row's source) | image scores, map ranges (+ source-check reports) | `codec_score`, `codec_check` |
 | stats (evaluate B) | QUERY | plan + map scalings | sufficient statistics | `codec_stats` |
 
 No image, map or pickled object leaves a client. Every reply is checked before the

@@ -8,9 +8,12 @@
    accepted coresets is reduced by greedy k-center (`model.merge`) to the size the
    centralized bank would have. The banks are handed to `on_banks` at once (the server
    writes them before anything else can fail).
-3. evaluate, phase A ("score"): the banks go to every accepted node in ONE RecordDict;
-   each node scores its test images, keeps its float maps on its own disk and replies
-   with per-category map ranges and its image scores.
+3. evaluate, phase A ("score"): the banks go to every accepted node in ONE RecordDict,
+   with which rows came from the same client (run labels, `source-check`); each node scores its
+   test images, keeps its float maps on its own disk and replies with per-category map
+   ranges, its image scores and how well its labelled defects stand out with the bank
+   less each source (`evaluation.source_check`); a source whose rows hide the others'
+   defects is flagged by name.
 4. evaluate, phase B ("stats", a QUERY message): the server sends each category's global
    map scaling; each node quantizes its maps to 16-bit levels and replies with sufficient
    statistics of AUC-sPRO, which the server pools (`evaluation.pooling`): the pooled
@@ -27,6 +30,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp.grid import Grid
 from flwr.serverapp.strategy import Result, Strategy
@@ -44,7 +48,14 @@ from fedpatch_app.federated.accept import (
     accept_train,
     conflicting_images,
 )
+from fedpatch_app.federated.codec_check import SOURCES, encode_sources
 from fedpatch_app.federated.registry import ClientRegistry, FederationError
+from fedpatch_app.federated.source_vetting import (
+    checked_sources,
+    judge_category,
+    pseudonyms,
+    row_partitions,
+)
 from fedpatch_app.federated.vetting import vet_category
 from fedpatch_app.model.merge import MergedBank, merge_category, stable_order
 from fedpatch_app.model.patchcore import Bank
@@ -93,6 +104,11 @@ class PatchCoreStrategy(Strategy):
         self._train: dict[int, M.TrainReply] = {}
         self._scores: dict[int, M.ScoreReply] = {}
         self._release: list[Message] = []
+        #: Per category, the partition each bank row came from (None: not known, DP).
+        self.row_sources: dict[str, np.ndarray | None] = {}
+        #: The categories the source check judges: rows under this run's labels, and
+        #: label -> partition.
+        self._labelled: dict[str, tuple[np.ndarray, dict[int, int]]] = {}
 
     # ------------------------------------------------------------------ the run
 
@@ -233,6 +249,8 @@ class PatchCoreStrategy(Strategy):
         )  # fmt: skip
         info = merged.info
         info["clients"] = [self.registry.clients[n].partition_id for n, _ in holders]
+        if merged.sources is not None:
+            self.row_sources[cat] = row_partitions(merged.sources, info["clients"])
         info["support"] = support
         if parent is not None:
             info["train_images"] += self.parent.categories[cat].train_images
@@ -280,18 +298,27 @@ class PatchCoreStrategy(Strategy):
             len(arrays),
             len(self.registry.active()),
         )
-        return self._messages(
-            "evaluate", RecordDict({M.BANKS: arrays, M.CONFIG: plan}), MessageType.EVALUATE
-        )
+        content = RecordDict({M.BANKS: arrays, M.CONFIG: plan})
+        checked = checked_sources(self.row_sources, self.settings.source_check)
+        self._labelled = {cat: pseudonyms(rows) for cat, rows in checked.items()}
+        if checked:
+            labels = {cat: rows for cat, (rows, _) in self._labelled.items()}
+            content.array_records[SOURCES] = encode_sources(labels)
+        return self._messages("evaluate", content, MessageType.EVALUATE)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord:
         """Phase A: image scores and map ranges; each category's global map scaling."""
         answered = self.registry.collect("evaluate", replies)
         self._scores = accept_scores(
-            self.registry, answered, tuple(self.banks), self.plan.fingerprint, self.expected
-        )
+            self.registry, answered, tuple(self.banks), self.plan.fingerprint, self.expected,
+            {cat: len(to_partition) for cat, (_, to_partition) in self._labelled.items()},
+        )  # fmt: skip
         self.excluded = conflicting_images(self.registry, self._scores)
         self.registry.require("evaluate")
+        for cat, labelled in self._labelled.items():
+            self.bank_info[cat]["source_check"] = judge_category(
+                self.registry, cat, labelled, self._scores, self.settings.source_check_gain
+            )
         self._release = self._release_messages()
         ranges: dict[str, dict[int, tuple[float, float]]] = {}
         for node, decoded in self._scores.items():

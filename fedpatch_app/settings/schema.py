@@ -179,6 +179,20 @@ class RunSettings(BaseModel):
         description="robust z-score (median and MAD over all rows) of a row's log distance "
         "to the other clients' rows, in their row spacings, above which it is unsupported",
     )
+    source_check: bool = Field(
+        True,
+        description="each client scores its labelled test images with the bank less each "
+        "client's rows; a client whose rows make the others' defects stand out less is "
+        "flagged (catches planted rows that look normal; docs/security.md)",
+    )
+    source_check_gain: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="the source check flags a client when leaving its rows out raises the "
+        "AUROC of the other clients' defect patches against their good patches by more than "
+        "this (lower median over the clients whose defects its rows touch)",
+    )
     map_scaling: ScalingMode = Field(
         "robust",
         description="global map scaling: robust (clipped to a bound the merged bank sets, so "
