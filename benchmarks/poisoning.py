@@ -14,11 +14,12 @@ default; `--attacker`) changes its own replies (`fedpatch_app.federated.attacks`
     steal        every test image of the category claimed as its own
     impersonate  another node's partition id (with defences: keys bound to partitions)
 
-"off" runs use `robust-merge = off`, `map-scaling = exact` and no node identities; the
-checks of every reply (counts, partition, conflicting claims) are always on. Prints, per
-scenario and category, AUC-sPRO@0.3 and image AUROC, the change from the honest run with
-the same defences, the rows the robust merge left out (the attacker's and the honest
-clients'), flags and drops.
+"off" runs use `robust-merge = off`, `map-scaling = exact`, `source-check = false` and no
+node identities; the checks of every reply (counts, partition, conflicting claims) are
+always on. Prints, per scenario and category, AUC-sPRO@0.3 and image AUROC, the change
+from the honest run with the same defences, the rows the robust merge left out (the
+attacker's and the honest clients'), the source check's gains (the attacker's, the
+largest of an honest client's) and whom it flagged, flags and drops.
 
     python benchmarks/poisoning.py [--data DIR] [--image-size 64] [--weights none]
         [--partition iid] [--attacks poison,extreme] [--defences both] [--server-blind]
@@ -106,7 +107,7 @@ def _config(args: argparse.Namespace, work: Path, name: str, defended: bool) -> 
         "overwrite": True,
     }
     if not defended:
-        config.update({"robust-merge": "off", "map-scaling": "exact"})
+        config.update({"robust-merge": "off", "map-scaling": "exact", "source-check": False})
     config.update(dict(item.split("=", 1) for item in args.set))
     return config
 
@@ -155,7 +156,7 @@ def run_scenario(scenario: str, defended: bool, args: argparse.Namespace, work: 
     t0 = time.perf_counter()
     try:
         outcome = run_server(grid, context)
-        out = _facts(outcome.results, 1001 + args.attacker)
+        out = _facts(outcome.results, 1001 + args.attacker, args.attacker)
     except Exception as exc:  # noqa: BLE001 - a failed run is a result of the benchmark
         run_dir = work / "runs" / name
         status = read_status(run_dir) or {}
@@ -166,7 +167,20 @@ def run_scenario(scenario: str, defended: bool, args: argparse.Namespace, work: 
     return out
 
 
-def _facts(results: dict, attacker_node: int) -> dict:
+def _source_check(block: dict | None, attacker: int) -> dict:
+    """The source check's gains: the attacker's, the largest honest one, who was flagged."""
+    if not block:
+        return {}
+    gains = {int(p): v["gain"] for p, v in block["sources"].items() if v["gain"] is not None}
+    honest = [g for p, g in gains.items() if p != attacker]
+    return {
+        "attacker_gain": gains.get(attacker),
+        "honest_gain_max": max(honest) if honest else None,
+        "flagged": sorted(int(p) for p, v in block["sources"].items() if v["flagged"]),
+    }
+
+
+def _facts(results: dict, attacker_node: int, attacker_partition: int) -> dict:
     fed = results["federated"]
     cats = {}
     for cat, block in results["categories"].items():
@@ -186,6 +200,9 @@ def _facts(results: dict, attacker_node: int) -> dict:
                 v["rows"] for k, v in per_client.items() if not k.startswith(attacker)
             ),
             "test_images": block["counts"]["test_good"] + block["counts"]["test_defective"],
+            "source_check": _source_check(
+                fed["banks"].get(cat, {}).get("source_check"), attacker_partition
+            ),
         }
     return {
         "categories": cats,
@@ -194,15 +211,26 @@ def _facts(results: dict, attacker_node: int) -> dict:
     }
 
 
+def _gains(check: dict) -> str:
+    if not check:
+        return "not run"
+
+    def text(value: float | None) -> str:
+        return "-" if value is None else f"{value:+.3f}"
+
+    flagged = ", ".join(f"partition {p}" for p in check["flagged"]) or "nobody"
+    return f"{text(check['attacker_gain'])} / {text(check['honest_gain_max'])}, {flagged}"
+
+
 def _print(results: dict[str, dict]) -> None:
     print("\n| scenario | category | AUC-sPRO@0.3 | change | image AUROC | change | rows left out "
-          "(attacker / honest) |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+          "(attacker / honest) | source check: gain attacker / largest honest, flagged |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for name, out in results.items():
         base = results.get(f"honest-{name.rsplit('-', 1)[1]}", {}).get("categories", {})
         if "failed" in out:
             print(f"| {name} | (run failed) | {out['failed'][:80]} | banks kept: "
-                  f"{', '.join(out['banks_on_disk']) or 'none'} | | | |")  # fmt: skip
+                  f"{', '.join(out['banks_on_disk']) or 'none'} | | | | |")  # fmt: skip
             continue
         for cat, m in out["categories"].items():
             b = base.get(cat, m)
@@ -210,7 +238,7 @@ def _print(results: dict[str, dict]) -> None:
                 f"| {name} | {cat} | {m['auc_spro_0.3']:.3f} | "
                 f"{m['auc_spro_0.3'] - b['auc_spro_0.3']:+.3f} | {m['image_auroc']:.3f} | "
                 f"{m['image_auroc'] - b['image_auroc']:+.3f} | {m['quarantined_attacker']} / "
-                f"{m['quarantined_honest']} of {m['rows_honest']} |"
+                f"{m['quarantined_honest']} of {m['rows_honest']} | {_gains(m['source_check'])} |"
             )
     for name, out in results.items():
         for line in out.get("flagged", []) + out.get("dropped", []):
