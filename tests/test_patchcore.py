@@ -133,7 +133,7 @@ def test_merge_is_greedy_over_the_union() -> None:
     a = rng.normal(size=(50, 32)).astype(np.float32)
     b = rng.normal(size=(30, 32)).astype(np.float32) + 3.0
     union = np.concatenate([a, b]).astype(np.float64)
-    merged, radius = merge_coresets([a, b], 20, spec)
+    merged, radius, _ = merge_coresets([a, b], 20, spec)
     assert merged.shape == (20, 32)
     # every row is a row of the union, none twice
     rows = [int(np.flatnonzero((union == m).all(axis=1))[0]) for m in merged.astype(np.float64)]
@@ -145,7 +145,7 @@ def test_merge_is_greedy_over_the_union() -> None:
     cover = np.linalg.norm(union[:, None, :] - merged[None].astype(np.float64), axis=2).min(axis=1)
     assert radius == pytest.approx(cover.max(), rel=1e-4)
     # Asking for more than the union holds keeps everything.
-    everything, r0 = merge_coresets([a, b], 500, spec)
+    everything, r0, _ = merge_coresets([a, b], 500, spec)
     assert everything.shape == (80, 32)
     assert sorted(map(tuple, everything)) == sorted(map(tuple, np.concatenate([a, b])))
     assert r0 == pytest.approx(0.0, abs=1e-5)

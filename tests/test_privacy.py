@@ -451,7 +451,7 @@ def _dp_and_public_metrics(tmp_path: Path, noise_seed: int, monkeypatch) -> dict
     ]
     assert len(sent) == 2 and np.array_equal(sent[0], sent[1])  # one public reference
     bank = Bank.load(outcome.run_dir / "model" / "banks" / f"{cat}.npz")
-    public_rows, _ = merge_coresets([sent[0]], info["target_size"], bank.spec)
+    public_rows, _, _ = merge_coresets([sent[0]], info["target_size"], bank.spec)
     public = Bank(public_rows, bank.spec, cat, 0.0, bank.n_patches, query_clip=bank.query_clip)
     assert not np.array_equal(public.features, bank.features)
 

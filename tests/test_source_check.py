@@ -182,22 +182,23 @@ def test_what_the_server_checks_and_row_sources_as_partitions() -> None:
     assert checked_sources(sources, enabled=False) == {}
 
 
-def test_merge_with_sources_names_the_part_of_every_row() -> None:
+def test_the_merge_names_the_part_of_every_row() -> None:
     from fedpatch_app.model.embedding import FeatureSpec
-    from fedpatch_app.model.patchcore import merge_coresets, merge_with_sources
+    from fedpatch_app.model.patchcore import merge_coresets
 
     rng = np.random.default_rng(2)
     a = rng.normal(size=(40, 8)).astype(np.float32)
     b = (rng.normal(size=(30, 8)) + 5).astype(np.float32)
     spec = FeatureSpec(embed_dim=8, projection_dim=None)
-    bank, radius, parts = merge_with_sources([a, np.zeros((0, 8), np.float32), b], 20, spec)
-    same, same_radius = merge_coresets([a, b], 20, spec)
-    np.testing.assert_array_equal(bank, same)
+    bank, radius, parts = merge_coresets([a, np.zeros((0, 8), np.float32), b], 20, spec)
+    same, same_radius, same_parts = merge_coresets([a, b], 20, spec)
+    np.testing.assert_array_equal(bank, same)  # an empty part changes nothing but numbers
     assert radius == same_radius
+    np.testing.assert_array_equal(np.where(parts == 2, 1, parts), same_parts)
     for row, part in zip(bank, parts, strict=True):
         assert any(np.array_equal(row, r) for r in (a, None, b)[part])
     parent = rng.normal(size=(5, 8)).astype(np.float32)
-    joined, _, parts = merge_with_sources([a], 12, spec, initial=parent)
+    joined, _, parts = merge_coresets([a], 12, spec, initial=parent)
     np.testing.assert_array_equal(parts[:5], [PARENT] * 5)
     assert len(joined) == 17 and set(parts[5:].tolist()) == {0}
 

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from fedpatch_app.model.embedding import FeatureSpec
-from fedpatch_app.model.patchcore import Bank, merge_with_sources
+from fedpatch_app.model.patchcore import Bank, merge_coresets
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +132,7 @@ def merge_category(
         union = [p.features for p in parts]
     initial = None if parent is None else parent.features
     new_rows = k if parent is None else max(1, k - parent.size)
-    merged, radius, sources = merge_with_sources(
-        union, new_rows, spec, device=device, initial=initial
-    )
+    merged, radius, sources = merge_coresets(union, new_rows, spec, device=device, initial=initial)
     total_patches = int(sum(p.n_patches for p in parts)) + (parent.n_patches if parent else 0)
     bank = Bank(
         features=merged,

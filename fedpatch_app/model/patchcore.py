@@ -210,28 +210,16 @@ def merge_coresets(
     *,
     device: str | torch.device | None = None,
     initial: np.ndarray | None = None,
-) -> tuple[np.ndarray, float]:
+) -> tuple[np.ndarray, float, np.ndarray]:
     """Merge coresets (one per client) into one bank of at most `k` entries: greedy k-center
-    over their union, with the same code as the local selection.
+    over their union, with the same code as the local selection. Returns the bank, its
+    covering radius and, for every bank row, the index in `parts` of the part it came
+    from (-1 for the rows of `initial`; empty parts count in the numbering).
 
     With `initial` (an existing bank), the selection starts from its rows, which stay: the
     result is the existing bank followed by the `k` new rows that cover the union best.
     This is how a new line joins a model later.
     """
-    bank, radius, _ = merge_with_sources(parts, k, spec, device=device, initial=initial)
-    return bank, radius
-
-
-def merge_with_sources(
-    parts: Sequence[np.ndarray],
-    k: int,
-    spec: FeatureSpec,
-    *,
-    device: str | torch.device | None = None,
-    initial: np.ndarray | None = None,
-) -> tuple[np.ndarray, float, np.ndarray]:
-    """`merge_coresets`, and for every bank row the index in `parts` of the part it came
-    from (-1 for the rows of `initial`). Empty parts count in the numbering."""
     sizes = [0 if p is None else len(p) for p in parts]
     kept = [p for p in parts if p is not None and len(p)]
     if not kept:
