@@ -219,3 +219,36 @@ def test_the_source_check_names_a_planter_the_robust_merge_let_through(
         verdicts = fed["banks"][cat]["source_check"]["sources"]
         assert set(verdicts) == {"0", "1", "2", "3"}
         assert all(not v["flagged"] for s, v in verdicts.items() if s != "0")
+
+
+def test_the_source_check_can_leave_a_flagged_clients_rows_out(
+    tiny_root: Path, tmp_path: Path
+) -> None:
+    """`source-check-action = exclude`: the planter's rows leave the bank, the category is
+    merged again from the others and scored again, and the run's metrics are those of the
+    new bank (its rows' damage undone)."""
+    extra = {"robust-merge": "off", "source-check-action": "exclude"}
+    run_config = config(tiny_root, tmp_path / "exclude", "exclude", 4, **extra)
+    poisoner = Attacker(1001, "poison", tiny_root, categories=("pipe_clip",))
+    grid = InProcessGrid(client_app.app, nodes(4), run_config, tamper=poisoner)
+    outcome = serve(grid, run_config)
+    fed = outcome.results["federated"]
+    bank_facts = fed["banks"]["pipe_clip"]
+    assert bank_facts["source_check"]["excluded"] == [0]
+    assert bank_facts["clients"] == [1, 2, 3]
+    assert fed["banks"]["pipe_staple"]["clients"] == [0, 1, 2, 3]  # no flag: unchanged
+    kinds = [msg.metadata.message_type for msg, _ in grid.history]
+    assert kinds.count(MessageType.EVALUATE) == 8  # scored twice
+    planted = poisoner.planted["pipe_clip"]
+    bank = Bank.load(outcome.run_dir / "model" / "banks" / "pipe_clip.npz").features
+    assert len(planted) and np.linalg.norm(bank[:, None] - planted[None], axis=2).min() > 0
+    assert any("were left out of the bank" in f["flag"] for f in fed["flagged"])
+    # The same attack, flagged only: the planted rows stay and cost the category.
+    flagged = config(tiny_root, tmp_path / "flag", "flag", 4, **{"robust-merge": "off"})
+    grid = InProcessGrid(
+        client_app.app, nodes(4), flagged, tamper=Attacker(1001, "poison", tiny_root,
+        categories=("pipe_clip",)),
+    )  # fmt: skip
+    kept = serve(grid, flagged).results["categories"]["pipe_clip"]["auc_spro"]["0.3"]
+    repaired = outcome.results["categories"]["pipe_clip"]["auc_spro"]["0.3"]
+    assert repaired > kept

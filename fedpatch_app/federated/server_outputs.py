@@ -16,6 +16,7 @@ from typing import Any
 from fedpatch_app.evaluation import results as files
 from fedpatch_app.federated.data import DatasetChoice
 from fedpatch_app.federated.strategy import PatchCoreStrategy
+from fedpatch_app.federated.strategy_facts import federated_facts, privacy_facts
 from fedpatch_app.inspection.model_folder import Model, write_model
 from fedpatch_app.inspection.run_model import category_models, provenance
 from fedpatch_app.model.embedding import FeatureSpec
@@ -70,7 +71,7 @@ def write_run_model(run: ServerRun, strategy: PatchCoreStrategy) -> Path:
     ]
     facts = provenance(
         run.name, "federated", run.settings,
-        clients=clients, privacy=strategy.privacy_facts(), parent=run.parent,
+        clients=clients, privacy=privacy_facts(strategy), parent=run.parent,
     )  # fmt: skip
     cats = category_models(strategy.banks, scalings, thresholds, train)
     return write_model(run.run_dir / "model", run.spec, cats, facts)
@@ -156,7 +157,7 @@ def write_outputs(run: ServerRun, strategy: PatchCoreStrategy) -> dict[str, Any]
     files.write_curves(run.run_dir, {cat: o.curves for cat, o in strategy.outcomes.items()})
     seconds = {**run.seconds, **{f"phase_{k}": v for k, v in strategy.registry.seconds.items()}}
     seconds["total"] = round(time.perf_counter() - run.started, 3)
-    federated = strategy.federated_facts()
+    federated = federated_facts(strategy)
     federated["bank_files"] = {cat: f"model/banks/{cat}.npz" for cat in strategy.banks}
     config = to_names(run.settings)
     results = files.build_results(
@@ -170,7 +171,7 @@ def write_outputs(run: ServerRun, strategy: PatchCoreStrategy) -> dict[str, Any]
         warnings=_warnings(run, strategy),
         dataset=run.dataset.dataset,
         federated=federated,
-        privacy=strategy.privacy_facts(),
+        privacy=privacy_facts(strategy),
     )
     files.write_results(run.run_dir, results)
     write_run_model(run, strategy)

@@ -113,3 +113,31 @@ def _report_facts(report: Report, sources: Sequence[int]) -> dict[str, Any]:
 def _readable(verdict: dict[str, Any]) -> dict[str, Any]:
     gains = {str(k): round(g, 6) for k, g in verdict["gains"].items()}
     return {**verdict, "gains": gains}
+
+
+def excluded_holders(
+    registry: ClientRegistry, bank_info: Mapping[str, dict[str, Any]], vetted: Mapping[str, list]
+) -> dict[str, list]:
+    """Per category whose source check flagged clients: the coresets that stay once their
+    rows are left out (`source-check-action = exclude`), the clients told so by name. A
+    category whose every holder was flagged keeps its bank."""
+    out: dict[str, list] = {}
+    for cat, holders in vetted.items():
+        verdicts = bank_info.get(cat, {}).get("source_check", {}).get("sources", {})
+        flagged = {int(p) for p, v in verdicts.items() if v["flagged"]}
+        if not flagged:
+            continue
+        kept = [(n, p) for n, p in holders if registry.clients[n].partition_id not in flagged]
+        if not kept:
+            log.warning("%s: every holder was flagged by the source check; bank kept", cat)
+            continue
+        for node, _ in holders:
+            if registry.clients[node].partition_id in flagged:
+                registry.flag(
+                    node, "evaluate", f"{cat}: its rows were left out of the bank "
+                    "(source-check-action = exclude); the category was merged again from the "
+                    "others' rows and scored again",
+                )  # fmt: skip
+        bank_info[cat]["source_check"]["excluded"] = sorted(flagged)
+        out[cat] = kept
+    return out

@@ -13,7 +13,8 @@
    test images, keeps its float maps on its own disk and replies with per-category map
    ranges, its image scores and how well its labelled defects stand out with the bank
    less each source (`evaluation.source_check`); a source whose rows hide the others'
-   defects is flagged by name.
+   defects is flagged by name. Under `source-check-action = exclude` its rows are left
+   out, the category merged again and the new banks scored in a second round ("rescore").
 4. evaluate, phase B ("stats", a QUERY message): the server sends each category's global
    map scaling; each node quantizes its maps to 16-bit levels and replies with sufficient
    statistics of AUC-sPRO, which the server pools (`evaluation.pooling`): the pooled
@@ -52,6 +53,7 @@ from fedpatch_app.federated.codec_check import SOURCES, encode_sources
 from fedpatch_app.federated.registry import ClientRegistry, FederationError
 from fedpatch_app.federated.source_vetting import (
     checked_sources,
+    excluded_holders,
     judge_category,
     pseudonyms,
     row_partitions,
@@ -68,6 +70,8 @@ log = logging.getLogger(__name__)
 __all__ = ["FederationError", "PatchCoreStrategy"]
 
 ROUND = 1
+#: The second evaluate round, after the source check left a client's rows out.
+RESCORE = "rescore"
 
 
 class PatchCoreStrategy(Strategy):
@@ -101,7 +105,7 @@ class PatchCoreStrategy(Strategy):
         self.expected = Expected(private=plan.settings.dp.enabled)
         #: Test images claimed by several nodes, per category: left out of the evaluation.
         self.excluded: dict[str, set[str]] = {}
-        self._train: dict[int, M.TrainReply] = {}
+        self.train_replies: dict[int, M.TrainReply] = {}
         self._scores: dict[int, M.ScoreReply] = {}
         self._release: list[Message] = []
         #: Per category, the partition each bank row came from (None: not known, DP).
@@ -109,6 +113,8 @@ class PatchCoreStrategy(Strategy):
         #: The categories the source check judges: rows under this run's labels, and
         #: label -> partition.
         self._labelled: dict[str, tuple[np.ndarray, dict[int, int]]] = {}
+        #: Per category, the checked coresets that entered its merge.
+        self._vetted: dict[str, list] = {}
 
     # ------------------------------------------------------------------ the run
 
@@ -130,6 +136,10 @@ class PatchCoreStrategy(Strategy):
         banks, train_metrics = self.aggregate_train(ROUND, self._exchange(grid, train))
         score = self.configure_evaluate(ROUND, banks, ConfigRecord(), grid)
         self.aggregate_evaluate(ROUND, self._exchange(grid, score))
+        if self._exclude_flagged():
+            banks = self._bank_arrays()
+            again = self.configure_evaluate(ROUND, banks, ConfigRecord(), grid, phase=RESCORE)
+            self.aggregate_evaluate(ROUND, self._exchange(grid, again), phase=RESCORE)
         query = self.configure_query(ROUND)
         metrics = self.aggregate_query(self._exchange(grid, query))
         return Result(
@@ -155,15 +165,12 @@ class PatchCoreStrategy(Strategy):
         return list(grid.send_and_receive(list(messages), timeout=self.settings.round_timeout))
 
     def summary(self) -> None:
+        s = self.settings
         log.info(
             "PatchCoreStrategy: fingerprint %s, coreset ratio %s, local oversample %s, "
-            "min clients %d, categories %s",
-            self.plan.fingerprint,
-            self.settings.coreset_ratio,
-            self.settings.local_oversample,
-            self.settings.min_clients,
-            ", ".join(self.known_categories),
-        )
+            "min clients %d, categories %s", self.plan.fingerprint, s.coreset_ratio,
+            s.local_oversample, s.min_clients, ", ".join(self.known_categories),
+        )  # fmt: skip
 
     def _messages(self, phase: str, content: RecordDict, kind: str) -> list[Message]:
         """One instruction per active node, all sharing `content` (uploaded once),
@@ -189,7 +196,7 @@ class PatchCoreStrategy(Strategy):
     ) -> tuple[ArrayRecord, MetricRecord]:
         """Check the replies, then merge per category; the global banks as arrays."""
         answered = self.registry.collect("train", replies)
-        self._train = accept_train(self.registry, answered, self.limits, self.expected)
+        self.train_replies = accept_train(self.registry, answered, self.limits, self.expected)
         start = time.perf_counter()
         for cat, merged in self._merge().items():
             self.banks[cat], self.bank_info[cat] = merged.bank, merged.info
@@ -198,19 +205,28 @@ class PatchCoreStrategy(Strategy):
             raise FederationError("train: no client sent a coreset for any category")
         if self.on_banks is not None:
             self.on_banks(dict(self.banks))
-        arrays = M.encode_banks(
-            {c: b.features for c, b in self.banks.items()}, self.settings.transport_dtype
-        )
+        arrays = self._bank_arrays()
         rows = int(sum(b.size for b in self.banks.values()))
-        metrics = {"clients": len(self._train), "categories": len(self.banks), "bank-rows": rows}
+        metrics = {
+            "clients": len(self.train_replies),
+            "categories": len(self.banks),
+            "bank-rows": rows,
+        }
         return arrays, MetricRecord(metrics)
 
-    def _merge(self) -> dict[str, MergedBank]:
-        from fedpatch_app.evaluation.fairness import bank_budget
+    def _bank_arrays(self) -> ArrayRecord:
+        return M.encode_banks(
+            {c: b.features for c, b in self.banks.items()}, self.settings.transport_dtype
+        )
 
+    def _merge(self) -> dict[str, MergedBank]:
         held = {
             cat: stable_order(
-                [(nid, r.coresets[cat]) for nid, r in self._train.items() if cat in r.coresets],
+                [
+                    (nid, r.coresets[cat])
+                    for nid, r in self.train_replies.items()
+                    if cat in r.coresets
+                ],
                 lambda node: self.registry.clients[node].partition_id,
             )
             for cat in self.known_categories
@@ -228,18 +244,43 @@ class PatchCoreStrategy(Strategy):
                 if not vetted[cat]:
                     log.warning("%s: no coreset row is left after the robust merge", cat)
         vetted = {cat: v for cat, v in vetted.items() if v}
-        budget = bank_budget(
-            {
-                cat: sum(p.n_patches for _, p in v) + self._parent_patches(cat)
-                for cat, v in vetted.items()
-            },
-            self.settings.coreset_ratio,
-            self.settings.bank_budget,
-        )
+        self._vetted = vetted
+        budget = self._budget(vetted)
         merged = {
             cat: self._merge_one(cat, v, budget[cat], support[cat]) for cat, v in vetted.items()
         }
         return {**self._inherited(set(vetted)), **merged}
+
+    def _budget(self, vetted: dict[str, list]) -> dict[str, int]:
+        """Each category's bank size from the patches of the coresets that enter its merge."""
+        from fedpatch_app.evaluation.fairness import bank_budget
+
+        patches = {
+            cat: sum(p.n_patches for _, p in v) + self._parent_patches(cat)
+            for cat, v in vetted.items()
+        }
+        return bank_budget(patches, self.settings.coreset_ratio, self.settings.bank_budget)
+
+    def _exclude_flagged(self) -> bool:
+        """Under `source-check-action = exclude`: the categories where the source check
+        flagged clients are merged again without their rows (the bank's size target counts
+        the others' patches only) and written at once; True when any bank changed."""
+        if self.settings.source_check_action != "exclude":
+            return False
+        changed = excluded_holders(self.registry, self.bank_info, self._vetted)
+        if not changed:
+            return False
+        self._vetted.update(changed)
+        budget = self._budget(self._vetted)
+        for cat in changed:
+            check = self.bank_info[cat]["source_check"]
+            merged = self._merge_one(cat, changed[cat], budget[cat], self.bank_info[cat]["support"])
+            self.banks[cat], self.bank_info[cat] = merged.bank, merged.info
+            merged.info["source_check"] = check
+        if self.on_banks is not None:
+            self.on_banks(dict(self.banks))
+        log.info("source check: %s merged again and scored again", ", ".join(sorted(changed)))
+        return True
 
     def _merge_one(self, cat: str, holders: list, k: int, support: dict[str, Any]) -> MergedBank:
         parent = self._parent_bank(cat)
@@ -285,7 +326,12 @@ class PatchCoreStrategy(Strategy):
     # ------------------------------------------------------------------ evaluate: phase A
 
     def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+        self,
+        server_round: int,
+        arrays: ArrayRecord,
+        config: ConfigRecord,
+        grid: Grid,
+        phase: str = "evaluate",
     ) -> Iterable[Message]:
         extra = dict(config)
         # DP banks hold clipped features: the clients clip their queries the same way.
@@ -299,16 +345,21 @@ class PatchCoreStrategy(Strategy):
             len(self.registry.active()),
         )
         content = RecordDict({M.BANKS: arrays, M.CONFIG: plan})
-        checked = checked_sources(self.row_sources, self.settings.source_check)
+        # The source check runs once, on the banks as first merged.
+        checked = checked_sources(
+            self.row_sources, self.settings.source_check and phase == "evaluate"
+        )
         self._labelled = {cat: pseudonyms(rows) for cat, rows in checked.items()}
         if checked:
             labels = {cat: rows for cat, (rows, _) in self._labelled.items()}
             content.array_records[SOURCES] = encode_sources(labels)
-        return self._messages("evaluate", content, MessageType.EVALUATE)
+        return self._messages(phase, content, MessageType.EVALUATE)
 
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord:
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message], phase: str = "evaluate"
+    ) -> MetricRecord:
         """Phase A: image scores and map ranges; each category's global map scaling."""
-        answered = self.registry.collect("evaluate", replies)
+        answered = self.registry.collect(phase, replies)
         self._scores = accept_scores(
             self.registry, answered, tuple(self.banks), self.plan.fingerprint, self.expected,
             {cat: len(to_partition) for cat, (_, to_partition) in self._labelled.items()},
@@ -350,7 +401,10 @@ class PatchCoreStrategy(Strategy):
         plan = RecordDict({M.CONFIG: self.plan.to_config(phase=M.PHASE_RELEASE)})
         return [
             Message(plan, node, MessageType.QUERY, group_id=str(ROUND))
-            for node in self.registry.answered.get("evaluate", ())
+            for node in sorted(
+                self.registry.answered.get("evaluate", set())
+                | self.registry.answered.get(RESCORE, set())
+            )
             if self.registry.clients[node].status == "dropped"
         ]
 
@@ -442,43 +496,3 @@ class PatchCoreStrategy(Strategy):
 
     def dropped(self) -> list[dict[str, Any]]:
         return self.registry.dropped()
-
-    def privacy_facts(self) -> dict[str, Any]:
-        """The "privacy" block of results.json: settings and the budget actually spent."""
-        from fedpatch_app.model.dp import run_privacy
-
-        releases = {
-            f"{self.registry.clients[node].label} {cat}": part.dp
-            for node, reply in self._train.items()
-            for cat, part in reply.coresets.items()
-            if part.dp is not None
-        }
-        return run_privacy(self.settings.dp, releases)
-
-    def federated_facts(self) -> dict[str, Any]:
-        """The "federated" block of results.json."""
-        s = self.settings
-        clients = sorted(self.registry.clients.values(), key=lambda c: c.node_id)
-        return {
-            "partition": {
-                "scheme": s.partition,
-                "num_clients": s.num_clients,
-                "dirichlet_alpha": s.dirichlet_alpha if s.partition == "dirichlet" else None,
-            },
-            "min_clients": s.min_clients,
-            "fingerprint": self.plan.fingerprint,
-            "clients": [c.to_dict() for c in clients],
-            "dropped": self.dropped(),
-            "banks": self.bank_info,
-            "map_scaling": {
-                c: {"low": m.low, "high": m.high, **self.scaling_facts.get(c, {})}
-                for c, m in self.scalings.items()
-            },
-            "flagged": self.registry.flagged(),
-            "excluded_test_images": {
-                cat: {"count": len(paths), "examples": sorted(paths)[:10]}
-                for cat, paths in self.excluded.items()
-            },
-            "bytes": self.registry.bytes,
-            "seconds": self.registry.seconds,
-        }

@@ -88,6 +88,7 @@ TransportDtype = Annotated[Literal["float32", "float16"], BeforeValidator(_lower
 BankBudget = Annotated[Literal["volume", "equal", "sqrt"], BeforeValidator(_lower)]
 RobustMerge = Annotated[Literal["quarantine", "rows", "strict", "off"], BeforeValidator(_lower)]
 ScalingMode = Annotated[Literal["robust", "exact"], BeforeValidator(_lower)]
+SourceAction = Annotated[Literal["flag", "exclude"], BeforeValidator(_lower)]
 Categories = Annotated[tuple[str, ...] | None, BeforeValidator(parse_categories)]
 Device = Annotated[str, BeforeValidator(_lower), AfterValidator(_device)]
 RunName = Annotated[str, BeforeValidator(_strip), AfterValidator(_run_name)]
@@ -192,6 +193,13 @@ class RunSettings(BaseModel):
         description="the source check flags a client when leaving its rows out raises the "
         "AUROC of the other clients' defect patches against their good patches by more than "
         "this (lower median over the clients whose defects its rows touch)",
+    )
+    source_check_action: SourceAction = Field(
+        "flag",
+        description="what a source-check flag does: flag (the client is named, its rows "
+        "stay in this run's bank) or exclude (its rows of the category are left out, the "
+        "category is merged again from the others' rows and every client scores the new "
+        "banks in a second evaluate round)",
     )
     map_scaling: ScalingMode = Field(
         "robust",
