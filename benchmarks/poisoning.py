@@ -30,7 +30,8 @@ so nothing can be checked against the partition. `--shift N`: node N's images ar
 recoloured (a line whose normal images really differ; implies --server-blind). Without
 `--data`, the small synthetic data (`--kind photo` or `drawn`) are generated into the
 work folder, with a second set (seed 1) for the attacker's own defects. Pretrained
-features: `--weights imagenet --set backbone=efficientnet_lite0 --image-size 128`.
+features: `--weights imagenet --set backbone=efficientnet_lite0 --image-size 128`; the
+source check's repair: `--set source-check-action=exclude`.
 """
 
 from __future__ import annotations
