@@ -94,10 +94,14 @@ def defect_patch_mask(regions: Sequence[np.ndarray], grid: tuple[int, int]) -> n
 def leave_out(distances: np.ndarray, sources: int) -> np.ndarray:
     """(1 + sources, n) patch scores from (groups, n) distances per group: row 0 with the
     whole bank, row 1 + j with the bank less group j (the first `sources` groups)."""
-    rows = [distances.min(axis=0)]
-    for j in range(sources):
-        rest = np.delete(distances, j, axis=0)
-        rows.append(rest.min(axis=0))
+    whole = distances.min(axis=0)
+    if sources == 0:
+        return whole[None]
+    # Without group j a patch's score is unchanged unless j held its nearest row; then it
+    # is the second-nearest group's distance.
+    second = np.partition(distances, 1, axis=0)[1]
+    nearest = distances.argmin(axis=0)
+    rows = [whole] + [np.where(nearest == j, second, whole) for j in range(sources)]
     return np.stack(rows)
 
 

@@ -45,11 +45,13 @@ def pseudonyms(rows: np.ndarray) -> tuple[np.ndarray, dict[int, int]]:
     partition. The clients need to group the rows by source, not to know whose they
     are: a client recognises its own rows, the others stay anonymous (the parent's rows
     keep `PARENT`: that bank was shared before)."""
-    partitions = [int(p) for p in np.unique(rows) if p != PARENT]
-    labels = secrets.SystemRandom().sample(range(1, 2**31), len(partitions))
-    to_label = dict(zip(partitions, labels, strict=True))
-    out = np.array([to_label.get(int(p), PARENT) for p in rows], dtype=np.int64)
-    return out, {label: partition for partition, label in to_label.items()}
+    rows = np.asarray(rows, dtype=np.int64)
+    clients = rows != PARENT
+    partitions = np.unique(rows[clients])
+    labels = np.array(secrets.SystemRandom().sample(range(1, 2**31), len(partitions)))
+    out = np.full(len(rows), PARENT, dtype=np.int64)
+    out[clients] = labels[np.searchsorted(partitions, rows[clients])]
+    return out, {int(lab): int(p) for p, lab in zip(partitions, labels, strict=True)}
 
 
 def _partition_nodes(registry: ClientRegistry) -> dict[int, int]:
@@ -73,15 +75,16 @@ def judge_category(
     partition = {node: registry.clients[node].partition_id for node in scores}
     reports = {partition[n]: r.checks[cat] for n, r in scores.items() if cat in r.checks}
     labels, to_partition = labelled
-    sources = [to_partition[label] for label in bank_sources(labels)]
-    rows = np.array([to_partition.get(int(label), PARENT) for label in labels])
+    order = bank_sources(labels)
+    sources = [to_partition[label] for label in order]
+    rows = {to_partition[label]: int(np.sum(labels == label)) for label in order}
     verdicts = judge(sources, reports, threshold)
     nodes = _partition_nodes(registry)
     for source, verdict in sorted(verdicts.items()):
         if verdict["flagged"] and source in nodes:
             registry.flag(
                 nodes[source], "evaluate",
-                f"{cat}: the bank less its {int(np.sum(rows == source))} rows shows the other "
+                f"{cat}: the bank less its {rows[source]} rows shows the other "
                 f"clients' labelled defects better (AUROC of defect against good patches up "
                 f"by {verdict['gain']:.3f}, lower median over {verdict['reporters']} "
                 f"client(s) with {verdict['defect_patches']} defect patches; threshold "
@@ -119,8 +122,9 @@ def excluded_holders(
     registry: ClientRegistry, bank_info: Mapping[str, dict[str, Any]], vetted: Mapping[str, list]
 ) -> dict[str, list]:
     """Per category whose source check flagged clients: the coresets that stay once their
-    rows are left out (`source-check-action = exclude`), the clients told so by name. A
-    category whose every holder was flagged keeps its bank."""
+    rows are left out (`source-check-action = exclude`); the clients are told so by name
+    and the category's `source_check` facts record them as `excluded`. A category whose
+    every holder was flagged keeps its bank."""
     out: dict[str, list] = {}
     for cat, holders in vetted.items():
         verdicts = bank_info.get(cat, {}).get("source_check", {}).get("sources", {})
