@@ -102,11 +102,32 @@ def run(
     return proc
 
 
+#: Where podman looks for its network helper (containers.conf `helper_binaries_dir`;
+#: never PATH).
+HELPER_DIRS = (
+    "/usr/local/libexec/podman",
+    "/usr/local/lib/podman",
+    "/usr/libexec/podman",
+    "/usr/lib/podman",
+)
+
+
+def network_tools() -> dict[str, bool]:
+    """Whether podman's network helper netavark and the iptables it calls are installed
+    (iptables lives in /usr/sbin, which PATH may lack)."""
+    netavark = any(os.access(Path(d) / "netavark", os.X_OK) for d in HELPER_DIRS)
+    iptables = shutil.which("iptables") is not None or any(
+        os.access(Path(d) / "iptables", os.X_OK) for d in ("/usr/sbin", "/sbin")
+    )
+    return {"netavark": netavark, "iptables": iptables}
+
+
 def unavailable(env: Mapping[str, str]) -> str | None:
     """Why containers cannot run here (None when they can)."""
     if os.geteuid() != 0:
         return "the container tests run podman as root (rootless podman is not set up here)"
     missing = [t for t in ("podman", "runc", "mmdebstrap") if shutil.which(t) is None]
+    missing += [t for t, found in network_tools().items() if not found]
     if compose_runner() is None:
         missing.append("podman-compose")
     if missing:
