@@ -36,6 +36,11 @@ def data_root(help_text: str = "folder holding AutoVI") -> Option:
 
 
 CATEGORIES = opt("--categories", nargs="+", help=CATEGORY_HELP)
+ALLOW_INCOMPLETE = opt(
+    "--allow-incomplete",
+    action="store_true",
+    help="use a model folder marked incomplete (banks written before the thresholds, e.g. by an interrupted run), with a warning (default: refuse it)",
+)
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,7 @@ PREDICT = Command("predict", "score new images of one category with a model fold
     out("folder for predictions.csv/.jsonl, overlays/"),
     opt("paths", nargs="+", help="images and/or folders of images"),
     opt("--weights-file", default=None, help="for a model built with weights=PATH: that file (checked by its SHA-256; default: none needed for ImageNet or random weights)"),
+    ALLOW_INCOMPLETE,
 ), ("device", "batch_size", "write_maps", "overwrite"))  # fmt: skip
 
 SERVE = Command("serve", "the inspection service: an HTTP API for verdicts on images, and a review page", "fedpatch_app.inspection.serve:run_cli", (
@@ -127,6 +133,7 @@ SERVE = Command("serve", "the inspection service: an HTTP API for verdicts on im
     opt("--port", type=int, default=8000, help="TCP port to listen on"),
     opt("--token-file", default=None, help="file holding a bearer token that every /v1/ request must send [default: none, no token asked]"),
     opt("--max-upload-mb", type=float, default=20.0, help="largest accepted upload, in MB"),
+    ALLOW_INCOMPLETE,
 ), ("device",))  # fmt: skip
 
 SETTINGS = Command("settings", "list every setting (run-config key, default, range, meaning)", "fedpatch_app.settings.table:run_cli", (

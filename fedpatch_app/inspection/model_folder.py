@@ -14,6 +14,13 @@ SHA-256 of every bank file and each bank's own fingerprint, and refuses with a
 `ModelError` naming the file at fault: a changed byte in a bank file is refused. Nothing
 in model.json is a path of the machine that made it (the weights are named by their
 identifier, the banks by their place in the folder).
+
+A model folder written before its thresholds exist (a run writes its banks as soon as they
+are built, so that an interrupted run keeps them) says so in model.json: `"complete":
+false` and `incomplete_reason`. `load_model` refuses such a folder unless
+`allow_incomplete` is set (then it warns); writing the thresholds makes the folder
+complete. A folder written before this field existed counts as complete when it holds
+thresholds (or its run asked for none: `calibration_fraction` 0).
 """
 
 from __future__ import annotations
@@ -77,6 +84,11 @@ class Model:
     @property
     def fingerprint(self) -> str:
         return self.spec.fingerprint()
+
+    @property
+    def incomplete_reason(self) -> str | None:
+        """Why the folder is incomplete (no thresholds yet), or None when it is complete."""
+        return incompleteness(self.manifest)
 
     def runtime_spec(self, weights_file: str | None = None) -> FeatureSpec:
         """The spec with weights that load on this machine (the recorded spec names them
@@ -147,21 +159,44 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _save_bank(
+    folder: Path, cat: str, bank: Bank, saved: dict[str, tuple[Bank, str]] | None
+) -> str:
+    """Save a bank file and return its SHA-256; a bank `saved` already holds (the same
+    object, its file still there) is not written again."""
+    path = folder / "banks" / f"{cat}.npz"
+    if saved is not None and cat in saved and saved[cat][0] is bank and path.is_file():
+        return saved[cat][1]
+    sha = sha256_of(bank.save(path))
+    if saved is not None:
+        saved[cat] = (bank, sha)
+    return sha
+
+
 def write_model(
     folder: str | Path,
     spec: FeatureSpec,
     categories: dict[str, CategoryModel],
     provenance: dict[str, Any],
+    *,
+    incomplete: str | None = None,
+    saved: dict[str, tuple[Bank, str]] | None = None,
 ) -> Path:
-    """Write (or rewrite) a model folder; returns the path of its model.json."""
+    """Write (or rewrite) a model folder; returns the path of its model.json.
+
+    `incomplete`: why the folder is not ready for use yet (e.g. the banks of a run still
+    calibrating its thresholds), recorded as `"complete": false`; None marks it complete.
+    `saved`: the banks this writer already wrote into the folder, so that a folder
+    rewritten as a run goes on does not write them again (filled in here)."""
     folder = Path(folder)
     (folder / "banks").mkdir(parents=True, exist_ok=True)
     entries = {}
     for cat, model in sorted(categories.items()):
-        path = model.bank.save(folder / "banks" / f"{cat}.npz")
-        entries[cat] = _category_entry(cat, model, sha256_of(path))
+        entries[cat] = _category_entry(cat, model, _save_bank(folder, cat, model.bank, saved))
     manifest = {
         "format": FORMAT,
+        "complete": incomplete is None,
+        **({"incomplete_reason": incomplete} if incomplete is not None else {}),
         "feature_spec": spec.with_weights_id().to_dict(),
         "fingerprint": spec.fingerprint(),
         "categories": entries,
@@ -172,8 +207,58 @@ def write_model(
         },
     }
     _write_json(folder / MODEL_FILE, manifest)
-    log.info("model folder written: %s", folder)
+    log.info("model folder written: %s%s", folder, " (incomplete)" if incomplete else "")
     return folder / MODEL_FILE
+
+
+def incompleteness(manifest: dict[str, Any]) -> str | None:
+    """Why a model.json's folder is incomplete, or None when it is complete (see the
+    module doc for folders written before the field existed)."""
+    if "complete" in manifest:
+        if manifest["complete"] is True:
+            return None
+        return str(manifest.get("incomplete_reason") or "model.json marks it incomplete")
+    entries = manifest.get("categories")
+    if isinstance(entries, dict) and any(
+        isinstance(e, dict) and e.get("thresholds") for e in entries.values()
+    ):
+        return None
+    settings = manifest.get("provenance", {}).get("settings", {})
+    if isinstance(settings, dict) and settings.get("calibration_fraction") == 0:
+        return None
+    return (
+        "it holds no thresholds and was written by an older fedpatch that did not mark "
+        "model folders complete: most likely the banks of a run that did not finish"
+    )
+
+
+def _run_note(folder: Path) -> str:
+    """How the run that wrote the model folder stands, when its status.json is found."""
+    from fedpatch_app.run_status import STATUS_FILE, describe, effective_status
+
+    for run_dir in (folder.parent, folder.parent.parent):
+        if (run_dir / STATUS_FILE).is_file():
+            status = effective_status(run_dir)
+            if status is not None and status.get("status") != "completed":
+                return f"; its run {run_dir} is {describe(status)}"
+            return ""
+    return ""
+
+
+def _check_complete(folder: Path, manifest: dict[str, Any], allow_incomplete: bool) -> None:
+    reason = incompleteness(manifest)
+    if reason is None:
+        note = _run_note(folder)
+        if note:
+            log.warning("model folder %s is complete%s", folder, note)
+        return
+    what = f"model folder {folder} is incomplete: {reason}{_run_note(folder)}"
+    if not allow_incomplete:
+        raise ModelError(
+            f"{what}. Its scores have no calibrated thresholds: finish the run (or run it "
+            "again with --overwrite), or pass --allow-incomplete to use it anyway"
+        )
+    log.warning("%s; used anyway (--allow-incomplete): verdicts may be UNCALIBRATED", what)
 
 
 def _manifest(folder: Path) -> dict[str, Any]:
@@ -222,10 +307,12 @@ def _load_category(
     )
 
 
-def load_model(folder: str | Path) -> Model:
-    """A model folder, verified (see the module doc)."""
+def load_model(folder: str | Path, *, allow_incomplete: bool = False) -> Model:
+    """A model folder, verified (see the module doc); an incomplete one only with
+    `allow_incomplete` (with a warning)."""
     folder = Path(folder)
     manifest = _manifest(folder)
+    _check_complete(folder, manifest, allow_incomplete)
     spec = _spec(manifest, folder / MODEL_FILE)
     entries = manifest.get("categories")
     if not isinstance(entries, dict) or not entries:

@@ -118,9 +118,11 @@ def run_predict(
     write_maps: bool = False,
     overwrite: bool = False,
     weights_file: str | None = None,
+    allow_incomplete: bool = False,
 ) -> list[PartResult]:
-    """Score the images and write the outputs (see the module doc)."""
-    model = load_model(model_dir)
+    """Score the images and write the outputs (see the module doc); a model folder marked
+    incomplete is refused unless `allow_incomplete`."""
+    model = load_model(model_dir, allow_incomplete=allow_incomplete)
     cat = model.category(category)
     paths = collect_images(inputs)
     for path in paths:
@@ -144,7 +146,9 @@ def run_cli(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     chosen = {k: getattr(settings, k) for k in ("device", "batch_size", "write_maps", "overwrite")}
     where = (args.model, args.category, args.out, args.paths)
-    results = run_predict(*where, weights_file=args.weights_file, **chosen)
+    results = run_predict(
+        *where, weights_file=args.weights_file, allow_incomplete=args.allow_incomplete, **chosen
+    )
     nok = sum(r.verdict == "NOK" for r in results)
     print(f"{len(results)} images: {nok} NOK, {len(results) - nok} OK or uncalibrated")
     print(f"predictions: {Path(args.out) / 'predictions.csv'}")

@@ -62,7 +62,7 @@ def run_cli(args: argparse.Namespace) -> int:
         raise ConfigError(f"--port must be between 0 and 65535, got {args.port}")
     limit = upload_limit(args.max_upload_mb)
     token = read_token(args.token_file) if args.token_file else ""
-    model = load_model(args.model)
+    model = load_model(args.model, allow_incomplete=args.allow_incomplete)
     scorer = Scorer.load(model, device=settings.device)
     app = create_app(scorer, token=token, max_upload_bytes=limit)
     if args.host not in LOOPBACK and not token:
