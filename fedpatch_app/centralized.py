@@ -4,6 +4,11 @@ Also the building block of the local-only baseline (each client alone): `run_cat
 fits on any list of training images and scores any list of test and calibration images;
 `finish_category` evaluates them as the official evaluator reads the exported maps and
 calibrates the thresholds on the held-out images exactly as the federated run does.
+
+A centralized run keeps what it has finished: each category's bank is written into the
+model folder as soon as its coreset is built (the folder marked incomplete until every
+category is calibrated), and status.json lists the finished phases, categories and files,
+so a run killed half-way leaves its finished banks and says so.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -48,7 +53,7 @@ from fedpatch_app.inspection.run_model import provenance
 from fedpatch_app.model.memory_bank import MemoryBank
 from fedpatch_app.model.patchcore import Bank, PatchCore
 from fedpatch_app.outputs import prepare_output
-from fedpatch_app.run_status import write_status
+from fedpatch_app.run_status import final_state, write_status
 from fedpatch_app.settings import RunSettings, to_names
 from fedpatch_app.settings.options import settings_from_args
 
@@ -94,11 +99,15 @@ def run_category(
     calibration_paths: Sequence[Path],
     test_samples: Sequence[TestSample],
     coreset_ratio: float,
+    on_bank: Callable[[Bank], None] | None = None,
 ) -> CategoryRun:
-    """Fit a bank on `fit_paths`, score the test and calibration images at native size."""
+    """Fit a bank on `fit_paths` (handed to `on_bank` at once), score the test and
+    calibration images at native size."""
     name = category.name
     t0 = time.perf_counter()
     bank = model.fit(fit_paths, name, coreset_ratio=coreset_ratio)
+    if on_bank is not None:
+        on_bank(bank)
     t1 = time.perf_counter()
     size = category.size
     tests = [s.path for s in test_samples]
@@ -188,28 +197,75 @@ def training_split(category: Category, rel: Sequence[str], settings: RunSettings
     return [root / r for r in fit], [root / r for r in calibration]
 
 
-def _centralized_category(
-    out: Path, category: Category, model: PatchCore, s: RunSettings, totals: RunTotals
-) -> None:
+@dataclass
+class RunProgress:
+    """What a non-federated run has finished and kept so far; status.json says it while
+    the run goes on (and a failure's status keeps it)."""
+
+    out: Path
+    finished: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    banks: list[str] = field(default_factory=list)
+    categories: list[str] = field(default_factory=list)
+    saved: dict[str, tuple[Bank, str]] = field(default_factory=dict)
+
+    def done(self, phase: str, *kept: str) -> None:
+        self.finished.append(phase)
+        self.kept += [k for k in kept if k not in self.kept]
+        facts = {"finished_phases": self.finished, "kept": self.kept}
+        facts |= {"banks_written": self.banks, "finished_categories": self.categories}
+        write_status(self.out, "running", **facts)
+
+    def facts(self) -> tuple[list[str], list[str]]:
+        return self.finished, self.kept
+
+
+def _write_partial_model(run: RunStart, settings: RunSettings, name: str) -> None:
+    """The model folder so far, marked incomplete: what is still to build and calibrate."""
+    models, done = run.totals.models, run.totals.blocks
+    pending = [c for c in run.categories if c in models and c not in done]
+    todo = [c for c in run.categories if c not in models]
+    reason = f"written by run {name} before every category was calibrated"
+    if pending:
+        reason += f"; {', '.join(pending)}: bank built, no map scaling or thresholds yet"
+    if todo:
+        reason += f"; {', '.join(todo)}: not built yet"
+    facts = provenance(name, "centralized", settings)
+    spec, saved = run.model.spec, run.progress.saved
+    write_model(run.out / "model", spec, models, facts, incomplete=reason, saved=saved)
+
+
+def _centralized_category(run: RunStart, category: Category, s: RunSettings, name: str) -> None:
+    out, model, totals, cat = run.out, run.model, run.totals, category.name
     fit, calibration = training_split(category, category.train_rel, s)
-    run = run_category(model, category, fit, calibration, list(category.test), s.coreset_ratio)
+
+    def bank_built(bank: Bank) -> None:
+        scaling = MapScaling(0.0, max(bank.radius, 1.0))  # a stand-in until calibrated
+        totals.models[cat] = CategoryModel(bank, category.size, scaling, None, len(fit))
+        _write_partial_model(run, s, name)
+        run.progress.banks.append(cat)
+        run.progress.done(f"{cat}: bank", f"model/banks/{cat}.npz", "model/model.json")
+
+    tests = list(category.test)
+    cr = run_category(model, category, fit, calibration, tests, s.coreset_ratio, bank_built)
     t0 = time.perf_counter()
-    result = finish_category(out, category, run.maps, run.calibration_maps, s)
-    result.block["bank"] = {
-        "size": run.bank.size,
-        "radius": run.bank.radius,
-        "n_patches": run.bank.n_patches,
-    }
-    totals.blocks[category.name], totals.curves[category.name] = result.block, result.curves
-    totals.models[category.name] = CategoryModel(
-        run.bank, category.size, result.scaling, result.thresholds, len(fit)
+    result = finish_category(out, category, cr.maps, cr.calibration_maps, s)
+    bank = cr.bank
+    result.block["bank"] = {"size": bank.size, "radius": bank.radius, "n_patches": bank.n_patches}
+    totals.blocks[cat], totals.curves[cat] = result.block, result.curves
+    totals.models[cat] = CategoryModel(
+        cr.bank, category.size, result.scaling, result.thresholds, len(fit)
     )
-    for phase, seconds in (*run.seconds.items(), ("evaluate", time.perf_counter() - t0)):
+    if any(c not in totals.blocks for c in run.categories):
+        _write_partial_model(run, s, name)
+    run.progress.categories.append(cat)
+    run.progress.done(f"{cat}: evaluate", f"maps/{cat}/", f"scores/{cat}.csv")
+    for phase, seconds in (*cr.seconds.items(), ("evaluate", time.perf_counter() - t0)):
         totals.seconds[f"{category.name}/{phase}"] = seconds
     block = result.block
     log.info(
         "%s: AUC-sPRO@0.05 %.4f @0.3 %.4f, image AUROC %.4f",
-        category.name, block["auc_spro"]["0.05"], block["auc_spro"]["0.3"],
+        cat, block["auc_spro"]["0.05"], block["auc_spro"]["0.3"],
         block["image_auroc"]["mean"],
     )  # fmt: skip
 
@@ -222,29 +278,34 @@ class RunStart:
     model: PatchCore
     out: Path
     totals: RunTotals
+    progress: RunProgress
     started: float = field(default_factory=time.perf_counter)
 
 
 def start_run(settings: RunSettings, out: Path) -> RunStart:
-    """Categories, model and a fresh output folder (status.json "running")."""
+    """Categories, model and a fresh output folder (status.json "running", beating)."""
     names = resolve_categories(Path(settings.data_root), settings.categories)
     model, warnings = make_model(settings)
     out = prepare_output(out, overwrite=settings.overwrite)
-    write_status(out, "running")
-    return RunStart(names, model, out, RunTotals(warnings=list(warnings)))
+    progress = RunProgress(out)
+    progress.done("prepare")
+    return RunStart(names, model, out, RunTotals(warnings=list(warnings)), progress)
 
 
 def run_centralized(settings: RunSettings, out: Path, *, name: str = "centralized") -> dict:
     """The whole centralized baseline; returns the results dict it wrote to `out`."""
     run = start_run(settings, out)
     out, model, totals = run.out, run.model, run.totals
-    for cat in run.categories:
-        category = load_category(Path(settings.data_root), cat)
-        _centralized_category(out, category, model, settings, totals)
-    totals.seconds["total"] = time.perf_counter() - run.started
-    names = run.categories
-    write_model(out / "model", model.spec, totals.models, provenance(name, "centralized", settings))
-    return write_run(out, "centralized", name, settings, names, model, totals)
+    with final_state(out, name, run.progress.facts):
+        for cat in run.categories:
+            category = load_category(Path(settings.data_root), cat)
+            _centralized_category(run, category, settings, name)
+        totals.seconds["total"] = time.perf_counter() - run.started
+        names = run.categories
+        facts = provenance(name, "centralized", settings)
+        write_model(out / "model", model.spec, totals.models, facts, saved=run.progress.saved)
+        run.progress.done("model", "model/ (complete)")
+        return write_run(out, "centralized", name, settings, names, model, totals)
 
 
 def phase_seconds(model: PatchCore, seconds: dict[str, float]) -> dict[str, float | None]:

@@ -40,6 +40,7 @@ from fedpatch_app.evaluation.thresholds import threshold_on_test
 from fedpatch_app.inspection.model_folder import CategoryModel, write_model
 from fedpatch_app.inspection.run_model import provenance
 from fedpatch_app.model.patchcore import PatchCore
+from fedpatch_app.run_status import final_state
 from fedpatch_app.settings import RunSettings
 
 log = logging.getLogger(__name__)
@@ -148,12 +149,14 @@ def run_local_only(
     run = start_run(settings, out)
     out, model, totals, names = run.out, run.model, run.totals, run.categories
     models: dict[int, dict[str, CategoryModel]] = {}
-    for cat in names:
-        category = load_category(Path(settings.data_root), cat)
-        runs = _client_runs(model, category, partition, settings, totals.seconds)
-        _local_category(out, category, runs, settings, totals, models)
-    totals.seconds["total"] = time.perf_counter() - run.started
-    for client, cats in sorted(models.items()):
-        facts = provenance(f"{name} client {client}", "local-only", settings)
-        write_model(out / "model" / f"client-{client}", model.spec, cats, facts)
-    return write_run(out, "local-only", name, settings, names, model, totals)
+    with final_state(out, name, run.progress.facts):
+        for cat in names:
+            category = load_category(Path(settings.data_root), cat)
+            runs = _client_runs(model, category, partition, settings, totals.seconds)
+            _local_category(out, category, runs, settings, totals, models)
+            run.progress.done(f"{cat}: evaluate", f"maps/{cat}/", f"scores/{cat}.csv")
+        totals.seconds["total"] = time.perf_counter() - run.started
+        for client, cats in sorted(models.items()):
+            facts = provenance(f"{name} client {client}", "local-only", settings)
+            write_model(out / "model" / f"client-{client}", model.spec, cats, facts)
+        return write_run(out, "local-only", name, settings, names, model, totals)

@@ -19,10 +19,10 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp.grid import Grid
 
-from fedpatch_app.errors import ConfigError, FedpatchError, ModelError, WeightsError
+from fedpatch_app.errors import ConfigError, ModelError, WeightsError
 from fedpatch_app.federated import messages as M
 from fedpatch_app.federated.data import DatasetChoice, resolve_dataset
-from fedpatch_app.federated.server_outputs import ServerRun, write_outputs, write_run_model
+from fedpatch_app.federated.server_outputs import ServerRun, banks_written, write_outputs
 from fedpatch_app.federated.strategy import FederationError, PatchCoreStrategy
 from fedpatch_app.model.embedding import FeatureSpec
 from fedpatch_app.outputs import prepare_output
@@ -156,7 +156,7 @@ def _federate(run: ServerRun, grid: Grid, context: Context) -> PatchCoreStrategy
     strategy = PatchCoreStrategy(
         plan, merge_device=resolve_device(run.settings.device), parent=run.parent
     )
-    strategy.on_banks = lambda banks: (write_run_model(run, strategy), run.finished.append("merge"))
+    strategy.on_banks = lambda banks: banks_written(run, strategy)
     t0 = time.perf_counter()
     strategy.start(grid)
     run.phase_done("federation", t0)
@@ -174,10 +174,14 @@ def run_server(grid: Grid, context: Context) -> ServerOutcome:
         run = _prepare(settings, name, run_dir)
         strategy = _federate(run, grid, context)
         results = write_outputs(run, strategy)
-    except (FedpatchError, OSError) as exc:
+    except BaseException as exc:
         finished = run.finished if run is not None else []
-        kept = ["model/ (the merged banks)"] if "merge" in finished else []
-        write_failure(run_dir, name, str(exc), finished, kept)
+        kept = run.kept if run is not None else []
+        if isinstance(exc, KeyboardInterrupt):
+            reason = "stopped by the user (Ctrl-C)"
+            write_status(run_dir, "interrupted", reason=reason, finished_phases=finished, kept=kept)
+        else:
+            write_failure(run_dir, name, str(exc) or type(exc).__name__, finished, kept)
         log.error("run %s failed: %s (status in %s)", name, exc, run_dir / "status.json")
         raise
     log.info("results in %s", run_dir)

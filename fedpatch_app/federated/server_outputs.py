@@ -39,12 +39,18 @@ class ServerRun:
     warnings: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     finished: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
 
     def phase_done(self, phase: str, since: float) -> None:
         self.seconds[phase] = round(time.perf_counter() - since, 3)
+        self.record(phase)
+
+    def record(self, phase: str, *kept: str) -> None:
+        """A finished phase and what it kept, in status.json at once."""
         self.finished.append(phase)
-        write_status(self.run_dir, "running", finished_phases=self.finished)
+        self.kept += [k for k in kept if k not in self.kept]
+        write_status(self.run_dir, "running", finished_phases=self.finished, kept=self.kept)
 
 
 @dataclass
@@ -55,8 +61,11 @@ class _Sample:
     defect: str
 
 
-def write_run_model(run: ServerRun, strategy: PatchCoreStrategy) -> Path:
-    """RUN/model/ from the strategy's banks, scalings and thresholds (so far)."""
+def write_run_model(
+    run: ServerRun, strategy: PatchCoreStrategy, incomplete: str | None = None
+) -> Path:
+    """RUN/model/ from the strategy's banks, scalings and thresholds (so far); marked
+    incomplete (`incomplete`: why) until the thresholds are calibrated."""
     thresholds = {cat: o.thresholds for cat, o in strategy.outcomes.items()}
     scalings = dict(strategy.scalings)
     if run.parent is not None:
@@ -74,7 +83,19 @@ def write_run_model(run: ServerRun, strategy: PatchCoreStrategy) -> Path:
         clients=clients, privacy=privacy_facts(strategy), parent=run.parent,
     )  # fmt: skip
     cats = category_models(strategy.banks, scalings, thresholds, train)
-    return write_model(run.run_dir / "model", run.spec, cats, facts)
+    return write_model(run.run_dir / "model", run.spec, cats, facts, incomplete=incomplete)
+
+
+def banks_written(run: ServerRun, strategy: PatchCoreStrategy) -> None:
+    """Right after a merge: the model folder with the merged banks (incomplete: no map
+    scaling or thresholds yet), and the merge among the finished phases."""
+    reason = (
+        f"written by run {run.name} right after the merge, before evaluation: no map "
+        "scaling or thresholds yet"
+    )
+    write_run_model(run, strategy, incomplete=reason)
+    phase = "merge" if "merge" not in run.finished else "merge again (source check)"
+    run.record(phase, "model/ (the merged banks; model.json marked incomplete)")
 
 
 def _write_scores(run: ServerRun, strategy: PatchCoreStrategy) -> None:
