@@ -9,6 +9,10 @@ which features each column used.
 
 A category with few test images gives figures that one image can move a long way; such
 categories are found here once (:func:`few_images`) and noted wherever their figures appear.
+
+A run folder's status.json is read too (through ``run_status.effective_status``): a run that
+failed or was interrupted is shown as such, and a folder without results.json whose run
+did not finish is refused with what the run finished and kept.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 from fedpatch_app.errors import ConfigError, DataError
 from fedpatch_app.evaluation import run_facts
 from fedpatch_app.evaluation.results import CURVES_FILE, load_curves, load_results, results_path
+from fedpatch_app.run_status import describe, effective_status
 
 #: A category's figures get a "few test images" note below this many good or defective images.
 MIN_TEST_IMAGES = 10
@@ -42,6 +47,8 @@ class Run:
     features_tag: str | None = None
     curves: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     curves_note: str | None = None
+    #: status.json of a run that did not complete (failed, interrupted), else None.
+    stopped: dict[str, Any] | None = None
 
     @property
     def kind(self) -> str:
@@ -77,7 +84,13 @@ def load_runs(run_dirs: Sequence[str | Path], *, allow_mixed: bool = False) -> l
     runs: list[Run] = []
     for index, item in enumerate(run_dirs):
         path = results_path(item)
-        run = Run(index=index, folder=path.parent, results=load_results(path))
+        status = effective_status(path.parent)
+        stopped = status if status and status.get("status") in ("failed", "interrupted") else None
+        if stopped is not None and not path.is_file():
+            raise DataError(
+                f"{path.parent}: no results to report, the run did not finish: {describe(stopped)}"
+            )
+        run = Run(index=index, folder=path.parent, results=load_results(path), stopped=stopped)
         _load_curves(run)
         runs.append(run)
     tags = features_tags(runs)

@@ -25,6 +25,7 @@ from fedpatch_app.evaluation.report_runs import (
     few_images_note,
 )
 from fedpatch_app.evaluation.results import LIMIT_KEYS
+from fedpatch_app.run_status import describe
 
 #: Top-level results keys rendered by dedicated sections (everything else is an "extra").
 SCHEMA_KEYS = ("schema", "run", "categories", "mean", "warnings", "fairness", "dataset")
@@ -51,7 +52,10 @@ def flags(run: Run) -> list[str]:
 
 
 def run_status(run: Run) -> str | None:
-    """How the run ended, when its results say."""
+    """How the run ended: failed or interrupted when its status.json says so, else what
+    its results say."""
+    if run.stopped is not None:
+        return str(run.stopped.get("status"))
     return run_facts.status(run.results)
 
 
@@ -85,6 +89,8 @@ def flag_lines(run: Run) -> list[str]:
             f"> **STATUS {status}:** the run did not complete; its figures may be partial.",
             "",
         ]
+        if run.stopped is not None:
+            lines += [f"> status.json: {describe(run.stopped)}.", ""]
     return lines
 
 

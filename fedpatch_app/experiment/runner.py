@@ -13,6 +13,8 @@ training images (a view of the data root made of links).
 
 Every precondition (data, weights, a free simulation port, the output folder) is checked
 before the first run starts, so a preset never fails half-way for a reason known at once.
+The experiment folder has its own status.json (beating while the experiment runs, listing
+the runs finished), next to each run's own: an interrupted experiment says so.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from fedpatch_app.experiment.summary import write_summary
 from fedpatch_app.experiment.views import unequal_view
 from fedpatch_app.local_only import run_local_only
 from fedpatch_app.outputs import prepare_output
+from fedpatch_app.run_status import final_state, write_status
 from fedpatch_app.settings import RunSettings, replace, to_run_config
 from fedpatch_app.settings.options import given
 
@@ -51,10 +54,19 @@ class Experiment:
     engine: str
     timings: dict[str, float] = field(default_factory=dict)
 
+    def _done(self, name: str, since: float) -> None:
+        self.timings[name] = time.perf_counter() - since
+        finished, kept = self.progress()
+        write_status(self.out, "running", finished_phases=finished, kept=kept)
+
+    def progress(self) -> tuple[list[str], list[str]]:
+        """The runs finished so far, and their folders."""
+        return list(self.timings), [f"{name}/" for name in self.timings]
+
     def centralized(self, name: str) -> Path:
         t0 = time.perf_counter()
         run_centralized(self.settings, self.out / name, name=name)
-        self.timings[name] = time.perf_counter() - t0
+        self._done(name, t0)
         return self.out / name
 
     def local_only(self, name: str, partition: str) -> Path:
@@ -69,7 +81,7 @@ class Experiment:
         )
         t0 = time.perf_counter()
         run_local_only(s, self.out / name, split, name=name)
-        self.timings[name] = time.perf_counter() - t0
+        self._done(name, t0)
         return self.out / name
 
     def federated(self, name: str, partition: str, root: Path | None = None, **changes) -> Path:
@@ -98,7 +110,7 @@ class Experiment:
                 num_supernodes=s.num_clients,
                 log_file=self.out / name / "flwr-run.log",
             )
-        self.timings[name] = time.perf_counter() - t0
+        self._done(name, t0)
         return self.out / name
 
 
@@ -188,17 +200,19 @@ def run_experiment(
     check_preconditions(preset, settings, engine)
     out = prepare_output(Path(out).resolve(), overwrite=overwrite)
     exp = Experiment(preset, settings, out, engine)
-    run_dirs, ablation = _plain_runs(exp)
-    ablation = _ablation(exp, ablation)
-    sweep_dirs = _sweep(exp)
-    budget_dirs, smallest = _budget_study(exp)
-    every = run_dirs + list(sweep_dirs.values()) + list(budget_dirs.values())
-    write_report(every, out / "report", data_root=data_root)
-    summary = write_summary(
-        out, preset, settings, every, exp.timings,
-        ablation_dirs=ablation, sweep_dirs=sweep_dirs, budget_dirs=budget_dirs,
-        smallest=smallest,
-    )  # fmt: skip
+    write_status(out, "running", finished_phases=[], kept=[])
+    with final_state(out, f"experiment {preset.name}", exp.progress):
+        run_dirs, ablation = _plain_runs(exp)
+        ablation = _ablation(exp, ablation)
+        sweep_dirs = _sweep(exp)
+        budget_dirs, smallest = _budget_study(exp)
+        every = run_dirs + list(sweep_dirs.values()) + list(budget_dirs.values())
+        write_report(every, out / "report", data_root=data_root)
+        dirs = {"ablation_dirs": ablation, "sweep_dirs": sweep_dirs, "budget_dirs": budget_dirs}
+        summary = write_summary(
+            out, preset, settings, every, exp.timings, **dirs, smallest=smallest
+        )
+    write_status(out, "completed", finished_phases=[*exp.progress()[0], "report"])
     log.info("experiment report: %s and %s", out / "report" / "report.md", summary)
     return summary
 

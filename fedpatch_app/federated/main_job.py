@@ -26,7 +26,7 @@ from fedpatch_app.federated.simulation import (
     project_root,
     run_simulation,
 )
-from fedpatch_app.run_status import read_status, write_failure
+from fedpatch_app.run_status import describe, effective_status, write_failure
 from fedpatch_app.settings import RunSettings, from_run_config
 
 
@@ -72,7 +72,7 @@ def _supernodes(federation: dict[str, Any], settings: RunSettings) -> tuple[int,
 
 
 def _verdict(run_dir: Path, error: str | None) -> int:
-    status = read_status(run_dir) or {}
+    status = effective_status(run_dir) or {}
     if error is None and status.get("status") == "completed":
         print(f"fedpatch run: COMPLETED. Results: {run_dir} (report.md, results.json, model/)")
         return 0
@@ -80,6 +80,8 @@ def _verdict(run_dir: Path, error: str | None) -> int:
     if run_dir.is_dir() and not status:
         # The ServerApp never started: the folder holds only Flower's log.
         write_failure(run_dir, run_dir.name, reason, [], ["flwr-run.log"])
+    if status.get("status") == "interrupted":
+        reason = f"the run was {describe(status)}"
     print(f"fedpatch run: FAILED: {reason}", file=sys.stderr)
     if run_dir.is_dir():
         print(f"fedpatch run: what was kept and why: {run_dir / 'status.json'}", file=sys.stderr)
