@@ -1,6 +1,9 @@
-"""`fedpatch experiment`: presets of runs compared on the same data and settings."""
+"""`fedpatch experiment`: presets of runs compared on the same data and settings.
+
+`run_experiment` lives in `fedpatch_app.experiment.runner`; it is not imported here, so
+that reading the preset names (every `fedpatch` command's help does) never imports torch.
+"""
 
 from fedpatch_app.experiment.presets import load_preset
-from fedpatch_app.experiment.runner import run_experiment
 
-__all__ = ["load_preset", "run_experiment"]
+__all__ = ["load_preset"]
