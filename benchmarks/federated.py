@@ -76,7 +76,7 @@ else:
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
-    run_simulation(common, flwr_home=home, num_supernodes=5, port_wait=900)
+    run_simulation(common, flwr_home=home, num_supernodes=5)
     done.set()
     thread.join()
 seconds = time.perf_counter() - t0

@@ -54,9 +54,9 @@ class Command:
 
 
 RUN = Command("run", "the main job: a federated run as a Flower simulation, with an honest exit status", "fedpatch_app.federated.main_job:run_cli", (
-    opt("--run-config", default=None, help='settings as flwr run takes them, e.g. "num-clients=3 data-root=\\"data/autovi\\"" (`fedpatch settings` lists them; default: pyproject.toml\'s)'),
+    opt("--run-config", default=None, help='settings as key=value pairs, e.g. "num-clients=3 data-root=data/autovi" (TOML values, as flwr run takes them; a value that is not a TOML number, boolean or quoted string is read as a string; `fedpatch settings` lists them; default: pyproject.toml\'s)'),
     opt("--federation-config", default=None, help='Flower federation settings, e.g. "client-resources-num-cpus=1" (default: one SuperNode per client, 1 CPU each)'),
-    opt("--flwr-home", default=None, help="Flower's home folder for this run (default: .flwr in the project folder)"),
+    opt("--flwr-home", default=None, help="Flower's home folder for this run, where its local SuperLink keeps its state; one run at a time (default: OUT-DIR/.flwr/RUN-NAME, removed when the run completes)"),
 ))  # fmt: skip
 
 DOWNLOAD = Command("download-autovi", "download and unpack the AutoVI dataset from Zenodo (resumable, SHA-256 checked)", "fedpatch_app.data.download:run_cli", (

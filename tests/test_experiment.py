@@ -12,7 +12,6 @@ from fedpatch_app.cli import main
 from fedpatch_app.data.synthetic import generate
 from fedpatch_app.errors import ConfigError
 from fedpatch_app.experiment import load_preset
-from fedpatch_app.federated.simulation import SUPERLINK_PORTS, port_busy
 
 PRESET = """
 settings:
@@ -92,8 +91,6 @@ def test_cli_passes_the_engine(tmp_path: Path, monkeypatch, capsys) -> None:
 
 @pytest.mark.slow
 def test_small_experiment_end_to_end(tmp_path: Path, capsys) -> None:
-    if any(port_busy(p) for p in SUPERLINK_PORTS):
-        pytest.skip("a local SuperLink is already running on 127.0.0.1:39091")
     data = tmp_path / "data"
     generate(data, scale="tiny", seed=0, categories=["pipe_clip", "pipe_staple"])
     preset = tmp_path / "mini.yaml"

@@ -1,6 +1,7 @@
 """End to end: the main job `fedpatch run` (a real `flwr run . --stream` with five
-simulated SuperNodes, Ray), which checks the final status with `flwr list --format json`
-(`finished:completed`), exits 0 only then, and stops the local SuperLink it started; then
+simulated SuperNodes, Ray), which checks its own run's final status with `flwr list
+--run-id ID --format json` (`finished:completed`), exits 0 only then, and stops the
+local SuperLink it started; then
 the results.json the ServerApp wrote is checked, and its figures are
 compared with the same case run in-process (`inprocess_reference`): same metrics, same
 banks, bit for bit. Both run on one CPU thread (OMP_NUM_THREADS=1), since the coreset
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 from inprocess_reference import ONE_THREAD, assert_same_figures, reference_run
 
-from fedpatch_app.federated.simulation import SUPERLINK_PORTS, port_busy, superlink_pids
+from fedpatch_app.federated.simulation import superlink_pids
 
 CATS = ("pipe_clip", "pipe_staple")
 
@@ -35,8 +36,6 @@ def test_flwr_run_simulation_with_five_supernodes(
 ) -> None:
     if not Path("/proc").is_dir():
         pytest.skip("needs /proc to find the local SuperLink's PID")
-    if any(port_busy(p) for p in SUPERLINK_PORTS):
-        pytest.skip("a local SuperLink is already running on 127.0.0.1:39091")
     for key, value in ONE_THREAD.items():
         monkeypatch.setenv(key, value)  # inherited by the SuperLink, ServerApp and ClientApps
     flwr_home = tmp_path / "flwr_home"
@@ -80,16 +79,19 @@ def test_flwr_run_simulation_with_five_supernodes(
 
 
 @pytest.mark.slow
-def test_fedpatch_run_exits_non_zero_and_says_why_when_the_run_fails(tmp_path: Path) -> None:
-    if any(port_busy(p) for p in SUPERLINK_PORTS):
-        pytest.skip("a local SuperLink is already running on 127.0.0.1:39091")
+def test_fedpatch_run_exits_non_zero_and_says_why_when_the_run_fails(
+    tiny_root: Path, tmp_path: Path
+) -> None:
+    # Every client refuses the plan (the category partition has exactly five clients),
+    # so the run fails inside Flower, after it started.
     flwr_home = tmp_path / "flwr_home"
-    run_config = {"data-root": str(tmp_path / "autovii"), "out-dir": str(tmp_path / "runs"),
-                  "run-name": "typo", "image-size": 64, "weights": "none"}  # fmt: skip
+    run_config = {"data-root": str(tiny_root), "categories": "pipe_clip", "num-clients": 2}
+    run_config |= {"min-clients": 2, "out-dir": str(tmp_path / "runs"), "run-name": "refused"}
+    run_config |= {"image-size": 32, "weights": "none", "device": "cpu"}
     proc = _fedpatch_run(run_config, flwr_home)
     assert proc.returncode == 1, proc.stdout[-3000:]
-    assert "fedpatch run: FAILED: run config 'data-root'" in proc.stderr
-    assert "autovii holds no AutoVI category" in proc.stderr
+    assert "fedpatch run: FAILED: train: only 0 client(s) remain, min-clients is 2" in proc.stderr
+    assert "the category partition has exactly 5 clients" in proc.stderr
     assert not superlink_pids(flwr_home)
-    status = json.loads((tmp_path / "runs" / "typo" / "status.json").read_text())
-    assert status["status"] == "failed" and "autovii" in status["reason"]
+    status = json.loads((tmp_path / "runs" / "refused" / "status.json").read_text())
+    assert status["status"] == "failed" and "only 0 client(s) remain" in status["reason"]

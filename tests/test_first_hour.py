@@ -68,25 +68,6 @@ def test_centralized_refuses_a_used_out_folder(tiny_root: Path, tmp_path: Path, 
     assert code == 2 and "--overwrite" in capsys.readouterr().err
 
 
-def test_experiment_checks_the_port_before_any_work(
-    tiny_root: Path, tmp_path: Path, capsys
-) -> None:
-    from fedpatch_app.federated.simulation import SUPERLINK_PORTS, port_busy
-
-    if port_busy(SUPERLINK_PORTS[0]):
-        pytest.skip("a local SuperLink already holds the port")
-    with socket.socket() as holder:
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        holder.bind(("127.0.0.1", SUPERLINK_PORTS[0]))
-        holder.listen()
-        code = main(["experiment", "--preset", "stage1", "--data-root", str(tiny_root),
-                     "--out", str(tmp_path / "exp"), "--weights", "none"])  # fmt: skip
-    err = capsys.readouterr().err
-    assert code == 2 and "already listening on 127.0.0.1:39091" in err and "kill PID" in err
-    assert "pkill" not in err
-    assert not (tmp_path / "exp").exists()
-
-
 def test_unknown_run_config_keys_are_named_before_flower_starts(capsys) -> None:
     code = main(["run", "--run-config", "coreset-ration=0.2"])
     err = capsys.readouterr().err

@@ -11,7 +11,7 @@ over federated runs, reported as a table and a plot of utility against epsilon; 
 `budget_study` of `bank_budget` on data where one category keeps only a fraction of its
 training images (a view of the data root made of links).
 
-Every precondition (data, weights, a free simulation port, the output folder) is checked
+Every precondition (data, weights, the output folder) is checked
 before the first run starts, so a preset never fails half-way for a reason known at once.
 The experiment folder has its own status.json (beating while the experiment runs, listing
 the runs finished), next to each run's own: an interrupted experiment says so.
@@ -114,16 +114,12 @@ class Experiment:
         return self.out / name
 
 
-def check_preconditions(preset: Preset, settings: RunSettings, engine: str) -> None:
+def check_preconditions(settings: RunSettings, engine: str) -> None:
     """Everything that can be known to fail before the first run starts."""
     if engine not in ENGINES:
         raise ConfigError(f"experiment engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     resolve_categories(Path(settings.data_root), settings.categories)
     make_model(settings)  # weights present and loadable, device available
-    if preset.federated and engine == "simulation":
-        from fedpatch_app.federated.simulation import check_ports_free
-
-        check_ports_free()
 
 
 def _plain_runs(exp: Experiment) -> tuple[list[Path], dict[float, Path]]:
@@ -197,7 +193,7 @@ def run_experiment(
     preset = load_preset(preset_name)
     data_root = Path(data_root).resolve()
     settings = replace(preset.settings, data_root=data_root, **(changes or {}))
-    check_preconditions(preset, settings, engine)
+    check_preconditions(settings, engine)
     out = prepare_output(Path(out).resolve(), overwrite=overwrite)
     exp = Experiment(preset, settings, out, engine)
     write_status(out, "running", finished_phases=[], kept=[])

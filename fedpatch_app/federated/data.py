@@ -93,14 +93,27 @@ class DatasetChoice:
     synthetic: dict[str, Any] | None = None
 
 
-def resolve_dataset(settings: Any) -> DatasetChoice:
+def _no_autovi(root: Path) -> ConfigError:
+    return ConfigError(
+        f"run config 'data-root': {root} holds no AutoVI category (expected "
+        f"{root}/<category>/train/good/*.png, e.g. {root}/pipe_clip/train/good): fix "
+        "the path, or leave data-root at its default to run on the built-in synthetic "
+        "data"
+    )
+
+
+def resolve_dataset(
+    settings: Any, *, generate: bool = True, clients_here: bool = False
+) -> DatasetChoice:
     """Pick the dataset of a run from `dataset`, `data-root` and `categories`.
 
     "autovi": the data must be at data-root on the clients; if it is visible here too,
-    its categories are checked. "synthetic": generated under out-dir. "auto": AutoVI if
-    data-root holds any AutoVI category; synthetic (with a warning) only while data-root
-    is left at its default: a data-root the user gave that holds no AutoVI is an error,
-    never a silent switch to synthetic data.
+    its categories are checked (with `clients_here`, as in a simulation whose clients
+    read this machine's files, it must be visible). "synthetic": generated under
+    out-dir (unless `generate` is False: then only the choice is made, as a check
+    before a run). "auto": AutoVI if data-root holds any AutoVI category; synthetic
+    (with a warning) only while data-root is left at its default: a data-root the user
+    gave that holds no AutoVI is an error, never a silent switch to synthetic data.
     """
     from fedpatch_app.data.autovi import CATEGORIES, available_categories
     from fedpatch_app.settings import RunSettings
@@ -122,6 +135,8 @@ def resolve_dataset(settings: Any) -> DatasetChoice:
                     f"data-root {root}"
                 )
             cats = tuple(c for c in requested if c in found)
+        elif clients_here:
+            raise _no_autovi(root)
         else:
             log.info(
                 "AutoVI is not visible to the server at %s: the clients must hold it "
@@ -141,12 +156,7 @@ def resolve_dataset(settings: Any) -> DatasetChoice:
                 )
             return DatasetChoice("autovi", root.resolve(), cats, synthetic=synthetic_facts(root))
         if root != RunSettings.model_fields["data_root"].default:
-            raise ConfigError(
-                f"run config 'data-root': {root} holds no AutoVI category (expected "
-                f"{root}/<category>/train/good/*.png, e.g. {root}/pipe_clip/train/good): fix "
-                "the path, or leave data-root at its default to run on the built-in synthetic "
-                "data"
-            )
+            raise _no_autovi(root)
         message = (
             f"AutoVI was not found at data-root {root}: this run uses the built-in SYNTHETIC "
             f"data ({settings.synthetic_kind}, {settings.synthetic_scale}, seed {settings.seed}); "
@@ -157,6 +167,8 @@ def resolve_dataset(settings: Any) -> DatasetChoice:
         warnings.append(message)
     scale, kind, seed = settings.synthetic_scale, settings.synthetic_kind, settings.seed
     syn = synthetic_root(Path(settings.out_dir), scale, seed, kind)
+    if not generate:
+        return DatasetChoice("synthetic", syn.resolve(), requested, warnings)
     ensure_synthetic(syn, scale, seed, requested, kind)
     return DatasetChoice("synthetic", syn.resolve(), requested, warnings, synthetic_facts(syn))
 
