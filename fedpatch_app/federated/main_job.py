@@ -112,6 +112,6 @@ def run_cli(args: argparse.Namespace) -> int:
         shutil.rmtree(flwr_home, ignore_errors=True)
         with contextlib.suppress(OSError):
             flwr_home.parent.rmdir()  # OUT-DIR/.flwr, when no other run's home is left
-    elif superlink_log.is_file():
+    elif code != 0 and superlink_log.is_file():
         print(f"fedpatch run: Flower's SuperLink log: {superlink_log}", file=sys.stderr)
     return code
