@@ -2,14 +2,17 @@
 
 Each function decodes and checks every reply of one phase with the codecs, records what
 the client reported, and drops (by name, with the reason) a client whose reply fails a
-check, so the run goes on with the others.
+check, so the run goes on with the others. The accepted replies come back in the order
+the data fixes (`ClientRegistry.data_order`: by partition, then by content), never by
+node id or arrival, so that what the server sums over them is the same in every run.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 from flwr.app import Message
@@ -25,6 +28,39 @@ from fedpatch_app.federated.registry import ClientRegistry, ClientState
 log = logging.getLogger(__name__)
 
 Replies = list[tuple[ClientState, Message]]
+T = TypeVar("T")
+
+
+def train_content(decoded: M.TrainReply) -> tuple[Any, ...]:
+    """What orders the train replies of nodes that name no partition: per category the
+    counts and the coreset's digest."""
+    from fedpatch_app.model.merge import content_digest
+
+    return tuple(
+        sorted(
+            (cat, p.n_images, p.n_patches, content_digest(p.features))
+            for cat, p in decoded.coresets.items()
+        )
+    )
+
+
+def score_content(decoded: M.ScoreReply) -> tuple[Any, ...]:
+    """What orders the evaluation replies of nodes that name no partition: the test
+    images scored, then the calibration images' counts and map ranges."""
+    tests = sorted((cat, tuple(sorted(i.rel_paths))) for cat, i in decoded.categories.items())
+    calibration = sorted(
+        (cat, i.count, i.map_min, i.map_max) for cat, i in decoded.calibration.items()
+    )
+    return (tuple(tests), tuple(calibration))
+
+
+def in_data_order(
+    registry: ClientRegistry, by_node: Mapping[int, T], content: Callable[[T], Any]
+) -> dict[int, T]:
+    """`by_node` in the order the data fixes (`ClientRegistry.data_order`; `content` of a
+    reply is computed only for nodes that name no partition)."""
+    order = registry.data_order(by_node, lambda node: content(by_node[node]))
+    return {node: by_node[node] for node in order}
 
 
 def _claim_partition(client: ClientState, reply: Message) -> None:
@@ -151,6 +187,7 @@ def accept_train(
         client.partition_id = decoded.partition_id
         accepted[client.node_id] = decoded
     _drop_shared_partitions(registry, accepted)
+    accepted = in_data_order(registry, accepted, train_content)
     for node_id, decoded in accepted.items():
         _record_train(registry.clients[node_id], decoded)
     registry.require("train")
@@ -179,10 +216,15 @@ def _check_score_share(decoded: M.ScoreReply, partition_id: int, expected: Expec
             )
 
 
-def _claims(scored: Mapping[int, M.ScoreReply]) -> dict[tuple[str, str], list[int]]:
+def _claims(
+    scored: Mapping[int, M.ScoreReply], order: Sequence[int]
+) -> dict[tuple[str, str], list[int]]:
+    """Who claims each test image claimed twice or more (the claimants in `order`)."""
     owners: dict[tuple[str, str], list[int]] = {}
-    for node_id, decoded in sorted(scored.items()):
-        for cat, item in decoded.categories.items():
+    for node_id in order:
+        if node_id not in scored:
+            continue
+        for cat, item in scored[node_id].categories.items():
             for path in item.rel_paths:
                 owners.setdefault((cat, path), []).append(node_id)
     return {key: nodes for key, nodes in owners.items() if len(nodes) > 1}
@@ -212,7 +254,9 @@ def conflicting_images(
     `scored`). The images still claimed twice are left out of the evaluation, per category
     (counted twice they would bias it; who holds them cannot be told), and every claimant
     is flagged."""
-    conflicts = _claims(scored)
+    # Ties between possible thieves go to the first in the data's order.
+    order = list(in_data_order(registry, scored, score_content))
+    conflicts = _claims(scored, order)
     while (thief := _claiming_from_many(conflicts)) is not None:
         partners = sorted({n for nodes in conflicts.values() if thief in nodes for n in nodes})
         registry.drop(
@@ -220,7 +264,7 @@ def conflicting_images(
             f"{', '.join(str(n) for n in partners if n != thief)} hold",
         )  # fmt: skip
         del scored[thief]
-        conflicts = _claims(scored)
+        conflicts = _claims(scored, order)
     excluded: dict[str, set[str]] = {}
     claimants: dict[int, dict[str, int]] = {}
     for (cat, path), nodes in conflicts.items():
@@ -263,7 +307,7 @@ def accept_scores(
         client.seconds.update(decoded.timings)
         scored[client.node_id] = decoded
     registry.require("evaluate")
-    return scored
+    return in_data_order(registry, scored, score_content)
 
 
 def _statistics(arrays: Mapping[str, np.ndarray], cat: str, n_scored: int) -> SproStatistics:
@@ -360,4 +404,6 @@ def accept_stats(
         client.local_metrics = decoded.local
         client.seconds.update(decoded.timings)
     registry.require("query")
-    return out
+    return {
+        node: out[node] for node in in_data_order(registry, scored, score_content) if node in out
+    }

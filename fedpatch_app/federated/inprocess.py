@@ -11,16 +11,19 @@ unavailable" error (source node 1, as the real SuperLink sends it), a ClientApp 
 becomes error code 2 with the exception text, and `tamper(node_id, instruction, reply)`
 may replace a reply before the server sees it (`federated.attacks` holds dishonest
 clients written that way). `public_keys` gives nodes the keys an authenticating SuperLink
-would report.
+would report. A SuperLink draws node ids at random and hands replies over as they arrive:
+`node_ids` sets each node's id and `reply_seed` shuffles the replies, so that tests can
+check that nothing the run computes depends on either.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import random
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from uuid import uuid4
 
@@ -61,12 +64,22 @@ class InProcessGrid(Grid):
         tamper: Tamper | None = None,
         first_node_id: int = 1001,
         public_keys: Mapping[int, bytes] | None = None,
+        node_ids: Sequence[int] | None = None,
+        reply_seed: int | None = None,
     ) -> None:
         self.client_app = client_app
         self.run_config = dict(run_config)
-        self.nodes: dict[int, dict[str, Any]] = {
-            first_node_id + i: dict(cfg) for i, cfg in enumerate(node_configs)
-        }
+        configs = [dict(cfg) for cfg in node_configs]
+        ids = (
+            list(node_ids)
+            if node_ids is not None
+            else [first_node_id + i for i in range(len(configs))]
+        )
+        if len(ids) != len(configs) or len(set(ids)) != len(ids):
+            raise ValueError(f"node_ids must give {len(configs)} distinct ids, got {ids}")
+        self.nodes: dict[int, dict[str, Any]] = dict(zip(ids, configs, strict=True))
+        #: Replies handed back in a random order (None: in the order of the instructions).
+        self._shuffle = None if reply_seed is None else random.Random(reply_seed)
         self.offline = set(offline)
         self.tamper = tamper
         #: The nodes' authenticated public keys (PEM), as a SuperLink with SuperNode
@@ -126,6 +139,8 @@ class InProcessGrid(Grid):
             if msg is None:
                 continue
             replies.append(self._deliver(msg))
+        if self._shuffle is not None:
+            self._shuffle.shuffle(replies)
         return replies
 
     def send_and_receive(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -105,6 +105,26 @@ class ClientRegistry:
         for node_id in nodes:
             self.clients.setdefault(node_id, ClientState(node_id))
         return nodes
+
+    def data_order(
+        self, nodes: Iterable[int], content: Callable[[int], Any] | None = None
+    ) -> list[int]:
+        """`nodes` in an order their data fixes: by the partition each client trains as,
+        then (the nodes that name none, last) by `content(node)`, something of what the
+        node sent that no other node sends alike; nodes that tie keep their order.
+
+        Never by node id (a SuperLink draws them at random) nor by the order replies
+        arrived in: whatever the server sums over clients in this order (pooled
+        statistics, merged coresets) comes out the same, bit for bit, in every engine and
+        deployment."""
+
+        def key(node: int) -> tuple[int, int, Any]:
+            pid = self.clients[node].partition_id
+            if pid is not None and pid >= 0:
+                return (0, pid, ())
+            return (1, 0, () if content is None else content(node))
+
+        return sorted(nodes, key=key)
 
     def active(self) -> list[ClientState]:
         return [c for c in self.clients.values() if c.status != "dropped"]

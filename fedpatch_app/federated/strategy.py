@@ -426,7 +426,8 @@ class PatchCoreStrategy(Strategy):
         )  # fmt: skip
         t0 = time.perf_counter()
         for cat in self.banks:
-            holders = [n for n in sorted(stats) if cat in stats[n].stats]
+            # In the data's order (accept_stats), not by node id: float sums follow it.
+            holders = [n for n in stats if cat in stats[n].stats]
             if not holders:
                 log.warning("%s: no client evaluated this category", cat)
                 continue
@@ -445,7 +446,7 @@ class PatchCoreStrategy(Strategy):
     def _thresholds(self, cat: str, stats: dict[int, NodeStatistics]) -> dict[str, Any] | None:
         """Thresholds from every client's calibration histograms of this category, or the
         parent model's where no calibration image of it was scored in this run."""
-        parts = [s.calibration[cat] for _, s in sorted(stats.items()) if cat in s.calibration]
+        parts = [s.calibration[cat] for s in stats.values() if cat in s.calibration]
         s = self.settings
         found = category_thresholds(
             parts, self.scalings[cat], s.target_false_reject, s.target_pixel_fpr
