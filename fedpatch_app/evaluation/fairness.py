@@ -52,7 +52,9 @@ def spread(values: Mapping[str, Any]) -> dict[str, Any]:
                 "gap": None, "std": None, "mean": None}  # fmt: skip
     worst = min(sorted(clean), key=lambda k: clean[k])
     best = max(sorted(clean), key=lambda k: clean[k])
-    vals = list(clean.values())
+    # Summed in the values' order, not the members': the same bits whatever order the
+    # clients came in (a SuperLink's node ids are random).
+    vals = sorted(clean.values())
     mean = sum(vals) / len(vals)
     std = math.sqrt(sum((v - mean) ** 2 for v in vals) / len(vals))
     return {
@@ -80,7 +82,9 @@ def client_means(clients: list[Mapping[str, Any]], suffix: str) -> dict[str, flo
         ]
         if vals:
             pid = client.get("partition_id")
-            label = f"client {pid}" if pid is not None else f"node {client.get('node_id')}"
+            # Nodes that name no partition (-1) are told apart by their node ids.
+            known = isinstance(pid, int) and pid >= 0
+            label = f"client {pid}" if known else f"node {client.get('node_id')}"
             out[label] = sum(float(v) for v in vals) / len(vals)
     return out
 
