@@ -6,6 +6,7 @@ imported.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import figure_tables as t
@@ -154,5 +155,35 @@ register(
         estimate="about 2.5 min for a first cell, less once the features are cached",
         timing=("*/seconds",),
         keep=("cells/*.json",),
+    )
+)
+
+#: The honest runs the source check flagged falsely, whose flagged line `exclude` cuts
+#: (security.md 3.4): (flag set, exclude set, category).
+FALSE_FLAG_RUNS = (
+    (
+        "poisoning-pretrained-dirichlet-seed2",
+        "poisoning-pretrained-dirichlet-seed2-exclude",
+        "pipe_staple",
+    ),
+    ("poisoning-pretrained-shift2", "poisoning-pretrained-shift2-exclude", "pipe_staple"),
+    ("poisoning-random-dirichlet", "poisoning-random-dirichlet-exclude", "pipe_clip"),
+)
+
+
+def _exclude_cost(values: Mapping[str, Values]) -> Values:
+    losses = [
+        values[cut][f"honest-on/{cat}/auc"] - values[flag][f"honest-on/{cat}/auc"]
+        for flag, cut, cat in FALSE_FLAG_RUNS
+    ]
+    return {"worst_honest_change": min(losses)}
+
+
+register(
+    FigureSet(
+        "poisoning-exclude-cost",
+        "security.md 4: the most an honest run falsely flagged lost under exclude",
+        needs=tuple(name for run in FALSE_FLAG_RUNS for name in run[:2]),
+        derive=_exclude_cost,
     )
 )
