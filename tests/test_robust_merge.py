@@ -76,3 +76,49 @@ def test_off_checks_nothing() -> None:
     parts[0][:10] = far_rows(10)
     support = check_support(parts, z=4.0, mode="off")
     assert not support.facts["checked"] and all(v.keep.all() for v in support.verdicts)
+
+
+def unequal_holders(large: int, small: int, seed: int = 0) -> list[np.ndarray]:
+    """A line with many images and one with few: rows of one heavy-tailed distribution, so
+    the large line's extra images reach variety the small one never saw."""
+    rng = np.random.default_rng(seed)
+    return [rng.standard_t(2, size=(n, DIM)).astype(np.float32) for n in (large, small)]
+
+
+def test_a_large_honest_line_keeps_its_tail_against_a_small_one() -> None:
+    """Rows of a line with 8x the images of the only other holder that the small line does
+    not reach are its honest tail: kept (not quarantined, not all dropped). A rule blind
+    to the sizes left all its rows out here (32 of 2,400 unsupported: over 1 %)."""
+    parts = unequal_holders(2400, 300)
+    support = check_support(parts, z=4.0)
+    large = support.verdicts[0]
+    assert large.unsupported > 0.01 * large.rows, "the case must sit past the equal-size rule"
+    assert large.size_ratio == pytest.approx(8.0)
+    assert large.action == "kept-larger-holder" and large.keep.all()
+    assert all(v.action != "dropped" for v in support.verdicts)
+
+
+def test_a_large_line_that_plants_more_than_its_tail_loses_its_rows() -> None:
+    """The allowance grows with the size ratio, but planted rows beyond it still cost the
+    planter all its rows; the small line planting is judged as among equals."""
+    parts = unequal_holders(2400, 300)
+    parts[0][:300] = far_rows(300)  # 12.5 % of its rows, above 8 x 1 %
+    assert check_support(parts, z=4.0).verdicts[0].action == "dropped"
+    parts = unequal_holders(2400, 300)
+    parts[1][:10] = far_rows(10)
+    small = check_support(parts, z=4.0).verdicts[1]
+    assert small.size_ratio == pytest.approx(0.125) and small.action == "dropped"
+
+
+def test_strict_still_quarantines_a_large_lines_unsupported_rows() -> None:
+    parts = unequal_holders(2400, 300)
+    large = check_support(parts, z=4.0, mode="strict").verdicts[0]
+    assert large.action == "quarantined" and not large.keep.all()
+
+
+def test_the_honest_share_grows_with_the_size_ratio_and_is_capped() -> None:
+    from fedpatch_app.model.robust_merge import MOSTLY, PLANTED_SHARE, honest_share, size_ratios
+
+    assert size_ratios([800, 100, 400]) == [2.0, 0.125, 0.5]
+    assert honest_share(0.2) == PLANTED_SHARE and honest_share(8.0) == 8 * PLANTED_SHARE
+    assert honest_share(1000.0) == MOSTLY

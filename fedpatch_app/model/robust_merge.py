@@ -6,8 +6,10 @@ counts) gets them into the bank easily: greedy k-center favours outlying rows. S
 are far from everything the other clients saw. So, per category held by two clients or
 more, every row is measured against the rows of the OTHER clients (and the parent model's
 bank, when the run joins one): its support distance is the distance to the nearest row of
-each of them, in units of that client's typical row spacing (a client that saw fewer
-images has its rows farther apart), the smallest over them. What honest support distances
+each of them, in units of the coarser of the two clients' typical row spacings (a client
+that saw fewer images has its rows farther apart, so neither a large client's row is far
+merely because the small client saw less, nor a small client's row merely because the
+large client's rows lie close together), the smallest over them. What honest support distances
 look like is estimated from all rows together, with robust statistics of the log
 distances (median and MAD, each client weighing the same: a minority of planted rows, or
 one client that sends many rows, cannot move them). A row whose robust z-score exceeds
@@ -15,8 +17,9 @@ the threshold is unsupported.
 
 Policy (`mode`), per client and category, by how many of its rows are unsupported:
 
-- a few (fewer than `PLANTED_MIN`, or `PLANTED_SHARE` of its rows: the tail honest data
-  have too): those rows are quarantined (left out of the merge);
+- a few (fewer than `PLANTED_MIN`, or the share an honest tail gives, see below): those
+  rows are quarantined (left out of the merge), unless the client is much larger than
+  every other holder (below): then they are kept;
 - more, but not most: the client plants rows. Its supported rows came with them and
   cannot be told from planted ones that sit closer to normal features, so under
   `quarantine` (default) and `strict` ALL its rows of the category are left out of the
@@ -27,6 +30,19 @@ Policy (`mode`), per client and category, by how many of its rows are unsupporte
   with its own look), or it sends mostly made-up rows. The rows alone cannot tell the two
   apart. `quarantine` and `rows` keep its rows and flag it by name; `strict` leaves them
   all out (a line whose images differ then loses its rows).
+
+Unequal holders. A client with many images has seen variety that a client with few has
+not: some of its honest rows lie beyond the small client's reach, and the more so the
+larger it is (measured on pretrained features of one category: 32 images against 4 leave
+0.7 % to 3 % of the large line's rows unsupported, equal holders 0.0 % to 0.1 %). So the
+share of unsupported rows an honest tail may have grows with the client's size ratio
+(its rows over those of the largest other source): `PLANTED_SHARE` times the ratio, at
+least `PLANTED_SHARE`, at most `MOSTLY`. And a client with no COMPARABLE supporter (no
+other source holds at least 1 / `COMPARABLE` of its rows) keeps its few unsupported rows:
+nobody who saw as much can vouch against them. A planter among equals is judged as
+before; a planter that is also the largest holder must plant more than the honest tail
+of its size before it loses its rows (the source check still judges its rows by their
+effect on defects).
 
 What this cannot catch is said in docs/security.md: a category held by one client only
 (nothing to compare with), rows planted within the honest spread (e.g. defect features
@@ -50,10 +66,14 @@ log = logging.getLogger(__name__)
 MODES = ("quarantine", "rows", "strict", "off")
 #: Above this share of unsupported rows, a client's rows are "mostly" unsupported.
 MOSTLY = 0.5
-#: From this many unsupported rows (and this share of a client's rows) on, a client plants
-#: rows: honest tails give fewer (none of some 9,000 honest rows measured at z 4).
+#: From this many unsupported rows (and this share of a client's rows, times its size
+#: ratio) on, a client plants rows: honest tails give fewer (none of some 9,000 honest rows
+#: of equal holders measured at z 4).
 PLANTED_MIN = 3
 PLANTED_SHARE = 0.01
+#: A source with at least 1 / COMPARABLE of a client's rows can vouch against its rows;
+#: a client larger than that than every other source keeps its few unsupported rows.
+COMPARABLE = 2.0
 #: MAD of a normal distribution = 1 / this factor x its standard deviation.
 MAD_TO_SIGMA = 1.4826
 
@@ -66,9 +86,13 @@ class Verdict:
     unsupported: int
     rows: int
     #: "" (nothing unsupported), "quarantined" (its unsupported rows left out), "dropped"
-    #: (all its rows left out: it plants rows, or, under `strict`, most are unsupported) or
-    #: "kept-mostly-unsupported" (most rows unsupported: kept whole, flagged).
+    #: (all its rows left out: it plants rows, or, under `strict`, most are unsupported),
+    #: "kept-mostly-unsupported" (most rows unsupported: kept whole, flagged) or
+    #: "kept-larger-holder" (a few unsupported rows of a client much larger than every
+    #: other holder: the tail its extra images give; kept, not flagged).
     action: str = ""
+    #: Its rows over those of the largest other source (> 1: it is the largest holder).
+    size_ratio: float = 1.0
 
     @property
     def share(self) -> float:
@@ -80,6 +104,7 @@ class Verdict:
             "unsupported": self.unsupported,
             "quarantined": int(self.rows - self.keep.sum()),
             "action": self.action or "kept",
+            "size_ratio": round(self.size_ratio, 3),
         }
 
 
@@ -105,9 +130,11 @@ def support_distances(
 ) -> list[np.ndarray]:
     """For each part, the support distance of each of its rows: the distance to the
     nearest row of each other source (the other parts, and `reference`: rows that vouch
-    but are not judged), in units of that source's row spacing, the smallest over the
-    sources. A client with few rows has them far apart; measured in its spacing, a row of
-    a large client is not unsupported merely because the small client saw less."""
+    but are not judged), in units of the coarser of the two row spacings (the source's
+    and the part's own), the smallest over the sources. A client with few rows has them
+    far apart: measured in its spacing, a row of a large client is not unsupported merely
+    because the small client saw less, and a row of the small client is not unsupported
+    merely because the large client's rows lie close together."""
     sources = [np.asarray(p) for p in parts] + (
         [np.asarray(reference)] if reference is not None else []
     )
@@ -119,7 +146,7 @@ def support_distances(
     out = []
     for i, part in enumerate(parts):
         scaled = [
-            index.patch_scores(part).astype(np.float64) / spacings[j]
+            index.patch_scores(part).astype(np.float64) / max(spacings[j], spacings[i])
             for j, index in enumerate(indexes)
             if j != i
         ]
@@ -151,17 +178,35 @@ def _robust_z(distances: Sequence[np.ndarray]) -> tuple[list[np.ndarray], dict[s
     return [(v - median) / scale for v in logs], {"median": median, "scale": scale}
 
 
-def _verdict(z: np.ndarray, threshold: float, mode: str) -> Verdict:
+def honest_share(size_ratio: float) -> float:
+    """The share of a client's rows that may be unsupported as an honest tail: it grows
+    with how much larger the client is than every other source."""
+    return min(MOSTLY, PLANTED_SHARE * max(1.0, size_ratio))
+
+
+def size_ratios(sizes: Sequence[int]) -> list[float]:
+    """Each source's rows over the rows of the largest OTHER source."""
+    ratios = []
+    for i, n in enumerate(sizes):
+        others = [m for j, m in enumerate(sizes) if j != i]
+        ratios.append(n / max(1, max(others)) if others else 1.0)
+    return ratios
+
+
+def _verdict(z: np.ndarray, threshold: float, mode: str, size_ratio: float = 1.0) -> Verdict:
     unsupported = z > threshold
     n = int(unsupported.sum())
-    verdict = Verdict(np.ones(len(z), dtype=bool), n, len(z))
+    verdict = Verdict(np.ones(len(z), dtype=bool), n, len(z), size_ratio=size_ratio)
     if n == 0:
         return verdict
+    planted = n >= max(PLANTED_MIN, math.ceil(honest_share(size_ratio) * len(z)))
     if mode in ("quarantine", "rows") and verdict.share > MOSTLY:
         verdict.action = "kept-mostly-unsupported"
-    elif mode != "rows" and n >= max(PLANTED_MIN, math.ceil(PLANTED_SHARE * len(z))):
+    elif mode != "rows" and planted:
         verdict.keep = np.zeros(len(z), dtype=bool)
         verdict.action = "dropped"
+    elif not planted and size_ratio > COMPARABLE and mode != "strict":
+        verdict.action = "kept-larger-holder"
     else:
         verdict.keep = ~unsupported
         verdict.action = "quarantined"
@@ -186,7 +231,9 @@ def check_support(
         return Support(everything, {"checked": False, "reason": reason})
     distances = support_distances(parts, reference, device)
     zs, stats = _robust_z(distances)
-    verdicts = [_verdict(v, z, mode) for v in zs]
+    sizes = [len(p) for p in parts] + ([len(reference)] if reference is not None else [])
+    ratios = size_ratios(sizes)
+    verdicts = [_verdict(v, z, mode, ratio) for v, ratio in zip(zs, ratios, strict=False)]
     threshold = math.exp(stats["median"] + z * stats["scale"])
     facts = {
         "checked": True,
