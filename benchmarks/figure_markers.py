@@ -160,7 +160,7 @@ def format_like(value: float, text: str) -> str:
 # ---------------------------------------------------------------------- tables
 
 
-def _cells(line: str) -> list[str]:
+def table_cells(line: str) -> list[str]:
     stripped = line.strip()
     if stripped.startswith("|"):
         return [c.strip() for c in stripped.strip("|").split("|")]
@@ -171,13 +171,13 @@ def compare_table(body: Sequence[str], rendered: Sequence[str]) -> list[tuple[in
     """(line index, cell label, doc text, rendered text) of every figure or cell that differs
     between a generated table in a doc and the same table rendered from measurements."""
     out: list[tuple[int, str, str, str]] = []
-    header = _cells(rendered[0]) if rendered else []
+    header = table_cells(rendered[0]) if rendered else []
     for i in range(max(len(body), len(rendered))):
         if i >= len(body) or i >= len(rendered):
             doc_line = body[i] if i < len(body) else "(no line)"
             out.append((i, "line", doc_line, rendered[i] if i < len(rendered) else "(no line)"))
             continue
-        doc_cells, new_cells = _cells(body[i]), _cells(rendered[i])
+        doc_cells, new_cells = table_cells(body[i]), table_cells(rendered[i])
         if len(doc_cells) != len(new_cells):
             out.append((i, "line", body[i], rendered[i]))
             continue

@@ -1,6 +1,6 @@
-"""benchmarks/figures.py's pure parts: the markers in the docs, the comparison of a doc's
-figure with a measurement, rewriting the docs, the tables and the readers (no command is
-run here: the sets' commands take minutes to hours)."""
+"""benchmarks/figures.py's machinery: the markers in the docs, the comparison of a doc's
+figure with a measurement, rewriting the docs, running a set (with `echo` for a command;
+the registered sets' commands take minutes to hours)."""
 
 from __future__ import annotations
 
@@ -184,146 +184,56 @@ def test_rewrite_writes_the_chosen_sets_and_leaves_the_rest() -> None:
     assert [d.figure for d in diffs] == ["old/auc"]
 
 
-# ---------------------------------------------------------------------- renderers
+# ---------------------------------------------------------------------- running a set
 
 
-def _stage1_values() -> fs.Values:
-    values: fs.Values = {}
-    for i, (_, run) in enumerate(ft.STAGE1_RUNS):
-        for lim in ft.LIMITS:
-            values[f"{run}/mean/auc_spro_{lim}"] = 0.8 - 0.008 * i
-        values[f"{run}/mean/image_auroc"] = 0.9 - 0.015 * i
-        values[f"{run}/pipe_clip/auc_spro_0.3"] = 0.5 + 0.1 * i
-        values[f"{run}/pipe_clip/image_auroc"] = 0.7
-    return values
+def _echo_set(text: str) -> fs.FigureSet:
+    def read(work: Path) -> fs.Values:
+        return ft.read_printed(fs.command_log(work, 1).read_text(encoding="utf-8"))
+
+    command = fs.Command(f"{text} && touch {{work}}/done", creates="{work}/done")
+    return fs.FigureSet("echo", "x", (command,), read=read, keep=("command-1.log",))
 
 
-def test_the_means_table_has_a_row_per_run_in_the_docs_layout() -> None:
-    lines = ft.means_table()(_stage1_values())
-    assert lines[0] == "| run | AUC-sPRO@0.01 | @0.05 | @0.1 | @0.3 | @1.0 | image AUROC |"
-    assert lines[1] == "|---|---|---|---|---|---|---|"
-    assert lines[3] == "| federated IID | 0.7920 | 0.7920 | 0.7920 | 0.7920 | 0.7920 | 0.8850 |"
-    assert len(lines) == 6
+def test_a_set_runs_its_commands_once_and_stores_its_values(tmp_path: Path) -> None:
+    import figures
 
-
-def test_the_gap_table_marks_a_missed_target() -> None:
-    lines = ft.gaps_table(_stage1_values())
-    assert (
-        lines[2]
-        == "| federated non-IID | -0.0160 | **-0.0300** | AUC-sPRO yes, image AUROC **no** |"
-    )
-    assert lines[3] == "| federated IID | -0.0080 | -0.0150 | yes |"
-    assert lines[4] == "| local-only | -0.0240 | -0.0450 | (the reason to federate) |"
-
-
-def test_the_per_category_table_gives_gaps_to_centralized() -> None:
-    lines = ft.metric_table("auc_spro_0.3")(_stage1_values())
-    assert (
-        lines[2]
-        == "| pipe_clip | 0.5000 | 0.6000 (+0.1000) | 0.7000 (+0.2000) | 0.8000 (+0.3000) |"
-    )
-    assert lines[3].startswith("| **mean** | 0.8000 | 0.7920 (-0.0080) |")
-
-
-# ---------------------------------------------------------------------- readers
-
-
-def _results(auc: float, kind: str = "federated") -> dict:
-    block = {"auc_spro": {"0.3": auc}, "image_auroc": {"mean": 0.9}}
-    out = {
-        "run": {"kind": kind, "seconds": {"total": 12.5}},
-        "mean": {"auc_spro": {"0.3": auc}, "image_auroc": 0.9},
-        "categories": {"pipe_clip": block},
+    s = _echo_set("echo 'ratio predict / bare forward: 2.50x'")
+    assert figures.run_set(s, tmp_path / "work", tmp_path / "results") == {
+        "predict_vs_forward": 2.5
     }
-    if kind == "federated":
-        out["federated"] = {
-            "bytes": {
-                "train_up_total": 2_000_000,
-                "query_up_total": 500_000,
-                "train_down_total": 10,
-            },
-            "banks": {"pipe_clip": {"size": 45, "covering_radius": 7.5}},
-        }
-    return out
-
-
-def test_an_experiment_folder_gives_each_runs_values_and_gaps(tmp_path: Path) -> None:
-    for name, auc in (("centralized", 0.80), ("federated-iid", 0.78)):
-        (tmp_path / name).mkdir()
-        kind = "centralized" if name == "centralized" else "federated"
-        (tmp_path / name / "results.json").write_text(json.dumps(_results(auc, kind)))
-    v = ft.read_experiment(tmp_path)
-    assert v["federated-iid/mean/auc_spro_0.3"] == 0.78
-    assert v["federated-iid/gap/auc_spro_0.3"] == pytest.approx(-0.02)
-    assert v["federated-iid/pipe_clip/gap/auc_spro_0.3"] == pytest.approx(-0.02)
-    assert v["federated-iid/bytes_up_mb"] == 2.5
-    assert v["federated-iid/pipe_clip/bank_radius"] == 7.5
-    assert v["centralized/seconds"] == 12.5
-    assert "centralized/gap/auc_spro_0.3" not in v
-
-
-def test_a_poisoning_json_gives_per_scenario_and_category_values(tmp_path: Path) -> None:
-    check = {"attacker_gain": 0.194, "honest_gain_max": 0.05, "flagged": [0]}
-    cat = {
-        "auc_spro_0.3": 0.115,
-        "image_auroc": 0.667,
-        "quarantined_attacker": 358,
-        "quarantined_honest": 0,
-        "rows_honest": 1485,
-        "source_check": check,
-    }
-    data = {
-        "poison-on": {
-            "categories": {"pipe_staple": cat},
-            "flagged": ["x"],
-            "dropped": [],
-            "seconds": 20.1,
-        },
-        "steal-off": {"failed": "boom", "seconds": 3.0},
-    }
-    path = tmp_path / "p.json"
-    path.write_text(json.dumps(data))
-    v = ft.read_poisoning(path)
-    assert v["poison-on/pipe_staple/auc"] == 0.115
-    assert v["poison-on/pipe_staple/left_out"] == 358
-    assert v["poison-on/pipe_staple/honest_rows"] == 1485
-    assert v["poison-on/pipe_staple/gain"] == 0.194
-    assert v["poison-on/pipe_staple/flagged"] == 1
-    assert (v["poison-on/failed"], v["steal-off/failed"]) == (0.0, 1.0)
-
-
-def test_printed_speed_figures_are_read() -> None:
-    text = "ours vs reference: 9.4x faster; vs plain: 5.6x faster\nratio predict / bare forward: 2.71x (target)\nHTTP overhead, 1 client : p50 1.01x the library"
-    assert ft.read_printed(text) == {
-        "ours_vs_reference": 9.4,
-        "predict_vs_forward": 2.71,
-        "http_p50_vs_library": 1.01,
-    }
-    table = "| train images | x |\n|---|\n| 52 | 160 | 100 | 0.62 | 1 | 2 | 172.2 | 3 | 4 | 5 | 6 | 7 | 1.00 |\n| 513 | 269 | 253 | 0.94 | 1 | 2 | 28.5 | 3 | 4 | 5 | 6 | 7 | 1.00 |"
-    assert ft.read_scale_table(table) == {
-        "train_images": 513.0,
-        "fed_vs_central_time": 0.94,
-        "server_above_idle_vs_bank": 28.5,
-        "coresets_vs_banks": 2.0,
+    store = json.loads((tmp_path / "results" / "echo.json").read_text(encoding="utf-8"))
+    assert store["values"] == {"predict_vs_forward": 2.5}
+    assert store["commands"] == [
+        f"echo 'ratio predict / bare forward: 2.50x' && touch {tmp_path / 'work' / 'echo'}/done"
+    ]
+    assert list(store["seconds"]) == ["1"]
+    assert (tmp_path / "results" / "echo" / "command-1.log").is_file()
+    # Run again: the command's output exists, so it is not run (its log is read as it is).
+    fs.command_log(tmp_path / "work" / "echo", 1).write_text("ratio predict / bare forward: 3x")
+    assert figures.run_set(s, tmp_path / "work", tmp_path / "results") == {
+        "predict_vs_forward": 3.0
     }
 
 
-# ---------------------------------------------------------------------- the docs
+def test_a_failing_command_stops_the_set_naming_it_and_runs_again_next_time(
+    tmp_path: Path,
+) -> None:
+    import figures
+
+    s = _echo_set("echo half-way; exit 3")
+    with pytest.raises(RuntimeError, match="figure set echo: command 1 exited with 3"):
+        figures.run_set(s, tmp_path / "work", tmp_path / "results")
+    assert not fs.command_log(tmp_path / "work" / "echo", 1).exists()
+    assert not (tmp_path / "results" / "echo.json").exists()
 
 
-def test_every_marker_in_the_docs_names_a_registered_set_and_table() -> None:
-    paths = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
-    for path in paths:
-        figures, blocks = fm.parse(path.read_text(encoding="utf-8"), path.name)
-        for f in figures:
-            assert f.set in fs.SETS, f"{path.name}:{f.line}: unknown figure set {f.set}"
-        for b in blocks:
-            assert b.set in fs.SETS, f"{path.name}:{b.first}: unknown figure set {b.set}"
-            assert b.table in fs.SETS[b.set].tables, f"{path.name}:{b.first}: {b.table}?"
+def test_the_check_fails_on_a_figure_or_a_marker_never_on_a_timing(capsys) -> None:
+    import figures
 
-
-def test_every_derived_set_needs_registered_sets_and_every_set_can_be_read() -> None:
-    for s in fs.SETS.values():
-        assert all(n in fs.SETS for n in s.needs), s.name
-        assert (s.derive is None) == (s.read is not None), s.name
-        assert bool(s.commands) == (s.read is not None), s.name
+    timing = fm.Difference("d.md", 1, "s/wall_s", "55", "90", "timing")
+    assert figures.report([timing], {"later": {"d.md"}}) == 0
+    assert "not measured yet: later (used by d.md)" in capsys.readouterr().out
+    figure = fm.Difference("d.md", 3, "s/auc", "0.8468", "0.85", "figure")
+    assert figures.report([timing, figure], {}) == 1
+    assert "d.md:3: s/auc: doc 0.8468, measured 0.85" in capsys.readouterr().out
