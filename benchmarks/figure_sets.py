@@ -311,7 +311,7 @@ register(
         ),
         read=_read_scale,
         minutes=29,
-        estimate="performance.md (data generation not counted)",
+        estimate="performance.md; data generation not counted",
         timing=("fed_vs_central_time", "server_above_idle_vs_bank"),
     )
 )

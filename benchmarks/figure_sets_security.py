@@ -108,6 +108,8 @@ for _kind, _variants in POISONING_VARIANTS.items():
                 ),
                 read=_read_poisoning,
                 minutes=_poisoning_runs(_options) * POISONING_RUN_MINUTES[_kind],
+                estimate=f"estimate: {_poisoning_runs(_options)} federated runs of about "
+                f"{POISONING_RUN_MINUTES[_kind]:g} min",
                 timing=("*/seconds",),
                 keep=("poisoning.json",),
             )
@@ -140,7 +142,7 @@ register(
         ),
         read=_read_on_off,
         minutes=3,
-        estimate="security.md 3.3 (one run about a minute), data generation not counted",
+        estimate="security.md 3.3: a run takes about a minute; data generation not counted",
         timing=("*/seconds",),
         keep=("on.json", "off.json"),
     )

@@ -286,7 +286,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit("--run needs the sets to run (see --list for their run times)")
         for name in _with_needs(select(args.sets)):
             if SETS[name].commands:
-                run_set(SETS[name], args.work, args.results)
+                try:
+                    run_set(SETS[name], args.work, args.results)
+                except RuntimeError as exc:
+                    print(exc, file=sys.stderr)
+                    return 1
     elif args.check:
         return report(*check(docs, values_of, SETS))
     else:
