@@ -218,6 +218,24 @@ def _whole_drops(result: dict) -> list[str]:
     return drops
 
 
+def stale_verdicts(result: dict) -> list[str]:
+    """Verdicts a cell recorded that today's rule would not give for the same counts (the
+    action is a function of a client's unsupported rows, rows and size ratio): such a
+    cell was measured under an earlier rule and must be measured again (`--redo`)."""
+    from fedpatch_app.model.robust_merge import action_for
+
+    stale = []
+    for cat, block in result["on"]["categories"].items():
+        for client, v in block["support"]["clients"].items():
+            if "size_ratio" not in v:
+                stale.append(f"{cat}: {client}: no size ratio")
+                continue
+            now = action_for(v["unsupported"], v["rows"], v["size_ratio"], "quarantine")
+            if (now or "kept") != v["action"]:
+                stale.append(f"{cat}: {client}: {v['action']} -> {now or 'kept'}")
+    return stale
+
+
 def summary(results: list[dict]) -> str:
     lines = [
         "| cell | rows left out | worst change AUC-sPRO@0.3 | worst change image AUROC | "
@@ -247,6 +265,9 @@ def summary(results: list[dict]) -> str:
             f"{'; '.join(flagged) or 'none'} |"
         )
     met = all(worst[m] >= -TARGET for m in METRICS) and drops == 0
+    stale = [f"{r['cell']}: {s}" for r in results for s in stale_verdicts(r)]
+    if stale:
+        lines += ["", "MEASURED UNDER AN EARLIER RULE (rerun with --redo):", *stale]
     lines += [
         "",
         f"{len(results)} cells; worst change AUC-sPRO@0.3 {worst['auc_spro_0.3']:+.4f}, image "

@@ -117,8 +117,26 @@ def test_strict_still_quarantines_a_large_lines_unsupported_rows() -> None:
 
 
 def test_the_honest_share_grows_with_the_size_ratio_and_is_capped() -> None:
-    from fedpatch_app.model.robust_merge import MOSTLY, PLANTED_SHARE, honest_share, size_ratios
+    from fedpatch_app.model.robust_merge import (
+        MOSTLY,
+        PLANTED_SHARE,
+        TAIL_CAP,
+        honest_share,
+        size_ratios,
+    )
 
     assert size_ratios([800, 100, 400]) == [2.0, 0.125, 0.5]
-    assert honest_share(0.2) == PLANTED_SHARE and honest_share(8.0) == 8 * PLANTED_SHARE
-    assert honest_share(1000.0) == MOSTLY
+    assert honest_share(0.2) == PLANTED_SHARE and honest_share(4.0) == 4 * PLANTED_SHARE
+    assert honest_share(8.0) == TAIL_CAP
+    assert honest_share(1000.0) == TAIL_CAP < MOSTLY
+
+
+def test_an_inflater_as_large_as_eight_honest_lines_still_loses_its_rows() -> None:
+    """The tail allowance is capped: a client that appended whole defect images (8.4x the
+    others' rows, 7.6 % of them unsupported, as measured in the server-blind inflate
+    attack) is dropped, while the honest tail of such a size (up to 3 % measured) is kept."""
+    from fedpatch_app.model.robust_merge import action_for
+
+    assert action_for(260, 3430, 8.4, "quarantine") == "dropped"
+    assert action_for(103, 3430, 8.4, "quarantine") == "kept-larger-holder"
+    assert action_for(103, 3430, 1.0, "quarantine") == "dropped"
