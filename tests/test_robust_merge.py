@@ -126,7 +126,7 @@ def test_the_honest_share_grows_with_the_size_ratio_and_is_capped() -> None:
     )
 
     assert size_ratios([800, 100, 400]) == [2.0, 0.125, 0.5]
-    assert honest_share(0.2) == PLANTED_SHARE and honest_share(4.0) == 4 * PLANTED_SHARE
+    assert honest_share(0.2) == PLANTED_SHARE and honest_share(1.5) == 1.5 * PLANTED_SHARE
     assert honest_share(8.0) == TAIL_CAP
     assert honest_share(1000.0) == TAIL_CAP < MOSTLY
 
@@ -139,4 +139,4 @@ def test_an_inflater_as_large_as_eight_honest_lines_still_loses_its_rows() -> No
 
     assert action_for(260, 3430, 8.4, "quarantine") == "dropped"
     assert action_for(103, 3430, 8.4, "quarantine") == "kept-larger-holder"
-    assert action_for(103, 3430, 1.0, "quarantine") == "dropped"
+    assert action_for(120, 3430, 1.0, "quarantine") == "dropped"
