@@ -21,10 +21,13 @@ Features are extracted once per image and feature setting and kept in `--cache`
 (`.npy` per image, keyed by the feature spec's fingerprint and the file's content), so
 the grid's 48 cells cost 8 extractions. Each finished cell is written to
 `OUT/cells/<cell>.json` at once; a rerun skips finished cells (the grid can span several
-sittings). `--summary` prints the tables from the finished cells only.
+sittings). Finished cells kept in the repository (`--kept`, default
+benchmarks/results/honest-grid/cells, where `benchmarks/figures.py --run honest-grid` keeps
+them) count as finished too: they are copied into OUT and not measured again. `--summary`
+prints the tables from the finished cells only.
 
-    python benchmarks/honest_grid.py --out bench/honest-grid [--cells PATTERN ...]
-        [--data-dir data/grid] [--cache bench/feature-cache] [--summary]
+    python benchmarks/honest_grid.py --out runs/honest-grid [--cells PATTERN ...]
+        [--data-dir data/grid] [--cache DIR] [--kept DIR] [--summary]
 
 Targets (docs/security.md 3.3): no category of an honest run loses more than 0.005 image
 AUROC or AUC-sPRO@0.3 to the defence, and no client's whole category is ever left out.
@@ -285,6 +288,12 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cache", type=Path, default=None, help="feature cache (default OUT/cache)")
     p.add_argument("--cells", nargs="*", default=["*"], help="cell name patterns to run")
     p.add_argument("--summary", action="store_true", help="only print the finished cells")
+    p.add_argument(
+        "--kept",
+        type=Path,
+        default=ROOT / "benchmarks" / "results" / "honest-grid" / "cells",
+        help="finished cells kept from earlier sittings (copied into OUT, not measured again)",
+    )
     p.add_argument("--redo", action="store_true", help="measure finished cells again")
     return p.parse_args(argv)
 
@@ -295,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TQDM_DISABLE", "1")
     done = args.out / "cells"
     done.mkdir(parents=True, exist_ok=True)
+    if args.kept.is_dir() and not args.redo and args.kept.resolve() != done.resolve():
+        for kept in args.kept.glob("*.json"):
+            if not (done / kept.name).exists():
+                shutil.copy(kept, done / kept.name)
     install_feature_cache(args.cache or args.out / "cache")
     # In the order of the patterns: the cells that matter most can be measured first.
     chosen = list(
