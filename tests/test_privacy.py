@@ -463,8 +463,12 @@ def _dp_and_public_metrics(tmp_path: Path, noise_seed: int, monkeypatch) -> dict
         levels = [fit_scaling(maps).to_uint16(m) for m in maps]
         blocks.append(evaluate_category(category, levels)[0])
     reported = outcome.results["categories"][cat]
-    for key in ("auc_spro", "image_auroc"):  # the clients' batches: last-bit differences
-        assert blocks[0][key] == pytest.approx(reported[key], abs=1e-12), key
+    # The clients scored their test images in other batches than this one: the features
+    # differ in the last bits, by how much depends on the processor's kernels, and a
+    # 16-bit map level can flip (measured: 1e-12 on one machine, 1.1e-5 on an AMD EPYC
+    # with AVX2).
+    for key in ("auc_spro", "image_auroc"):
+        assert blocks[0][key] == pytest.approx(reported[key], abs=1e-4), key
     return {"dp": reported, "public": blocks[1]}
 
 

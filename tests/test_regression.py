@@ -2,15 +2,24 @@
 
 The data come from `tests/regression_data.py` (a fixed recipe, independent of the
 project's synthetic generator). `tests/data/regression_figures.json` holds the bank
-hashes and metrics the pipeline gave when the figures were recorded; a refactoring that
-changes any of them fails here. A deliberate change of the pipeline updates that file in
-the same commit and says why.
+hashes and metrics the pipeline gave when the figures were recorded, per machine: the
+same code gives other last bits on another processor (measured: an AMD EPYC with AVX2
+against the machine the first figures came from, AUC-sPRO@0.3 2e-5 apart, banks with
+other rows), so figures are bit-exact only on the kind of machine they were recorded
+on. On such a machine a refactoring that changes any of them fails here; on another
+one the metrics must agree with every recorded machine's to 1e-4, and the test warns
+that its bits are unchecked there (`python tests/test_regression.py` records this
+machine's figures). A deliberate change of the pipeline updates that file in the same
+commit and says why.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import platform
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +32,21 @@ from fedpatch_app.federated.inprocess import run_inprocess
 from fedpatch_app.settings import from_names
 
 FIGURES = Path(__file__).parent / "data" / "regression_figures.json"
+#: How far the metrics of two kinds of machine may be apart (measured 2e-5).
+ACROSS_MACHINES = 1e-4
+
+
+def machine() -> str:
+    """The kind of machine figures are bit-exact on: architecture, CPU vendor and the
+    vector instructions PyTorch uses."""
+    vendor = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("vendor_id"):
+                vendor = line.split(":", 1)[1].strip()
+                break
+    return f"{platform.machine()} {vendor or 'unknown'} {torch.backends.cpu.get_cpu_capability()}"
 
 
 def _bank_hash(path: Path) -> str:
@@ -82,11 +106,7 @@ def figures(tmp_path_factory: pytest.TempPathFactory) -> dict:
     }
 
 
-@pytest.mark.parametrize("kind", ["centralized", "federated"])
-def test_banks_and_metrics_match_the_recorded_figures(figures: dict, kind: str) -> None:
-    recorded = json.loads(FIGURES.read_text(encoding="utf-8"))[kind]
-    got = figures[kind]
-    assert sorted(got) == sorted(recorded)
+def _same_bits(got: dict, recorded: dict, kind: str) -> None:
     for cat, want in recorded.items():
         assert got[cat]["bank_sha256"] == want["bank_sha256"], f"{kind} {cat}: bank changed"
         assert got[cat]["image_auroc"] == pytest.approx(want["image_auroc"], abs=1e-12)
@@ -94,3 +114,46 @@ def test_banks_and_metrics_match_the_recorded_figures(figures: dict, kind: str) 
             assert got[cat]["auc_spro"][limit] == pytest.approx(value, abs=1e-12), (
                 f"{kind} {cat}: AUC-sPRO@{limit} changed"
             )
+
+
+def _close(got: dict, recorded: dict, kind: str, where: str) -> None:
+    for cat, want in recorded.items():
+        assert got[cat]["image_auroc"] == pytest.approx(want["image_auroc"], abs=ACROSS_MACHINES)
+        for limit, value in want["auc_spro"].items():
+            assert got[cat]["auc_spro"][limit] == pytest.approx(value, abs=ACROSS_MACHINES), (
+                f"{kind} {cat}: AUC-sPRO@{limit} more than {ACROSS_MACHINES} from {where}'s"
+            )
+
+
+@pytest.mark.parametrize("kind", ["centralized", "federated"])
+def test_banks_and_metrics_match_the_recorded_figures(figures: dict, kind: str) -> None:
+    machines = json.loads(FIGURES.read_text(encoding="utf-8"))["machines"]
+    got = figures[kind]
+    for recorded in machines.values():
+        assert sorted(got) == sorted(recorded[kind])
+    here = machine()
+    if here in machines:
+        _same_bits(got, machines[here][kind], kind)
+        return
+    for where, recorded in machines.items():
+        _close(got, recorded[kind], kind, where)
+    warnings.warn(
+        f"no regression figures recorded for this machine ({here}): metrics checked to "
+        f"{ACROSS_MACHINES}, banks and last bits unchecked (python tests/test_regression.py "
+        "records them)",
+        stacklevel=1,
+    )
+
+
+if __name__ == "__main__":
+    # Record this machine's figures (the code must be the code the figures stand for).
+    import tempfile
+
+    class _Factory:
+        def mktemp(self, name: str) -> Path:
+            return Path(tempfile.mkdtemp(prefix=name))
+
+    data = json.loads(FIGURES.read_text(encoding="utf-8"))
+    data["machines"][machine()] = figures.__wrapped__(_Factory())
+    FIGURES.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    print(f"recorded the figures of {machine()} in {FIGURES}", file=sys.stderr)
