@@ -48,11 +48,11 @@ def test_a_loss_beyond_the_target_misses_it_and_a_flag_is_counted() -> None:
 
 
 def test_cells_of_an_earlier_rule_are_named() -> None:
-    # 2 of 100 unsupported among equals: today's rule quarantines them (3 % limit).
+    # 2 of 100 unsupported among equals: an honest tail today (3 % limit), kept whole.
     old = cell({"node 1 (partition 0)": verdict(100, 2, 100, "dropped", 1.0)})
     assert honest_grid.stale_verdicts(old) == [
-        "pipe_clip: node 1 (partition 0): dropped -> quarantined"
+        "pipe_clip: node 1 (partition 0): dropped -> kept-tail"
     ]
-    now = cell({"node 1 (partition 0)": verdict(100, 2, 2, "quarantined", 1.0)})
+    now = cell({"node 1 (partition 0)": verdict(100, 2, 0, "kept-tail", 1.0)})
     assert honest_grid.stale_verdicts(now) == []
     assert "EARLIER RULE" in honest_grid.summary([old])

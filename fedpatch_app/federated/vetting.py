@@ -36,11 +36,11 @@ def _flag(registry: ClientRegistry, node_id: int, cat: str, verdict: Verdict, th
             f"{what}: more than an honest tail gives, so ALL its {cat} rows were left out of "
             "the bank (its images are still evaluated)",
         )
-    elif verdict.action == "kept-larger-holder":
-        # Not a flag: the tail a line with more images than any other holder has.
+    elif verdict.action == "kept-tail":
+        # Not a flag: honest lines have such tails (the larger the line, the longer).
         log.info(
             "%s: %d of node %d's %d rows unsupported, within the honest tail of a holder "
-            "%.1fx larger than any other: kept",
+            "%.2fx the size of the largest other: kept",
             cat,
             verdict.unsupported,
             node_id,

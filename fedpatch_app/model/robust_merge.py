@@ -17,15 +17,17 @@ the threshold is unsupported.
 
 Policy (`mode`), per client and category, by how many of its rows are unsupported:
 
-- a few (fewer than `PLANTED_MIN`, or the share an honest tail gives, see below): those
-  rows are quarantined (left out of the merge), unless the client is much larger than
-  every other holder (below): then they are kept;
+- no more than an honest tail (fewer than `PLANTED_MIN`, or the share an honest tail
+  gives, see below): under `quarantine` (default) its rows are all KEPT (recorded, not
+  flagged): honest lines have such tails, and leaving a few of their rows out changes
+  the merged bank's k-center path and with it the metrics by chance, with nothing
+  gained; `rows` and `strict` leave those rows out and flag the client;
 - more, but not most: the client plants rows. Its supported rows came with them and
   cannot be told from planted ones that sit closer to normal features, so under
-  `quarantine` (default) and `strict` ALL its rows of the category are left out of the
-  merge (its images are still evaluated). A line whose images differ from the others'
-  in part looks the same and loses its rows too; `rows` leaves out only the unsupported
-  rows (planted rows close to normal ones then stay, and the client is flagged);
+  `quarantine` and `strict` ALL its rows of the category are left out of the merge (its
+  images are still evaluated). A line whose images differ from the others' in part
+  looks the same and loses its rows too; `rows` leaves out only the unsupported rows
+  (planted rows close to normal ones then stay, and the client is flagged);
 - most (over `MOSTLY`): its normal images differ from everyone else's as a whole (a line
   with its own look), or it sends mostly made-up rows. The rows alone cannot tell the two
   apart. `quarantine` and `rows` keep its rows and flag it by name; `strict` leaves them
@@ -37,12 +39,10 @@ larger it is (measured on pretrained features of one category: 32 images against
 0.7 % to 3 % of the large line's rows unsupported, equal holders 0.0 % to 1 %). So the
 share of unsupported rows an honest tail may have grows with the client's size ratio
 (its rows over those of the largest other source): `PLANTED_SHARE` times the ratio, at
-least `PLANTED_SHARE`, at most `TAIL_CAP`. And a client with no COMPARABLE supporter (no
-other source holds at least 1 / `COMPARABLE` of its rows) keeps its few unsupported rows:
-nobody who saw as much can vouch against them. A planter among equals is judged as
-before; a planter that is also the largest holder must plant more than the honest tail
-of its size before it loses its rows (the source check still judges its rows by their
-effect on defects).
+least `PLANTED_SHARE`, at most `TAIL_CAP`. A planter among equals is judged as before; a
+planter that is also the largest holder must plant more than the honest tail of its
+size before it loses its rows (the source check still judges its rows by their effect
+on defects).
 
 What this cannot catch is said in docs/security.md: a category held by one client only
 (nothing to compare with), rows planted within the honest spread (e.g. defect features
@@ -71,9 +71,6 @@ MOSTLY = 0.5
 #: 1.0 % (22 of 2,202 rows, pretrained features at 256 px, IID); planters from 7.6 %.
 PLANTED_MIN = 3
 PLANTED_SHARE = 0.03
-#: A source with at least 1 / COMPARABLE of a client's rows can vouch against its rows;
-#: a client larger than that than every other source keeps its few unsupported rows.
-COMPARABLE = 2.0
 #: The largest honest tail, whatever the size ratio: honest lines measured up to 3.0 % (32
 #: images against 4, local coresets of half the patches); a server-blind inflater that
 #: appended whole defect images was 7.6 % (8.4 times the others' rows).
@@ -92,8 +89,8 @@ class Verdict:
     #: "" (nothing unsupported), "quarantined" (its unsupported rows left out), "dropped"
     #: (all its rows left out: it plants rows, or, under `strict`, most are unsupported),
     #: "kept-mostly-unsupported" (most rows unsupported: kept whole, flagged) or
-    #: "kept-larger-holder" (a few unsupported rows of a client much larger than every
-    #: other holder: the tail its extra images give; kept, not flagged).
+    #: "kept-tail" (no more unsupported rows than an honest tail of its size has: kept,
+    #: not flagged, under `quarantine`).
     action: str = ""
     #: Its rows over those of the largest other source (> 1: it is the largest holder).
     size_ratio: float = 1.0
@@ -199,18 +196,19 @@ def size_ratios(sizes: Sequence[int]) -> list[float]:
 
 def action_for(unsupported: int, rows: int, size_ratio: float, mode: str) -> str:
     """The verdict's action for a client with `unsupported` of its `rows` unsupported (see
-    the module doc): "", "quarantined", "dropped", "kept-mostly-unsupported" or
-    "kept-larger-holder"."""
+    the module doc): "", "kept-tail", "quarantined", "dropped" or
+    "kept-mostly-unsupported"."""
     if unsupported == 0:
         return ""
+    mostly = unsupported > MOSTLY * rows
     planted = unsupported >= max(PLANTED_MIN, math.ceil(honest_share(size_ratio) * rows))
-    if mode in ("quarantine", "rows") and unsupported > MOSTLY * rows:
+    if mode == "strict":
+        return "dropped" if mostly or planted else "quarantined"
+    if mostly:
         return "kept-mostly-unsupported"
-    if mode != "rows" and planted:
-        return "dropped"
-    if not planted and size_ratio > COMPARABLE and mode != "strict":
-        return "kept-larger-holder"
-    return "quarantined"
+    if mode == "rows":
+        return "quarantined"
+    return "dropped" if planted else "kept-tail"
 
 
 def _verdict(z: np.ndarray, threshold: float, mode: str, size_ratio: float = 1.0) -> Verdict:

@@ -168,10 +168,11 @@ class RunSettings(BaseModel):
     # -- trust: what the server does not take on a client's word (docs/security.md)
     robust_merge: RobustMerge = Field(
         "quarantine",
-        description="coreset rows no other client's rows support: quarantine (left out; a "
-        "client with more than a few loses all its rows of the category; one with mostly "
-        "unsupported rows is kept and flagged), rows (only those rows left out), strict "
-        "(every such client left out) or off (docs/security.md)",
+        description="coreset rows no other client's rows support: quarantine (a client with "
+        "more of them than an honest tail of its size has loses all its rows of the "
+        "category; within the tail, or with mostly unsupported rows (kept and flagged), "
+        "its rows stay), rows (only those rows left out), strict (those rows left out; "
+        "beyond the tail every row of the client) or off (docs/security.md)",
     )
     robust_merge_z: float = Field(
         4.0,
