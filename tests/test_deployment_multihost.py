@@ -100,8 +100,13 @@ def test_compose_services_on_separate_hosts(tmp_path: Path) -> None:
                     any(a.startswith(f"{name}:") for a in command)
                     and "--runtime-api-address" in command
                 ):
+                    # Its own mounts first: a set would let the attached SuperExec's
+                    # /app (the repository) win over this service's own /app volume by
+                    # chance, and the SuperLink wrote its state database into the
+                    # repository.
+                    extra = du.path_map(other, du.REPO, volume_dirs)
                     pairs = sorted(
-                        {*pairs, *du.path_map(other, du.REPO, volume_dirs)},
+                        [*pairs, *(p for p in extra if p not in pairs)],
                         key=lambda p: -len(p[0]),
                     )
             cmd = [du.translate(str(a), pairs) for a in [*spec["entrypoint"], *spec["command"]]]
