@@ -240,10 +240,13 @@ def stale_verdicts(result: dict) -> list[str]:
 
 
 def summary(results: list[dict]) -> str:
+    from fedpatch_app.model.robust_merge import honest_share
+
     lines = [
-        "| cell | rows left out | worst change AUC-sPRO@0.3 | worst change image AUROC | "
+        "| cell | unsupported rows (kept as tails) | largest share of a client / its limit | "
+        "rows left out | worst change AUC-sPRO@0.3 | worst change image AUROC | "
         "whole categories left out | source check flags |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     worst = {m: 0.0 for m in METRICS}
     flags = drops = 0
@@ -251,6 +254,13 @@ def summary(results: list[dict]) -> str:
         cats = r["on"]["categories"]
         left = sum(c["support"]["left_out"] for c in cats.values())
         rows = sum(c["support"]["rows"] for c in cats.values())
+        verdicts = [v for c in cats.values() for v in c["support"]["clients"].values()]
+        unsupported = sum(v["unsupported"] for v in verdicts)
+        tails = sum(v["unsupported"] for v in verdicts if v["action"] == "kept-tail")
+        share, limit = max(
+            ((v["unsupported"] / v["rows"], honest_share(v["size_ratio"])) for v in verdicts),
+            key=lambda pair: pair[0] / pair[1],
+        )
         low = {m: min(c[m] for c in r["change"].values()) for m in METRICS}
         for m in METRICS:
             worst[m] = min(worst[m], low[m])
@@ -263,7 +273,9 @@ def summary(results: list[dict]) -> str:
         ]  # noqa: E501
         flags += bool(flagged)
         lines.append(
-            f"| {r['cell']} | {left} of {rows} | {low['auc_spro_0.3']:+.4f} | "
+            f"| {r['cell']} | {unsupported} ({tails}) | {share:.2%} / {limit:.0%} | "
+            f"{left} of {rows} | "
+            f"{low['auc_spro_0.3']:+.4f} | "
             f"{low['image_auroc']:+.4f} | {'; '.join(whole) or 'none'} | "
             f"{'; '.join(flagged) or 'none'} |"
         )
