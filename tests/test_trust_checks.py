@@ -194,3 +194,16 @@ def test_local_metrics_are_known_names_in_range() -> None:
     content[M.LOCAL_METRICS] = MetricRecord({"pipe_clip.image_auroc": 7.0})
     with pytest.raises(M.InvalidReply, match="not a value in"):
         M.decode_stats_reply(content, fingerprint="f", categories=CATS)
+    content[M.LOCAL_METRICS] = MetricRecord({"pipe_clip.image_auroc": 1.0001})
+    with pytest.raises(M.InvalidReply, match="not a value in"):
+        M.decode_stats_reply(content, fingerprint="f", categories=CATS)
+
+
+def test_a_perfect_local_metric_rounded_above_one_is_an_honest_value() -> None:
+    """A perfect detector's AUC-sPRO came out as 1.0000000000000002 on an honest client
+    (float sums of an area over its limit) and the client was dropped: it is read as 1."""
+    stats = {"pipe_clip": {"edges": np.arange(3.0), "n_images": np.array(4, dtype=np.int64)}}
+    rounded = {"pipe_clip.auc_spro.0.3": 1.0000000000000002}
+    content = M.encode_stats_reply(stats, rounded, fingerprint="f")
+    local = M.decode_stats_reply(content, fingerprint="f", categories=CATS).local
+    assert local == {"pipe_clip.auc_spro.0.3": 1.0}

@@ -322,7 +322,8 @@ def local_metrics(cat: str, stats: Any, scores: np.ndarray, defects: list[str]) 
             spro = auc_spro_from_statistics(stats)
             for key, value in spro.auc.items():
                 if value is not None and math.isfinite(float(value)):
-                    out[f"{cat}.auc_spro.{key}"] = float(value)
+                    # An area over its limit: float sums can give 1 + 2e-16.
+                    out[f"{cat}.auc_spro.{key}"] = min(float(value), 1.0)
         except (DataError, ModelError) as exc:
             log.info("%s: no local AUC-sPRO (%s)", cat, exc)
     try:
