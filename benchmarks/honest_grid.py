@@ -341,7 +341,6 @@ def main(argv: list[str] | None = None) -> int:
         if (done / f"{cell_name(c)}.json").is_file()
     ]
     print(summary(results))
-    shutil.rmtree(args.out / "tmp", ignore_errors=True)
     return 0
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from fedpatch_app.data.autovi import CATEGORIES
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
@@ -165,14 +167,6 @@ def test_every_derived_set_needs_registered_sets_and_every_set_can_be_read() -> 
 # ---------------------------------------------------------------------- every marked key
 
 
-CATEGORIES = (
-    "engine_wiring",
-    "pipe_clip",
-    "pipe_staple",
-    "tank_screw",
-    "underbody_pipes",
-    "underbody_screw",
-)
 EXPERIMENT_RUNS = (
     "centralized",
     "federated-iid",
