@@ -23,13 +23,20 @@ def _labels(candidates: Sequence[Candidates]) -> np.ndarray:
 
 def membership(
     candidates: Sequence[Candidates], rows: Sequence[np.ndarray], score=distance_scores
-) -> float:
-    """AUC over all candidates, each scored against the rows of its share (`rows[i]`)."""
+) -> dict[str, float | list[float] | int]:
+    """AUC over all candidates, each scored against the rows of its share (`rows[i]`),
+    with its 95 % interval and the number of candidates."""
     kept = [(c, r) for c, r in zip(candidates, rows, strict=True) if len(r)]
     if not kept:
-        return math.nan
+        return {"membership_auc": math.nan, "membership_candidates": 0}
     scores = np.concatenate([score(c.features, r) for c, r in kept])
-    return metrics.auc(scores, _labels([c for c, _ in kept]))
+    labels = _labels([c for c, _ in kept])
+    lo, hi = metrics.auc_interval(scores, labels)
+    return {
+        "membership_auc": round(metrics.auc(scores, labels), 4),
+        "membership_auc_ci95": [round(lo, 4), round(hi, 4)],
+        "membership_candidates": int(len(labels)),
+    }
 
 
 def reconstruction(world: World, rows: Sequence[np.ndarray], picks: Sequence[np.ndarray]):
@@ -55,9 +62,9 @@ def run_view(world: World, rows: list[np.ndarray], estimates: dict) -> dict[str,
         out[name] = {
             "reconstruction_psnr": round(q.psnr, 3),
             "reconstruction_ssim": round(q.ssim, 4),
-            "membership_auc": round(membership(world.candidates, est), 4),
+            **membership(world.candidates, est),
         }
-    out["norms"] = {"membership_auc": round(membership(world.candidates, rows, norm_scores), 4)}
+    out["norms"] = membership(world.candidates, rows, norm_scores)
     return out
 
 
@@ -98,5 +105,5 @@ def curious_client(world: World, seen: list[np.ndarray]) -> dict:
         "reconstruction_psnr": round(q.psnr, 3),
         "reconstruction_ssim": round(q.ssim, 4),
         "baseline_psnr": round(base.psnr, 3),
-        "membership_auc": round(membership([c for c, _ in others], [r for _, r in others]), 4),
+        **membership([c for c, _ in others], [r for _, r in others]),
     }

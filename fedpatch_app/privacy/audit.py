@@ -45,7 +45,9 @@ def audit_mode(
     `detectors`: the detectors built so far (the two rotation modes share theirs)."""
     view = server_view(world, mode, rotation)
     found = attacks.run_view(world, view.rows, view.estimates)
-    name, psnr, ssim, auc = attacks.best(found)
+    name, member = attacks.best(found)
+    psnr, ssim = found[name]["reconstruction_psnr"], found[name]["reconstruction_ssim"]
+    strongest = found.get(member, {"membership_auc": math.nan})
     family = "rotation" if mode.startswith("rotation") else mode
     if family not in detectors:
         detectors[family] = mode_detector(world, mode, rotation)
@@ -61,7 +63,10 @@ def audit_mode(
         "baseline_ssim": round(base.ssim, 4),
         "psnr_above_baseline": round(psnr - base.psnr, 3),
         "strongest_reconstruction": name,
-        "membership_auc": auc,
+        "membership_auc": strongest["membership_auc"],
+        "membership_auc_ci95": strongest.get("membership_auc_ci95"),
+        "membership_candidates": strongest.get("membership_candidates"),
+        "strongest_membership": member,
         "image_auroc": _mean([q["image_auroc"] for q in quality.values()]),
         "auc_spro_0.3": _mean([q.get("auc_spro_0.3") for q in quality.values()]),
         "per_category": quality,

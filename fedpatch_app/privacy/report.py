@@ -16,17 +16,22 @@ def _f(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _ci(block: dict) -> str:
+    ci = block.get("membership_auc_ci95")
+    return f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
+
+
 def _mode_rows(modes: dict[str, dict]) -> list[str]:
     lines = [
         "| mode | reconstruction PSNR (SSIM) | public baseline PSNR (SSIM) | above baseline | "
-        "membership AUC | image AUROC | AUC-sPRO@0.3 | AUROC cost | holds |",
+        "membership AUC [95 % interval] | image AUROC | AUC-sPRO@0.3 | AUROC cost | holds |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in modes.items():
         lines.append(
             f"| {name} | {_f(m['reconstruction_psnr'], 2)} dB ({_f(m['reconstruction_ssim'])}) "
             f"| {_f(m['baseline_psnr'], 2)} dB ({_f(m['baseline_ssim'])}) "
-            f"| {m['psnr_above_baseline']:+.2f} dB | {_f(m['membership_auc'])} "
+            f"| {m['psnr_above_baseline']:+.2f} dB | {_f(m['membership_auc'])}{_ci(m)} "
             f"| {_f(m['image_auroc'], 4)} | {_f(m['auc_spro_0.3'], 4)} "
             f"| {_f(m.get('image_auroc_cost'), 4)} | {_f(m.get('holds', '-'))} |"
         )
@@ -42,7 +47,7 @@ def _attack_rows(modes: dict[str, dict]) -> list[str]:
         for attack, a in m["attacks"].items():
             lines.append(
                 f"| {name} | {attack} | {_f(a.get('reconstruction_psnr'), 2)} "
-                f"| {_f(a.get('reconstruction_ssim'))} | {_f(a['membership_auc'])} |"
+                f"| {_f(a.get('reconstruction_ssim'))} | {_f(a['membership_auc'])}{_ci(a)} |"
             )
     return lines
 
@@ -57,7 +62,7 @@ def _curious_rows(modes: dict[str, dict]) -> list[str]:
         c = m["curious_client"]
         lines.append(
             f"| {name} | {c['rows_seen']} | {_f(c.get('reconstruction_psnr'), 2)} "
-            f"| {_f(c.get('baseline_psnr'), 2)} | {_f(c.get('membership_auc'))} |"
+            f"| {_f(c.get('baseline_psnr'), 2)} | {_f(c.get('membership_auc'))}{_ci(c)} |"
         )
     return lines
 
