@@ -68,14 +68,15 @@ def run_view(world: World, rows: list[np.ndarray], estimates: dict) -> dict[str,
     return out
 
 
-def best(attacks: dict[str, dict]) -> tuple[str, float, float, float]:
-    """The strongest attack by PSNR (name, PSNR, SSIM) and the highest membership AUC."""
+def best(attacks: dict[str, dict]) -> tuple[str, str]:
+    """The strongest reconstruction attack (by PSNR) and membership attack (by AUC)."""
     recon = [
         (v["reconstruction_psnr"], k) for k, v in attacks.items() if "reconstruction_psnr" in v
     ]
-    psnr, name = max(recon)
-    aucs = [v["membership_auc"] for v in attacks.values() if not math.isnan(v["membership_auc"])]
-    return name, psnr, attacks[name]["reconstruction_ssim"], max(aucs) if aucs else math.nan
+    member = [
+        (v["membership_auc"], k) for k, v in attacks.items() if not math.isnan(v["membership_auc"])
+    ]
+    return max(recon)[1], max(member)[1] if member else ""
 
 
 def curious_client(world: World, seen: list[np.ndarray]) -> dict:
