@@ -90,8 +90,8 @@ def known_pairs(clear: np.ndarray, rotated: np.ndarray) -> np.ndarray:
 def estimates(rows: np.ndarray, public: np.ndarray, seed: int) -> dict[str, np.ndarray]:
     """Every key-free estimate of R from pooled rotated rows and public features."""
     rng = np.random.default_rng(seed)
-    y = rows[rng.permutation(len(rows))[:20000]].astype(np.float64)
-    f = public[rng.permutation(len(public))[:20000]].astype(np.float64)
+    y = rows[rng.permutation(len(rows))[:6000]].astype(np.float64)
+    f = public[rng.permutation(len(public))[:6000]].astype(np.float64)
     pca = pca_alignment(y, f)
     out = {"pca": pca, "procrustes_icp": procrustes_icp(y, f, pca)}
     out["moments"] = moment_alignment(y, f, out["procrustes_icp"], seed=seed)
