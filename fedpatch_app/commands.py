@@ -147,9 +147,9 @@ PRIVACY_AUDIT = Command("privacy-audit", "attack what the clients would share, p
     opt("--candidates", type=int, default=None, help="member candidates per client and category, as many non-members [default: 8]"),
     opt("--public-pairs", type=int, default=None, help="known pairs of the rotation_public_pairs mode [default: 128]"),
     opt("--curious-client", type=int, default=None, help="partition id of the curious client [default: the last]"),
-    opt("--modes", nargs="+", default=None, choices=["raw", "rotation", "rotation_public_pairs", "relay"], help="share modes to audit [default: all]"),
+    opt("--modes", nargs="+", default=None, choices=["raw", "rotation", "rotation_public_pairs", "relay", "dp"], help="share modes to audit [default: all]"),
     opt("--share-key", default=None, help="share key file of the federation [default: a fresh key for this audit]"),
-), ("data_root", *MODEL_SETTINGS, "local_oversample", "partition", "num_clients", "dirichlet_alpha", "calibration_fraction", "overwrite"), ("data_root",))  # fmt: skip
+), ("data_root", *MODEL_SETTINGS, "local_oversample", "partition", "num_clients", "dirichlet_alpha", "calibration_fraction", "dp_epsilon", "dp_public_root", "overwrite"), ("data_root",))  # fmt: skip
 
 SETTINGS = Command("settings", "list every setting (run-config key, default, range, meaning)", "fedpatch_app.settings.table:run_cli", (
     opt("--toml", action="store_true", help="print pyproject.toml's [tool.flwr.app.config] table instead"),

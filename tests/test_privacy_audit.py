@@ -90,6 +90,23 @@ def test_wrong_or_missing_key_is_refused_by_name(tmp_path: Path) -> None:
         same_key([("client 2", key.key_id), ("client 3", other.key_id)], "pipe_clip")
 
 
+def test_the_server_attacks_on_a_rotation_work_where_they_can() -> None:
+    """Known pairs recover the rotation; norms tell members without it."""
+    from fedpatch_app.privacy.alignment import known_pairs
+    from fedpatch_app.privacy.membership import norm_scores
+
+    rng = np.random.default_rng(2)
+    dim = 24
+    rot = Rotation.of(ShareKey.generate(), dim)
+    clear = rng.gamma(2.0, 1.0, size=(40, dim))
+    np.testing.assert_allclose(known_pairs(clear, rot.apply(clear)), rot.matrix.T, atol=1e-4)
+    members = rng.gamma(2.0, 1.0, size=(3, 50, dim)).astype(np.float32)
+    others = rng.gamma(2.0, 1.0, size=(3, 50, dim)).astype(np.float32)
+    rows = rot.apply(members[:, ::10].reshape(-1, dim))
+    scores = norm_scores(np.concatenate([members, others]), rows)
+    assert scores[:3].min() > scores[3:].max()
+
+
 def test_public_images_share_no_source_with_the_generator() -> None:
     from fedpatch_app.data.synthetic import photo_sources
     from fedpatch_app.privacy import public
@@ -111,7 +128,7 @@ def test_audit_on_tiny_data_shows_the_raw_membership_attack(tiny_root: Path, tmp
         ["privacy-audit", "--data-root", str(tiny_root), "--out", str(out), "--categories",
          "pipe_clip", "--weights", "none", "--image-size", "64", "--device", "cpu",
          "--public-crops", "6", "--training-pairs", "600", "--epochs", "1", "--max-rows", "60",
-         "--candidates", "4", "--modes", "raw", "relay", "--public-pairs", "8"]
+         "--candidates", "4", "--modes", "raw", "relay", "dp", "--public-pairs", "8"]
     )  # fmt: skip
     assert code == 0
     audit = json.loads((out / "audit.json").read_text())
@@ -122,5 +139,8 @@ def test_audit_on_tiny_data_shows_the_raw_membership_attack(tiny_root: Path, tmp
     assert raw["attacks"]["norms"]["membership_auc"] >= 0.9
     assert sealed["membership_auc"] < 0.9
     assert sealed["image_auroc"] == raw["image_auroc"]
+    dp = audit["modes"]["dp"]
+    assert dp["dp"]["epsilon"] == 8.0 and dp["image_auroc"] is not None
+    assert dp["curious_client"]["membership_candidates"] > 0
     assert (out / "audit.md").read_text().startswith("# Privacy audit")
     assert (out / "figures" / "raw.png").stat().st_size > 0

@@ -19,7 +19,7 @@ from fedpatch_app.privacy import attacks, figures
 from fedpatch_app.privacy.detector import mode_detector
 from fedpatch_app.privacy.keys import ShareKey, read_key
 from fedpatch_app.privacy.rotation import Rotation
-from fedpatch_app.privacy.settings import AuditSettings
+from fedpatch_app.privacy.settings import DP_EPSILON, AuditSettings
 from fedpatch_app.privacy.views import SEES, curious_rows, server_view
 from fedpatch_app.privacy.world import World, build
 from fedpatch_app.settings import RunSettings, to_names
@@ -76,6 +76,41 @@ def audit_mode(
     return row, np.asarray(shown, dtype=np.float32)
 
 
+def dp_row(world: World, base) -> dict:
+    """The dp mode's row: its release attacked as the other modes' rows (the baseline on
+    its own truth: the client patches nearest the noisy means)."""
+    from fedpatch_app.privacy.dp_mode import dp_mode
+
+    eps = world.settings.dp.epsilon if world.settings.dp.enabled else DP_EPSILON
+    out = dp_mode(world, eps)
+    s = out["server"]
+    direct = {
+        "reconstruction_psnr": round(s["psnr"], 3),
+        "reconstruction_ssim": round(s["ssim"], 4),
+        **{k: s[k] for k in s if k.startswith("membership")},
+    }
+    quality = out["per_category"]
+    return {
+        "what_the_server_sees": SEES["dp"],
+        "reconstruction_psnr": direct["reconstruction_psnr"],
+        "reconstruction_ssim": direct["reconstruction_ssim"],
+        "baseline_psnr": round(s["baseline"].psnr, 3),
+        "baseline_ssim": round(s["baseline"].ssim, 4),
+        "psnr_above_baseline": round(s["psnr"] - s["baseline"].psnr, 3),
+        "strongest_reconstruction": "direct",
+        "membership_auc": s["membership_auc"],
+        "membership_auc_ci95": s.get("membership_auc_ci95"),
+        "membership_candidates": s.get("membership_candidates"),
+        "strongest_membership": "direct",
+        "image_auroc": _mean([q["image_auroc"] for q in quality.values()]),
+        "auc_spro_0.3": _mean([q.get("auc_spro_0.3") for q in quality.values()]),
+        "per_category": quality,
+        "attacks": {"direct": direct},
+        "curious_client": out["curious_client"],
+        "dp": {"epsilon": eps, "rows_held_by_server": s["rows"], "banks": out["banks"]},
+    }
+
+
 def verdicts(modes: dict[str, dict]) -> dict[str, Any]:
     """Whether the plain shares show the attack working, and which protections hold."""
     raw = modes.get("raw")
@@ -121,6 +156,9 @@ def run_audit(settings: RunSettings, audit: AuditSettings, out: Path) -> dict[st
     detectors: dict[str, tuple] = {}
     for mode in audit.modes:
         log.info("audit: mode %s", mode)
+        if mode == "dp":
+            modes[mode] = dp_row(world, base)
+            continue
         modes[mode], shown = audit_mode(world, mode, rotation, base, detectors)
         title = f"{mode}: {modes[mode]['strongest_reconstruction']} attack"
         figures.draw(world, shown, title, out / "figures" / f"{mode}.png")

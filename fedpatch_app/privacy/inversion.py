@@ -61,6 +61,7 @@ def train_inverter(
 ) -> Inverter:
     """Fit the MLP on public pairs: `features` (n, D), `patches` (n, size, size, 3)."""
     size = int(patches.shape[1])
+    batch = max(1, min(batch, len(features)))
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     x = np.asarray(features, dtype=np.float32)

@@ -6,8 +6,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Mode = Literal["raw", "rotation", "rotation_public_pairs", "relay"]
-MODES: tuple[str, ...] = ("raw", "rotation", "rotation_public_pairs", "relay")
+Mode = Literal["raw", "rotation", "rotation_public_pairs", "relay", "dp"]
+MODES: tuple[str, ...] = ("raw", "rotation", "rotation_public_pairs", "relay", "dp")
+#: Epsilon of the dp mode when the run settings leave DP off.
+DP_EPSILON = 8.0
 
 
 class AuditSettings(BaseModel):

@@ -23,6 +23,8 @@ SEES = {
     "the norms and all pairwise distances of the rows, and the counts",
     "rotation_public_pairs": "as rotation, plus public rows it also receives rotated (the "
     "public centres of the DP mode): pairs (x, xQ)",
+    "dp": "per client the noisy per-cluster sums and counts of its image-level DP release "
+    "around public centres, a noisy image count, the public centres",
     "relay": "AES-256-GCM ciphertexts of every client's coreset (random bytes) and their "
     "sizes (the row counts)",
 }
