@@ -118,6 +118,7 @@ register(
         tables={
             "means": t.means_table(),
             "gaps": t.gaps_table,
+            "fairness": t.fairness_table,
             **t.experiment_tables(),
         },
         minutes=8,
