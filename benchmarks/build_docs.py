@@ -18,7 +18,7 @@ two oversampling runs). The command
    HTML and PDF with speaker notes (Marp CLI); diagrams are the SVGs rendered from
    `docs/assets/*.mmd` (`--diagrams` renders them again with mermaid-cli);
 5. checks the report's page count (3-4), the deck's slide count (10-12) and the report's
-   main-text words (at most 2,000), and writes them to `OUT/build.json`.
+   main-text words (at most 2,000), and prints them.
 
 OUT (default `build/docs`) mirrors `docs/`: with `--out docs` the committed sources are
 rewritten in place and the renderings land beside them. Exit status 1 with the reason on
@@ -28,7 +28,6 @@ a failed check, 2 when a renderer is missing (see docs_render.TOOLS).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 import shutil
@@ -181,13 +180,12 @@ def _within(what: str, value: int, bounds: tuple[int, int]) -> str | None:
 
 
 def build(results: Path, out: Path, diagrams: bool = False) -> dict:
-    """Everything; the facts written to OUT/build.json. BuildError when a check fails."""
+    """Everything; the facts (words, pages, slides, outputs). BuildError when a check fails."""
     values_of = values_source(load_results(results))
     out.mkdir(parents=True, exist_ok=True)
     _diagrams(out, diagrams)
     facts = {"results": str(results), "report": build_report(out, values_of)}
     facts["deck"] = build_deck(out, values_of)
-    (out / "build.json").write_text(json.dumps(facts, indent=1) + "\n", encoding="utf-8")
     failed = [
         _within("report pages", facts["report"]["pages"], REPORT_PAGES),
         _within("deck slides", facts["deck"]["slides"], DECK_SLIDES),

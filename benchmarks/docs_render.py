@@ -36,7 +36,7 @@ TOOLS = {
         "apt-get install chromium",
     ),
     "marp": ("MARP", ("marp",), "npm install --global @marp-team/marp-cli@4.5.1"),
-    "mmdc": ("MMDC", ("mmdc",), "npm install --global @mermaid-js/mermaid-cli@11.12.0"),
+    "mmdc": ("MMDC", ("mmdc",), "npm install --global @mermaid-js/mermaid-cli@11.17.0"),
     "pdfinfo": ("PDFINFO", ("pdfinfo",), "apt-get install poppler-utils"),
 }
 TIMEOUT_S = 180
@@ -96,8 +96,18 @@ def _run(args: list[str], cwd: Path | None = None, env: dict[str, str] | None = 
     return done.stdout
 
 
+LOCAL_LINK = re.compile(r'<a\s+href="(?!https?:|mailto:|#)[^"]*"[^>]*>(.*?)</a>', re.DOTALL)
+
+
+def unlink_local(html: str) -> str:
+    """Links to other files of the repository as plain text: a printed page would turn
+    them into absolute `file://` links of the machine that printed it."""
+    return LOCAL_LINK.sub(r"\1", html)
+
+
 def markdown_to_html(source: Path, html: Path, css: str, title: str) -> None:
-    """A standalone HTML page from pandoc Markdown; `css` is linked relative to the page."""
+    """A standalone HTML page from pandoc Markdown for printing (`css` is linked relative
+    to the page; links to repository files become plain text)."""
     _run(
         [
             tool("pandoc"),
@@ -110,6 +120,7 @@ def markdown_to_html(source: Path, html: Path, css: str, title: str) -> None:
             f"--output={html}",
         ]
     )
+    html.write_text(unlink_local(html.read_text(encoding="utf-8")), encoding="utf-8")
 
 
 def html_to_pdf(html: Path, pdf: Path) -> None:

@@ -138,6 +138,11 @@ def test_the_committed_diagrams_are_rendered_from_their_current_sources(tmp_path
     ]
 
 
+def test_links_to_repository_files_are_printed_as_text() -> None:
+    html = '<a href="../privacy.md">privacy</a>, <a href="https://flower.ai">Flower</a>'
+    assert render.unlink_local(html) == 'privacy, <a href="https://flower.ai">Flower</a>'
+
+
 def test_a_folder_without_every_run_is_refused_naming_what_is_missing(
     results_folder: tuple[Path, dict], tmp_path: Path
 ) -> None:
@@ -279,5 +284,6 @@ def test_report_and_deck_are_rendered_from_the_results_they_are_given(
     deck = deck_html.read_text(encoding="utf-8")
     assert len(re.findall(r"<section\b", deck)) == facts["deck"]["slides"]
     assert "fig:stage1" not in deck  # markers are not speaker notes
+    assert b"file:" not in Path(facts["report"]["pdf"]).read_bytes()  # no machine's paths
     assert (tmp_path / bd.PLOT).stat().st_size > 10_000
     assert (tmp_path / "assets" / "federated-protocol.svg").is_file()
