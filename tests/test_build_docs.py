@@ -125,6 +125,15 @@ def test_words_leave_out_tables_code_comments_and_link_targets() -> None:
     assert bd.main_text_words(text) == 3
 
 
+def test_every_slide_has_speaker_notes() -> None:
+    text = bd.strip_markers((bd.DOCS / bd.DECK).read_text(encoding="utf-8"))
+    slides = re.split(r"^---$", text, flags=re.MULTILINE)[2:]  # after the front matter
+    assert 10 <= len(slides) <= 12
+    for i, slide in enumerate(slides, start=1):
+        notes = [c for c in re.findall(r"<!--(.*?)-->", slide, re.DOTALL) if " " in c.strip()]
+        assert notes and len(notes[-1].split()) >= 20, f"slide {i} has no speaker notes"
+
+
 def test_the_committed_diagrams_are_rendered_from_their_current_sources(tmp_path: Path) -> None:
     sources = sorted((bd.DOCS / bd.ASSETS).glob("*.mmd"))
     assert sources
