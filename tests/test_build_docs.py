@@ -93,6 +93,10 @@ def expected(runs: dict[str, dict], key: str) -> float:
     results = runs[run]
     if rest == ["seconds"]:
         return results["run"]["seconds"]["total"]
+    if rest[0] == "fairness":
+        scope, metric, stat = rest[1:4]
+        block = results["fairness"][scope][metric]
+        return block["worst_value"] if stat == "worst" else block[stat]
     if rest[0].startswith("bytes_"):
         ending = "_up_total" if rest[0] == "bytes_up_mb" else "_down_total"
         return sum(v for k, v in results["federated"]["bytes"].items() if k.endswith(ending)) / 1e6

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from fedpatch_app.data.autovi import CATEGORIES
+from fedpatch_app.evaluation.fairness import fairness_block
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -213,6 +214,7 @@ def _fake_results(run: str) -> dict:
     }
     if run.startswith("federated"):
         out["federated"] = {"bytes": {"train_up_total": 1, "train_down_total": 1}, "banks": {}}
+    out["fairness"] = fairness_block(out)
     return out
 
 
