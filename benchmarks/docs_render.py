@@ -55,7 +55,10 @@ def tool(name: str) -> str:
     """The path of a renderer (see TOOLS), or ToolMissing."""
     env, names, install = TOOLS[name]
     if os.environ.get(env):
-        return os.environ[env]
+        named = os.environ[env]
+        if shutil.which(named) is None:
+            raise ToolMissing(f"{name}: ${env} names {named}, not an executable: {install}")
+        return named
     for candidate in names:
         found = shutil.which(candidate)
         if found:

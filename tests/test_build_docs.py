@@ -181,6 +181,18 @@ def test_a_figure_the_results_do_not_hold_stops_the_build(
         bd.generate(doc, tmp_path / "out", values_of)
 
 
+def test_a_missing_renderer_exits_2_naming_it_and_how_to_install_it(
+    results_folder: tuple[Path, dict],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("PANDOC", str(tmp_path / "no-pandoc"))
+    code = bd.main(["--results", str(results_folder[0]), "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "pandoc" in caplog.text and "apt-get install pandoc" in caplog.text
+
+
 def test_generated_figures_come_from_the_results_and_markers_leave_the_deck(
     results_folder: tuple[Path, dict], tmp_path: Path
 ) -> None:
