@@ -179,3 +179,18 @@ def test_a_given_key_wins_and_bad_keys_are_named(
         signing.use_signing_key(keys["builder"][1])
     with pytest.raises(ConfigError, match="--trusted-key .*builder.key"):
         signing.read_public_keys([keys["builder"][0]])
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_the_key_script_makes_a_pair_that_signs_and_verifies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "make-model-key.sh"
+    subprocess.run([str(script), str(tmp_path / "keys"), "builder"], check=True)
+    private, public = tmp_path / "keys" / "builder.key", tmp_path / "keys" / "builder.pub"
+    assert private.stat().st_mode & 0o077 == 0
+    monkeypatch.setenv(signing.ENV_KEY, str(private))
+    folder = _write(tmp_path / "model")
+    load_model(folder, trusted_keys=signing.read_public_keys([public]))
