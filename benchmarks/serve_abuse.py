@@ -79,6 +79,7 @@ class CaseResult:
     rss_after: float = 0.0
     alive: bool = True
     health: str = ""
+    probes: Counter = field(default_factory=Counter)
 
     @property
     def grown_peak(self) -> float:
@@ -222,6 +223,7 @@ def run_case(
     result.answers = Counter(answers)
     result.rss_before, result.rss_peak, result.rss_after = watch.before, watch.peak, watch.after
     result.alive = target.alive()
+    result.probes = probes
     if probe:
         result.health = "  /healthz meanwhile: " + ", ".join(f"{k} x{v}" for k, v in probes.items())
     return result

@@ -30,6 +30,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import secrets
 import subprocess
@@ -242,6 +243,7 @@ def parse() -> argparse.Namespace:
 def main() -> None:
     args = parse()
     raise_own_files_limit()
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
         work = Path(tmp)
         model, folder = (

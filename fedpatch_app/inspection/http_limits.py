@@ -85,3 +85,28 @@ def raise_open_files_limit() -> int:
         except (ValueError, OSError) as exc:
             log.warning("cannot raise the open-files limit from %d to %d: %s", soft, hard, exc)
     return soft
+
+
+#: glibc's mallopt parameter for the size from which allocations are mapped on their own.
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 128 * 1024
+
+
+def return_freed_buffers() -> bool:
+    """Have glibc map every allocation of 128 KB or more on its own, so that freeing it
+    gives the memory back to the system. By default glibc raises that threshold to the
+    largest block freed so far (up to 32 MB), after which the buffers of large uploads come
+    from the heap and stay resident once freed: 40 uploads of 18 MB at once left the
+    service 50 to 70 MB larger for good. Returns whether it applied (glibc only)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        done = bool(libc and libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    except (OSError, AttributeError):
+        done = False
+    if not done:
+        log.debug("mallopt is not available: freed upload buffers may stay resident")
+    return done
