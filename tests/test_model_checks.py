@@ -194,3 +194,14 @@ def test_the_key_script_makes_a_pair_that_signs_and_verifies(
     monkeypatch.setenv(signing.ENV_KEY, str(private))
     folder = _write(tmp_path / "model")
     load_model(folder, trusted_keys=signing.read_public_keys([public]))
+
+
+def test_a_bad_signing_key_stops_a_centralized_run_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from fedpatch_app.cli import main
+
+    out = tmp_path / "run"
+    args = ["centralized", "--data-root", str(tmp_path), "--out", str(out)]
+    assert main([*args, "--signing-key", str(tmp_path / "no.key")]) == 2
+    assert "--signing-key" in capsys.readouterr().err and not out.exists()
