@@ -86,3 +86,22 @@ def test_every_abuse_case_is_answered_cheaply_and_the_service_lives(capped: Serv
         assert result.grown_peak <= 300 and result.left <= 50, result.line()
     assert seen == set(EXPECTED)
     assert "Traceback" not in capped.log_text()
+
+
+def test_sighup_reloads_the_model_and_the_service_serves_on(capped: Service) -> None:
+    import signal
+    import time
+
+    import httpx
+
+    before = httpx.get(f"{capped.url}/readyz", headers=capped.auth()).json()
+    capped.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 300  # a bound on the wait, not a timing
+    while "model reloaded" not in capped.log_text() and time.monotonic() < deadline:
+        assert capped.process.poll() is None, capped.log_text()[-3000:]
+        time.sleep(0.5)
+    assert "model reloaded" in capped.log_text()
+    after = httpx.get(f"{capped.url}/readyz", headers=capped.auth()).json()
+    assert after["model_sha256"] == before["model_sha256"] and after["status"] == "ready"
+    rollback = httpx.post(f"{capped.url}/v1/admin/rollback", headers=capped.auth(), timeout=60)
+    assert rollback.status_code == 200 and rollback.json()["previous"] is not None

@@ -170,9 +170,11 @@ def _probes(app: FastAPI, service: Service) -> None:
         return JSONResponse(answer)
 
 
-async def _refuse_early(request: Request, service: Service, category: str) -> JSONResponse | None:
+async def _refuse_early(
+    request: Request, service: Service, scorer: Scorer, category: str
+) -> JSONResponse | None:
     """The answer to a request refused before its body is read (the rest drained)."""
-    known = sorted(service.live.current.model.categories)
+    known = sorted(scorer.model.categories)
     if category not in known:
         await drain(request, service.limits)
         return error(404, f"no category {category!r} in this model", categories=known)
@@ -188,9 +190,8 @@ async def _refuse_early(request: Request, service: Service, category: str) -> JS
 
 
 async def _score(
-    request: Request, service: Service, category: str, overlay: bool
+    request: Request, service: Service, scorer: Scorer, category: str, overlay: bool
 ) -> dict[str, Any] | JSONResponse:
-    scorer = service.live.current  # this request keeps it, whatever reloads meanwhile
     native = scorer.model.category(category).native_size
     try:
         upload = await read_upload(request, native, service.limits, service.spool)
@@ -213,12 +214,13 @@ async def _predict(
     request: Request, service: Service, category: str, overlay: bool
 ) -> JSONResponse:
     start = time.perf_counter()
-    refused = await _refuse_early(request, service, category)
+    scorer = service.live.current  # this request keeps it, whatever reloads meanwhile
+    refused = await _refuse_early(request, service, scorer, category)
     if refused is not None:
         return refused
     try:
         with service.gate.enter():
-            answer = await _score(request, service, category, overlay)
+            answer = await _score(request, service, scorer, category, overlay)
     except GateFull:
         await drain(request, service.limits)
         state = service.gate.state()
