@@ -312,3 +312,20 @@ def test_reload_swaps_only_a_verified_model_and_rollback_returns(tmp_path: Path)
 
     _talk(untokened, talk_open)
     assert json.loads((folder / "model.json").read_text())["categories"][CAT]
+
+
+def test_the_heap_is_trimmed_once_the_gate_is_empty(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service_module, "IDLE_TRIM_SECONDS", 0.0)
+    app, scorer = _app(model_dir)
+    trims = []
+    app.state.service.trim = lambda: trims.append(app.state.service.gate.admitted)
+
+    async def talk(client: httpx.AsyncClient) -> None:
+        assert (await _predict(client, _png((400, 400)))).status_code == 200
+        await asyncio.sleep(0.05)  # the trim runs on the event loop after the answer
+        assert trims == [0]
+
+    _talk(app, talk)
+    scorer.close()

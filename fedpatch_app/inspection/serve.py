@@ -100,7 +100,7 @@ def _server(app: object, args: argparse.Namespace) -> object:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from fedpatch_app.inspection.http_limits import raise_open_files_limit, return_freed_buffers
+    from fedpatch_app.inspection.http_limits import raise_open_files_limit
     from fedpatch_app.inspection.live_model import LiveModel, ModelSource
     from fedpatch_app.inspection.service import create_app
     from fedpatch_app.inspection.signing import read_public_keys
@@ -109,7 +109,6 @@ def run_cli(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     _check_limits(args)
-    return_freed_buffers()
     limits = UploadLimits(
         max_bytes=upload_limit(args.max_upload_mb),
         chunk_seconds=min(args.upload_timeout, 10.0),

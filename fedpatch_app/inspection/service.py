@@ -52,6 +52,7 @@ from fedpatch_app.inspection.api_schema import (
     ReadyAnswer,
     ReloadAnswer,
 )
+from fedpatch_app.inspection.http_limits import heap_trimmer
 from fedpatch_app.inspection.live_model import GateFull, LiveModel, ReloadError, ScoringGate
 from fedpatch_app.inspection.scorer import Scorer
 from fedpatch_app.inspection.uploads import (
@@ -71,6 +72,8 @@ DESCRIPTION = (
     "the score, the score against the category's calibrated threshold and the anomalous "
     "regions, optionally with a heatmap overlay. The review page is at `/`."
 )
+#: Seconds the gate must stay empty before the heap is trimmed.
+IDLE_TRIM_SECONDS = 0.5
 #: Answers after which the connection is closed: the body may be left unread.
 CLOSE_AFTER = {401, 408, 413, 503}
 
@@ -94,9 +97,25 @@ class Service:
     limits: UploadLimits = field(default_factory=UploadLimits)
     gate: ScoringGate = field(default_factory=ScoringGate)
     spool: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fedpatch-spool-")))
+    trim: Callable[[], None] | None = field(default_factory=heap_trimmer)
+    _trim_pending: bool = False
 
     def authorized(self, given: str) -> bool:
         return not self.token or hmac.compare_digest(given.encode(), self.token.encode())
+
+    def trim_when_idle(self) -> None:
+        """Give freed memory back to the system once no predict request is in flight for
+        IDLE_TRIM_SECONDS (see `http_limits.heap_trimmer`)."""
+        if self.trim is None or self._trim_pending or self.gate.admitted:
+            return
+        self._trim_pending = True
+
+        def run() -> None:
+            self._trim_pending = False
+            if not self.gate.admitted and self.trim is not None:
+                self.trim()
+
+        asyncio.get_running_loop().call_later(IDLE_TRIM_SECONDS, run)
 
 
 #: The `Authorization: Bearer` header (shown in /docs as the way to authorize).
@@ -229,6 +248,8 @@ async def _predict(
             f"busy: all {state['slots']} scoring slots and {state['queue']} queue places are "
             "taken; retry shortly",
         )
+    finally:
+        service.trim_when_idle()
     if isinstance(answer, JSONResponse):
         return answer
     answer["seconds"] = time.perf_counter() - start
