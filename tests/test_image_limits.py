@@ -81,3 +81,13 @@ def test_predict_refuses_from_the_header(tmp_path: Path) -> None:
     fine = tmp_path / "fine.png"
     Image.new("L", (300, 300)).save(fine)
     assert checked_size(fine, SQUARE) == (300, 300)
+
+
+def test_the_loader_resizes_any_size_as_the_native_one(tmp_path: Path) -> None:
+    from fedpatch_app.model.backbones.images import ImageFolderDataset
+
+    small = tmp_path / "small.png"
+    Image.new("RGB", (200, 160)).save(small)
+    as_is, _ = ImageFolderDataset([small], 64)[0]
+    native, _ = ImageFolderDataset([small], 64, resize_to=(400, 400))[0]
+    assert tuple(as_is.shape) == (3, 64, 80) and tuple(native.shape) == (3, 64, 64)
