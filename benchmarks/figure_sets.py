@@ -111,24 +111,25 @@ register(
     FigureSet(
         "stage1-photo-pretrained",
         "centralized vs federated IID / non-IID vs local-only and the oversampling ablation, "
-        "pretrained EfficientNet-Lite0 on photo data (technical report 3, README)",
+        "pretrained EfficientNet-Lite0 on photo data (technical report 4, slide deck, README)",
         (PHOTO_DATA, _experiment("data/photo-small", PRETRAINED)),
         read=_read_stage1,
         timing=("*/seconds",),
         tables={
             "means": t.means_table(),
             "gaps": t.gaps_table,
+            "fairness": t.fairness_table,
             **t.experiment_tables(),
         },
         minutes=8,
-        estimate="technical report 3",
+        estimate="technical report 7",
     )
 )
 for _seed in (1, 2):
     register(
         FigureSet(
             f"stage1-photo-pretrained-seed{_seed}",
-            f"the pretrained stage-1 study with --seed {_seed} (technical report 3.2)",
+            f"the pretrained stage-1 study with --seed {_seed} (technical report, appendix A)",
             (PHOTO_DATA, _experiment("data/photo-small", f"{PRETRAINED} --seed {_seed}")),
             read=_read_stage1,
             timing=("*/seconds",),
@@ -167,7 +168,7 @@ register(
     FigureSet(
         "stage1-photo-random",
         "the stage-1 study with random WideResNet-50-2 weights on the photo data "
-        "(technical report 3.1; the report's figures come from the preset less local-only "
+        "(technical report, appendix B.1; its figures come from the preset less local-only "
         "and the ablation, which this command runs too)",
         (
             PHOTO_DATA,
@@ -179,7 +180,7 @@ register(
         timing=("*/seconds",),
         tables={"means": t.means_table(t.STAGE1_RUNS[:3], "run (random weights)")},
         minutes=30,
-        estimate="technical report 3.1: 15 min without local-only and the ablation",
+        estimate="technical report, appendix B.1: 15 min without local-only and the ablation",
     )
 )
 
@@ -189,12 +190,12 @@ DRAWN_DATA = Command(
 )
 ARCHIVED_DRAWN = (
     "measured on the drawn scenes of the generator's first version (technical report, "
-    "appendix A): today's command gives other figures"
+    "appendix B.2): today's command gives other figures"
 )
 register(
     FigureSet(
         "stage1-drawn-random",
-        "appendix A: random WideResNet-50-2 weights on drawn scenes, image size 256",
+        "technical report appendix B.2: random WideResNet-50-2 weights, drawn scenes, 256 px",
         (DRAWN_DATA, _experiment("data/synthetic-small", "--weights none")),
         read=_read_stage1,
         timing=("*/seconds",),
@@ -205,14 +206,14 @@ register(
             **t.experiment_tables(),
         },
         minutes=31,
-        estimate="technical report A.2",
+        estimate="technical report, appendix B.2.2",
         archived=ARCHIVED_DRAWN,
     )
 )
 register(
     FigureSet(
         "stage1-drawn-random-128",
-        "appendix A: the same study at image size 128",
+        "technical report appendix B.2: the same study at image size 128",
         (
             DRAWN_DATA,
             _experiment("data/synthetic-small", "--weights none --image-size 128"),

@@ -58,6 +58,7 @@ def _run_values(name: str, results: dict) -> Values:
         if "size" in bank:
             out[f"{name}/{cat}/bank_size"] = bank["size"]
             out[f"{name}/{cat}/bank_radius"] = bank.get("radius", bank.get("covering_radius"))
+    out.update(_fairness_values(name, results.get("fairness") or {}))
     counts = (results.get("federated") or {}).get("bytes") or {}
     if counts:
         up = sum(v for k, v in counts.items() if k.endswith("_up_total"))
@@ -65,6 +66,23 @@ def _run_values(name: str, results: dict) -> Values:
         out[f"{name}/bytes_up_mb"] = up / 1e6
         out[f"{name}/bytes_down_mb"] = down / 1e6
     return {k: float(v) for k, v in out.items() if _number(v)}
+
+
+def _fairness_values(name: str, fairness: dict) -> Values:
+    """A run's "fairness" block: per scope (categories, clients) and metric the worst
+    value, the max-min gap and the standard deviation; the worst member's name is part
+    of a key of its own (`<run>/fairness/<scope>/<metric>/worst/<member>`)."""
+    out: Values = {}
+    for scope in ("categories", "clients"):
+        for metric, block in (fairness.get(scope) or {}).items():
+            prefix = f"{name}/fairness/{scope}/{metric}"
+            for stat in ("worst_value", "gap", "std"):
+                if _number(block.get(stat)):
+                    out[f"{prefix}/{stat}"] = block[stat]
+            if block.get("worst") is not None and _number(block.get("worst_value")):
+                member = str(block["worst"]).replace(" ", "-")
+                out[f"{prefix}/worst/{member}"] = block["worst_value"]
+    return out
 
 
 #: The metrics whose gap to the centralized run is a value of its own.
@@ -336,6 +354,29 @@ def pair_table(v: Values) -> list[str]:
             for _, run in STAGE1_RUNS
         ]
         lines.append(_row([cat, *cells]))
+    return lines
+
+
+def _worst(v: Values, run: str, scope: str, metric: str) -> str:
+    """ "<member> <value>" of a run's worst category or client; "-" when there is none."""
+    prefix = f"{run}/fairness/{scope}/{metric}/worst/"
+    found = [(k[len(prefix) :], x) for k, x in v.items() if k.startswith(prefix)]
+    return f"{found[0][0]} {fmt(found[0][1])}" if len(found) == 1 else "-"
+
+
+def fairness_table(v: Values) -> list[str]:
+    """Equity across categories and clients per run: the worst member of each metric and
+    the standard deviation across them (clients: federated runs only)."""
+    head = ["run", "worst category, AUC-sPRO@0.3", "worst category, image AUROC"]
+    head += ["std across categories, AUC-sPRO@0.3", "worst client, AUC-sPRO@0.3"]
+    head += ["std across clients, AUC-sPRO@0.3"]
+    lines = [_row(head), _sep(len(head))]
+    for label, run in STAGE1_RUNS:
+        cells = [_worst(v, run, "categories", m) for m in GAP_METRICS]
+        cells.append(fmt(v.get(f"{run}/fairness/categories/auc_spro_0.3/std")))
+        cells.append(_worst(v, run, "clients", "auc_spro_0.3"))
+        cells.append(fmt(v.get(f"{run}/fairness/clients/auc_spro_0.3/std")))
+        lines.append(_row([label, *cells]))
     return lines
 
 

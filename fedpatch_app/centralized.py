@@ -401,7 +401,10 @@ def print_summary(results: dict) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
+    from fedpatch_app.inspection.signing import use_signing_key
+
     settings = settings_from_args(args)
+    use_signing_key(args.signing_key)  # a bad key stops the run before any work
     results = run_centralized(settings, Path(args.out))
     print_summary(results)
     for warning in results["warnings"]:

@@ -36,6 +36,17 @@ def data_root(help_text: str = "folder holding AutoVI") -> Option:
 
 
 CATEGORIES = opt("--categories", nargs="+", help=CATEGORY_HELP)
+TRUSTED_KEY = opt(
+    "--trusted-key",
+    action="append",
+    default=None,
+    help="public key (PEM) of whoever may sign models; repeat for several. Given, a model folder that is unsigned, signed by another key or changed since it was signed is refused [default: signatures not checked]",
+)
+SIGNING_KEY = opt(
+    "--signing-key",
+    default=None,
+    help="private key (PEM, Ed25519: scripts/make-model-key.sh) to sign the model folder with [default: $FEDPATCH_MODEL_SIGNING_KEY when set, else unsigned]",
+)
 ALLOW_INCOMPLETE = opt(
     "--allow-incomplete",
     action="store_true",
@@ -87,7 +98,7 @@ PARTITION = Command("partition", "show how the images are split across federated
 
 CENTRALIZED = Command(
     "centralized", "centralized PatchCore baseline: fit, score, evaluate", "fedpatch_app.centralized:run_cli",
-    (out("run folder to write"),),
+    (out("run folder to write"), SIGNING_KEY),
     ("data_root", *MODEL_SETTINGS, *CALIBRATION_SETTINGS, "overwrite"), ("data_root",),
 )  # fmt: skip
 
@@ -115,6 +126,7 @@ def _experiment() -> Command:
         data_root("folder holding AutoVI-format data"),
         out("experiment folder; must be new or empty (or pass --overwrite)"),
         opt("--engine", choices=("simulation", "inprocess"), default="simulation", help="federated runs as `flwr run` simulations, or through the same ServerApp/ClientApp code in this process (no Ray, no SuperLink port)"),
+        SIGNING_KEY,
     ), (*MODEL_SETTINGS[1:], *CALIBRATION_SETTINGS, "dp_public_root", "overwrite"))  # fmt: skip
 
 
@@ -124,6 +136,7 @@ PREDICT = Command("predict", "score new images of one category with a model fold
     out("folder for predictions.csv/.jsonl, overlays/"),
     opt("paths", nargs="+", help="images and/or folders of images"),
     opt("--weights-file", default=None, help="for a model built with weights=PATH: that file (checked by its SHA-256; default: none needed for ImageNet or random weights)"),
+    TRUSTED_KEY,
     ALLOW_INCOMPLETE,
 ), ("device", "batch_size", "write_maps", "overwrite"))  # fmt: skip
 
@@ -133,6 +146,13 @@ SERVE = Command("serve", "the inspection service: an HTTP API for verdicts on im
     opt("--port", type=int, default=8000, help="TCP port to listen on"),
     opt("--token-file", default=None, help="file holding a bearer token that every /v1/ request must send [default: none, no token asked]"),
     opt("--max-upload-mb", type=float, default=20.0, help="largest accepted upload, in MB"),
+    opt("--scoring-slots", type=int, default=1, help="images scored at once (the CPU threads are shared among them)"),
+    opt("--queue", type=int, default=8, help="requests that may wait for a scoring slot (reading their upload or queued); one more gets 503 at once"),
+    opt("--upload-timeout", type=float, default=60.0, help="seconds an upload may take in all (and at most 10 s without data): 408 after"),
+    opt("--header-timeout", type=float, default=10.0, help="seconds a connection may take to send a request head; closed after"),
+    opt("--keep-alive-timeout", type=float, default=5.0, help="seconds an idle keep-alive connection is kept open"),
+    opt("--max-requests", type=int, default=None, help="exit after this many requests, for a supervisor to restart [default: no limit]"),
+    TRUSTED_KEY,
     ALLOW_INCOMPLETE,
 ), ("device",))  # fmt: skip
 

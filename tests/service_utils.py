@@ -68,8 +68,15 @@ def _wait_ready(service: Service) -> None:
     )
 
 
-def start_service(model: Path, workdir: Path, token: str) -> Service:
-    """`fedpatch serve --model MODEL` on 127.0.0.1 with a token, once it is ready."""
+def start_service(
+    model: Path,
+    workdir: Path,
+    token: str,
+    extra: tuple[str, ...] = (),
+    prefix: tuple[str, ...] = (),
+) -> Service:
+    """`fedpatch serve --model MODEL` on 127.0.0.1 with a token, once it is ready;
+    `extra`: more options; `prefix`: a command it runs under (e.g. `prlimit --as=N`)."""
     workdir.mkdir(parents=True, exist_ok=True)
     token_file = workdir / "token"
     token_file.write_text(token + "\n", encoding="utf-8")
@@ -78,6 +85,7 @@ def start_service(model: Path, workdir: Path, token: str) -> Service:
     log = workdir / "serve.log"
     command = [sys.executable, "-m", "fedpatch_app.cli", "serve", "--model", str(model),
                "--port", str(port), "--device", "cpu", "--token-file", str(token_file)]  # fmt: skip
+    command = [*prefix, *command, *extra]
     with log.open("wb") as out:
         process = subprocess.Popen(
             command, cwd=REPO, env=scoring_env(), stdout=out, stderr=subprocess.STDOUT

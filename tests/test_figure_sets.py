@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from fedpatch_app.data.autovi import CATEGORIES
+from fedpatch_app.evaluation.fairness import fairness_block
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -95,6 +96,31 @@ def test_an_experiment_folder_gives_each_runs_values_and_gaps(tmp_path: Path) ->
     assert v["federated-iid/pipe_clip/bank_radius"] == 7.5
     assert v["centralized/seconds"] == 12.5
     assert "centralized/gap/auc_spro_0.3" not in v
+
+
+def test_a_runs_fairness_block_gives_worst_members_and_spreads(tmp_path: Path) -> None:
+    from fedpatch_app.evaluation.fairness import spread
+
+    results = _results(0.78)
+    cats = spread({"pipe_clip": 0.61, "tank_screw": 0.52})
+    clients = {**spread({"client 0": 0.7, "client 3": 0.9}), "values": {}}
+    results["fairness"] = {
+        "categories": {"auc_spro_0.3": cats, "image_auroc": cats},
+        "clients": {"auc_spro_0.3": clients},
+    }
+    (tmp_path / "federated-iid").mkdir()
+    (tmp_path / "federated-iid" / "results.json").write_text(json.dumps(results))
+    v = ft.read_experiment(tmp_path)
+    key = "federated-iid/fairness"
+    assert v[f"{key}/categories/auc_spro_0.3/worst/tank_screw"] == 0.52
+    assert v[f"{key}/categories/auc_spro_0.3/std"] == pytest.approx(0.045)
+    assert v[f"{key}/clients/auc_spro_0.3/worst/client-0"] == 0.7
+    assert v[f"{key}/clients/auc_spro_0.3/gap"] == pytest.approx(0.2)
+    lines = ft.fairness_table(v)
+    assert lines[3] == (
+        "| federated IID | tank_screw 0.5200 | tank_screw 0.5200 | 0.0450 | client-0 0.7000 | 0.1000 |"
+    )
+    assert lines[2] == "| centralized | - | - | - | - | - |"
 
 
 def test_a_poisoning_json_gives_per_scenario_and_category_values(tmp_path: Path) -> None:
@@ -188,6 +214,7 @@ def _fake_results(run: str) -> dict:
     }
     if run.startswith("federated"):
         out["federated"] = {"bytes": {"train_up_total": 1, "train_down_total": 1}, "banks": {}}
+    out["fairness"] = fairness_block(out)
     return out
 
 

@@ -56,10 +56,11 @@ def test_a_changed_byte_in_a_bank_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda m: m.update(format="fedpatch-model/99"), "unknown model format"),
+        (lambda m: m.update(format="fedpatch-model/99"), "written by a newer fedpatch"),
+        (lambda m: m.update(format="something-else/1"), "unknown model format"),
         (lambda m: m.update(fingerprint="0" * 16), "fingerprint"),
         (lambda m: m["categories"]["pipe_clip"]["bank"].update(file="../x.npz"), "outside"),
-        (lambda m: m["categories"]["pipe_clip"].pop("map_scaling"), "incomplete"),
+        (lambda m: m["categories"]["pipe_clip"].pop("map_scaling"), "pipe_clip.map_scaling"),
         (lambda m: m.update(categories={}), "no categories"),
     ],
 )

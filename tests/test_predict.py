@@ -96,7 +96,7 @@ def test_bad_input_fails_clearly_and_writes_nothing(
 
 
 @pytest.mark.slow
-def test_an_image_of_another_size_is_scored_with_a_note(
+def test_an_image_of_another_size_is_resized_to_the_native_size_with_a_note(
     run_dir: Path, tiny_root: Path, tmp_path: Path
 ) -> None:
     from fedpatch_app.inspection.model_folder import load_model
@@ -106,6 +106,23 @@ def test_an_image_of_another_size_is_scored_with_a_note(
     with Image.open(next((tiny_root / CAT / "test" / "good").glob("*.png"))) as img:
         img.resize((200, 160)).save(image)
     result = Predictor(load_model(run_dir / "model"), device="cpu").score(CAT, [image])[0]
-    assert result.size == (200, 160) and result.anomaly_map.shape == (160, 200)
+    # Scored at the native size whatever the upload's size: the map is bounded by the model.
+    assert result.size == (200, 160) and result.anomaly_map.shape == (400, 400)
     assert "200x160" in result.note and "400x400" in result.note
     assert np.isfinite(result.score)
+
+
+@pytest.mark.slow
+def test_an_image_outside_the_size_rule_is_refused_before_any_work(
+    run_dir: Path, tmp_path: Path, capsys
+) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (4000, 1)).save(images / "line.png")
+    out = tmp_path / "out"
+    code = main(["predict", "--model", str(run_dir / "model"), "--category", CAT, "--out",
+                 str(out), str(images)])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "line.png" in err and "4000x1" in err and "aspect-ratio limit" in err
+    assert not out.exists() or not any(out.iterdir())

@@ -5,6 +5,7 @@ concurrent clients get exactly the scores of `fedpatch predict`."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import struct
@@ -59,9 +60,16 @@ def _post(service: Service, image: Path, *, client: httpx.Client | None = None, 
 
 def test_probes_model_docs_and_page(service: Service, pipe_clip_run: Path) -> None:
     assert httpx.get(f"{service.url}/healthz").json() == {"status": "ok"}
-    ready = httpx.get(f"{service.url}/readyz").json()
-    manifest = json.loads((pipe_clip_run / "model" / "model.json").read_text())
-    assert ready == {"status": "ready", "model": manifest["fingerprint"], "categories": [CAT]}
+    # Without the token, readiness only: no category, no fingerprint.
+    assert httpx.get(f"{service.url}/readyz").json() == {"status": "ready"}
+    wrong = {"Authorization": "Bearer not-the-token"}
+    assert httpx.get(f"{service.url}/readyz", headers=wrong).json() == {"status": "ready"}
+    ready = httpx.get(f"{service.url}/readyz", headers=service.auth()).json()
+    manifest_file = pipe_clip_run / "model" / "model.json"
+    manifest = json.loads(manifest_file.read_text())
+    assert ready["model"] == manifest["fingerprint"] and ready["categories"] == [CAT]
+    assert ready["model_sha256"] == hashlib.sha256(manifest_file.read_bytes()).hexdigest()
+    assert ready["scoring"] == {"slots": 1, "queue": 8, "in_flight": 0}
     model = httpx.get(f"{service.url}/v1/model", headers=service.auth())
     assert model.status_code == 200 and model.json() == manifest
     schema = httpx.get(f"{service.url}/openapi.json").json()
@@ -84,7 +92,8 @@ def test_a_verdict_raw_multipart_and_overlay(
     answer = raw.json()
     for field in ("category", "score", "normalized_score", "verdict", "regions"):
         assert answer[field] == want[field], field
-    assert answer["model"] == httpx.get(f"{service.url}/readyz").json()["model"]
+    ready = httpx.get(f"{service.url}/readyz", headers=service.auth()).json()
+    assert answer["model"] == ready["model"]
     assert 0 < answer["seconds"] < 120 and answer["threshold"] > 0
     with Image.open(io.BytesIO(base64.b64decode(answer["overlay_png"]))) as overlay:
         assert overlay.format == "PNG" and overlay.size == tuple(want["size"])

@@ -24,6 +24,10 @@ def test_a_missing_model_stops_the_command(tmp_path: Path, capsys) -> None:
         (["--max-upload-mb", "0"], "--max-upload-mb must be > 0"),
         (["--port", "70000"], "--port must be between 0 and 65535"),
         (["--token-file", "missing-token"], "cannot read it"),
+        (["--scoring-slots", "0"], "--scoring-slots must be a whole number > 0"),
+        (["--queue", "-1"], "--queue must be a whole number > 0"),
+        (["--upload-timeout", "0"], "--upload-timeout must be a number > 0"),
+        (["--trusted-key", "missing-token"], "--trusted-key"),
     ],
 )
 def test_bad_options_are_named(tmp_path: Path, capsys, args: list[str], words: str) -> None:

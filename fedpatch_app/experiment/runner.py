@@ -213,7 +213,20 @@ def run_experiment(
     return summary
 
 
+def _signing(path: str | None) -> None:
+    """Sign every model the experiment writes: in this process (centralized, local-only)
+    and, through the environment, in the ServerApp of its federated runs."""
+    import os
+
+    from fedpatch_app.inspection.signing import ENV_KEY, use_signing_key
+
+    if path:
+        use_signing_key(path)  # a bad key stops the experiment before any work
+        os.environ[ENV_KEY] = str(Path(path).resolve())
+
+
 def run_cli(args: argparse.Namespace) -> int:
+    _signing(getattr(args, "signing_key", None))
     changes = given(args)
     changes.pop("data_root", None)
     summary = run_experiment(

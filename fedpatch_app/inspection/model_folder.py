@@ -10,8 +10,11 @@ model/
 ```
 
 `load_model` checks the format version, recomputes the feature-spec fingerprint, the
-SHA-256 of every bank file and each bank's own fingerprint, and refuses with a
-`ModelError` naming the file at fault: a changed byte in a bank file is refused. Nothing
+SHA-256 of every bank file and each bank's own fingerprint, checks every field of
+model.json and that each bank records the category, rows and counts its entry gives it
+(`model_checks`), and refuses with a `ModelError` naming the file and field at fault: a
+changed byte in a bank file is refused. Given trusted public keys, it first checks the
+signature over model.json (`signing`): an unsigned or changed model is refused. Nothing
 in model.json is a path of the machine that made it (the weights are named by their
 identifier, the banks by their place in the folder).
 
@@ -38,7 +41,7 @@ from typing import Any
 
 from fedpatch_app.errors import ModelError
 from fedpatch_app.evaluation.export import MapScaling
-from fedpatch_app.jsonio import read_json
+from fedpatch_app.inspection.model_checks import check_bank_matches, check_entry, check_format
 from fedpatch_app.model.embedding import FeatureSpec
 from fedpatch_app.model.patchcore import Bank
 
@@ -80,6 +83,9 @@ class Model:
     spec: FeatureSpec
     categories: dict[str, CategoryModel]
     manifest: dict[str, Any] = field(default_factory=dict)
+    #: SHA-256 of model.json as loaded: which model this is (the fingerprint names only
+    #: its feature settings).
+    manifest_sha256: str = ""
 
     @property
     def fingerprint(self) -> str:
@@ -207,8 +213,16 @@ def write_model(
         },
     }
     _write_json(folder / MODEL_FILE, manifest)
+    _sign(folder)
     log.info("model folder written: %s%s", folder, " (incomplete)" if incomplete else "")
     return folder / MODEL_FILE
+
+
+def _sign(folder: Path) -> None:
+    """Sign the new model.json with the configured key (or drop a stale signature)."""
+    from fedpatch_app.inspection.signing import sign_or_unsign
+
+    sign_or_unsign(folder)
 
 
 def incompleteness(manifest: dict[str, Any]) -> str | None:
@@ -261,15 +275,24 @@ def _check_complete(folder: Path, manifest: dict[str, Any], allow_incomplete: bo
     log.warning("%s; used anyway (--allow-incomplete): verdicts may be UNCALIBRATED", what)
 
 
-def _manifest(folder: Path) -> dict[str, Any]:
+def _manifest(folder: Path, trusted_keys: tuple[Any, ...] = ()) -> tuple[dict[str, Any], str]:
+    """model.json parsed (its signature checked first when keys are trusted), and the
+    SHA-256 of the bytes parsed."""
     path = folder / MODEL_FILE
     if not path.is_file():
         raise ModelError(f"{path} not found: {folder} is not a fedpatch model folder")
-    manifest = read_json(path, ModelError, "model manifest")
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        got = manifest.get("format") if isinstance(manifest, dict) else None
-        raise ModelError(f"{path}: unknown model format {got!r} (this fedpatch reads {FORMAT})")
-    return manifest
+    if trusted_keys:
+        from fedpatch_app.inspection.signing import verified_manifest_bytes
+
+        data = verified_manifest_bytes(folder, trusted_keys)
+    else:
+        data = path.read_bytes()
+    try:
+        manifest = json.loads(data.decode("utf-8"))
+    except ValueError as exc:
+        raise ModelError(f"model manifest {path} is unreadable: {exc}") from None
+    check_format(manifest, path)
+    return manifest, hashlib.sha256(data).hexdigest()
 
 
 def _spec(manifest: dict[str, Any], path: Path) -> FeatureSpec:
@@ -282,40 +305,37 @@ def _spec(manifest: dict[str, Any], path: Path) -> FeatureSpec:
     return spec
 
 
-def _load_category(
-    folder: Path, cat: str, entry: dict[str, Any], spec: FeatureSpec
-) -> CategoryModel:
-    try:
-        bank_file = folder / entry["bank"]["file"]
-        expected = entry["bank"]["sha256"]
-        scaling = MapScaling.from_dict(entry["map_scaling"])
-        native = tuple(int(v) for v in entry["native_size"])
-    except (KeyError, TypeError, ValueError, ModelError) as exc:
-        raise ModelError(f"{folder / MODEL_FILE}: entry of {cat} is incomplete: {exc}") from None
+def _load_category(folder: Path, cat: str, entry: Any, spec: FeatureSpec) -> CategoryModel:
+    facts = check_entry(cat, entry, spec, folder / MODEL_FILE)
+    bank_file = folder / facts.bank_file
     if bank_file.resolve().parent != (folder / "banks").resolve():
         raise ModelError(f"{folder / MODEL_FILE}: bank of {cat} lies outside the model folder")
     if not bank_file.is_file():
         raise ModelError(f"bank file {bank_file} is missing")
-    if sha256_of(bank_file) != expected:
+    if sha256_of(bank_file) != facts.sha256:
         raise ModelError(
             f"bank file {bank_file} has changed since the model was written (SHA-256 differs "
             "from model.json): refusing to use it"
         )
     bank = Bank.load(bank_file, expected_spec=spec)
+    check_bank_matches(bank, cat, entry, facts, bank_file)
     return CategoryModel(
-        bank, (native[0], native[1]), scaling, entry.get("thresholds"), entry.get("train_images", 0)
+        bank, facts.native_size, facts.scaling, facts.thresholds, facts.train_images
     )
 
 
-def load_model(folder: str | Path, *, allow_incomplete: bool = False) -> Model:
+def load_model(
+    folder: str | Path, *, allow_incomplete: bool = False, trusted_keys: tuple[Any, ...] = ()
+) -> Model:
     """A model folder, verified (see the module doc); an incomplete one only with
-    `allow_incomplete` (with a warning)."""
+    `allow_incomplete` (with a warning); with `trusted_keys` (Ed25519 public keys), only
+    one signed by one of them."""
     folder = Path(folder)
-    manifest = _manifest(folder)
+    manifest, digest = _manifest(folder, tuple(trusted_keys))
     _check_complete(folder, manifest, allow_incomplete)
     spec = _spec(manifest, folder / MODEL_FILE)
     entries = manifest.get("categories")
     if not isinstance(entries, dict) or not entries:
         raise ModelError(f"{folder / MODEL_FILE}: no categories")
     cats = {cat: _load_category(folder, cat, entry, spec) for cat, entry in entries.items()}
-    return Model(folder, spec, cats, manifest)
+    return Model(folder, spec, cats, manifest, digest)

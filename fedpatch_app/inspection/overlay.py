@@ -22,10 +22,15 @@ OUTLINE = (255, 255, 255)
 
 
 def _colours(levels: np.ndarray) -> np.ndarray:
-    """(H, W) values in [0, 1] -> (H, W, 3) uint8 colours (matplotlib's 'jet')."""
+    """(H, W) values in [0, 1] -> (H, W, 3) uint8 colours (matplotlib's 'jet'), through a
+    256-entry table: 3 bytes per pixel, never a float colour array of the whole map."""
     from matplotlib import colormaps
 
-    return (colormaps["jet"](levels)[..., :3] * 255).astype(np.uint8)
+    jet = colormaps["jet"]
+    table = (jet(np.arange(jet.N))[:, :3] * 255).astype(np.uint8)
+    # The entry matplotlib picks for a value in [0, 1]: floor(value * N), N - 1 at 1.
+    index = np.minimum((levels * jet.N).astype(np.uint16), jet.N - 1)
+    return table[index]
 
 
 def overlay_image(

@@ -5,10 +5,11 @@ Writes to `--out`:
 - `predictions.csv`: path, category, score, normalized_score, verdict, region_count;
 - `predictions.jsonl`: the same per image, with the regions (area, bounding box, peak);
 - `overlays/<name>.png`: the image with its heatmap and regions;
-- `maps/<name>.png` (`--write-maps`): the anomaly map as a 16-bit PNG at the image's size,
-  on the category's map scaling (the same levels the study's exported maps use).
+- `maps/<name>.png` (`--write-maps`): the anomaly map as a 16-bit PNG at the category's
+  native size, on the category's map scaling (the same levels the study's exported maps use).
 
-Every image is checked before any work, and the outputs are written into a staging
+Every image is checked before any work (readable, and within the size rule of
+`image_limits`, from its header), and the outputs are written into a staging
 folder that becomes the output only when everything succeeded: a failure leaves nothing
 half-written.
 """
@@ -29,7 +30,7 @@ from PIL import Image
 from fedpatch_app.errors import DataError
 from fedpatch_app.inspection.model_folder import CategoryModel, load_model
 from fedpatch_app.inspection.overlay import overlay_image
-from fedpatch_app.inspection.predictor import PartResult, Predictor, image_size
+from fedpatch_app.inspection.predictor import PartResult, Predictor, checked_size
 from fedpatch_app.outputs import prepare_output
 
 log = logging.getLogger(__name__)
@@ -119,14 +120,16 @@ def run_predict(
     overwrite: bool = False,
     weights_file: str | None = None,
     allow_incomplete: bool = False,
+    trusted_keys: tuple = (),
 ) -> list[PartResult]:
     """Score the images and write the outputs (see the module doc); a model folder marked
-    incomplete is refused unless `allow_incomplete`."""
-    model = load_model(model_dir, allow_incomplete=allow_incomplete)
+    incomplete is refused unless `allow_incomplete`; with `trusted_keys`, an unsigned or
+    changed one is refused."""
+    model = load_model(model_dir, allow_incomplete=allow_incomplete, trusted_keys=trusted_keys)
     cat = model.category(category)
     paths = collect_images(inputs)
     for path in paths:
-        image_size(path)  # every image readable before any work
+        checked_size(path, cat.native_size)  # every image scorable before any work
     out = prepare_output(out, overwrite=overwrite)
     predictor = Predictor(model, device=device, batch_size=batch_size, weights_file=weights_file)
     results = predictor.score(category, paths)
@@ -141,13 +144,19 @@ def run_predict(
 
 
 def run_cli(args: argparse.Namespace) -> int:
+    from fedpatch_app.inspection.signing import read_public_keys
     from fedpatch_app.settings.options import settings_from_args
 
     settings = settings_from_args(args)
+    trusted = read_public_keys(args.trusted_key or ())
     chosen = {k: getattr(settings, k) for k in ("device", "batch_size", "write_maps", "overwrite")}
     where = (args.model, args.category, args.out, args.paths)
     results = run_predict(
-        *where, weights_file=args.weights_file, allow_incomplete=args.allow_incomplete, **chosen
+        *where,
+        weights_file=args.weights_file,
+        allow_incomplete=args.allow_incomplete,
+        trusted_keys=trusted,
+        **chosen,
     )
     nok = sum(r.verdict == "NOK" for r in results)
     print(f"{len(results)} images: {nok} NOK, {len(results) - nok} OK or uncalibrated")

@@ -2,9 +2,11 @@
 share with each other and with the runs that built the model.
 
 The maps come from `PatchCore.predict`, the very function the study scores its test
-images with, so a model scores an image exactly as the run that built it did. Each
-image is scored at its own size (images of one size go through the backbone together);
-one whose size differs from the category's native size is scored anyway, with a note.
+images with, so a model scores an image exactly as the run that built it did. Every image
+is checked against the size rule of `image_limits` from its header before any decoding:
+one far from the category's native size or aspect ratio is refused; one of another size
+within the rule is resized to the native size (as training images are) and scored with a
+note, so maps, regions and overlays are always at the native size.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from fedpatch_app.errors import DataError
+from fedpatch_app.inspection.image_limits import ImageSizeError, check_image_size
 from fedpatch_app.inspection.model_folder import CategoryModel, Model
 from fedpatch_app.model.memory_bank import MemoryBank
 from fedpatch_app.model.patchcore import PatchCore
@@ -85,6 +88,17 @@ def image_size(path: Path) -> tuple[int, int]:
         raise DataError(f"cannot read image {str(path)!r}: {exc}") from None
 
 
+def checked_size(path: Path, native: tuple[int, int]) -> tuple[int, int]:
+    """`image_size`, and a DataError naming the image and the limit when the size rule
+    (`image_limits`) refuses it for a category of `native` size."""
+    size = image_size(path)
+    try:
+        check_image_size(size, native)
+    except ImageSizeError as exc:
+        raise DataError(f"image {str(path)!r} refused: {exc.message}") from None
+    return size
+
+
 def find_regions(anomaly_map: np.ndarray, threshold: float | None) -> list[Region]:
     """Connected regions (8-neighbourhood) of the map above the pixel threshold."""
     from scipy import ndimage
@@ -123,8 +137,8 @@ def _size_note(size: tuple[int, int], native: tuple[int, int]) -> str:
         return ""
     return (
         f"image is {size[0]}x{size[1]}, the category's images are {native[0]}x{native[1]}: "
-        "it was scored at its own size (the backbone resizes its shorter side as always), "
-        "so its score is less comparable with the threshold"
+        "it was resized to the native size before scoring, so its score is less comparable "
+        "with the threshold"
     )
 
 
@@ -153,22 +167,22 @@ class Predictor:
         return self._indexes[category]
 
     def score(self, category: str, paths: Sequence[str | Path]) -> list[PartResult]:
-        """Verdicts for the images, in the order given."""
+        """Verdicts for the images, in the order given; a DataError naming the image
+        when one is unreadable or outside the size rule, before any is scored."""
         cat = self.model.category(category)
         paths = [Path(p) for p in paths]
-        sizes = [image_size(p) for p in paths]
-        results: list[PartResult | None] = [None] * len(paths)
-        for size in sorted(set(sizes)):
-            index = [i for i, s in enumerate(sizes) if s == size]
+        sizes = [checked_size(p, cat.native_size) for p in paths]
+        for path, size in zip(paths, sizes, strict=True):
             if size != cat.native_size:
-                log.warning("%s", _size_note(size, cat.native_size))
-            pred = self.patchcore.predict(
-                cat.bank, [paths[i] for i in index], size, f"{category}: scoring",
-                self._index(category),
-            )  # fmt: skip
-            for i, score, anomaly_map in zip(index, pred.image_scores, pred.maps, strict=True):
-                results[i] = self._result(category, cat, paths[i], float(score), anomaly_map, size)
-        return [r for r in results if r is not None]
+                log.warning("%s: %s", path.name, _size_note(size, cat.native_size))
+        index, desc = self._index(category), f"{category}: scoring"
+        pred = self.patchcore.predict(cat.bank, paths, cat.native_size, desc, index, resize=True)
+        results = []
+        for path, size, score, anomaly_map in zip(
+            paths, sizes, pred.image_scores, pred.maps, strict=True
+        ):
+            results.append(self._result(category, cat, path, float(score), anomaly_map, size))
+        return results
 
     def _result(
         self, name: str, cat: CategoryModel, path: Path, score: float, anomaly_map: np.ndarray,

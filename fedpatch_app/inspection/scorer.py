@@ -1,17 +1,17 @@
-"""The service's side of scoring: one loaded model, one Predictor, one image at a time.
+"""The service's side of scoring: one loaded model, one Predictor, `slots` images at a time.
 
-An uploaded image is written to a temporary file and scored with `Predictor.score`, the
-code `fedpatch predict` runs, so a part gets the same score over HTTP as from the
+An uploaded image, already in a file of the spool folder, is scored with
+`Predictor.score`, the code `fedpatch predict` runs, so a part gets the same score over HTTP as from the
 command (digit for digit as `fedpatch predict --batch-size 1`: a batch of several images
 goes through the backbone together, which moves the last digits).
 
-Scoring runs on one thread of its own, one image at a time, never batched with other
-requests. Batching concurrent requests would raise throughput but make a part's score
-depend on which other parts arrived with it; a station that posts the same image twice
-must get the same number. One thread also means one team of CPU threads for torch (its
-OpenMP threads belong to the thread that calls it), where a pool of callers would each
-start a team of their own on the same cores. Reading and checking the uploads and the
-HTTP work run on the event loop, beside the scoring.
+Scoring runs on `slots` threads of its own (the scoring slots; one by default), one
+image per thread, never batched with other requests. Batching concurrent requests would
+raise throughput but make a part's score depend on which other parts arrived with it; a
+station that posts the same image twice must get the same number. One slot also means one
+team of CPU threads for torch (its OpenMP threads belong to the thread that calls it);
+`fedpatch serve --scoring-slots` shares the cores among the slots. Reading and checking
+the uploads and the HTTP work run on the event loop, beside the scoring.
 """
 
 from __future__ import annotations
@@ -44,35 +44,32 @@ WARM_GREY = 128
 class Scorer:
     """Scores uploads of any category of `model`; thread-safe."""
 
-    def __init__(self, model: Model, predictor: Predictor) -> None:
+    def __init__(self, model: Model, predictor: Predictor, *, slots: int = 1) -> None:
         self.model = model
         self.predictor = predictor
-        self._lock = threading.Lock()  # for callers outside the scoring thread
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring")
+        self.slots = slots
+        self._threads = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="scoring")
         self.ready = threading.Event()
         self.warm_up_error = ""
 
     @classmethod
-    def load(cls, model: Model, *, device: str = "auto") -> Scorer:
+    def load(cls, model: Model, *, device: str = "auto", slots: int = 1) -> Scorer:
         """A scorer on `device`; one image per request, so batches hold one image."""
-        return cls(model, Predictor(model, device=device, batch_size=1))
+        return cls(model, Predictor(model, device=device, batch_size=1), slots=slots)
 
     def score(self, category: str, upload: Upload, *, overlay: bool = False) -> dict[str, Any]:
         """The answer to one image: verdict, scores, regions, and the overlay if asked."""
         cat = self.model.category(category)
-        with tempfile.TemporaryDirectory(prefix="fedpatch-serve-") as tmp:
-            path = Path(tmp) / f"upload{upload.suffix}"
-            path.write_bytes(upload.data)
-            try:
-                with self._lock:
-                    result = self.predictor.score(category, [path])[0]
-            except DataError as exc:  # decoding failed past the header (a truncated JPEG)
-                detail = exc.__cause__ or str(exc).replace(repr(str(path)), "the upload")
-                raise UploadError(400, f"the image is truncated or corrupt: {detail}") from None
-            answer = self.answer(result)
-            if overlay:
-                image = overlay_image(path, result.anomaly_map, cat.scaling, result.regions)
-                answer["overlay_png"] = base64.b64encode(png_bytes(image)).decode("ascii")
+        path = upload.path
+        try:
+            result = self.predictor.score(category, [path])[0]
+        except DataError as exc:  # decoding failed past the header (a truncated JPEG)
+            detail = exc.__cause__ or str(exc).replace(repr(str(path)), "the upload")
+            raise UploadError(400, f"the image is truncated or corrupt: {detail}") from None
+        answer = self.answer(result)
+        if overlay:
+            image = overlay_image(path, result.anomaly_map, cat.scaling, result.regions)
+            answer["overlay_png"] = base64.b64encode(png_bytes(image)).decode("ascii")
         if upload.filename:
             answer["filename"] = upload.filename
         return answer
@@ -80,15 +77,19 @@ class Scorer:
     async def score_async(
         self, category: str, upload: Upload, *, overlay: bool = False
     ) -> dict[str, Any]:
-        """`score` on the scoring thread, awaited without holding up the event loop."""
+        """`score` on a scoring thread, awaited without holding up the event loop."""
         call = partial(self.score, category, upload, overlay=overlay)
-        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+        return await asyncio.get_running_loop().run_in_executor(self._threads, call)
 
     def start_warm_up(self) -> Future:
-        return self._thread.submit(self.warm_up)
+        return self._threads.submit(self.warm_up)
 
     def close(self) -> None:
-        self._thread.shutdown(wait=False, cancel_futures=True)
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+    def retire(self) -> None:
+        """No new work; what was already submitted is finished."""
+        self._threads.shutdown(wait=False)
 
     def answer(self, result: PartResult) -> dict[str, Any]:
         """The JSON fields of a result (the upload's temporary path left out)."""
@@ -111,11 +112,10 @@ class Scorer:
                 for name, cat in sorted(self.model.categories.items()):
                     path = Path(tmp) / f"{name}.png"
                     Image.new("RGB", cat.native_size, (WARM_GREY,) * 3).save(path)
-                    with self._lock:
-                        self.predictor.score(name, [path])
+                    self.predictor.score(name, [path])
         except Exception as exc:  # reported by /readyz; the service stays up to say so
             log.exception("warm-up failed")
-            self.warm_up_error = f"warm-up failed: {exc}"
+            self.warm_up_error = f"warm-up failed: {type(exc).__name__}: {exc}"
             return
         log.info("model warmed up in %.1f s: ready", time.perf_counter() - start)
         self.ready.set()

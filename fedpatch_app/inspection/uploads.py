@@ -1,38 +1,53 @@
 """Reading one uploaded image from an HTTP request, and refusing what is not one.
 
 A camera station posts the image either as the raw body (`Content-Type: image/png` or
-`image/jpeg`) or as the field `image` of a `multipart/form-data` form (what a browser
-and `curl -F` send). Every way this can go wrong is an `UploadError` carrying the HTTP
-status and a message for the sender, so the service answers it and carries on:
+`image/jpeg`) or as the one file field `image` of a `multipart/form-data` form (what a
+browser and `curl -F` send). The body is streamed to a file in the service's spool folder
+as it arrives, whether or not a Content-Length is sent: an upload in flight holds a few
+chunks in memory (a multipart part at most `UploadLimits.spool_bytes` before it spills to
+disk), never the whole body. Every way this can go wrong is an `UploadError` carrying the
+HTTP status and a message for the sender, so the service answers it and carries on:
 
-- empty body or no `image` field: 400; bytes that are no image or a truncated one: 400;
-- a body above the upload limit: 413, read no further than the limit (the rest is
-  drained up to a bound so the client sees the answer instead of a reset connection);
-- an image above the pixel limit (a decompression bomb: a small file that decodes to
-  gigabytes): 413, from the header alone, before any decoding;
+- empty body, no `image` field, a second file, a text field or a header line over the
+  form limits, a file name over `MAX_FILENAME` characters, bytes that are no image or a
+  truncated one: 400;
+- a body that stops arriving for `chunk_seconds`, or takes longer than `body_seconds`
+  in all: 408;
+- a body above the upload limit: 413, read no further than the limit;
+- an image outside the size rule of `image_limits` (far from the category's native size
+  or aspect ratio, decompression bombs included): 413 for too many pixels, 422 for the
+  aspect ratio, from the header alone, before any decoding;
 - another content type, or an image format other than PNG or JPEG: 415.
 """
 
 from __future__ import annotations
 
-import io
-from collections.abc import AsyncGenerator
+import asyncio
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
+from python_multipart.exceptions import FormParserError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
+
+from fedpatch_app.inspection.image_limits import ImageSizeError, check_image_size
 
 #: Content types of a raw image body.
 RAW_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/jpg": "JPEG"}
 MULTIPART = "multipart/form-data"
 #: The image formats the service scores, and the file suffix each is written with.
 FORMATS = {"PNG": ".png", "JPEG": ".jpg"}
-#: The largest image accepted, in pixels (AutoVI's largest images have about 5 million).
-MAX_PIXELS = 40_000_000
-#: An oversized body is read and dropped up to this many times the limit, then cut off.
-DRAIN_FACTOR = 4
+#: The longest file name a form may give its image (echoed back in the answer).
+MAX_FILENAME = 255
+#: The form's limits: one file, a few small text fields.
+FORM_FILES, FORM_FIELDS, FORM_FIELD_BYTES = 1, 8, 64 * 1024
 
 
 class UploadError(Exception):
@@ -44,11 +59,21 @@ class UploadError(Exception):
         self.message = message
 
 
+@dataclass(frozen=True)
+class UploadLimits:
+    """How much one upload may cost: bytes, time, and memory before spilling to disk."""
+
+    max_bytes: int = 20 * 2**20
+    chunk_seconds: float = 10.0
+    body_seconds: float = 60.0
+    spool_bytes: int = 256 * 1024
+
+
 @dataclass
 class Upload:
-    """An uploaded image that passed the checks."""
+    """An uploaded image that passed the checks, in a file of the spool folder."""
 
-    data: bytes
+    path: Path
     format: str  # PNG or JPEG
     size: tuple[int, int]  # width, height
     filename: str = ""
@@ -56,6 +81,9 @@ class Upload:
     @property
     def suffix(self) -> str:
         return FORMATS[self.format]
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def content_type(request: Request) -> str:
@@ -77,78 +105,117 @@ def _too_large(limit: int) -> UploadError:
     return UploadError(413, f"the upload is larger than the limit of {limit / 2**20:g} MB")
 
 
-async def drain(request: Request, limit: int, already: int = 0) -> None:
-    """Read and drop what is left of the body (up to DRAIN_FACTOR x `limit` in all): a
-    request refused before its body was read then gets its answer, not a reset."""
-    seen = already
-    async for chunk in request.stream():
-        seen += len(chunk)
-        if seen > DRAIN_FACTOR * limit:
-            return
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, at most `limit` bytes; 413 above it."""
+def declared_too_large(request: Request, limits: UploadLimits) -> bool:
+    """Whether the request's Content-Length is above the upload limit."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        if "100-continue" not in request.headers.get("expect", "").lower():
-            await drain(request, limit)
-        raise _too_large(limit)
-    chunks: list[bytes] = []
+    return declared.isdigit() and int(declared) > limits.max_bytes
+
+
+async def body_chunks(request: Request, limits: UploadLimits) -> AsyncIterator[bytes]:
+    """The body chunk by chunk: 413 past `max_bytes`, 408 when a chunk takes longer than
+    `chunk_seconds` or the whole body longer than `body_seconds`."""
+    if declared_too_large(request, limits):
+        raise _too_large(limits.max_bytes)
+    deadline = time.monotonic() + limits.body_seconds
+    stream = request.stream().__aiter__()
     total = 0
-    async for chunk in request.stream():
+    while True:
+        wait = min(limits.chunk_seconds, deadline - time.monotonic())
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), timeout=max(wait, 0.001))
+        except StopAsyncIteration:
+            return
+        except ClientDisconnect:
+            raise UploadError(400, "the client closed the connection during the upload") from None
+        except TimeoutError:
+            raise UploadError(
+                408,
+                f"the upload stalled: no data for {limits.chunk_seconds:g} s or not complete "
+                f"after {limits.body_seconds:g} s",
+            ) from None
         total += len(chunk)
-        if total > limit:
-            await drain(request, limit, total)
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+        if total > limits.max_bytes:
+            raise _too_large(limits.max_bytes)
+        if chunk:
+            yield chunk
 
 
-async def _once(data: bytes) -> AsyncGenerator[bytes, None]:
-    yield data
-    yield b""
+async def drain(request: Request, limits: UploadLimits, seconds: float = 2.0) -> None:
+    """Read and drop what is left of a refused request's body (up to the upload limit, for
+    at most `seconds`), so that the client gets the answer rather than a reset; never
+    raises."""
+    short = UploadLimits(limits.max_bytes, min(seconds, limits.chunk_seconds), seconds)
+    try:
+        async for _ in body_chunks(request, short):
+            pass
+    except Exception:  # noqa: BLE001 - whatever happens, the answer goes out
+        return
 
 
-async def _form_image(request: Request, body: bytes) -> tuple[bytes, str]:
-    parser = MultiPartParser(request.headers, _once(body), max_files=4, max_fields=16)
+async def _write_raw(request: Request, limits: UploadLimits, path: Path) -> None:
+    with path.open("wb") as out:
+        async for chunk in body_chunks(request, limits):
+            out.write(chunk)
+
+
+async def _write_form_image(request: Request, limits: UploadLimits, path: Path) -> str:
+    """The form's field `image` written to `path`; its file name."""
+    parser = MultiPartParser(
+        request.headers,
+        body_chunks(request, limits),
+        max_files=FORM_FILES,
+        max_fields=FORM_FIELDS,
+        max_part_size=FORM_FIELD_BYTES,
+    )
+    parser.spool_max_size = limits.spool_bytes
     try:
         form = await parser.parse()
     except MultiPartException as exc:
-        raise UploadError(400, f"malformed multipart form: {exc.message}") from None
+        raise UploadError(
+            400, f"malformed multipart form: {exc.message} (send one file, in the field 'image')"
+        ) from None
+    except FormParserError as exc:
+        raise UploadError(400, f"malformed multipart form: {exc}") from None
     try:
         field = form.get("image")
         if field is None:
-            names = ", ".join(repr(k) for k in form.keys()) or "none"
+            names = ", ".join(repr(k[:40]) for k in form.keys()) or "none"
             raise UploadError(400, f"the form has no field 'image' (its fields: {names})")
         if not isinstance(field, UploadFile):
             raise UploadError(400, "the form field 'image' must be a file, not text")
-        return await field.read(), field.filename or ""
+        name = field.filename or ""
+        if len(name) > MAX_FILENAME:
+            raise UploadError(
+                400, f"the file name has {len(name)} characters, above {MAX_FILENAME}"
+            )
+        with path.open("wb") as out:
+            shutil.copyfileobj(field.file, out, 1 << 20)
+        return name
     finally:
         await form.close()
 
 
-def check_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> tuple[str, tuple[int, int]]:
-    """(format, (width, height)) of a PNG or JPEG image; UploadError otherwise."""
-    if not data:
+def check_image(path: Path, native: tuple[int, int]) -> tuple[str, tuple[int, int]]:
+    """(format, (width, height)) of a PNG or JPEG image within the size rule for a
+    category of `native` size; UploadError otherwise. Nothing is decoded."""
+    if path.stat().st_size == 0:
         raise UploadError(400, "the image is empty (0 bytes): send a PNG or JPEG image")
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(path) as img:
             fmt, size = img.format or "", (int(img.width), int(img.height))
             if fmt not in FORMATS:
                 raise UploadError(
                     415, f"{fmt or 'this'} images are not accepted: send a PNG or JPEG image"
                 )
-            if size[0] * size[1] > max_pixels:
-                raise UploadError(
-                    413,
-                    f"the image is {size[0]}x{size[1]} pixels, above the limit of "
-                    f"{max_pixels:,} pixels",
-                )
+            check_image_size(size, native)
             img.verify()
+    except ImageSizeError as exc:
+        raise UploadError(413 if exc.limit == "pixels" else 422, exc.message) from None
     except UnidentifiedImageError:
         raise UploadError(
-            400, f"the body is not an image ({len(data)} bytes that no PNG or JPEG reader knows)"
+            400,
+            f"the body is not an image ({path.stat().st_size} bytes that no PNG or JPEG "
+            "reader knows)",
         ) from None
     except Image.DecompressionBombError as exc:  # Pillow's own, lower in some cases
         raise UploadError(413, f"the image has too many pixels: {exc}") from None
@@ -157,14 +224,25 @@ def check_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> tuple[str, tupl
     return fmt, size
 
 
-async def read_upload(request: Request, limit: int, *, max_pixels: int = MAX_PIXELS) -> Upload:
-    """The image of a request (raw body or multipart field `image`), checked."""
+async def read_upload(
+    request: Request, native: tuple[int, int], limits: UploadLimits, spool: Path
+) -> Upload:
+    """The image of a request (raw body or multipart field `image`), streamed to a file
+    in `spool` and checked for a category of `native` size."""
     check_content_type(request)
-    body = await read_body(request, limit)
-    if not body:
-        raise UploadError(400, "empty body: send a PNG or JPEG image")
-    filename = ""
-    if content_type(request) == MULTIPART:
-        body, filename = await _form_image(request, body)
-    fmt, size = check_image(body, max_pixels=max_pixels)
-    return Upload(body, fmt, size, filename)
+    fd, name = tempfile.mkstemp(dir=spool, prefix="upload-")
+    os.close(fd)
+    path = Path(name)
+    try:
+        filename = ""
+        if content_type(request) == MULTIPART:
+            filename = await _write_form_image(request, limits, path)
+        else:
+            await _write_raw(request, limits, path)
+            if path.stat().st_size == 0:
+                raise UploadError(400, "empty body: send a PNG or JPEG image")
+        fmt, size = check_image(path, native)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return Upload(path, fmt, size, filename)

@@ -221,9 +221,12 @@ class FeatureExtractor:
                 layer2, layer3 = self.backbone(x)
             return embed(layer2, layer3, self.spec.embed_dim, self.spec.neighbourhood)
 
-    def _loader(self, paths: Sequence[str | os.PathLike]) -> torch.utils.data.DataLoader:
+    def _loader(
+        self, paths: Sequence[str | os.PathLike], resize_to: tuple[int, int] | None = None
+    ) -> torch.utils.data.DataLoader:
+        backbone = self.backbone
         dataset = ImageFolderDataset(
-            paths, self.spec.image_size, self.backbone.input_mean, self.backbone.input_std
+            paths, self.spec.image_size, backbone.input_mean, backbone.input_std, resize_to
         )
         return torch.utils.data.DataLoader(
             dataset,
@@ -235,18 +238,22 @@ class FeatureExtractor:
         )
 
     def extract_iter(
-        self, paths: Sequence[str | os.PathLike], desc: str = "features"
+        self,
+        paths: Sequence[str | os.PathLike],
+        desc: str = "features",
+        resize_to: tuple[int, int] | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(first image index, float32 (B, h, w, embed_dim))`` batch by batch.
 
         Every image must give the same grid as the first; otherwise ``DataError``.
+        ``resize_to``: (width, height) every image is resized as (see ImageFolderDataset).
         """
         paths = list(paths)
         if not paths:
             raise DataError(f"{desc}: no images to extract features from")
         first_size: tuple[int, int] | None = None
         with tqdm(total=len(paths), desc=desc, unit="img", disable=None) as bar:
-            for images, indices in self._loader(paths):
+            for images, indices in self._loader(paths, resize_to):
                 size = (int(images.shape[-2]), int(images.shape[-1]))
                 if first_size is None:
                     first_size = size

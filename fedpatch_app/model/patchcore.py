@@ -341,8 +341,12 @@ class PatchCore:
         desc: str = "scoring",
         index: MemoryBank | None = None,
         observe: Callable[[int, np.ndarray, tuple[int, int, int]], None] | None = None,
+        resize: bool = False,
     ) -> Prediction:
         """Anomaly maps (float32, native (height, width)) and image scores (map maxima).
+
+        `resize`: every image is resized to `native_size` first (one of another size is
+        stretched to it, as `fedpatch predict` and `fedpatch serve` score them).
 
         `index`: the bank's search index when the caller keeps one (built from
         `bank.features` with `MemoryBank`), so that it is not rebuilt on every call.
@@ -363,7 +367,8 @@ class PatchCore:
         maps: list[np.ndarray] = []
         scores = np.empty(len(paths), dtype=np.float64)
         t0 = time.perf_counter()
-        for start, feats in self.extractor.extract_iter(list(paths), desc=desc):
+        resize_to = native_size if resize else None
+        for start, feats in self.extractor.extract_iter(list(paths), desc, resize_to):
             b, h, w, d = feats.shape
             queries = feats.reshape(-1, d)
             if bank.query_clip > 0:

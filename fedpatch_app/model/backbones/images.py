@@ -33,6 +33,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     Resizes so the shorter side is ``image_size``, keeping the aspect ratio (1000x750 at
     256 -> 341x256), bilinear with antialiasing; then ``(x - mean) / std`` per channel on
     values in [0, 1] (ImageNet's statistics unless the backbone says otherwise); no crop.
+    ``resize_to`` (width, height): resize every image as if it were that size (an image
+    of another size is stretched to it first), so every image gives the same grid.
     """
 
     def __init__(
@@ -41,6 +43,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         image_size: int,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        resize_to: tuple[int, int] | None = None,
     ) -> None:
         if int(image_size) < 32:
             raise ConfigError(f"image_size must be at least 32 pixels, got {image_size}")
@@ -48,6 +51,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         self.image_size = int(image_size)
         self._mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
         self._std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
+        self.resize_to = resize_to
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -57,7 +61,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         try:
             with Image.open(path) as img:
                 img = img.convert("RGB")
-                size = resized_size(img.width, img.height, self.image_size)
+                size = resized_size(*(self.resize_to or img.size), self.image_size)
                 img = img.resize(size, Image.Resampling.BILINEAR)
                 arr = np.asarray(img, dtype=np.float32)
         except (OSError, UnidentifiedImageError, ValueError) as exc:
