@@ -156,10 +156,25 @@ SERVE = Command("serve", "the inspection service: an HTTP API for verdicts on im
     ALLOW_INCOMPLETE,
 ), ("device",))  # fmt: skip
 
+PRIVACY_AUDIT = Command("privacy-audit", "attack what the clients would share, per share mode: feature inversion, membership, and the detector each mode gives (audit.json, audit.md, pictures)", "fedpatch_app.privacy.audit:run_cli", (
+    out("folder for audit.json, audit.md and figures/"),
+    opt("--public-root", default=None, help="folder of the attacker's public images (default: the photographs installed with scikit-image and matplotlib that the synthetic data does not use)"),
+    opt("--public-crops", type=int, default=None, help="public crops the inversion model trains on [default: 160]"),
+    opt("--training-pairs", type=int, default=None, help="(feature, patch) pairs it trains on [default: 80000]"),
+    opt("--epochs", type=int, default=None, help="training epochs of the inversion model [default: 4]"),
+    opt("--hidden", type=int, default=None, help="width of the inversion model [default: 512]"),
+    opt("--max-rows", type=int, default=None, help="shared rows reconstructed per mode [default: 3000]"),
+    opt("--candidates", type=int, default=None, help="member candidates per client and category, as many non-members [default: 8]"),
+    opt("--public-pairs", type=int, default=None, help="known pairs of the rotation_public_pairs mode [default: 128]"),
+    opt("--curious-client", type=int, default=None, help="partition id of the curious client [default: the last]"),
+    opt("--modes", nargs="+", default=None, choices=["raw", "rotation", "rotation_public_pairs", "relay", "dp"], help="share modes to audit [default: all]"),
+    opt("--share-key", default=None, help="share key file of the federation [default: a fresh key for this audit]"),
+), ("data_root", *MODEL_SETTINGS, "local_oversample", "partition", "num_clients", "dirichlet_alpha", "calibration_fraction", "dp_epsilon", "dp_public_root", "overwrite"), ("data_root",))  # fmt: skip
+
 SETTINGS = Command("settings", "list every setting (run-config key, default, range, meaning)", "fedpatch_app.settings.table:run_cli", (
     opt("--toml", action="store_true", help="print pyproject.toml's [tool.flwr.app.config] table instead"),
 ))  # fmt: skip
 
 
 def commands() -> tuple[Command, ...]:
-    return (RUN, DOWNLOAD, SYNTH, PARTITION, CENTRALIZED, EVALUATE, REPORT, _experiment(), PREDICT, SERVE, SETTINGS)  # fmt: skip
+    return (RUN, DOWNLOAD, SYNTH, PARTITION, CENTRALIZED, EVALUATE, REPORT, _experiment(), PREDICT, SERVE, PRIVACY_AUDIT, SETTINGS)  # fmt: skip
