@@ -24,15 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from fedpatch_app.data.autovi import (
-    CATEGORIES,
-    Category,
-    TestSample,
-    available_categories,
-    load_category,
-)
+from fedpatch_app.data.autovi import Category, TestSample
 from fedpatch_app.data.calibration import split_calibration
-from fedpatch_app.errors import ConfigError, DataError
+from fedpatch_app.data.layouts import available_categories, load_category
+from fedpatch_app.errors import DataError
 from fedpatch_app.evaluation.evaluate import evaluate_category
 from fedpatch_app.evaluation.export import MapScaling, fit_scaling, write_category_maps
 from fedpatch_app.evaluation.results import (
@@ -105,7 +100,7 @@ def run_category(
     calibration images at native size."""
     name = category.name
     t0 = time.perf_counter()
-    bank = model.fit(fit_paths, name, coreset_ratio=coreset_ratio)
+    bank = model.fit(fit_paths, name, coreset_ratio=coreset_ratio, native_size=category.size)
     if on_bank is not None:
         on_bank(bank)
     t1 = time.perf_counter()
@@ -166,18 +161,23 @@ def finish_category(
     return CategoryResult(block, curves, scaling, thresholds)
 
 
-def resolve_categories(data_root: Path, requested: Sequence[str] | None) -> list[str]:
-    present = available_categories(data_root)
+def resolve_categories(
+    data_root: Path, requested: Sequence[str] | None, layout: str = "auto"
+) -> list[str]:
+    present = available_categories(data_root, layout)
     if requested:
-        unknown = [c for c in requested if c not in CATEGORIES]
-        if unknown:
-            raise ConfigError(f"unknown categories {unknown}; AutoVI has {list(CATEGORIES)}")
         missing = [c for c in requested if c not in present]
         if missing:
-            raise DataError(f"categories {missing} not found under {data_root}")
+            raise DataError(
+                f"categories {missing} not found under {data_root} (found: "
+                f"{', '.join(present) or 'none'})"
+            )
         return list(requested)
     if not present:
-        raise DataError(f"no AutoVI category found under {data_root}")
+        raise DataError(
+            f"no category found under {data_root}: expected {data_root}/<name>/train/good/ "
+            f"(autovi or mvtec layout) or {data_root}/<name>/good/ (folder layout)"
+        )
     return present
 
 
@@ -284,7 +284,7 @@ class RunStart:
 
 def start_run(settings: RunSettings, out: Path) -> RunStart:
     """Categories, model and a fresh output folder (status.json "running", beating)."""
-    names = resolve_categories(Path(settings.data_root), settings.categories)
+    names = resolve_categories(Path(settings.data_root), settings.categories, settings.layout)
     model, warnings = make_model(settings)
     out = prepare_output(out, overwrite=settings.overwrite)
     progress = RunProgress(out)
@@ -298,7 +298,7 @@ def run_centralized(settings: RunSettings, out: Path, *, name: str = "centralize
     out, model, totals = run.out, run.model, run.totals
     with final_state(out, name, run.progress.facts):
         for cat in run.categories:
-            category = load_category(Path(settings.data_root), cat)
+            category = load_category(Path(settings.data_root), cat, settings.layout)
             _centralized_category(run, category, settings, name)
         totals.seconds["total"] = time.perf_counter() - run.started
         names = run.categories

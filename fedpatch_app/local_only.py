@@ -32,7 +32,8 @@ from fedpatch_app.centralized import (
     training_split,
     write_run,
 )
-from fedpatch_app.data.autovi import Category, load_category
+from fedpatch_app.data.autovi import Category
+from fedpatch_app.data.layouts import load_category
 from fedpatch_app.data.partition import Partition
 from fedpatch_app.errors import DataError, FedpatchError
 from fedpatch_app.evaluation.evaluate import evaluate_category
@@ -151,7 +152,7 @@ def run_local_only(
     models: dict[int, dict[str, CategoryModel]] = {}
     with final_state(out, name, run.progress.facts):
         for cat in names:
-            category = load_category(Path(settings.data_root), cat)
+            category = load_category(Path(settings.data_root), cat, settings.layout)
             runs = _client_runs(model, category, partition, settings, totals.seconds)
             _local_category(out, category, runs, settings, totals, models)
             run.progress.done(f"{cat}: evaluate", f"maps/{cat}/", f"scores/{cat}.csv")

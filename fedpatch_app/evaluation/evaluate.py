@@ -165,7 +165,7 @@ def _categories_with_maps(maps_root: Path, requested: Sequence[str] | None) -> l
 
 def run_cli(args: argparse.Namespace) -> int:
     """``fedpatch evaluate --data-root DIR --maps DIR --out DIR [--categories ...] [--seed N]``."""
-    from fedpatch_app.data.autovi import load_category
+    from fedpatch_app.data.layouts import load_category
     from fedpatch_app.evaluation.export import read_category_maps, read_scaling
 
     data_root = Path(args.data_root)

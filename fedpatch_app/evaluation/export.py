@@ -117,14 +117,13 @@ def _category_name(category: Any) -> str:
 
 
 def _expected_size(category: Any, size: tuple[int, int] | None) -> tuple[int, int] | None:
-    """(width, height) the maps must have: explicit, the Category's own, or the native size."""
+    """(width, height) the maps must have: explicit, or the Category's own (a bare name
+    fixes none)."""
     if size is not None:
         return (int(size[0]), int(size[1]))
     if not isinstance(category, str) and getattr(category, "size", None) is not None:
         return (int(category.size[0]), int(category.size[1]))
-    from fedpatch_app.data.autovi import NATIVE_SIZES
-
-    return NATIVE_SIZES.get(_category_name(category))
+    return None
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

@@ -96,6 +96,7 @@ def make_plan(
         categories=dataset.categories,
         run_key=run_key,
         maps_dir=str((run_dir / "maps").resolve()),
+        sizes=dict(dataset.sizes),
     )
 
 

@@ -82,7 +82,11 @@ def write_run_model(
         run.name, "federated", run.settings,
         clients=clients, privacy=privacy_facts(strategy), parent=run.parent,
     )  # fmt: skip
-    cats = category_models(strategy.banks, scalings, thresholds, train)
+    sizes = dict(strategy.plan.sizes)
+    if run.parent is not None:
+        for cat, entry in run.parent.categories.items():
+            sizes.setdefault(cat, entry.native_size)
+    cats = category_models(strategy.banks, scalings, thresholds, train, sizes)
     return write_model(run.run_dir / "model", run.spec, cats, facts, incomplete=incomplete)
 
 

@@ -299,11 +299,17 @@ class PatchCore:
         self.seconds[phase] = self.seconds.get(phase, 0.0) + now - since
         return now
 
-    def features(self, paths: Sequence[str | Path], desc: str = "features") -> np.ndarray:
-        """Patch features (n_images, h, w, D) of the given images."""
+    def features(
+        self,
+        paths: Sequence[str | Path],
+        desc: str = "features",
+        native_size: tuple[int, int] | None = None,
+    ) -> np.ndarray:
+        """Patch features (n_images, h, w, D) of the given images (resized to
+        `native_size`, the category's size, where they differ from it)."""
         if not paths:
             raise ModelError(f"{desc}: no images")
-        return self.extractor.extract(list(paths), desc=desc)
+        return self.extractor.extract(list(paths), desc=desc, native_size=native_size)
 
     def fit(
         self,
@@ -311,6 +317,7 @@ class PatchCore:
         category: str,
         coreset_ratio: float = 0.1,
         oversample: float = 1.0,
+        native_size: tuple[int, int] | None = None,
     ) -> Bank:
         """Memory bank of `category` from its good training images.
 
@@ -320,7 +327,7 @@ class PatchCore:
         if not paths:
             raise ModelError(f"category {category}: no training images to fit on")
         t0 = time.perf_counter()
-        feats = self.features(paths, desc=f"{category}: train features")
+        feats = self.features(paths, f"{category}: train features", native_size)
         t0 = self._clock("extraction", t0)
         flat = feats.reshape(-1, feats.shape[-1])
         n = flat.shape[0]
@@ -363,7 +370,7 @@ class PatchCore:
         maps: list[np.ndarray] = []
         scores = np.empty(len(paths), dtype=np.float64)
         t0 = time.perf_counter()
-        for start, feats in self.extractor.extract_iter(list(paths), desc=desc):
+        for start, feats in self.extractor.extract_iter(list(paths), desc, native_size):
             b, h, w, d = feats.shape
             queries = feats.reshape(-1, d)
             if bank.query_clip > 0:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from fedpatch_app.data.images import read_image, resize_rgb
 from fedpatch_app.errors import ConfigError, DataError
 
 #: ImageNet normalisation used by the torchvision weights.
@@ -41,11 +42,14 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         image_size: int,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        native_size: tuple[int, int] | None = None,
     ) -> None:
         if int(image_size) < 32:
             raise ConfigError(f"image_size must be at least 32 pixels, got {image_size}")
         self.paths = [Path(p) for p in paths]
         self.image_size = int(image_size)
+        #: The category's size: an image of another size is resized to it first.
+        self.native_size = native_size
         self._mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
         self._std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
 
@@ -54,12 +58,13 @@ class ImageFolderDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path = self.paths[index]
+        pixels = read_image(path)
+        if self.native_size is not None:
+            pixels = resize_rgb(pixels, self.native_size)
         try:
-            with Image.open(path) as img:
-                img = img.convert("RGB")
-                size = resized_size(img.width, img.height, self.image_size)
-                img = img.resize(size, Image.Resampling.BILINEAR)
-                arr = np.asarray(img, dtype=np.float32)
+            img = Image.fromarray(pixels)
+            size = resized_size(img.width, img.height, self.image_size)
+            arr = np.asarray(img.resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
         except (OSError, UnidentifiedImageError, ValueError) as exc:
             raise DataError(f"cannot read image {str(path)!r}: {exc}") from exc
         arr = arr.transpose(2, 0, 1) / 255.0
