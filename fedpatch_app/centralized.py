@@ -28,7 +28,7 @@ from fedpatch_app.data.autovi import Category, TestSample
 from fedpatch_app.data.calibration import split_calibration
 from fedpatch_app.data.layouts import available_categories, load_category
 from fedpatch_app.errors import DataError
-from fedpatch_app.evaluation.evaluate import evaluate_category
+from fedpatch_app.evaluation.evaluate import evaluate_category, format_value
 from fedpatch_app.evaluation.export import MapScaling, fit_scaling, write_category_maps
 from fedpatch_app.evaluation.results import (
     build_results,
@@ -155,6 +155,8 @@ def finish_category(
     raw = [float(m.max()) for m in maps]
     threshold = None if thresholds is None else float(thresholds["image"]["raw"])
     if thresholds is not None:
+        block["thresholds"] = thresholds
+    if thresholds is not None and samples:
         on_test = threshold_on_test(raw, [s.defect for s in samples], threshold)
         block["thresholds"] = {**thresholds, "on_test": on_test}
     write_scores(out, category.name, samples, raw, threshold=threshold)
@@ -264,9 +266,9 @@ def _centralized_category(run: RunStart, category: Category, s: RunSettings, nam
         totals.seconds[f"{category.name}/{phase}"] = seconds
     block = result.block
     log.info(
-        "%s: AUC-sPRO@0.05 %.4f @0.3 %.4f, image AUROC %.4f",
-        cat, block["auc_spro"]["0.05"], block["auc_spro"]["0.3"],
-        block["image_auroc"]["mean"],
+        "%s: AUC-sPRO@0.05 %s @0.3 %s, image AUROC %s",
+        cat, format_value(block["auc_spro"]["0.05"]), format_value(block["auc_spro"]["0.3"]),
+        format_value(block["image_auroc"]["mean"]),
     )  # fmt: skip
 
 
@@ -386,18 +388,17 @@ def make_model(settings: RunSettings) -> tuple[PatchCore, tuple[str, ...]]:
 
 
 def print_summary(results: dict) -> None:
+    """The figures per category; a metric the data cannot give shows n/a with its reason."""
     cats = results["categories"]
     print(f"{'category':<18} {'sPRO@0.05':>10} {'sPRO@0.3':>10} {'img AUROC':>10}")
+    rows = [(n, b["auc_spro"], b["image_auroc"]["mean"]) for n, b in cats.items()]
+    rows.append(("mean", results["mean"]["auc_spro"], results["mean"]["image_auroc"]))
+    for name, spro, auroc in rows:
+        values = (spro["0.05"], spro["0.3"], auroc)
+        print(f"{name:<18} " + " ".join(f"{format_value(v):>10}" for v in values))
     for name, block in cats.items():
-        print(
-            f"{name:<18} {block['auc_spro']['0.05']:>10.4f} {block['auc_spro']['0.3']:>10.4f} "
-            f"{block['image_auroc']['mean']:>10.4f}"
-        )
-    mean = results["mean"]
-    print(
-        f"{'mean':<18} {mean['auc_spro']['0.05']:>10.4f} {mean['auc_spro']['0.3']:>10.4f} "
-        f"{mean['image_auroc']:>10.4f}"
-    )
+        for metric, reason in (block.get("not_available") or {}).items():
+            print(f"{name}: {metric} not available: {reason}")
 
 
 def run_cli(args: argparse.Namespace) -> int:

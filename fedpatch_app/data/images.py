@@ -88,16 +88,19 @@ def _orientation(img: Image.Image) -> int:
     return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
+def shown_size(img: Image.Image) -> tuple[int, int]:
+    """(width, height) of an open image as shown (EXIF orientation applied)."""
+    width, height = int(img.width), int(img.height)
+    return (height, width) if _orientation(img) >= 5 else (width, height)
+
+
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) as shown (EXIF orientation applied), from the header only."""
     path = Path(path)
     try:
         with Image.open(path) as img:
             _check_format(img, str(path))
-            width, height = int(img.width), int(img.height)
-            if _orientation(img) >= 5:
-                width, height = height, width
-            return width, height
+            return shown_size(img)
     except FileNotFoundError as exc:
         raise DataError(f"image {path} does not exist") from exc
     except READ_ERRORS as exc:

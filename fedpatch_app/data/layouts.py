@@ -40,6 +40,16 @@ NAME_RULE_TEXT = (
 )
 #: Largest number of defect folders of one category (each gets a pixel value 1..255).
 MAX_DEFECT_TYPES = 255
+#: Warnings about a category's data already given by this process (a run lists a
+#: category several times; the same facts are told once).
+_TOLD: set[str] = set()
+
+
+def _tell_once(message: str, *args: object) -> None:
+    text = message % args
+    if text not in _TOLD:
+        _TOLD.add(text)
+        log.warning("%s", text)
 
 
 def check_name(name: str, where: str = "category") -> str:
@@ -188,7 +198,7 @@ def _note_sizes(name: str, paths: list[Path], size: tuple[int, int]) -> None:
     other = [p for p in paths if image_size(p) != size]
     if other:
         shown = ", ".join(str(p) for p in other[:5]) + (" ..." if len(other) > 5 else "")
-        log.warning(
+        _tell_once(
             "category %s: %d image(s) are not %dx%d like its first training image and are "
             "resized to it: %s",
             name,
@@ -203,7 +213,7 @@ def _note_masks(name: str, folder: Path, samples: list[TestSample]) -> None:
     defective = [s for s in samples if not s.is_good]
     missing = [s for s in defective if not s.mask_paths]
     if defective and missing:
-        log.warning(
+        _tell_once(
             "category %s: %d of %d defective test images have no mask under %s (e.g. %s): "
             "image-level figures only, AUC-sPRO not available",
             name,

@@ -428,8 +428,8 @@ class PatchCoreStrategy(Strategy):
         for cat in self.banks:
             # In the data's order (accept_stats), not by node id: float sums follow it.
             holders = [n for n in stats if cat in stats[n].stats]
-            if not holders:
-                log.warning("%s: no client evaluated this category", cat)
+            if not holders and not any(cat in s.calibration for s in stats.values()):
+                log.warning("%s: no client evaluated or calibrated this category", cat)
                 continue
             self.outcomes[cat] = self._pool(cat, holders, stats)
         self.registry.seconds["pooled_metrics"] = round(time.perf_counter() - t0, 3)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from fedpatch_app.data.images import shown_size
 from fedpatch_app.errors import DataError
 from fedpatch_app.inspection.model_folder import CategoryModel, Model
 from fedpatch_app.model.memory_bank import MemoryBank
@@ -74,7 +75,7 @@ def image_size(path: Path) -> tuple[int, int]:
         with Image.open(path) as img:
             img.verify()
         with Image.open(path) as img:
-            return int(img.width), int(img.height)
+            return shown_size(img)
     except (
         OSError,
         UnidentifiedImageError,

@@ -10,7 +10,7 @@ status and a message for the sender, so the service answers it and carries on:
   drained up to a bound so the client sees the answer instead of a reset connection);
 - an image above the pixel limit (a decompression bomb: a small file that decodes to
   gigabytes): 413, from the header alone, before any decoding;
-- another content type, or an image format other than PNG or JPEG: 415.
+- another content type, or an image format other than PNG, JPEG, BMP or TIFF: 415.
 """
 
 from __future__ import annotations
@@ -25,10 +25,17 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 #: Content types of a raw image body.
-RAW_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/jpg": "JPEG"}
+RAW_TYPES = {
+    "image/png": "PNG",
+    "image/jpeg": "JPEG",
+    "image/jpg": "JPEG",
+    "image/bmp": "BMP",
+    "image/tiff": "TIFF",
+}
 MULTIPART = "multipart/form-data"
 #: The image formats the service scores, and the file suffix each is written with.
-FORMATS = {"PNG": ".png", "JPEG": ".jpg"}
+#: The formats training reads too (`data.images`), with the suffix an upload is kept under.
+FORMATS = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "BMP": ".bmp", "TIFF": ".tif"}
 #: The largest image accepted, in pixels (AutoVI's largest images have about 5 million).
 MAX_PIXELS = 40_000_000
 #: An oversized body is read and dropped up to this many times the limit, then cut off.
@@ -49,7 +56,7 @@ class Upload:
     """An uploaded image that passed the checks."""
 
     data: bytes
-    format: str  # PNG or JPEG
+    format: str  # a key of FORMATS
     size: tuple[int, int]  # width, height
     filename: str = ""
 
@@ -64,7 +71,7 @@ def content_type(request: Request) -> str:
 
 
 def check_content_type(request: Request) -> None:
-    """415 unless the body is a PNG or JPEG image or a multipart form."""
+    """415 unless the body is an image of an accepted type or a multipart form."""
     kind = content_type(request)
     if kind != MULTIPART and kind not in RAW_TYPES:
         accepted = ", ".join([*RAW_TYPES, MULTIPART])
@@ -129,15 +136,16 @@ async def _form_image(request: Request, body: bytes) -> tuple[bytes, str]:
 
 
 def check_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> tuple[str, tuple[int, int]]:
-    """(format, (width, height)) of a PNG or JPEG image; UploadError otherwise."""
+    """(format, (width, height)) of a PNG, JPEG, BMP or TIFF image; UploadError otherwise."""
     if not data:
-        raise UploadError(400, "the image is empty (0 bytes): send a PNG or JPEG image")
+        raise UploadError(400, "the image is empty (0 bytes): send a PNG, JPEG, BMP or TIFF image")
     try:
         with Image.open(io.BytesIO(data)) as img:
             fmt, size = img.format or "", (int(img.width), int(img.height))
             if fmt not in FORMATS:
                 raise UploadError(
-                    415, f"{fmt or 'this'} images are not accepted: send a PNG or JPEG image"
+                    415,
+                    f"{fmt or 'this'} images are not accepted: send a PNG, JPEG, BMP or TIFF image",
                 )
             if size[0] * size[1] > max_pixels:
                 raise UploadError(
@@ -148,7 +156,8 @@ def check_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> tuple[str, tupl
             img.verify()
     except UnidentifiedImageError:
         raise UploadError(
-            400, f"the body is not an image ({len(data)} bytes that no PNG or JPEG reader knows)"
+            400,
+            f"the body is not an image ({len(data)} bytes that no PNG, JPEG, BMP or TIFF reader knows)",
         ) from None
     except Image.DecompressionBombError as exc:  # Pillow's own, lower in some cases
         raise UploadError(413, f"the image has too many pixels: {exc}") from None
@@ -162,7 +171,7 @@ async def read_upload(request: Request, limit: int, *, max_pixels: int = MAX_PIX
     check_content_type(request)
     body = await read_body(request, limit)
     if not body:
-        raise UploadError(400, "empty body: send a PNG or JPEG image")
+        raise UploadError(400, "empty body: send a PNG, JPEG, BMP or TIFF image")
     filename = ""
     if content_type(request) == MULTIPART:
         body, filename = await _form_image(request, body)

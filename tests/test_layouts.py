@@ -1,0 +1,117 @@
+"""Any folder of images: the mvtec and folder layouts, any category name, thin data."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import own_data
+import pytest
+import regression_data
+
+from fedpatch_app.centralized import run_centralized
+from fedpatch_app.data.layouts import available_categories, category_layout, load_category
+from fedpatch_app.errors import DataError
+from fedpatch_app.settings import from_names
+
+NAMES = sorted(own_data.SIZES)
+
+
+@pytest.fixture(scope="module")
+def mvtec_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return own_data.write(tmp_path_factory.mktemp("mvtec"), "mvtec")
+
+
+def _settings(root: Path, **more: object):
+    base = {"data_root": str(root), "weights": "none", "image_size": 64, "device": "cpu"}
+    return from_names({**base, **more})
+
+
+def test_layouts_are_detected_per_category_and_names_follow_the_rule(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = own_data.write(tmp_path / "data", "mvtec", test=False)
+    regression_data.write_category(root, "pipe_clip", 40, 40, "unclipped")  # autovi layout
+    own_data.save(np.zeros((8, 8, 3), np.uint8), root / "line 3" / "good" / "a.png")
+    (root / "empty").mkdir()
+    with caplog.at_level(logging.WARNING):
+        found = available_categories(root)
+    assert found == [*NAMES[:1], "pipe_clip", NAMES[1]]  # sorted names, any of them
+    assert [category_layout(root / n) for n in found] == ["mvtec", "autovi", "mvtec"]
+    text = caplog.text
+    assert "line 3" in text and "letters, digits" in text  # the rule, stated
+    assert "empty" in text and "expected" in text
+    assert available_categories(root, "folder") == []
+    with pytest.raises(DataError, match="not in the folder layout"):
+        load_category(root, NAMES[0], "folder")
+    with pytest.raises(DataError, match="'../x' is not allowed: use letters"):
+        load_category(root, "../x")
+
+
+def test_mvtec_masks_give_one_region_per_connected_component(mvtec_root: Path, tmp_path: Path):
+    cat = load_category(mvtec_root, "my-bracket")
+    assert cat.layout == "mvtec" and cat.size == own_data.SIZES["my-bracket"]
+    assert cat.train_rel[0] == "train/good/000.png" and cat.has_masks
+    sample = cat.find_test("test/dent/000.png")
+    (region,) = cat.load_regions(sample)
+    assert region.saturation_area == region.area > 0 and region.defect == "dent"
+    # Two blobs in one mask: two regions, each fully saturated at its whole area.
+    root = tmp_path / "two"
+    shutil.copytree(mvtec_root / "my-bracket", root / "my-bracket")
+    mask = np.zeros((80, 96), np.uint8)
+    mask[2:6, 2:6] = 255
+    mask[40:50, 60:70] = 1
+    own_data.save(mask, root / "my-bracket" / "ground_truth" / "dent" / "000_mask.png")
+    copy = load_category(root, "my-bracket")
+    regions = copy.load_regions(copy.find_test("test/dent/000.png"))
+    assert sorted(r.area for r in regions) == [16, 100]
+    assert all(r.saturation_area == r.area for r in regions)
+
+
+def test_folder_layout_without_masks_or_tests(tmp_path: Path) -> None:
+    root = own_data.write(tmp_path / "a", "folder", masks=False, suffix=".jpg")
+    cat = load_category(root, "valve.cover_2")
+    assert cat.layout == "folder" and cat.train_rel[0] == "good/000.jpg"
+    assert len(cat.test) == 6 and not cat.has_masks
+    good_only = own_data.write(tmp_path / "b", "folder", test=False)
+    assert load_category(good_only, "valve.cover_2").test == ()
+
+
+def test_mixed_sizes_are_named_and_resized(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = own_data.write(tmp_path / "data", "folder", test=False)
+    odd = own_data.save(np.full((50, 60, 3), 99, np.uint8), root / "my-bracket" / "good" / "x.png")
+    with caplog.at_level(logging.WARNING):
+        cat = load_category(root, "my-bracket")
+    assert cat.size == (96, 80) and str(odd) in caplog.text and "resized" in caplog.text
+
+
+def test_centralized_on_mvtec_data_with_own_names(mvtec_root: Path, tmp_path: Path) -> None:
+    results = run_centralized(_settings(mvtec_root), tmp_path / "run")
+    assert sorted(results["categories"]) == NAMES
+    for block in results["categories"].values():
+        assert 0.0 <= block["auc_spro"]["0.3"] <= 1.0
+        assert block["image_auroc"]["mean"] is not None and "not_available" not in block
+    model = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
+    assert model["categories"]["valve.cover_2"]["native_size"] == [72, 72]
+
+
+def test_thin_data_report_what_is_not_available(tmp_path: Path) -> None:
+    no_masks = own_data.write(tmp_path / "a", "folder", masks=False)
+    results = run_centralized(_settings(no_masks), tmp_path / "run-a")
+    block = results["categories"]["my-bracket"]
+    assert set(block["auc_spro"].values()) == {None}  # never 0 or NaN
+    assert "no ground-truth mask" in block["not_available"]["auc_spro"]
+    assert block["image_auroc"]["mean"] is not None
+    assert block["thresholds"]["on_test"]["test_defective"] == own_data.BAD_TEST
+
+    good_only = own_data.write(tmp_path / "b", "folder", test=False)
+    results = run_centralized(_settings(good_only), tmp_path / "run-b")
+    block = results["categories"]["valve.cover_2"]
+    assert block["image_auroc"]["mean"] is None
+    assert "nothing to evaluate" in block["not_available"]["image_auroc"]
+    assert block["thresholds"]["image"]["raw"] > 0  # the model is calibrated all the same
