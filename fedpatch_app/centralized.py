@@ -45,6 +45,7 @@ from fedpatch_app.evaluation.thresholds import (
 )
 from fedpatch_app.inspection.model_folder import CategoryModel, write_model
 from fedpatch_app.inspection.run_model import provenance
+from fedpatch_app.inspection.training_data import local_layouts, training_data_facts
 from fedpatch_app.model.memory_bank import MemoryBank
 from fedpatch_app.model.patchcore import Bank, PatchCore
 from fedpatch_app.outputs import prepare_output
@@ -232,9 +233,16 @@ def _write_partial_model(run: RunStart, settings: RunSettings, name: str) -> Non
         reason += f"; {', '.join(pending)}: bank built, no map scaling or thresholds yet"
     if todo:
         reason += f"; {', '.join(todo)}: not built yet"
-    facts = provenance(name, "centralized", settings)
+    facts = provenance(name, "centralized", settings, training_data=_trained_on(run, settings))
     spec, saved = run.model.spec, run.progress.saved
     write_model(run.out / "model", spec, models, facts, incomplete=reason, saved=saved)
+
+
+def _trained_on(run: RunStart, settings: RunSettings) -> dict[str, Any]:
+    root = Path(settings.data_root)
+    layouts = local_layouts(root, run.categories, settings.layout)
+    counts = {c: b.get("counts", {}) for c, b in run.totals.blocks.items()}
+    return training_data_facts(root, layouts, counts)
 
 
 def _centralized_category(run: RunStart, category: Category, s: RunSettings, name: str) -> None:
@@ -304,7 +312,7 @@ def run_centralized(settings: RunSettings, out: Path, *, name: str = "centralize
             _centralized_category(run, category, settings, name)
         totals.seconds["total"] = time.perf_counter() - run.started
         names = run.categories
-        facts = provenance(name, "centralized", settings)
+        facts = provenance(name, "centralized", settings, training_data=_trained_on(run, settings))
         write_model(out / "model", model.spec, totals.models, facts, saved=run.progress.saved)
         run.progress.done("model", "model/ (complete)")
         return write_run(out, "centralized", name, settings, names, model, totals)
@@ -336,7 +344,13 @@ def run_facts(settings: RunSettings, categories: Sequence[str], model: PatchCore
     kind = "synthetic" if synthetic else "autovi"
     return {
         "features": features_facts(model.spec),
-        "data": data_facts(kind, Path(settings.data_root).resolve(), categories, synthetic),
+        "data": data_facts(
+            kind,
+            Path(settings.data_root).resolve(),
+            categories,
+            synthetic,
+            local_layouts(settings.data_root, categories, settings.layout),
+        ),
         "status": "completed",
         "outputs": {"maps": "maps", "model": "model"},
         "threads": torch.get_num_threads(),

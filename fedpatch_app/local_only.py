@@ -40,6 +40,7 @@ from fedpatch_app.evaluation.evaluate import evaluate_category
 from fedpatch_app.evaluation.thresholds import threshold_on_test
 from fedpatch_app.inspection.model_folder import CategoryModel, write_model
 from fedpatch_app.inspection.run_model import provenance
+from fedpatch_app.inspection.training_data import local_layouts, training_data_facts
 from fedpatch_app.model.patchcore import PatchCore
 from fedpatch_app.run_status import final_state
 from fedpatch_app.settings import RunSettings
@@ -157,7 +158,13 @@ def run_local_only(
             _local_category(out, category, runs, settings, totals, models)
             run.progress.done(f"{cat}: evaluate", f"maps/{cat}/", f"scores/{cat}.csv")
         totals.seconds["total"] = time.perf_counter() - run.started
+        layouts = local_layouts(settings.data_root, names, settings.layout)
         for client, cats in sorted(models.items()):
-            facts = provenance(f"{name} client {client}", "local-only", settings)
+            counts = {c: {"train": m.train_images} for c, m in cats.items()}
+            used = {c: layouts[c] for c in cats}
+            trained = training_data_facts(settings.data_root, used, counts)
+            facts = provenance(
+                f"{name} client {client}", "local-only", settings, training_data=trained
+            )
             write_model(out / "model" / f"client-{client}", model.spec, cats, facts)
         return write_run(out, "local-only", name, settings, names, model, totals)

@@ -96,8 +96,18 @@ def test_centralized_on_mvtec_data_with_own_names(mvtec_root: Path, tmp_path: Pa
     for block in results["categories"].values():
         assert 0.0 <= block["auc_spro"]["0.3"] <= 1.0
         assert block["image_auroc"]["mean"] is not None and "not_available" not in block
+    assert results["run"]["data"]["name"] == f"{mvtec_root.name} (mvtec layout)"
     model = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
     assert model["categories"]["valve.cover_2"]["native_size"] == [72, 72]
+    trained = model["provenance"]["training_data"]
+    assert trained["synthetic"] is False and trained["dataset"] == results["run"]["data"]["name"]
+    assert trained["categories"]["my-bracket"] == {
+        "layout": "mvtec",
+        "train_images": 7,
+        "calibration_images": 1,
+        "test_good": own_data.GOOD_TEST,
+        "test_defective": own_data.BAD_TEST,
+    }
 
 
 def test_thin_data_report_what_is_not_available(tmp_path: Path) -> None:
@@ -115,3 +125,14 @@ def test_thin_data_report_what_is_not_available(tmp_path: Path) -> None:
     assert block["image_auroc"]["mean"] is None
     assert "nothing to evaluate" in block["not_available"]["image_auroc"]
     assert block["thresholds"]["image"]["raw"] > 0  # the model is calibrated all the same
+
+
+def test_results_name_the_layout_and_never_call_synthetic_data_autovi(tmp_path: Path) -> None:
+    from fedpatch_app.evaluation.results import data_facts
+
+    synthetic = {"kind": "photo", "scale": "small", "seed": 0}
+    facts = data_facts("autovi", tmp_path, ["pipe_clip"], synthetic, {"pipe_clip": "autovi"})
+    assert facts["kind"] == "synthetic"
+    assert facts["name"] == "built-in synthetic data (photo, scale small, seed 0)"
+    own = data_facts("autovi", tmp_path / "parts", ["a"], None, {"a": "mvtec"})
+    assert own["name"] == "parts (mvtec layout)" and own["layouts"] == {"a": "mvtec"}

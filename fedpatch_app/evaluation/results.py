@@ -187,11 +187,23 @@ def features_facts(spec: Any) -> dict[str, Any]:
 
 
 def data_facts(
-    kind: str, root: str | Path, categories: Sequence[str], synthetic: Mapping[str, Any] | None
+    kind: str,
+    root: str | Path,
+    categories: Sequence[str],
+    synthetic: Mapping[str, Any] | None,
+    layouts: Mapping[str, str | None] | None = None,
 ) -> dict[str, Any]:
-    """``run.data``: "autovi" or "synthetic" (with the generator's kind, scale, seed)."""
+    """``run.data``: "synthetic" whenever the data are the generator's (with its kind,
+    scale, seed), else "autovi" (a folder of images read by the run); with the layout of
+    each category where known and a name a person can read (`training_data.dataset_name`:
+    never AutoVI for synthetic data)."""
+    from fedpatch_app.inspection.training_data import dataset_name
+
+    layouts = dict(layouts or {})
     return {
-        "kind": kind,
+        "kind": "synthetic" if synthetic else kind,
+        "name": dataset_name(root, synthetic, [v for v in layouts.values() if v]),
+        "layouts": layouts,
         "synthetic": dict(synthetic) if synthetic else None,
         "root": str(root),
         "categories": list(categories),

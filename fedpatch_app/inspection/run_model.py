@@ -36,9 +36,11 @@ def provenance(
     clients: list[dict[str, Any]] | None = None,
     privacy: dict[str, Any] | None = None,
     parent: Model | None = None,
+    training_data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Where a model comes from: run, kind, partition, contributing clients, privacy,
-    the settings that shape it, and its parent model when new lines joined one."""
+    the settings that shape it, its parent model when new lines joined one, and what it
+    was trained on (`inspection.training_data`)."""
     out: dict[str, Any] = {
         "run_name": run_name,
         "run_kind": kind,
@@ -47,6 +49,7 @@ def provenance(
         "privacy": privacy or {"enabled": settings.dp.enabled},
         "settings": {name: getattr(settings, name) for name in RECORDED_SETTINGS},
         "parent": None,
+        "training_data": training_data,
     }
     if parent is not None:
         out["parent"] = {

@@ -44,6 +44,33 @@ function thresholdText(name) {
     image.target_rate + ", " + image.calibration_images + " calibration images)";
 }
 
+function trainedOn() {
+  return (manifest.provenance || {}).training_data || null;
+}
+
+function trainedOnText(name) {
+  const data = trainedOn();
+  if (!data) return "training data not recorded in this model";
+  const entry = (data.categories || {})[name] || {};
+  const parts = [data.dataset];
+  if (entry.layout) parts.push(entry.layout + " layout");
+  if (entry.train_images !== undefined) parts.push(entry.train_images + " training images");
+  if (entry.calibration_images !== undefined) {
+    parts.push(entry.calibration_images + " calibration images");
+  }
+  return "trained on " + parts.join(", ");
+}
+
+function showDataBanner() {
+  const data = trainedOn();
+  const banner = $("data-banner");
+  banner.hidden = !(data && data.synthetic);
+  if (!banner.hidden) {
+    banner.textContent = "SYNTHETIC TRAINING DATA: this model was trained on " + data.dataset +
+      ", not on images of real parts. Its verdicts say nothing about your parts.";
+  }
+}
+
 async function loadModel() {
   try {
     manifest = await api("/v1/model");
@@ -62,6 +89,8 @@ async function loadModel() {
     select.append(new Option(name, name));
   }
   $("threshold-info").textContent = thresholdText(select.value);
+  $("trained-on").textContent = trainedOnText(select.value);
+  showDataBanner();
 }
 
 function show(entry) {
@@ -126,6 +155,7 @@ function wire() {
   $("history-max").textContent = HISTORY_MAX;
   $("category").addEventListener("change", (e) => {
     $("threshold-info").textContent = thresholdText(e.target.value);
+    $("trained-on").textContent = trainedOnText(e.target.value);
   });
   $("file").addEventListener("change", (e) => {
     if (e.target.files.length) score(e.target.files[0]);
