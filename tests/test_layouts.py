@@ -136,3 +136,51 @@ def test_results_name_the_layout_and_never_call_synthetic_data_autovi(tmp_path: 
     assert facts["name"] == "built-in synthetic data (photo, scale small, seed 0)"
     own = data_facts("autovi", tmp_path / "parts", ["a"], None, {"a": "mvtec"})
     assert own["name"] == "parts (mvtec layout)" and own["layouts"] == {"a": "mvtec"}
+
+
+def test_sizes_are_agreed_by_most_clients_and_dissent_is_left_out() -> None:
+    from types import SimpleNamespace
+
+    from fedpatch_app.federated.category_sizes import agree_sizes
+
+    def reply(**sizes: tuple[int, int]) -> SimpleNamespace:
+        return SimpleNamespace(sizes=dict(sizes), coresets={c: object() for c in sizes})
+
+    replies = {1: reply(a=(96, 80), b=(72, 72)), 2: reply(a=(96, 80)), 3: reply(a=(50, 50))}
+    registry = SimpleNamespace(clients={n: SimpleNamespace(label=f"node {n}") for n in replies})
+    agreed = agree_sizes(replies, {}, registry)
+    assert agreed == {"a": (96, 80), "b": (72, 72)}
+    assert "a" not in replies[3].coresets and "a" in replies[2].coresets
+    # A size the plan fixes (the server saw the data) wins over any count of replies.
+    replies = {1: reply(a=(96, 80)), 2: reply(a=(96, 80)), 3: reply(a=(50, 50))}
+    assert agree_sizes(replies, {"a": (50, 50)}, registry) == {"a": (50, 50)}
+    assert list(replies[3].coresets) == ["a"] and not replies[1].coresets
+
+
+@pytest.mark.slow
+def test_a_federation_of_lines_each_with_its_own_folder(tmp_path: Path) -> None:
+    """The server sees no data: the categories and their sizes come from the lines."""
+    from fedpatch_app.federated.inprocess import run_inprocess
+
+    line_a = own_data.write(tmp_path / "line-a", "folder", suffix=".jpg")
+    line_b = own_data.write(tmp_path / "line-b", "mvtec")
+    shutil.rmtree(line_b / "valve.cover_2")
+    config = {
+        "dataset": "autovi",
+        "data-root": str(tmp_path / "not-here"),
+        "num-clients": 2,
+        "min-clients": 2,
+        "weights": "none",
+        "image-size": 64,
+        "device": "cpu",
+        "out-dir": str(tmp_path / "runs"),
+        "run-name": "lines",
+        "wait-timeout": 0,
+    }
+    nodes = [{"data-root": str(line_a), "layout": "folder"}, {"data-root": str(line_b)}]
+    results = run_inprocess(config, node_configs=nodes).results
+    assert sorted(results["categories"]) == NAMES
+    assert results["categories"]["my-bracket"]["counts"]["test_good"] == 2 * own_data.GOOD_TEST
+    model = json.loads((tmp_path / "runs" / "lines" / "model" / "model.json").read_text())
+    sizes = {c: tuple(e["native_size"]) for c, e in model["categories"].items()}
+    assert sizes == own_data.SIZES

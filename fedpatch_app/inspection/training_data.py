@@ -50,8 +50,10 @@ def dataset_name(
     root = Path(data_root) if data_root else None
     if root is not None and kinds == ["autovi"] and (root / CHECKSUMS_FILE).is_file():
         return "AutoVI"
+    if not kinds:
+        return f"{root.name} (layout not recorded)" if root else "the clients' own data"
     where = root.name if root is not None else "the clients' data"
-    return f"{where} ({', '.join(kinds) or 'layout not seen'} layout)"
+    return f"{where} ({', '.join(kinds)} layout)"
 
 
 def training_data_facts(
