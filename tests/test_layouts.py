@@ -184,3 +184,13 @@ def test_a_federation_of_lines_each_with_its_own_folder(tmp_path: Path) -> None:
     model = json.loads((tmp_path / "runs" / "lines" / "model" / "model.json").read_text())
     sizes = {c: tuple(e["native_size"]) for c, e in model["categories"].items()}
     assert sizes == own_data.SIZES
+
+
+def test_source_check_passes_over_defective_images_without_masks(tmp_path: Path) -> None:
+    from fedpatch_app.federated.client import _check_report
+
+    root = own_data.write(tmp_path, "folder", masks=False)
+    cat = load_category(root, "my-bracket")
+    rel = list(cat.test_rel)
+    grids = [np.ones((3, 4, 4), np.float32) for _ in rel]  # (sources + 1, h, w)
+    assert _check_report(cat, rel, grids, [np.ones((3, 4, 4), np.float32)], 2) is None

@@ -429,7 +429,15 @@ def format_table(partition: Partition) -> str:
 def run_cli(args: argparse.Namespace) -> int:
     """`fedpatch partition`: print the partition as a table, or as JSON with ``--json``."""
     a = args
-    partition = make_partition(a.data_root, a.scheme, a.num_clients, a.alpha, a.seed, a.categories)
+    partition = make_partition(
+        a.data_root,
+        a.scheme,
+        a.num_clients,
+        a.alpha,
+        a.seed,
+        a.categories,
+        layout=getattr(a, "layout", "auto"),
+    )
     if args.json:
         print(json.dumps(partition.to_json(), indent=2))
     else:

@@ -244,6 +244,8 @@ def _check_report(
             good.append(grid)
             continue
         masks = [r.mask for r in category.load_regions(sample)]
+        if not masks:  # no ground truth (thin data): its defect patches are unknown
+            continue
         defect_grids.append(grid)
         cells.append(defect_patch_mask(masks, grid.shape[1:]))
     return report(defect_grids, cells, good, n)
