@@ -41,11 +41,13 @@ from fedpatch_app.evaluation.results import (
 from fedpatch_app.evaluation.thresholds import (
     CalibrationStats,
     category_thresholds,
+    support_warning,
     threshold_on_test,
 )
 from fedpatch_app.inspection.model_folder import CategoryModel, write_model
 from fedpatch_app.inspection.run_model import provenance
 from fedpatch_app.inspection.training_data import local_layouts, training_data_facts
+from fedpatch_app.model.crossfit import crossfit_bank
 from fedpatch_app.model.memory_bank import MemoryBank
 from fedpatch_app.model.patchcore import Bank, PatchCore
 from fedpatch_app.outputs import prepare_output
@@ -96,12 +98,22 @@ def run_category(
     test_samples: Sequence[TestSample],
     coreset_ratio: float,
     on_bank: Callable[[Bank], None] | None = None,
+    folds: int = 0,
+    seed: int = 0,
 ) -> CategoryRun:
     """Fit a bank on `fit_paths` (handed to `on_bank` at once), score the test and
-    calibration images at native size."""
+    calibration images at native size; with `folds` >= 2 the calibration maps are the
+    fit images' own, cross-fitted (`model.crossfit`)."""
     name = category.name
     t0 = time.perf_counter()
-    bank = model.fit(fit_paths, name, coreset_ratio=coreset_ratio, native_size=category.size)
+    crossfit: list[np.ndarray] = []
+    if folds >= 2:
+        index_folds = _fold_index(category, fit_paths, folds, seed)
+        bank, crossfit = crossfit_bank(
+            model, name, fit_paths, index_folds, coreset_ratio, category.size
+        )
+    else:
+        bank = model.fit(fit_paths, name, coreset_ratio=coreset_ratio, native_size=category.size)
     if on_bank is not None:
         on_bank(bank)
     t1 = time.perf_counter()
@@ -112,12 +124,20 @@ def run_category(
     calib = list(calibration_paths)
     calib_maps = (
         model.predict(bank, calib, size, f"{name}: calibration", index).maps if calib else []
-    )
+    ) + crossfit
     t2 = time.perf_counter()
     seconds = {"fit": t1 - t0, "predict": t2 - t1}
     if pred is None:
         return CategoryRun(bank, np.zeros(0), [], calib_maps, seconds)
     return CategoryRun(bank, pred.image_scores, pred.maps, calib_maps, seconds)
+
+
+def _fold_index(category: Category, paths: Sequence[Path], folds: int, seed: int) -> dict[int, int]:
+    """Each fit image's fold (by its index in `paths`), from the category's whole list."""
+    from fedpatch_app.data.calibration import crossfit_folds
+
+    fold = crossfit_folds(category.name, category.train_rel, folds, seed)
+    return {i: fold[Path(p).relative_to(category.root).as_posix()] for i, p in enumerate(paths)}
 
 
 def quantized(maps: Sequence[np.ndarray], scaling: MapScaling) -> list[np.ndarray]:
@@ -151,10 +171,15 @@ def finish_category(
     write_category_maps(out / "maps", category.name, samples, list(maps), scaling)
     block, curves = evaluate_category(category, quantized(maps, scaling), seed=settings.seed)
     thresholds = calibrated(calibration_maps, scaling, settings)
-    block["counts"]["train"] = len(category.train) - len(calibration_maps)
+    if (warning := support_warning(category.name, thresholds)) is not None:
+        log.warning("%s", warning)
+    crossfit = settings.calibration_folds >= 2
+    block["counts"]["train"] = len(category.train) - (0 if crossfit else len(calibration_maps))
     block["counts"]["calibration"] = len(calibration_maps)
     raw = [float(m.max()) for m in maps]
     threshold = None if thresholds is None else float(thresholds["image"]["raw"])
+    if thresholds is not None and crossfit:
+        thresholds["cross_fitted_folds"] = settings.calibration_folds
     if thresholds is not None:
         block["thresholds"] = thresholds
     if thresholds is not None and samples:
@@ -185,7 +210,10 @@ def resolve_categories(
 
 
 def training_split(category: Category, rel: Sequence[str], settings: RunSettings):
-    """(fit paths, calibration paths) of training images `rel` of a category."""
+    """(fit paths, calibration paths) of training images `rel` of a category (cross-fitted
+    calibration: all of them fit, none held out)."""
+    if settings.calibration_folds >= 2:
+        return [category.root / r for r in rel], []
     split = split_calibration(
         category.name, rel, settings.calibration_fraction, settings.seed, category.train_rel
     )
@@ -257,7 +285,17 @@ def _centralized_category(run: RunStart, category: Category, s: RunSettings, nam
         run.progress.done(f"{cat}: bank", f"model/banks/{cat}.npz", "model/model.json")
 
     tests = list(category.test)
-    cr = run_category(model, category, fit, calibration, tests, s.coreset_ratio, bank_built)
+    cr = run_category(
+        model,
+        category,
+        fit,
+        calibration,
+        tests,
+        s.coreset_ratio,
+        bank_built,
+        folds=s.calibration_folds,
+        seed=s.seed,
+    )
     t0 = time.perf_counter()
     result = finish_category(out, category, cr.maps, cr.calibration_maps, s)
     bank = cr.bank

@@ -17,7 +17,12 @@ MODEL_SETTINGS = (
     "batch_size", "num_workers",
 )  # fmt: skip
 #: The settings of the thresholds every run calibrates.
-CALIBRATION_SETTINGS = ("calibration_fraction", "target_false_reject", "target_pixel_fpr")
+CALIBRATION_SETTINGS = (
+    "calibration_fraction",
+    "calibration_folds",
+    "target_false_reject",
+    "target_pixel_fpr",
+)
 
 Option = tuple[tuple[str, ...], dict[str, Any]]
 

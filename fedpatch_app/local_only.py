@@ -74,7 +74,16 @@ def _client_runs(
         t0 = time.perf_counter()
         fit, calibration = training_split(category, train_rel, s)
         samples = [category.find_test(rel) for rel in test_rel]
-        run = run_category(model, category, fit, calibration, samples, s.coreset_ratio)
+        run = run_category(
+            model,
+            category,
+            fit,
+            calibration,
+            samples,
+            s.coreset_ratio,
+            folds=s.calibration_folds,
+            seed=s.seed,
+        )
         runs.append(ClientRun(share.client, len(fit), samples, run))
         seconds[f"{category.name}/client-{share.client}"] = time.perf_counter() - t0
     return runs
@@ -96,7 +105,7 @@ def _client_entry(
 ) -> dict[str, Any]:
     """A client's own figures on its own test split (same map scaling as the category)."""
     entry: dict[str, Any] = {
-        "train_images": cr.fit + len(cr.run.calibration_maps),
+        "train_images": cr.fit + (0 if s.calibration_folds >= 2 else len(cr.run.calibration_maps)),
         "calibration_images": len(cr.run.calibration_maps),
         "test_images": len(cr.samples),
         "bank_size": cr.run.bank.size,

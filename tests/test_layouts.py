@@ -118,6 +118,12 @@ def test_thin_data_report_what_is_not_available(tmp_path: Path) -> None:
     assert "no ground-truth mask" in block["not_available"]["auc_spro"]
     assert block["image_auroc"]["mean"] is not None
     assert block["thresholds"]["on_test"]["test_defective"] == own_data.BAD_TEST
+    # One held-out good image: the threshold rests on 1 score, and the results say so.
+    assert block["thresholds"]["image"]["calibration_images"] == 1
+    assert any(
+        "my-bracket: the image threshold rests on 1 calibration score" in w
+        for w in results["warnings"]
+    )
 
     good_only = own_data.write(tmp_path / "b", "folder", test=False)
     results = run_centralized(_settings(good_only), tmp_path / "run-b")

@@ -26,7 +26,7 @@ from fedpatch_app.evaluation.metrics import (
     roc_curve_points,
 )
 from fedpatch_app.evaluation.results import LIMIT_KEYS, category_block
-from fedpatch_app.evaluation.thresholds import threshold_on_test
+from fedpatch_app.evaluation.thresholds import support_warning, threshold_on_test
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,8 @@ def pool_category(
         "test_good": sum(1 for d in defects if d == "good"),
         "test_defective": sum(1 for d in defects if d != "good"),
     }
+    if (warning := support_warning(category, thresholds)) is not None:
+        log.warning("%s", warning)
     if thresholds is not None:
         extra["thresholds"] = dict(thresholds)
     if thresholds is not None and rel_paths:

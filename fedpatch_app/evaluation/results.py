@@ -210,6 +210,16 @@ def data_facts(
     }
 
 
+def _threshold_warnings(
+    categories: Mapping[str, Mapping[str, Any]], already: Sequence[str]
+) -> list[str]:
+    """A warning per category whose image threshold rests on too few scores."""
+    from fedpatch_app.evaluation.thresholds import support_warning
+
+    found = [support_warning(c, b.get("thresholds")) for c, b in categories.items()]
+    return [w for w in found if w is not None and w not in already]
+
+
 def build_results(
     kind: str,
     name: str,
@@ -246,6 +256,7 @@ def build_results(
         "mean": mean_block(cats),
     }
     warnings = list(extra.pop("warnings", None) or [])
+    warnings += _threshold_warnings(cats, warnings)
     results["warnings"] = [str(w) for w in warnings]
     for key, value in extra.items():
         if key in results:

@@ -329,13 +329,17 @@ class PatchCore:
         t0 = time.perf_counter()
         feats = self.features(paths, f"{category}: train features", native_size)
         t0 = self._clock("extraction", t0)
+        bank = self.bank_of(feats, category, coreset_ratio * oversample)
+        self._clock("coreset", t0)
+        return bank
+
+    def bank_of(self, feats: np.ndarray, category: str, ratio: float) -> Bank:
+        """The coreset bank of patch features (n_images, h, w, D) at `ratio`."""
         flat = feats.reshape(-1, feats.shape[-1])
         n = flat.shape[0]
-        k = coreset_size(n, coreset_ratio * oversample)
-        log.info("%s: %d images, %d patches -> coreset of %d", category, len(paths), n, k)
+        k = coreset_size(n, ratio)
+        log.info("%s: %d images, %d patches -> coreset of %d", category, len(feats), n, k)
         selected, radius = select_coreset(flat, k, self.spec, device=self.device)
-        self._clock("coreset", t0)
-        del feats, flat
         return Bank(
             features=selected, spec=self.spec, category=category, radius=radius, n_patches=n
         )
@@ -364,32 +368,44 @@ class PatchCore:
             raise ModelError(f"{desc}: no test images")
         if index is None:
             index = MemoryBank(bank.features, device=self.device)
-        width, height = native_size
-        in_h, in_w = input_size(native_size, self.spec.image_size)
-        sigma = REFERENCE_SIGMA * self.spec.image_size / REFERENCE_INPUT
         maps: list[np.ndarray] = []
         scores = np.empty(len(paths), dtype=np.float64)
         t0 = time.perf_counter()
         for start, feats in self.extractor.extract_iter(list(paths), desc, native_size):
-            b, h, w, d = feats.shape
-            queries = feats.reshape(-1, d)
-            if bank.query_clip > 0:
-                queries = clip_rows(queries, bank.query_clip).astype(np.float32)
-            patch = index.patch_scores(queries).reshape(b, h, w)
-            if observe is not None:
-                observe(start, queries, (b, h, w))
-            grid = torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32)).to(self.device)
-            # Patch grid -> backbone input resolution -> smoothing -> native resolution.
-            up = F.interpolate(
-                grid.unsqueeze(1), size=(in_h, in_w), mode="bilinear", align_corners=False
-            )
-            up = smooth(up.squeeze(1), sigma)
-            native = F.interpolate(
-                up.unsqueeze(1), size=(height, width), mode="bilinear", align_corners=False
-            )
-            native = native.squeeze(1).float().cpu().numpy()
-            for i in range(b):
+            native = self.maps_of(bank, index, feats, native_size, start, observe)
+            for i in range(len(native)):
                 maps.append(native[i])
                 scores[start + i] = float(native[i].max())
         self._clock("scoring", t0)
         return Prediction(image_scores=scores, maps=maps)
+
+    def maps_of(
+        self,
+        bank: Bank,
+        index: MemoryBank,
+        feats: np.ndarray,
+        native_size: tuple[int, int],
+        start: int = 0,
+        observe: Callable[[int, np.ndarray, tuple[int, int, int]], None] | None = None,
+    ) -> np.ndarray:
+        """Anomaly maps (b, height, width) of a batch of patch features (b, h, w, D)."""
+        width, height = native_size
+        in_h, in_w = input_size(native_size, self.spec.image_size)
+        sigma = REFERENCE_SIGMA * self.spec.image_size / REFERENCE_INPUT
+        b, h, w, d = feats.shape
+        queries = feats.reshape(-1, d)
+        if bank.query_clip > 0:
+            queries = clip_rows(queries, bank.query_clip).astype(np.float32)
+        patch = index.patch_scores(queries).reshape(b, h, w)
+        if observe is not None:
+            observe(start, queries, (b, h, w))
+        grid = torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32)).to(self.device)
+        # Patch grid -> backbone input resolution -> smoothing -> native resolution.
+        up = F.interpolate(
+            grid.unsqueeze(1), size=(in_h, in_w), mode="bilinear", align_corners=False
+        )
+        up = smooth(up.squeeze(1), sigma)
+        native = F.interpolate(
+            up.unsqueeze(1), size=(height, width), mode="bilinear", align_corners=False
+        )
+        return native.squeeze(1).float().cpu().numpy()

@@ -254,6 +254,14 @@ class RunSettings(BaseModel):
         description="share of each category's good training images held out of the banks "
         "to calibrate the thresholds (0 = no thresholds)",
     )
+    calibration_folds: int = Field(
+        0,
+        ge=0,
+        le=50,
+        description="0: thresholds from the held-out calibration-fraction; K >= 2: "
+        "cross-fitted on every good training image (each scored by a bank built without "
+        "its fold of K; the bank keeps all images; centralized and local-only runs)",
+    )
     target_false_reject: float = Field(
         0.01, gt=0, le=0.5, description="share of good parts the image threshold may reject"
     )

@@ -6,6 +6,8 @@
 const HISTORY_MAX = 20;
 const history = [];  // the last results since the page was opened, newest first
 let manifest = null;
+// As fedpatch_app.evaluation.thresholds.MIN_CALIBRATION_SCORES.
+const MIN_CALIBRATION_SCORES = 20;
 
 const $ = (id) => document.getElementById(id);
 
@@ -40,8 +42,11 @@ function fmt(value, digits = 4) {
 function thresholdText(name) {
   const image = ((manifest.categories[name] || {}).thresholds || {}).image;
   if (!image) return "no calibrated threshold: verdicts are UNCALIBRATED";
-  return "image threshold " + fmt(image.raw) + " (target false-reject rate " +
+  const text = "image threshold " + fmt(image.raw) + " (target false-reject rate " +
     image.target_rate + ", " + image.calibration_images + " calibration images)";
+  if (image.calibration_images >= MIN_CALIBRATION_SCORES) return text;
+  return text + ". WARNING: it rests on fewer than " + MIN_CALIBRATION_SCORES +
+    " scores: the false-reject rate on new good parts is barely known";
 }
 
 function trainedOn() {
