@@ -129,7 +129,6 @@ def resolve_dataset(
     (with a warning) only while data-root is left at its default: a data-root the user
     gave that holds no AutoVI is an error, never a silent switch to synthetic data.
     """
-    from fedpatch_app.data.autovi_release import CATEGORIES
     from fedpatch_app.data.layouts import available_categories
     from fedpatch_app.settings import RunSettings
 
@@ -183,6 +182,14 @@ def resolve_dataset(
         )
         log.warning(message)
         warnings.append(message)
+    return _synthetic_choice(settings, warnings, generate)
+
+
+def _synthetic_choice(settings: Any, warnings: list[str], generate: bool) -> DatasetChoice:
+    """The built-in synthetic data of the run's settings (generated unless `generate`
+    is False)."""
+    from fedpatch_app.data.autovi_release import CATEGORIES
+
     scale, kind, seed = settings.synthetic_scale, settings.synthetic_kind, settings.seed
     syn = synthetic_root(Path(settings.out_dir), scale, seed, kind)
     requested = tuple(settings.categories or CATEGORIES)
