@@ -38,3 +38,15 @@ def test_no_image_is_scored_by_a_bank_holding_its_own_patches(tmp_path: Path) ->
     assert max(float(m.max()) for m in own) < 0.05 * min(float(m.min()) for m in maps)
     same = model.fit(list(cat.train), cat.name, 1.0, native_size=cat.size)
     assert np.array_equal(same.features, bank.features)  # the bank keeps every image
+
+
+def test_a_federated_run_refuses_cross_fitting_until_it_has_its_form(tmp_path: Path) -> None:
+    import pytest
+
+    from fedpatch_app.errors import ConfigError
+    from fedpatch_app.federated.server import _prepare
+    from fedpatch_app.settings import from_run_config
+
+    settings = from_run_config({"calibration-folds": 5, "out-dir": str(tmp_path)})
+    with pytest.raises(ConfigError, match="'calibration-folds'"):
+        _prepare(settings, "run", tmp_path / "run")
