@@ -200,3 +200,20 @@ def test_source_check_passes_over_defective_images_without_masks(tmp_path: Path)
     rel = list(cat.test_rel)
     grids = [np.ones((3, 4, 4), np.float32) for _ in rel]  # (sources + 1, h, w)
     assert _check_report(cat, rel, grids, [np.ones((3, 4, 4), np.float32)], 2) is None
+
+
+def test_experiment_tables_give_the_reason_of_a_missing_metric() -> None:
+    from fedpatch_app.experiment.summary import _metric_table
+
+    block = {
+        "auc_spro": dict.fromkeys(("0.01", "0.05", "0.1", "0.3", "1.0")),
+        "image_auroc": {"mean": 0.9, "pooled": 0.9},
+        "not_available": {"auc_spro": "no masks here"},
+    }
+    mean = {"auc_spro": block["auc_spro"], "image_auroc": 0.9}
+    results = {"run": {"kind": "centralized"}, "categories": {"a": block}, "mean": mean}
+    lines = _metric_table([("centralized", results)], ["a"], "0.3", "AUC-sPRO@0.3")
+    assert "- a: not available: no masks here" in lines
+    assert not any(
+        "not available" in x for x in _metric_table([("c", results)], ["a"], "auroc", "x")
+    )
