@@ -86,22 +86,26 @@ def _fits(folder: Path, layout: str) -> bool:
 
 
 def available_categories(root: str | Path, layout: str = "auto") -> list[str]:
-    """The categories under `root` of `layout` (any with `auto`), sorted by name."""
+    """The categories under `root` of `layout` (any with `auto`), sorted by name. Each
+    folder passed over is named in a warning when some category is found (when none is,
+    the caller's error says what a category looks like)."""
     root = Path(root)
     _check_layout(layout)
     if not root.is_dir():
         raise DataError(f"data root {root} does not exist or is not a folder")
-    names = []
+    names, skipped = [], []
     for entry in sorted(root.iterdir()):
         if not entry.is_dir() or entry.name.startswith("."):
             continue
         if not _fits(entry, layout):
             what = "a category" if layout == "auto" else f"a {layout}-layout category"
-            log.warning("skipping folder %s (not %s: %s)", entry, what, expected_tree(entry))
+            skipped.append(f"skipping folder {entry} (not {what}: {expected_tree(entry)})")
         elif not NAME_RULE.match(entry.name):
-            log.warning("skipping category folder %s: names use %s", entry, NAME_RULE_TEXT)
+            skipped.append(f"skipping category folder {entry}: names use {NAME_RULE_TEXT}")
         else:
             names.append(entry.name)
+    for message in skipped if names else ():
+        _tell_once("%s", message)
     return names
 
 
