@@ -24,16 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from fedpatch_app.data.autovi import (
-    CATEGORIES,
-    Category,
-    TestSample,
-    available_categories,
-    load_category,
-)
+from fedpatch_app.data.autovi import Category, TestSample
 from fedpatch_app.data.calibration import split_calibration
-from fedpatch_app.errors import ConfigError, DataError
-from fedpatch_app.evaluation.evaluate import evaluate_category
+from fedpatch_app.data.layouts import available_categories, load_category
+from fedpatch_app.errors import DataError
+from fedpatch_app.evaluation.evaluate import evaluate_category, format_value
 from fedpatch_app.evaluation.export import MapScaling, fit_scaling, write_category_maps
 from fedpatch_app.evaluation.results import (
     build_results,
@@ -46,10 +41,13 @@ from fedpatch_app.evaluation.results import (
 from fedpatch_app.evaluation.thresholds import (
     CalibrationStats,
     category_thresholds,
+    support_warning,
     threshold_on_test,
 )
 from fedpatch_app.inspection.model_folder import CategoryModel, write_model
 from fedpatch_app.inspection.run_model import provenance
+from fedpatch_app.inspection.training_data import local_layouts, training_data_facts
+from fedpatch_app.model.crossfit import crossfit_bank
 from fedpatch_app.model.memory_bank import MemoryBank
 from fedpatch_app.model.patchcore import Bank, PatchCore
 from fedpatch_app.outputs import prepare_output
@@ -100,12 +98,22 @@ def run_category(
     test_samples: Sequence[TestSample],
     coreset_ratio: float,
     on_bank: Callable[[Bank], None] | None = None,
+    folds: int = 0,
+    seed: int = 0,
 ) -> CategoryRun:
     """Fit a bank on `fit_paths` (handed to `on_bank` at once), score the test and
-    calibration images at native size."""
+    calibration images at native size; with `folds` >= 2 the calibration maps are the
+    fit images' own, cross-fitted (`model.crossfit`)."""
     name = category.name
     t0 = time.perf_counter()
-    bank = model.fit(fit_paths, name, coreset_ratio=coreset_ratio)
+    crossfit: list[np.ndarray] = []
+    if folds >= 2:
+        index_folds = _fold_index(category, fit_paths, folds, seed)
+        bank, crossfit = crossfit_bank(
+            model, name, fit_paths, index_folds, coreset_ratio, category.size
+        )
+    else:
+        bank = model.fit(fit_paths, name, coreset_ratio=coreset_ratio, native_size=category.size)
     if on_bank is not None:
         on_bank(bank)
     t1 = time.perf_counter()
@@ -116,12 +124,20 @@ def run_category(
     calib = list(calibration_paths)
     calib_maps = (
         model.predict(bank, calib, size, f"{name}: calibration", index).maps if calib else []
-    )
+    ) + crossfit
     t2 = time.perf_counter()
     seconds = {"fit": t1 - t0, "predict": t2 - t1}
     if pred is None:
         return CategoryRun(bank, np.zeros(0), [], calib_maps, seconds)
     return CategoryRun(bank, pred.image_scores, pred.maps, calib_maps, seconds)
+
+
+def _fold_index(category: Category, paths: Sequence[Path], folds: int, seed: int) -> dict[int, int]:
+    """Each fit image's fold (by its index in `paths`), from the category's whole list."""
+    from fedpatch_app.data.calibration import crossfit_folds
+
+    fold = crossfit_folds(category.name, category.train_rel, folds, seed)
+    return {i: fold[Path(p).relative_to(category.root).as_posix()] for i, p in enumerate(paths)}
 
 
 def quantized(maps: Sequence[np.ndarray], scaling: MapScaling) -> list[np.ndarray]:
@@ -155,34 +171,49 @@ def finish_category(
     write_category_maps(out / "maps", category.name, samples, list(maps), scaling)
     block, curves = evaluate_category(category, quantized(maps, scaling), seed=settings.seed)
     thresholds = calibrated(calibration_maps, scaling, settings)
-    block["counts"]["train"] = len(category.train) - len(calibration_maps)
+    if (warning := support_warning(category.name, thresholds)) is not None:
+        log.warning("%s", warning)
+    crossfit = settings.calibration_folds >= 2
+    block["counts"]["train"] = len(category.train) - (0 if crossfit else len(calibration_maps))
     block["counts"]["calibration"] = len(calibration_maps)
     raw = [float(m.max()) for m in maps]
     threshold = None if thresholds is None else float(thresholds["image"]["raw"])
+    if thresholds is not None and crossfit:
+        thresholds["cross_fitted_folds"] = settings.calibration_folds
     if thresholds is not None:
+        block["thresholds"] = thresholds
+    if thresholds is not None and samples:
         on_test = threshold_on_test(raw, [s.defect for s in samples], threshold)
         block["thresholds"] = {**thresholds, "on_test": on_test}
     write_scores(out, category.name, samples, raw, threshold=threshold)
     return CategoryResult(block, curves, scaling, thresholds)
 
 
-def resolve_categories(data_root: Path, requested: Sequence[str] | None) -> list[str]:
-    present = available_categories(data_root)
+def resolve_categories(
+    data_root: Path, requested: Sequence[str] | None, layout: str = "auto"
+) -> list[str]:
+    present = available_categories(data_root, layout)
     if requested:
-        unknown = [c for c in requested if c not in CATEGORIES]
-        if unknown:
-            raise ConfigError(f"unknown categories {unknown}; AutoVI has {list(CATEGORIES)}")
         missing = [c for c in requested if c not in present]
         if missing:
-            raise DataError(f"categories {missing} not found under {data_root}")
+            raise DataError(
+                f"categories {missing} not found under {data_root} (found: "
+                f"{', '.join(present) or 'none'})"
+            )
         return list(requested)
     if not present:
-        raise DataError(f"no AutoVI category found under {data_root}")
+        raise DataError(
+            f"no category found under {data_root}: expected {data_root}/<name>/train/good/ "
+            f"(autovi or mvtec layout) or {data_root}/<name>/good/ (folder layout)"
+        )
     return present
 
 
 def training_split(category: Category, rel: Sequence[str], settings: RunSettings):
-    """(fit paths, calibration paths) of training images `rel` of a category."""
+    """(fit paths, calibration paths) of training images `rel` of a category (cross-fitted
+    calibration: all of them fit, none held out)."""
+    if settings.calibration_folds >= 2:
+        return [category.root / r for r in rel], []
     split = split_calibration(
         category.name, rel, settings.calibration_fraction, settings.seed, category.train_rel
     )
@@ -230,9 +261,16 @@ def _write_partial_model(run: RunStart, settings: RunSettings, name: str) -> Non
         reason += f"; {', '.join(pending)}: bank built, no map scaling or thresholds yet"
     if todo:
         reason += f"; {', '.join(todo)}: not built yet"
-    facts = provenance(name, "centralized", settings)
+    facts = provenance(name, "centralized", settings, training_data=_trained_on(run, settings))
     spec, saved = run.model.spec, run.progress.saved
     write_model(run.out / "model", spec, models, facts, incomplete=reason, saved=saved)
+
+
+def _trained_on(run: RunStart, settings: RunSettings) -> dict[str, Any]:
+    root = Path(settings.data_root)
+    layouts = local_layouts(root, run.categories, settings.layout)
+    counts = {c: b.get("counts", {}) for c, b in run.totals.blocks.items()}
+    return training_data_facts(root, layouts, counts)
 
 
 def _centralized_category(run: RunStart, category: Category, s: RunSettings, name: str) -> None:
@@ -247,7 +285,17 @@ def _centralized_category(run: RunStart, category: Category, s: RunSettings, nam
         run.progress.done(f"{cat}: bank", f"model/banks/{cat}.npz", "model/model.json")
 
     tests = list(category.test)
-    cr = run_category(model, category, fit, calibration, tests, s.coreset_ratio, bank_built)
+    cr = run_category(
+        model,
+        category,
+        fit,
+        calibration,
+        tests,
+        s.coreset_ratio,
+        bank_built,
+        folds=s.calibration_folds,
+        seed=s.seed,
+    )
     t0 = time.perf_counter()
     result = finish_category(out, category, cr.maps, cr.calibration_maps, s)
     bank = cr.bank
@@ -264,9 +312,9 @@ def _centralized_category(run: RunStart, category: Category, s: RunSettings, nam
         totals.seconds[f"{category.name}/{phase}"] = seconds
     block = result.block
     log.info(
-        "%s: AUC-sPRO@0.05 %.4f @0.3 %.4f, image AUROC %.4f",
-        cat, block["auc_spro"]["0.05"], block["auc_spro"]["0.3"],
-        block["image_auroc"]["mean"],
+        "%s: AUC-sPRO@0.05 %s @0.3 %s, image AUROC %s",
+        cat, format_value(block["auc_spro"]["0.05"]), format_value(block["auc_spro"]["0.3"]),
+        format_value(block["image_auroc"]["mean"]),
     )  # fmt: skip
 
 
@@ -284,7 +332,7 @@ class RunStart:
 
 def start_run(settings: RunSettings, out: Path) -> RunStart:
     """Categories, model and a fresh output folder (status.json "running", beating)."""
-    names = resolve_categories(Path(settings.data_root), settings.categories)
+    names = resolve_categories(Path(settings.data_root), settings.categories, settings.layout)
     model, warnings = make_model(settings)
     out = prepare_output(out, overwrite=settings.overwrite)
     progress = RunProgress(out)
@@ -298,11 +346,11 @@ def run_centralized(settings: RunSettings, out: Path, *, name: str = "centralize
     out, model, totals = run.out, run.model, run.totals
     with final_state(out, name, run.progress.facts):
         for cat in run.categories:
-            category = load_category(Path(settings.data_root), cat)
+            category = load_category(Path(settings.data_root), cat, settings.layout)
             _centralized_category(run, category, settings, name)
         totals.seconds["total"] = time.perf_counter() - run.started
         names = run.categories
-        facts = provenance(name, "centralized", settings)
+        facts = provenance(name, "centralized", settings, training_data=_trained_on(run, settings))
         write_model(out / "model", model.spec, totals.models, facts, saved=run.progress.saved)
         run.progress.done("model", "model/ (complete)")
         return write_run(out, "centralized", name, settings, names, model, totals)
@@ -334,7 +382,13 @@ def run_facts(settings: RunSettings, categories: Sequence[str], model: PatchCore
     kind = "synthetic" if synthetic else "autovi"
     return {
         "features": features_facts(model.spec),
-        "data": data_facts(kind, Path(settings.data_root).resolve(), categories, synthetic),
+        "data": data_facts(
+            kind,
+            Path(settings.data_root).resolve(),
+            categories,
+            synthetic,
+            local_layouts(settings.data_root, categories, settings.layout),
+        ),
         "status": "completed",
         "outputs": {"maps": "maps", "model": "model"},
         "threads": torch.get_num_threads(),
@@ -386,18 +440,17 @@ def make_model(settings: RunSettings) -> tuple[PatchCore, tuple[str, ...]]:
 
 
 def print_summary(results: dict) -> None:
+    """The figures per category; a metric the data cannot give shows n/a with its reason."""
     cats = results["categories"]
     print(f"{'category':<18} {'sPRO@0.05':>10} {'sPRO@0.3':>10} {'img AUROC':>10}")
+    rows = [(n, b["auc_spro"], b["image_auroc"]["mean"]) for n, b in cats.items()]
+    rows.append(("mean", results["mean"]["auc_spro"], results["mean"]["image_auroc"]))
+    for name, spro, auroc in rows:
+        values = (spro["0.05"], spro["0.3"], auroc)
+        print(f"{name:<18} " + " ".join(f"{format_value(v):>10}" for v in values))
     for name, block in cats.items():
-        print(
-            f"{name:<18} {block['auc_spro']['0.05']:>10.4f} {block['auc_spro']['0.3']:>10.4f} "
-            f"{block['image_auroc']['mean']:>10.4f}"
-        )
-    mean = results["mean"]
-    print(
-        f"{'mean':<18} {mean['auc_spro']['0.05']:>10.4f} {mean['auc_spro']['0.3']:>10.4f} "
-        f"{mean['image_auroc']:>10.4f}"
-    )
+        for metric, reason in (block.get("not_available") or {}).items():
+            print(f"{name}: {metric} not available: {reason}")
 
 
 def run_cli(args: argparse.Namespace) -> int:

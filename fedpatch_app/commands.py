@@ -10,14 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-CATEGORY_HELP = "AutoVI categories (default: all six)"
+CATEGORY_HELP = "categories: sub-folder names of the data root (default: all found)"
 #: The settings of every command that builds and scores a model.
 MODEL_SETTINGS = (
     "categories", "backbone", "weights", "image_size", "coreset_ratio", "seed", "device",
     "batch_size", "num_workers",
 )  # fmt: skip
 #: The settings of the thresholds every run calibrates.
-CALIBRATION_SETTINGS = ("calibration_fraction", "target_false_reject", "target_pixel_fpr")
+CALIBRATION_SETTINGS = (
+    "calibration_fraction",
+    "calibration_folds",
+    "target_false_reject",
+    "target_pixel_fpr",
+)
 
 Option = tuple[tuple[str, ...], dict[str, Any]]
 
@@ -31,7 +36,9 @@ def out(help_text: str) -> Option:
     return opt("--out", required=True, help=help_text)
 
 
-def data_root(help_text: str = "folder holding AutoVI") -> Option:
+def data_root(
+    help_text: str = "folder of categories (autovi, mvtec or folder layout: README 'Your own part')",
+) -> Option:
     return opt("--data-root", required=True, help=help_text)
 
 
@@ -93,13 +100,14 @@ PARTITION = Command("partition", "show how the images are split across federated
     opt("--alpha", type=float, default=0.5, help="Dirichlet concentration"),
     opt("--seed", type=int, default=0, help="seed of the split"),
     CATEGORIES,
+    opt("--layout", choices=["auto", "autovi", "mvtec", "folder"], default="auto", help="how the data root keeps its categories (auto: each category's own)"),
     opt("--json", action="store_true", help="print the partition as JSON"),
 ))  # fmt: skip
 
 CENTRALIZED = Command(
     "centralized", "centralized PatchCore baseline: fit, score, evaluate", "fedpatch_app.centralized:run_cli",
     (out("run folder to write"), SIGNING_KEY),
-    ("data_root", *MODEL_SETTINGS, *CALIBRATION_SETTINGS, "overwrite"), ("data_root",),
+    ("data_root", "layout", *MODEL_SETTINGS, *CALIBRATION_SETTINGS, "overwrite"), ("data_root",),
 )  # fmt: skip
 
 EVALUATE = Command("evaluate", "official AutoVI metrics from exported anomaly maps", "fedpatch_app.evaluation.evaluate:run_cli", (
@@ -123,16 +131,16 @@ def _experiment() -> Command:
 
     return Command("experiment", "run an experiment preset (conf/experiments/*.yaml) and compare its runs", "fedpatch_app.experiment.runner:run_cli", (
         opt("--preset", required=True, help=f"a preset name ({', '.join(preset_names())}) or the path of a preset file"),
-        data_root("folder holding AutoVI-format data"),
+        data_root(),
         out("experiment folder; must be new or empty (or pass --overwrite)"),
         opt("--engine", choices=("simulation", "inprocess"), default="simulation", help="federated runs as `flwr run` simulations, or through the same ServerApp/ClientApp code in this process (no Ray, no SuperLink port)"),
         SIGNING_KEY,
-    ), (*MODEL_SETTINGS[1:], *CALIBRATION_SETTINGS, "dp_public_root", "overwrite"))  # fmt: skip
+    ), ("layout", *MODEL_SETTINGS[1:], *CALIBRATION_SETTINGS, "dp_public_root", "overwrite"))  # fmt: skip
 
 
 PREDICT = Command("predict", "score new images of one category with a model folder: OK/NOK, regions, overlays", "fedpatch_app.inspection.predict:run_cli", (
     opt("--model", required=True, help="model folder of a run (RUN/model)"),
-    opt("--category", required=True, help="the images' AutoVI category"),
+    opt("--category", required=True, help="the images' category (one of the model's)"),
     out("folder for predictions.csv/.jsonl, overlays/"),
     opt("paths", nargs="+", help="images and/or folders of images"),
     opt("--weights-file", default=None, help="for a model built with weights=PATH: that file (checked by its SHA-256; default: none needed for ImageNet or random weights)"),

@@ -32,13 +32,15 @@ from fedpatch_app.centralized import (
     training_split,
     write_run,
 )
-from fedpatch_app.data.autovi import Category, load_category
+from fedpatch_app.data.autovi import Category
+from fedpatch_app.data.layouts import load_category
 from fedpatch_app.data.partition import Partition
 from fedpatch_app.errors import DataError, FedpatchError
 from fedpatch_app.evaluation.evaluate import evaluate_category
 from fedpatch_app.evaluation.thresholds import threshold_on_test
 from fedpatch_app.inspection.model_folder import CategoryModel, write_model
 from fedpatch_app.inspection.run_model import provenance
+from fedpatch_app.inspection.training_data import local_layouts, training_data_facts
 from fedpatch_app.model.patchcore import PatchCore
 from fedpatch_app.run_status import final_state
 from fedpatch_app.settings import RunSettings
@@ -72,7 +74,16 @@ def _client_runs(
         t0 = time.perf_counter()
         fit, calibration = training_split(category, train_rel, s)
         samples = [category.find_test(rel) for rel in test_rel]
-        run = run_category(model, category, fit, calibration, samples, s.coreset_ratio)
+        run = run_category(
+            model,
+            category,
+            fit,
+            calibration,
+            samples,
+            s.coreset_ratio,
+            folds=s.calibration_folds,
+            seed=s.seed,
+        )
         runs.append(ClientRun(share.client, len(fit), samples, run))
         seconds[f"{category.name}/client-{share.client}"] = time.perf_counter() - t0
     return runs
@@ -94,7 +105,7 @@ def _client_entry(
 ) -> dict[str, Any]:
     """A client's own figures on its own test split (same map scaling as the category)."""
     entry: dict[str, Any] = {
-        "train_images": cr.fit + len(cr.run.calibration_maps),
+        "train_images": cr.fit + (0 if s.calibration_folds >= 2 else len(cr.run.calibration_maps)),
         "calibration_images": len(cr.run.calibration_maps),
         "test_images": len(cr.samples),
         "bank_size": cr.run.bank.size,
@@ -151,12 +162,18 @@ def run_local_only(
     models: dict[int, dict[str, CategoryModel]] = {}
     with final_state(out, name, run.progress.facts):
         for cat in names:
-            category = load_category(Path(settings.data_root), cat)
+            category = load_category(Path(settings.data_root), cat, settings.layout)
             runs = _client_runs(model, category, partition, settings, totals.seconds)
             _local_category(out, category, runs, settings, totals, models)
             run.progress.done(f"{cat}: evaluate", f"maps/{cat}/", f"scores/{cat}.csv")
         totals.seconds["total"] = time.perf_counter() - run.started
+        layouts = local_layouts(settings.data_root, names, settings.layout)
         for client, cats in sorted(models.items()):
-            facts = provenance(f"{name} client {client}", "local-only", settings)
+            counts = {c: {"train": m.train_images} for c, m in cats.items()}
+            used = {c: layouts[c] for c in cats}
+            trained = training_data_facts(settings.data_root, used, counts)
+            facts = provenance(
+                f"{name} client {client}", "local-only", settings, training_data=trained
+            )
             write_model(out / "model" / f"client-{client}", model.spec, cats, facts)
         return write_run(out, "local-only", name, settings, names, model, totals)

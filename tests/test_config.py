@@ -77,7 +77,7 @@ def test_values_are_typed_and_normalised() -> None:
         ({"seed": -1}, "seed"),
         ({"seed": 2**70}, "seed"),
         ({"device": "tpu"}, "device"),
-        ({"categories": "pipe_clip,bogus"}, "categories"),
+        ({"categories": "pipe_clip,../etc"}, "categories"),
         ({"run-name": "../escape"}, "run-name"),
         ({"transport-dtype": "int8"}, "transport-dtype"),
         ({"write-maps": "maybe"}, "write-maps"),

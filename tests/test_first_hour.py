@@ -22,7 +22,7 @@ from fedpatch_app.settings import from_run_config
 
 def test_a_mistyped_data_root_fails_at_once_naming_the_path(tmp_path: Path) -> None:
     settings = from_run_config({"data-root": str(tmp_path / "data" / "autovii")})
-    with pytest.raises(ConfigError, match=r"'data-root': .*autovii holds no AutoVI category"):
+    with pytest.raises(ConfigError, match=r"'data-root': .*autovii holds no category"):
         resolve_dataset(settings)
 
 
@@ -37,9 +37,9 @@ def test_a_failed_run_leaves_a_status_file_and_a_report_saying_why(tmp_path: Pat
     with pytest.raises(ConfigError):
         run_server(grid, context)
     status = json.loads((tmp_path / "r" / "status.json").read_text())
-    assert status["status"] == "failed" and "typo holds no AutoVI" in status["reason"]
+    assert status["status"] == "failed" and "typo holds no category" in status["reason"]
     first = (tmp_path / "r" / "report.md").read_text().splitlines()[0]
-    assert "FAILED" in first and "typo holds no AutoVI" in first
+    assert "FAILED" in first and "typo holds no category" in first
 
 
 def test_output_folders_are_never_mixed(tmp_path: Path) -> None:

@@ -89,5 +89,5 @@ def test_the_loader_resizes_any_size_as_the_native_one(tmp_path: Path) -> None:
     small = tmp_path / "small.png"
     Image.new("RGB", (200, 160)).save(small)
     as_is, _ = ImageFolderDataset([small], 64)[0]
-    native, _ = ImageFolderDataset([small], 64, resize_to=(400, 400))[0]
+    native, _ = ImageFolderDataset([small], 64, native_size=(400, 400))[0]
     assert tuple(as_is.shape) == (3, 64, 80) and tuple(native.shape) == (3, 64, 64)

@@ -126,9 +126,10 @@ def test_a_wrong_data_root_fails_before_flower_starts(tmp_path: Path, case: str)
     assert proc.returncode == 2, proc.stderr
     assert elapsed < 10, f"took {elapsed:.1f} s"
     assert proc.stderr.strip().splitlines() == [
-        f"fedpatch run: error: run config 'data-root': {root} holds no AutoVI category "
-        f"(expected {root}/<category>/train/good/*.png, e.g. {root}/pipe_clip/train/good): "
-        "fix the path, or leave data-root at its default to run on the built-in synthetic data"
+        f"fedpatch run: error: run config 'data-root': {root} holds no category "
+        f"(expected {root}/<category>/train/good/ (autovi or mvtec layout) or "
+        f"{root}/<category>/good/ (folder layout)): fix the path, or leave data-root at its "
+        "default to run on the built-in synthetic data"
     ]
     assert "SuperLink" not in proc.stdout and not home.exists()
 
@@ -181,7 +182,7 @@ def test_unquoted_data_root_reaches_the_data_check(tmp_path: Path, monkeypatch, 
     assert main(["run", "--run-config", "data-root=data/autovi"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert f"{tmp_path / 'data' / 'autovi'} holds no AutoVI category" in err
+    assert f"{tmp_path / 'data' / 'autovi'} holds no category" in err
 
 
 def _port_of(output: str) -> int:

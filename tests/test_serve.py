@@ -72,6 +72,11 @@ def test_probes_model_docs_and_page(service: Service, pipe_clip_run: Path) -> No
     assert ready["scoring"] == {"slots": 1, "queue": 8, "in_flight": 0}
     model = httpx.get(f"{service.url}/v1/model", headers=service.auth())
     assert model.status_code == 200 and model.json() == manifest
+    trained = model.json()["provenance"]["training_data"]
+    assert trained["synthetic"] is True and "AutoVI" not in trained["dataset"]
+    assert trained["generator"] == {"kind": "drawn", "scale": "tiny", "seed": 0}
+    entry = trained["categories"][CAT]
+    assert entry["layout"] == "autovi" and entry["train_images"] + entry["calibration_images"] == 8
     schema = httpx.get(f"{service.url}/openapi.json").json()
     assert "/v1/predict/{category}" in schema["paths"] and "/v1/model" in schema["paths"]
     assert "swagger" in httpx.get(f"{service.url}/docs").text.lower()

@@ -74,7 +74,14 @@ def test_review_page_shows_verdict_overlay_and_history(
     browser.find_element("id", "token-save").click()
     wait.until(lambda d: Select(d.find_element("id", "category")).options)
     assert Select(browser.find_element("id", "category")).first_selected_option.text == CAT
-    assert "image threshold" in browser.find_element("id", "threshold-info").text
+    threshold_info = browser.find_element("id", "threshold-info").text
+    assert "image threshold" in threshold_info and "rests on fewer than 20" in threshold_info
+    # The model was trained on the built-in synthetic data: the operator is told so.
+    banner = browser.find_element("id", "data-banner")
+    assert banner.is_displayed() and banner.text.startswith("SYNTHETIC TRAINING DATA")
+    assert "not on images of real parts" in banner.text
+    trained = browser.find_element("id", "trained-on").text
+    assert "built-in synthetic data" in trained and "autovi layout" in trained
 
     images = sorted((tiny_root / CAT / "test").rglob("*.png"))[:2]
     want = [

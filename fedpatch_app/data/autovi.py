@@ -28,44 +28,19 @@ from fedpatch_app.data.autovi_files import (
     PIL_ERRORS,
     check_orphan_ground_truth,
     check_sizes,
-    image_size,
     list_pngs,
     require_dir,
     visible,
 )
+from fedpatch_app.data.autovi_release import (  # noqa: F401  (the release's facts)
+    CATEGORIES,
+    DEFECT_FOLDERS,
+    NATIVE_SIZES,
+)
+from fedpatch_app.data.images import image_size, list_images
 from fedpatch_app.errors import DataError
 
 log = logging.getLogger(__name__)
-
-#: The six AutoVI categories, in a fixed order.
-CATEGORIES: tuple[str, ...] = (
-    "engine_wiring",
-    "pipe_clip",
-    "pipe_staple",
-    "tank_screw",
-    "underbody_pipes",
-    "underbody_screw",
-)
-
-#: Native image size (width, height) of each category.
-NATIVE_SIZES: dict[str, tuple[int, int]] = {
-    "engine_wiring": (400, 400),
-    "pipe_clip": (400, 400),
-    "pipe_staple": (400, 400),
-    "tank_screw": (1000, 750),
-    "underbody_pipes": (1000, 750),
-    "underbody_screw": (1000, 750),
-}
-
-#: The defect folders under test/ of each category in the AutoVI release.
-DEFECT_FOLDERS: dict[str, tuple[str, ...]] = {
-    "engine_wiring": ("fastening", "multiple", "blue_hoop", "cardboard", "obstruction"),
-    "pipe_clip": ("unclipped", "operator"),
-    "pipe_staple": ("missing",),
-    "tank_screw": ("missing",),
-    "underbody_pipes": ("obstruction", "operator", "multiple"),
-    "underbody_screw": ("missing",),
-}
 
 #: The per-category file describing the defect types.
 DEFECTS_CONFIG = "defects_config.json"
@@ -158,11 +133,18 @@ class Category:
     train: tuple[Path, ...]
     test: tuple[TestSample, ...]
     defects: dict[str, DefectSpec]
+    #: How the category is kept on disk: autovi, mvtec or folder (`data.layouts`).
+    layout: str = "autovi"
 
     @property
     def train_rel(self) -> tuple[str, ...]:
         """Train image paths relative to `root`, e.g. `train/good/0000.png`."""
-        return tuple(f"train/{GOOD}/{p.name}" for p in self.train)
+        return tuple(p.relative_to(self.root).as_posix() for p in self.train)
+
+    @property
+    def has_masks(self) -> bool:
+        """Whether every defective test image has its ground truth (AUC-sPRO needs it)."""
+        return all(s.is_good or s.mask_paths for s in self.test)
 
     @property
     def test_rel(self) -> tuple[str, ...]:
@@ -210,6 +192,10 @@ class Category:
             )
         if sample.is_good:
             return []
+        if self.layout != "autovi":
+            from fedpatch_app.data.masks import binary_regions
+
+            return binary_regions(sample, self.size)
         allowed = self.allowed_defects(sample.defect)
         regions = []
         for mask_path in sample.mask_paths:
@@ -235,16 +221,10 @@ class Category:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image as uint8 RGB (H, W, 3); `DataError` naming the file if unreadable."""
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            rgb = im.convert("RGB")
-        return np.asarray(rgb, dtype=np.uint8)
-    except FileNotFoundError as exc:
-        raise DataError(f"image {path} does not exist") from exc
-    except PIL_ERRORS as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from exc
+    """Decode an image as uint8 RGB (H, W, 3) (`data.images`); `DataError` naming the file."""
+    from fedpatch_app.data.images import read_image as read
+
+    return read(path)
 
 
 def read_region_mask(
@@ -380,20 +360,18 @@ def find_category_root(root: str | Path, name: str) -> Path | None:
     return None
 
 
-def available_categories(root: str | Path) -> list[str]:
-    """The AutoVI categories present under `root` (either layout), in `CATEGORIES` order."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"AutoVI root {root} does not exist or is not a folder")
-    return [c for c in CATEGORIES if find_category_root(root, c) is not None]
+def available_categories(root: str | Path, layout: str = "auto") -> list[str]:
+    """The categories under `root` (names sorted; `data.layouts` for the rules)."""
+    from fedpatch_app.data.layouts import available_categories as available
+
+    return available(root, layout)
 
 
-def load_category(root: str | Path, name: str, *, check_size: bool = True) -> Category:
+def load_category(root: str | Path, name: str) -> Category:
     """List one category under `root` and check its layout (no pixel data is decoded).
 
-    Accepts `root/<name>/train` and the zip's `root/<name>/<name>/train`. With
-    `check_size` every image must have the category's native size (read from the PNG
-    header); without it they must all share the size of the first train image.
+    Accepts `root/<name>/train` and the zip's `root/<name>/<name>/train`. Every image
+    must have the size of the first train image (read from the headers).
     """
     cat_root = _category_root(Path(root), name)
     train_dir = require_dir(cat_root / "train" / GOOD, f"split folder of category {name}")
@@ -401,16 +379,16 @@ def load_category(root: str | Path, name: str, *, check_size: bool = True) -> Ca
     require_dir(test_dir / GOOD, f"test folder of category {name}")
     defects = read_defects_config(cat_root / DEFECTS_CONFIG)
 
-    train = tuple(list_pngs(train_dir))
+    train = tuple(list_images(train_dir))
     if not train:
-        raise DataError(f"category {name}: no PNG image in {train_dir}")
+        raise DataError(f"category {name}: no image in {train_dir}")
     samples = _test_samples(name, cat_root, defects)
     check_orphan_ground_truth(
         cat_root / "ground_truth", test_dir, {(s.defect, s.image_id) for s in samples}
     )
-    size = NATIVE_SIZES[name] if check_size else image_size(train[0])
+    size = image_size(train[0])
     masks = [m for s in samples for m in s.mask_paths]
-    check_sizes(name, [*train, *(s.path for s in samples)], masks, size, check_size)
+    check_sizes(name, [*train, *(s.path for s in samples)], masks, size)
 
     log.debug(
         "category %s at %s: %d train, %d test images, defects %s",
@@ -424,10 +402,6 @@ def load_category(root: str | Path, name: str, *, check_size: bool = True) -> Ca
 
 
 def _category_root(root: Path, name: str) -> Path:
-    if name not in CATEGORIES:
-        raise DataError(
-            f"unknown AutoVI category {name!r} (expected one of {', '.join(CATEGORIES)})"
-        )
     if not root.is_dir():
         raise DataError(f"AutoVI root {root} does not exist or is not a folder")
     cat_root = find_category_root(root, name)
@@ -453,7 +427,7 @@ def _test_samples(name: str, cat_root: Path, defects: Mapping[str, DefectSpec]) 
                 raise DataError(f"defect folder {folder} missing from {config_path}")
             if defect in MULTI_DEFECT_FOLDERS and not defects:
                 raise DataError(f"defect folder {folder}: {config_path} lists no defect type")
-        for path in list_pngs(folder):
+        for path in list_images(folder):
             masks = () if defect == GOOD else _masks_of(cat_root, defect, path)
             samples.append(TestSample(name, defect, path.stem, path, masks))
     samples.sort(key=lambda s: (s.defect, s.image_id))

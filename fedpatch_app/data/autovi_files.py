@@ -11,6 +11,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+from fedpatch_app.data.images import image_size
 from fedpatch_app.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -19,20 +20,6 @@ log = logging.getLogger(__name__)
 GOOD = "good"
 
 PIL_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
-
-
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) of a PNG from its header, without decoding the pixels."""
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            if im.format != "PNG":
-                raise DataError(f"image {path} is not a PNG file (format {im.format})")
-            return (int(im.size[0]), int(im.size[1]))
-    except FileNotFoundError as exc:
-        raise DataError(f"image {path} does not exist") from exc
-    except PIL_ERRORS as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from exc
 
 
 def is_png(path: Path) -> bool:
@@ -60,9 +47,7 @@ def require_dir(path: Path, what: str) -> Path:
     return path
 
 
-def check_sizes(
-    name: str, images: list[Path], masks: list[Path], size: tuple[int, int], native: bool
-) -> None:
+def check_sizes(name: str, images: list[Path], masks: list[Path], size: tuple[int, int]) -> None:
     """Every image, and every ground-truth mask (so that a bad one is found before any
     feature is extracted), has the category's size, read from the PNG headers."""
     masks = set(masks)
@@ -70,11 +55,10 @@ def check_sizes(
     for path in tqdm(paths, desc=f"{name}: image headers", unit="img", disable=None, leave=False):
         found = image_size(path)
         if found != size:
-            what = "AutoVI" if native else "the first train image of"
             kind = "ground-truth mask" if path in masks else "image"
             raise DataError(
-                f"{kind} {path} is {found[0]}x{found[1]}, but {what} {name} "
-                f"images are {size[0]}x{size[1]}"
+                f"{kind} {path} is {found[0]}x{found[1]}, but the first train image of "
+                f"{name} is {size[0]}x{size[1]}"
             )
 
 

@@ -52,3 +52,12 @@ def split_calibration(
     return CalibrationSplit(
         [r for r in rel_paths if r not in held], [r for r in rel_paths if r in held]
     )
+
+
+def crossfit_folds(category: str, universe: Sequence[str], folds: int, seed: int) -> dict[str, int]:
+    """Fold (0..folds-1) of each training image of a category for cross-fitted
+    calibration: the images in the order of the same hash as `calibration_set`, dealt
+    round-robin, so folds differ in size by one at most and depend on the image list
+    alone (the same on every machine and in every run kind)."""
+    ranked = sorted(universe, key=lambda rel: _rank(seed, category, str(rel)))
+    return {str(rel): i % folds for i, rel in enumerate(ranked)}

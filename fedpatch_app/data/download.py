@@ -34,7 +34,8 @@ from urllib.request import Request, urlopen
 
 from tqdm import tqdm
 
-from fedpatch_app.data.autovi import CATEGORIES, find_category_root, load_category
+from fedpatch_app.data.autovi import find_category_root, load_category
+from fedpatch_app.data.autovi_release import CATEGORIES
 from fedpatch_app.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)

@@ -24,6 +24,7 @@ import argparse
 import json
 import logging
 import math
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from fedpatch_app.data.autovi import CATEGORIES, Category, available_categories, load_category
+from fedpatch_app.data.autovi import Category
+from fedpatch_app.data.autovi_release import CATEGORIES as AUTOVI_SEED_ORDER
+from fedpatch_app.data.layouts import NAME_RULE, available_categories, load_category
 from fedpatch_app.data.partition_schemes import (
     CONF_DIR,
     SCHEMES,
@@ -71,8 +74,8 @@ class ClientShare:
 
     @property
     def categories(self) -> tuple[str, ...]:
-        """Categories with at least one train image at this client, in AutoVI order."""
-        return tuple(c for c in CATEGORIES if self.train.get(c))
+        """Categories with at least one train image at this client, sorted."""
+        return tuple(sorted(c for c in self.train if self.train[c]))
 
     @property
     def num_train(self) -> int:
@@ -104,9 +107,8 @@ class Partition:
 
     @property
     def categories(self) -> tuple[str, ...]:
-        """Categories held by any client, in AutoVI order."""
-        held = {c for share in self.clients for c in (*share.train, *share.test)}
-        return tuple(c for c in CATEGORIES if c in held)
+        """Categories held by any client, sorted."""
+        return tuple(sorted({c for share in self.clients for c in (*share.train, *share.test)}))
 
     def client(self, client_id: int) -> ClientShare:
         """The share of one client; `ConfigError` if there is no such client."""
@@ -150,15 +152,16 @@ class Partition:
                     raise ConfigError(f"{where}: '{split}' must map categories to path lists")
                 parts[split] = {}
                 for cat, paths in block.items():
-                    if cat not in CATEGORIES:
-                        raise ConfigError(f"{where}: unknown category {cat!r} in '{split}'")
+                    if not isinstance(cat, str) or not NAME_RULE.match(cat):
+                        raise ConfigError(f"{where}: bad category name {cat!r} in '{split}'")
                     if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
                         raise ConfigError(f"{where}: {split}.{cat} must be a list of paths")
                     for p in paths:
-                        if not p.startswith(f"{split}/") or ".." in Path(p).parts:
+                        starts = ("train/", "good/") if split == "train" else ("test/",)
+                        if not p.startswith(starts) or ".." in Path(p).parts:
                             raise ConfigError(
                                 f"{where}: {split} path {p!r} of {cat} must be relative to the "
-                                f"category folder and start with '{split}/'"
+                                f"category folder and start with {' or '.join(starts)}"
                             )
                         if (cat, p) in seen:
                             raise ConfigError(
@@ -260,12 +263,13 @@ def _split_train(
 
 def _fill_empty_clients(train: dict[str, list[list[str]]], num_clients: int) -> None:
     """Give every client at least one train image, moving it from the richest client."""
+    order = {c: i for i, c in enumerate(sorted(train))}
     for client in range(num_clients):
         if any(train[cat][client] for cat in train):
             continue
         cat, donor = max(
             ((c, d) for c in train for d in range(num_clients)),
-            key=lambda cd: (len(train[cd[0]][cd[1]]), -CATEGORIES.index(cd[0]), -cd[1]),
+            key=lambda cd: (len(train[cd[0]][cd[1]]), -order[cd[0]], -cd[1]),
         )
         if len(train[cat][donor]) < 2:  # pragma: no cover - excluded by the count check
             raise ConfigError(f"cannot give client {client} a train image")
@@ -292,30 +296,35 @@ def _split_test(
     return [sorted(part) for part in out]
 
 
-def _load_categories(data_root: str | Path, categories: Iterable[str] | None) -> list[Category]:
+def _load_categories(
+    data_root: str | Path, categories: Iterable[str] | None, layout: str = "auto"
+) -> list[Category]:
     root = Path(data_root)
-    present = available_categories(root)
+    present = available_categories(root, layout)
     if categories is None:
         wanted = present
         if not wanted:
             raise DataError(
-                f"no AutoVI category under {root} (expected folders such as "
-                f"{root / CATEGORIES[0] / 'train'})"
+                f"no category under {root} (expected folders such as {root}/<name>/train/good "
+                f"or {root}/<name>/good)"
             )
     else:
-        wanted = list(dict.fromkeys(categories))
+        wanted = sorted(set(categories))
         if not wanted:
             raise ConfigError("no categories to partition")
-        unknown = [c for c in wanted if c not in CATEGORIES]
-        if unknown:
-            raise ConfigError(
-                f"unknown AutoVI categories {', '.join(unknown)} (one of {', '.join(CATEGORIES)})"
-            )
         absent = [c for c in wanted if c not in present]
         if absent:
             raise DataError(f"categories {', '.join(absent)} not found under {root}")
-        wanted = [c for c in CATEGORIES if c in wanted]
-    return [load_category(root, name) for name in wanted]
+    return [load_category(root, name, layout) for name in wanted]
+
+
+def _category_code(name: str) -> int:
+    """A category's part of the partition's random seeds: AutoVI's categories keep the
+    codes they always had (their place in the release), so that a partition of AutoVI
+    data stays the one earlier runs drew; any other name gets one from its bytes."""
+    if name in AUTOVI_SEED_ORDER:
+        return AUTOVI_SEED_ORDER.index(name)
+    return len(AUTOVI_SEED_ORDER) + zlib.crc32(name.encode())
 
 
 def make_partition(
@@ -327,6 +336,7 @@ def make_partition(
     categories: Iterable[str] | None = None,
     *,
     conf_dir: str | Path | None = None,
+    layout: str = "auto",
 ) -> Partition:
     """Split the categories present under ``data_root`` across clients.
 
@@ -351,7 +361,7 @@ def make_partition(
             f"got {n_clients}; use the iid or dirichlet scheme for another number of clients"
         )
 
-    cats = _load_categories(data_root, categories)
+    cats = _load_categories(data_root, categories, layout)
     total = sum(len(c.train) for c in cats)
     if scheme != "category" and n_clients > total:
         raise ConfigError(
@@ -360,7 +370,7 @@ def make_partition(
         )
 
     def rng_for(cat: Category, purpose: int) -> np.random.Generator:
-        key = [seed, _SCHEME_CODES[scheme], CATEGORIES.index(cat.name), purpose]
+        key = [seed, _SCHEME_CODES[scheme], _category_code(cat.name), purpose]
         return np.random.default_rng(key)
 
     train = {c.name: _split_train(cfg, c, n_clients, alpha, rng_for(c, 0)) for c in cats}
@@ -399,7 +409,7 @@ def format_table(partition: Partition) -> str:
         "-" * len(header),
     ]
     for share in partition.clients:
-        cats = [c for c in CATEGORIES if c in share.train or c in share.test]
+        cats = sorted({*share.train, *share.test})
         if not cats:
             lines.append(f"{share.client:>6}  {'(no images)':<16}")
         for cat in cats:
@@ -419,7 +429,15 @@ def format_table(partition: Partition) -> str:
 def run_cli(args: argparse.Namespace) -> int:
     """`fedpatch partition`: print the partition as a table, or as JSON with ``--json``."""
     a = args
-    partition = make_partition(a.data_root, a.scheme, a.num_clients, a.alpha, a.seed, a.categories)
+    partition = make_partition(
+        a.data_root,
+        a.scheme,
+        a.num_clients,
+        a.alpha,
+        a.seed,
+        a.categories,
+        layout=getattr(a, "layout", "auto"),
+    )
     if args.json:
         print(json.dumps(partition.to_json(), indent=2))
     else:

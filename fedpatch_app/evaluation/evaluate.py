@@ -70,14 +70,60 @@ def evaluate_category(
     used as given (no copy here).
     """
     from fedpatch_app.evaluation import metrics
+    from fedpatch_app.evaluation.availability import not_available
 
     _check_maps(category, maps)
     start = time.perf_counter()
+    missing = not_available(category.test)
+    for metric, reason in missing.items():
+        log.warning("%s: %s not available: %s", category.name, metric, reason)
+    spro = None if "auc_spro" in missing else _spro(category, maps, seed)
+    scores = image_scores_of(maps)
+    defects = [s.defect for s in category.test]
+    auroc: dict[str, Any] = {"mean": None, "pooled": None}
+    roc_fpr: Any = []
+    roc_tpr: Any = []
+    if "image_auroc" not in missing:
+        auroc = metrics.image_auroc(scores, defects)
+        roc_fpr, roc_tpr = metrics.roc_curve_points(scores, defects)
+    counts = {
+        "train": len(category.train),
+        "test_good": sum(1 for s in category.test if s.is_good),
+        "test_defective": sum(1 for s in category.test if not s.is_good),
+    }
+    block = category_block(
+        auc_spro=spro.auc if spro is not None else dict.fromkeys(LIMIT_KEYS),
+        image_auroc=auroc,
+        counts=counts,
+        auc_spro_per_defect=(spro.per_defect or None) if spro is not None else None,
+        seconds_eval=round(time.perf_counter() - start, 3),
+        **({"not_available": missing} if missing else {}),
+        **(extra or {}),
+    )
+    curves = {
+        "spro_fpr": np.asarray(spro.fpr if spro is not None else [], dtype=np.float64),
+        "spro": np.asarray(spro.spro if spro is not None else [], dtype=np.float64),
+        "roc_fpr": np.asarray(roc_fpr, dtype=np.float64),
+        "roc_tpr": np.asarray(roc_tpr, dtype=np.float64),
+    }
+    log.info(
+        "%s: AUC-sPRO@0.05 %s, @0.3 %s, image AUROC %s",
+        category.name,
+        format_value(block["auc_spro"]["0.05"]),
+        format_value(block["auc_spro"]["0.3"]),
+        format_value(block["image_auroc"]["mean"]),
+    )
+    return block, curves
+
+
+def _spro(category: Any, maps: Sequence[np.ndarray], seed: int) -> Any:
+    """AUC-sPRO of a category whose every defective test image has its ground truth."""
+    from fedpatch_app.evaluation import metrics
+
     regions = [
         [] if sample.is_good else category.load_regions(sample)
         for sample in tqdm(category.test, desc=f"ground truth {category.name}", disable=None)
     ]
-    defective = [s for s, r in zip(category.test, regions, strict=True) if not s.is_good]
     for sample, sample_regions in zip(category.test, regions, strict=True):
         if not sample.is_good and not sample_regions:
             log.warning("%s: %s has no ground-truth region", category.name, sample.rel_path)
@@ -85,42 +131,10 @@ def evaluate_category(
     # thresholds come from all scores, never a sample: the same figures as the pooled
     # federated statistics. Float maps keep the official evaluator's 10M-score sampling.
     exact = all(np.issubdtype(np.asarray(m).dtype, np.integer) for m in maps)
-    spro = metrics.auc_spro(maps, regions, seed=seed, max_samples=None if exact else 10_000_000)
-    del regions
-    scores = image_scores_of(maps)
-    defects = [s.defect for s in category.test]
-    auroc = metrics.image_auroc(scores, defects)
-    roc_fpr, roc_tpr = metrics.roc_curve_points(scores, defects)
-    counts = {
-        "train": len(category.train),
-        "test_good": sum(1 for s in category.test if s.is_good),
-        "test_defective": len(defective),
-    }
-    block = category_block(
-        auc_spro=spro.auc,
-        image_auroc=auroc,
-        counts=counts,
-        auc_spro_per_defect=spro.per_defect or None,
-        seconds_eval=round(time.perf_counter() - start, 3),
-        **(extra or {}),
-    )
-    curves = {
-        "spro_fpr": np.asarray(spro.fpr, dtype=np.float64),
-        "spro": np.asarray(spro.spro, dtype=np.float64),
-        "roc_fpr": np.asarray(roc_fpr, dtype=np.float64),
-        "roc_tpr": np.asarray(roc_tpr, dtype=np.float64),
-    }
-    log.info(
-        "%s: AUC-sPRO@0.05 %s, @0.3 %s, image AUROC %s",
-        category.name,
-        _fmt(block["auc_spro"]["0.05"]),
-        _fmt(block["auc_spro"]["0.3"]),
-        _fmt(block["image_auroc"]["mean"]),
-    )
-    return block, curves
+    return metrics.auc_spro(maps, regions, seed=seed, max_samples=None if exact else 10_000_000)
 
 
-def _fmt(value: float | None, digits: int = 4) -> str:
+def format_value(value: float | None, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
@@ -132,14 +146,19 @@ def format_table(results: dict[str, Any]) -> str:
         rows.append(
             [
                 cat,
-                *(_fmt(block["auc_spro"][k]) for k in LIMIT_KEYS),
-                _fmt(block["image_auroc"]["mean"]),
-                _fmt(block["image_auroc"]["pooled"]),
+                *(format_value(block["auc_spro"][k]) for k in LIMIT_KEYS),
+                format_value(block["image_auroc"]["mean"]),
+                format_value(block["image_auroc"]["pooled"]),
             ]
         )
     mean = results["mean"]
     rows.append(
-        ["mean", *(_fmt(mean["auc_spro"][k]) for k in LIMIT_KEYS), _fmt(mean["image_auroc"]), ""]
+        [
+            "mean",
+            *(format_value(mean["auc_spro"][k]) for k in LIMIT_KEYS),
+            format_value(mean["image_auroc"]),
+            "",
+        ]
     )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True))]
@@ -165,7 +184,7 @@ def _categories_with_maps(maps_root: Path, requested: Sequence[str] | None) -> l
 
 def run_cli(args: argparse.Namespace) -> int:
     """``fedpatch evaluate --data-root DIR --maps DIR --out DIR [--categories ...] [--seed N]``."""
-    from fedpatch_app.data.autovi import load_category
+    from fedpatch_app.data.layouts import load_category
     from fedpatch_app.evaluation.export import read_category_maps, read_scaling
 
     data_root = Path(args.data_root)

@@ -117,14 +117,21 @@ def _category_name(category: Any) -> str:
 
 
 def _expected_size(category: Any, size: tuple[int, int] | None) -> tuple[int, int] | None:
-    """(width, height) the maps must have: explicit, the Category's own, or the native size."""
+    """(width, height) the maps must have: explicit, or the Category's own (a bare name
+    fixes none)."""
     if size is not None:
         return (int(size[0]), int(size[1]))
     if not isinstance(category, str) and getattr(category, "size", None) is not None:
         return (int(category.size[0]), int(category.size[1]))
-    from fedpatch_app.data.autovi import NATIVE_SIZES
+    return None
 
-    return NATIVE_SIZES.get(_category_name(category))
+
+def _first_size(maps: Sequence[np.ndarray]) -> tuple[int, int] | None:
+    """(width, height) of the first map: what a bare category name expects of them all."""
+    if not len(maps):
+        return None
+    height, width = np.shape(maps[0])[:2]
+    return int(width), int(height)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -152,15 +159,15 @@ def write_category_maps(
     """Write one 16-bit PNG per test sample and the category's scaling.json.
 
     ``category`` is a ``Category`` (its ``size`` is the expected map size) or a category
-    name (then its native AutoVI size is expected); ``size`` = (width, height) overrides
-    both. ``samples[i]`` (a ``TestSample``: ``.defect``, ``.image_id``) names ``maps[i]``.
+    name (then every map must have the first map's size); ``size`` = (width, height)
+    overrides both. ``samples[i]`` (a ``TestSample``: ``.defect``, ``.image_id``) names ``maps[i]``.
     ``meta`` adds plain JSON values to scaling.json (e.g. the weights used).
     Returns ``<out_root>/<category>/test``, the folder to pass to the official evaluator.
     """
     name = _category_name(category)
     if len(samples) != len(maps):
         raise ModelError(f"{name}: {len(maps)} anomaly maps for {len(samples)} test images")
-    expected = _expected_size(category, size)
+    expected = _expected_size(category, size) or _first_size(maps)
     category_dir = Path(out_root) / name
     test_dir = category_dir / "test"
     counts: dict[str, int] = {}

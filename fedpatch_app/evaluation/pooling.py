@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from fedpatch_app.errors import DataError
+from fedpatch_app.evaluation.availability import NO_TEST
 from fedpatch_app.evaluation.export import MapScaling
 from fedpatch_app.evaluation.metrics import (
     SproStatistics,
@@ -25,7 +26,7 @@ from fedpatch_app.evaluation.metrics import (
     roc_curve_points,
 )
 from fedpatch_app.evaluation.results import LIMIT_KEYS, category_block
-from fedpatch_app.evaluation.thresholds import threshold_on_test
+from fedpatch_app.evaluation.thresholds import support_warning, threshold_on_test
 
 log = logging.getLogger(__name__)
 
@@ -64,21 +65,27 @@ def merge_statistics(parts: Sequence[SproStatistics]) -> SproStatistics:
     return merged
 
 
-def _spro(stats: SproStatistics, notes: list[str]) -> tuple[dict, dict, np.ndarray, np.ndarray]:
+def _spro(
+    stats: SproStatistics, missing: dict[str, str], defective: int
+) -> tuple[dict, dict, np.ndarray, np.ndarray]:
     try:
         spro = auc_spro_from_statistics(stats)
     except DataError as exc:
-        notes.append(f"AUC-sPRO undefined: {exc}")
+        missing["auc_spro"] = (
+            f"none of the {defective} defective test images has a ground-truth mask"
+            if defective
+            else str(exc)
+        )
         return {k: math.nan for k in LIMIT_KEYS}, {}, np.zeros(0), np.zeros(0)
     per_defect = dict(getattr(spro, "per_defect", None) or {})
     return dict(spro.auc), per_defect, spro.fpr, spro.spro
 
 
-def _auroc(levels: np.ndarray, defects: list[str], notes: list[str]):
+def _auroc(levels: np.ndarray, defects: list[str], missing: dict[str, str]):
     try:
         return image_auroc(levels, defects), *roc_curve_points(levels, defects)
     except DataError as exc:
-        notes.append(f"image AUROC undefined: {exc}")
+        missing["image_auroc"] = str(exc)
         return {"mean": math.nan, "pooled": math.nan}, np.zeros(0), np.zeros(0)
 
 
@@ -107,24 +114,35 @@ def pool_category(
     """Metrics of one category from every client's statistics and image scores; with the
     calibrated thresholds, what they achieve on the test images; `extra` goes into the
     category's results block (bank facts, clients, ...)."""
-    notes: list[str] = []
-    auc, per_defect, spro_fpr, spro_tpr = _spro(merge_statistics(stats), notes)
+    missing: dict[str, str] = {}
     rel_paths, defects, raw = _images(images)
+    defective = sum(1 for d in defects if d != "good")
     # The image score is the map's maximum; on the quantized map that is the level of
     # the float maximum (the quantization is monotone).
     levels = scaling.to_uint16(raw).astype(np.float64)
-    auroc, roc_fpr, roc_tpr = _auroc(levels, defects, notes)
-    for note in notes:
-        log.warning("%s: %s", category, note)
+    if rel_paths:
+        auc, per_defect, spro_fpr, spro_tpr = _spro(merge_statistics(stats), missing, defective)
+        auroc, roc_fpr, roc_tpr = _auroc(levels, defects, missing)
+    else:  # good training images only: the model and its thresholds, nothing to evaluate
+        missing = {"auc_spro": NO_TEST, "image_auroc": NO_TEST}
+        auc, per_defect = dict.fromkeys(LIMIT_KEYS), {}
+        auroc = {"mean": None, "pooled": None}
+        spro_fpr = spro_tpr = roc_fpr = roc_tpr = np.zeros(0)
+    for metric, reason in missing.items():
+        log.warning("%s: %s not available: %s", category, metric, reason)
     counts = {
         "train": train_images,
         "calibration": calibration_images,
         "test_good": sum(1 for d in defects if d == "good"),
         "test_defective": sum(1 for d in defects if d != "good"),
     }
+    if (warning := support_warning(category, thresholds)) is not None:
+        log.warning("%s", warning)
     if thresholds is not None:
+        extra["thresholds"] = dict(thresholds)
+    if thresholds is not None and rel_paths:
         on_test = threshold_on_test(raw, defects, float(thresholds["image"]["raw"]))
-        extra["thresholds"] = {**thresholds, "on_test": on_test}
+        extra["thresholds"]["on_test"] = on_test
     block = category_block(
         auc_spro=auc,
         image_auroc=auroc,
@@ -132,7 +150,7 @@ def pool_category(
         auc_spro_per_defect=per_defect or None,
         map_scaling=scaling.to_dict(),
         **extra,
-        **({"notes": notes} if notes else {}),
+        **({"not_available": missing} if missing else {}),
     )
     curves = {
         "spro_fpr": np.asarray(spro_fpr, dtype=np.float64),

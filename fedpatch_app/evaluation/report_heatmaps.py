@@ -113,7 +113,7 @@ def plot_heatmaps(
     run: Run, category_name: str, data_root: Path, maps_root: Path, path: Path
 ) -> str | None:
     """Draw the overlays; return None on success, else the reason they were skipped."""
-    from fedpatch_app.data.autovi import load_category
+    from fedpatch_app.data.layouts import load_category
     from fedpatch_app.evaluation.export import read_scaling
 
     try:

@@ -95,8 +95,11 @@ def flag_lines(run: Run) -> list[str]:
 
 
 def data_text(run: Run) -> str:
-    """``AutoVI``, ``SYNTHETIC (drawn, scale tiny, seed 0)`` or ``not recorded``."""
+    """``AutoVI``, ``parts (mvtec layout)``, ``SYNTHETIC (drawn, scale tiny, seed 0)`` or
+    ``not recorded``."""
     data = run.data
+    if data.name and not data.is_synthetic:
+        return data.name
     kind = {"autovi": "AutoVI", "synthetic": "SYNTHETIC", "unknown": "not recorded"}
     text = kind.get(data.kind, data.kind)
     return text + (f" ({data.synthetic.describe()})" if data.synthetic else "")

@@ -187,15 +187,37 @@ def features_facts(spec: Any) -> dict[str, Any]:
 
 
 def data_facts(
-    kind: str, root: str | Path, categories: Sequence[str], synthetic: Mapping[str, Any] | None
+    kind: str,
+    root: str | Path,
+    categories: Sequence[str],
+    synthetic: Mapping[str, Any] | None,
+    layouts: Mapping[str, str | None] | None = None,
 ) -> dict[str, Any]:
-    """``run.data``: "autovi" or "synthetic" (with the generator's kind, scale, seed)."""
+    """``run.data``: "synthetic" whenever the data are the generator's (with its kind,
+    scale, seed), else "autovi" (a folder of images read by the run); with the layout of
+    each category where known and a name a person can read (`training_data.dataset_name`:
+    never AutoVI for synthetic data)."""
+    from fedpatch_app.inspection.training_data import dataset_name
+
+    layouts = dict(layouts or {})
     return {
-        "kind": kind,
+        "kind": "synthetic" if synthetic else kind,
+        "name": dataset_name(root, synthetic, [v for v in layouts.values() if v]),
+        "layouts": layouts,
         "synthetic": dict(synthetic) if synthetic else None,
         "root": str(root),
         "categories": list(categories),
     }
+
+
+def _threshold_warnings(
+    categories: Mapping[str, Mapping[str, Any]], already: Sequence[str]
+) -> list[str]:
+    """A warning per category whose image threshold rests on too few scores."""
+    from fedpatch_app.evaluation.thresholds import support_warning
+
+    found = [support_warning(c, b.get("thresholds")) for c, b in categories.items()]
+    return [w for w in found if w is not None and w not in already]
 
 
 def build_results(
@@ -234,6 +256,7 @@ def build_results(
         "mean": mean_block(cats),
     }
     warnings = list(extra.pop("warnings", None) or [])
+    warnings += _threshold_warnings(cats, warnings)
     results["warnings"] = [str(w) for w in warnings]
     for key, value in extra.items():
         if key in results:

@@ -73,6 +73,8 @@ class DataFacts:
     synthetic: SyntheticFacts | None
     root: str | None
     categories: list[str]
+    #: A name a person can read ("AutoVI", "parts (mvtec layout)"; None in older files).
+    name: str | None = None
 
     @property
     def is_synthetic(self) -> bool:
@@ -181,7 +183,8 @@ def data(results: Mapping[str, Any]) -> DataFacts:
         categories = cfg.get("categories_used") or cfg.get("categories")
     if not isinstance(categories, list):
         categories = sorted(_mapping(results.get("categories")))
-    return DataFacts(kind, synthetic, root, [str(c) for c in categories])
+    name = _text_or_none(recorded.get("name")) if recorded else None
+    return DataFacts(kind, synthetic, root, [str(c) for c in categories], name)
 
 
 def _older_data_kind(results: Mapping[str, Any], cfg: Mapping[str, Any]) -> str:

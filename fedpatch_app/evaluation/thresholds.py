@@ -137,6 +137,25 @@ def raw_of_level(scaling: MapScaling, level: int) -> float:
     return float(scaling.low + (min(level, UINT16_MAX) + 0.5) * scaling.step)
 
 
+#: Fewer image scores than this under a threshold: a warning in the fit's output, the
+#: results, report.md and the review page (its false-reject rate is barely known).
+MIN_CALIBRATION_SCORES = 20
+
+
+def support_warning(category: str, thresholds: Mapping[str, Any] | None) -> str | None:
+    """The warning for a category whose image threshold rests on too few scores."""
+    image = (thresholds or {}).get("image") or {}
+    count = image.get("calibration_images")
+    if not isinstance(count, int) or count >= MIN_CALIBRATION_SCORES:
+        return None
+    return (
+        f"{category}: the image threshold rests on {count} calibration score(s), fewer than "
+        f"{MIN_CALIBRATION_SCORES}: the false-reject rate it gives on new good parts is "
+        f"barely known (smallest resolvable rate {1 / max(count, 1):.3g}); give more good "
+        "images, a larger calibration-fraction or calibration-folds=5 (every good image)"
+    )
+
+
 def _threshold(hist: LevelHistogram, rate: float, scaling: MapScaling, unit: str) -> dict[str, Any]:
     level, achieved = hist.level_at_rate(rate)
     resolvable = 1.0 / hist.total

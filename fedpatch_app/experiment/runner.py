@@ -78,6 +78,7 @@ class Experiment:
             alpha=s.dirichlet_alpha,
             seed=s.seed,
             categories=s.categories,
+            layout=s.layout,
         )
         t0 = time.perf_counter()
         run_local_only(s, self.out / name, split, name=name)

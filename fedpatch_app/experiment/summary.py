@@ -67,7 +67,20 @@ def _metric_table(runs: Runs, cats: list[str], key: str, title: str) -> list[str
             cells.append(fmt(value) + gap)
         label = "**mean**" if cat == "mean" else cat
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return [*lines, ""]
+    return [*lines, "", *_unavailable(runs, cats, key)]
+
+
+def _unavailable(runs: Runs, cats: list[str], key: str) -> list[str]:
+    """Why a metric is missing (`-`) for a category, as its runs recorded it."""
+    metric = "image_auroc" if key == "auroc" else "auc_spro"
+    reasons = {}
+    for cat in cats:
+        for _, r in runs:
+            reason = ((r or {}).get("categories", {}).get(cat) or {}).get("not_available") or {}
+            if metric in reason:
+                reasons.setdefault(cat, reason[metric])
+    lines = [f"- {cat}: not available: {why}" for cat, why in reasons.items()]
+    return [*lines, ""] if lines else []
 
 
 def bank_of(results: dict, cat: str) -> tuple[int, float] | None:

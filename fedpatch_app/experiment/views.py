@@ -7,7 +7,7 @@ import math
 import shutil
 from pathlib import Path
 
-from fedpatch_app.data.autovi import available_categories
+from fedpatch_app.data.layouts import available_categories
 
 log = logging.getLogger(__name__)
 

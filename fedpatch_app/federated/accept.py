@@ -334,12 +334,12 @@ class NodeStatistics:
 
 
 def _calibration(
-    raw: Mapping[str, Mapping[str, np.ndarray]], expected: Mapping[str, M.CalibrationRange]
+    raw: Mapping[str, Mapping[str, np.ndarray]],
+    expected: Mapping[str, M.CalibrationRange],
+    sizes: Mapping[str, tuple[int, int]],
 ) -> dict[str, CalibrationStats]:
     """Calibration histograms for exactly the categories whose calibration images were
-    scored, covering that many images and all their pixels."""
-    from fedpatch_app.data.autovi import NATIVE_SIZES
-
+    scored, covering that many images and all their pixels (at the run's agreed size)."""
     if set(raw) != set(expected):
         raise M.InvalidReply(
             f"calibration histograms for {sorted(raw)}, but calibration images were scored "
@@ -348,7 +348,9 @@ def _calibration(
     out = {}
     for cat, arrays in raw.items():
         hist = CalibrationStats.from_arrays(arrays, f"{cat} calibration")
-        width, height = NATIVE_SIZES[cat]
+        if cat not in sizes:
+            raise M.InvalidReply(f"{cat} calibration: the run has no agreed size for {cat}")
+        width, height = sizes[cat]
         count = expected[cat].count
         if hist.images.total != count or hist.pixels.total != count * width * height:
             raise M.InvalidReply(
@@ -371,6 +373,7 @@ def accept_stats(
     categories: Sequence[str],
     fingerprint: str,
     excluded: Mapping[str, set[str]] | None = None,
+    sizes: Mapping[str, tuple[int, int]] | None = None,
 ) -> dict[int, NodeStatistics]:
     """The valid phase-B replies by node id: statistics for exactly the scored test
     categories (covering the images not excluded), calibration histograms for exactly the
@@ -395,7 +398,7 @@ def accept_stats(
                 )
             out[client.node_id] = NodeStatistics(
                 {cat: _statistics(a, cat, counts[cat]) for cat, a in decoded.stats.items()},
-                _calibration(decoded.calibration, sent.calibration),
+                _calibration(decoded.calibration, sent.calibration, sizes or {}),
             )
         except ModelError as exc:
             registry.drop(client.node_id, "query", f"invalid reply: {exc}")

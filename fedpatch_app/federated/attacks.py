@@ -42,7 +42,7 @@ EXTREME = 1e30
 def defect_features(plan: M.Plan, root: Path, category: str, rel_paths: Sequence[str] | None):
     """Patch features (n, D) of the defect regions of a category's defective test images
     (`rel_paths`: only these; None: all of them)."""
-    from fedpatch_app.data.autovi import load_category
+    from fedpatch_app.data.layouts import load_category
     from fedpatch_app.model.patchcore import PatchCore
 
     cat = load_category(root, category)
@@ -168,7 +168,7 @@ class Attacker:
 
     def _steal(self, plan: M.Plan, cat: str, values: np.ndarray, info: Any) -> np.ndarray:
         """Every test image of the category claimed, the others' with made-up scores."""
-        from fedpatch_app.data.autovi import load_category
+        from fedpatch_app.data.layouts import load_category
 
         own = list(info[f"paths.{cat}"])
         others = [r for r in load_category(self.data_root, cat).test_rel if r not in set(own)]

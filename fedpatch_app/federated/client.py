@@ -42,6 +42,7 @@ from fedpatch_app.federated.client_dp import private_release
 from fedpatch_app.federated.codec_check import add_reports, decode_sources
 from fedpatch_app.federated.data import NodeData, node_data
 from fedpatch_app.federated.map_cache import MapCache
+from fedpatch_app.federated.plan import known_names
 from fedpatch_app.model.memory_bank import MemoryBank
 from fedpatch_app.model.patchcore import Bank, PatchCore
 
@@ -122,9 +123,7 @@ def _model(plan: M.Plan, node_config: Mapping[str, Any]) -> PatchCore:
 
 
 def _category(node: NodeData, name: str) -> Any:
-    from fedpatch_app.data.autovi import load_category
-
-    return load_category(node.data_root, name)
+    return node.category(name)
 
 
 def _spent(model: PatchCore | None, before: Mapping[str, float], phases: tuple[str, ...]):
@@ -152,11 +151,13 @@ def handle_train(msg: Message, context: Context) -> Message:
     n_images: dict[str, int] = {}
     dp_facts: dict[str, Any] = {}
     public: dict[str, np.ndarray] = {}
+    sizes: dict[str, tuple[int, int]] = {}
     model = None
     before = dict(_model(plan, context.node_config).seconds) if node.fit else {}
     for cat in sorted(node.fit):
         model = _model(plan, context.node_config)
-        paths = [_category(node, cat).root / r for r in node.fit[cat]]
+        category = _category(node, cat)
+        paths = [category.root / r for r in node.fit[cat]]
         faults.during_extraction(context.node_config)
         if plan.settings.dp.enabled:
             banks[cat], n_images[cat], dp_facts[cat], public[cat] = private_release(
@@ -164,8 +165,9 @@ def handle_train(msg: Message, context: Context) -> Message:
             )
             continue
         s = plan.settings
-        banks[cat] = model.fit(paths, cat, s.coreset_ratio, s.local_oversample)
+        banks[cat] = model.fit(paths, cat, s.coreset_ratio, s.local_oversample, category.size)
         n_images[cat] = len(paths)
+        sizes[cat] = category.size
     content = M.encode_train_reply(
         banks,
         n_images,
@@ -176,6 +178,7 @@ def handle_train(msg: Message, context: Context) -> Message:
         seconds=time.perf_counter() - start,
         device=str(model.device) if model is not None else "",
         timings=_spent(model, before, ("extraction", "coreset")),
+        sizes=sizes,
     )
     for facts in dp_facts.values():
         for key, value in facts.items():
@@ -190,12 +193,10 @@ def handle_train(msg: Message, context: Context) -> Message:
 
 
 def _banks(msg: Message, plan: M.Plan) -> dict[str, Bank]:
-    from fedpatch_app.data.autovi import CATEGORIES
-
     arrays = msg.content.array_records.get(M.BANKS)
     if arrays is None:
         raise ModelError("evaluate instruction lacks the global banks")
-    features = M.decode_banks(arrays, int(plan.spec.embed_dim), CATEGORIES)
+    features = M.decode_banks(arrays, int(plan.spec.embed_dim), known_names(plan))
     clips = M.query_clips(msg.content.config_records[M.CONFIG], list(features))
     return {
         cat: Bank(f, plan.spec, cat, radius=0.0, n_patches=len(f), query_clip=clips[cat])
@@ -243,6 +244,8 @@ def _check_report(
             good.append(grid)
             continue
         masks = [r.mask for r in category.load_regions(sample)]
+        if not masks:  # no ground truth (thin data): its defect patches are unknown
+            continue
         defect_grids.append(grid)
         cells.append(defect_patch_mask(masks, grid.shape[1:]))
     return report(defect_grids, cells, good, n)
@@ -393,12 +396,11 @@ def handle_query(msg: Message, context: Context) -> Message:
 
 
 def _statistics_reply(config: Any, plan: M.Plan, context: Context, cache: MapCache) -> Any:
-    from fedpatch_app.data.autovi import CATEGORIES
     from fedpatch_app.evaluation.thresholds import CalibrationStats
 
     start = time.perf_counter()
-    scalings = M.read_scalings(config, CATEGORIES)
-    excluded = M.read_exclusions(config, CATEGORIES)
+    scalings = M.read_scalings(config, known_names(plan))
+    excluded = M.read_exclusions(config, known_names(plan))
     node = node_data(plan, context.node_config)
     maps_dir = ""
     if plan.settings.write_maps:

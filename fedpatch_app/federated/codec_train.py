@@ -45,6 +45,10 @@ MAX_SECONDS = 7 * 24 * 3600.0
 #: The largest local covering radius a reply may claim (patch features are averages of
 #: bounded activations: honest radii are tens).
 MAX_RADIUS = 1e6
+#: Categories a reply may hold when the run names none (the clients' own).
+MAX_CATEGORIES = 1000
+#: The largest image side a reply may declare.
+MAX_SIDE = 65535
 
 
 @dataclass
@@ -69,29 +73,47 @@ class TrainReply:
     device: str = ""
     #: The client's seconds per phase ("extraction", "coreset").
     timings: dict[str, float] = field(default_factory=dict)
+    #: The size (width, height) its images of each category were scored at.
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class TrainLimits:
     """What the server accepts from a client's train reply: the run's settings, its
-    feature-spec fingerprint and width, and the categories it knows."""
+    feature-spec fingerprint and width, the categories it knows (any valid name when the
+    run names none) and their agreed sizes where the plan fixes them."""
 
     settings: RunSettings
     fingerprint: str
-    categories: tuple[str, ...]
+    categories: Sequence[str]
     embed_dim: int
-    #: Patches per training image of each category: the feature grid the spec fixes for
-    #: the category's native size.
+    #: Patches per training image of each category whose size the plan fixes: the
+    #: feature grid the spec gives that size.
     grid: Mapping[str, int]
+    #: The feature spec (the grid of a category whose size a reply declares).
+    spec: Any = None
+    #: The agreed (width, height) of each category the plan fixes.
+    sizes: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, plan: Plan, categories: Sequence[str]) -> TrainLimits:
-        from fedpatch_app.data.autovi import NATIVE_SIZES
+    def of(cls, plan: Plan, categories: Sequence[str] | None = None) -> TrainLimits:
+        from fedpatch_app.federated.plan import known_names
         from fedpatch_app.model.patchcore import patch_grid
 
-        grid = {c: math.prod(patch_grid(plan.spec, NATIVE_SIZES[c])) for c in categories}
-        cats = tuple(categories)
-        return cls(plan.settings, plan.fingerprint, cats, int(plan.spec.embed_dim), grid)
+        grid = {c: math.prod(patch_grid(plan.spec, s)) for c, s in plan.sizes.items()}
+        cats = known_names(plan) if categories is None else categories
+        dim = int(plan.spec.embed_dim)
+        return cls(plan.settings, plan.fingerprint, cats, dim, grid, plan.spec, dict(plan.sizes))
+
+    def patches_per_image(self, cat: str, size: tuple[int, int] | None) -> int:
+        """Patches per image of a category scored at `size` (None: the planned size)."""
+        from fedpatch_app.model.patchcore import patch_grid
+
+        if cat in self.grid and (size is None or cat not in self.sizes):
+            return self.grid[cat]
+        if size is None or self.spec is None:
+            raise InvalidReply(f"{cat}: no image size declared")
+        return math.prod(patch_grid(self.spec, size))
 
     def max_coreset(self, n_patches: int) -> int:
         """The largest local coreset a client with `n_patches` patches may send (under DP:
@@ -116,6 +138,7 @@ def encode_train_reply(
     seconds: float = 0.0,
     device: str = "",
     timings: Mapping[str, float] | None = None,
+    sizes: Mapping[str, tuple[int, int]] | None = None,
 ) -> RecordDict:
     """A client's train reply from its local banks (`Bank`-like: features, radius, n_patches)."""
     dtype = TRANSPORT_DTYPES[transport_dtype]
@@ -135,6 +158,8 @@ def encode_train_reply(
         info[f"n-patches.{cat}"] = int(bank.n_patches)
         info[f"n-images.{cat}"] = int(n_images[cat])
         info[f"radius.{cat}"] = float(bank.radius)
+        if sizes and cat in sizes:
+            info[f"size.{cat}"] = [int(v) for v in sizes[cat]]
     return RecordDict({CORESETS: arrays, INFO: info})
 
 
@@ -171,7 +196,28 @@ def _coreset_arrays(content: RecordDict, cats: Sequence[str]) -> ArrayRecord:
     return arrays
 
 
-def _counts(info: ConfigRecord, cat: str, limits: TrainLimits) -> tuple[int, int, float]:
+def _size(info: ConfigRecord, cat: str, limits: TrainLimits) -> tuple[int, int] | None:
+    """The size a category's images were scored at: the agreed one where the plan fixes
+    it (a reply declaring another is refused), else the one declared (None: none)."""
+    agreed = limits.sizes.get(cat)
+    value = info.get(f"size.{cat}")
+    if value is None:
+        return agreed
+    ok = isinstance(value, list) and len(value) == 2
+    if not ok or not all(isinstance(v, int) and 1 <= v <= MAX_SIDE for v in value):
+        raise InvalidReply(f"{cat}: image size {value!r} is not [width, height]")
+    size = (int(value[0]), int(value[1]))
+    if agreed is not None and size != tuple(agreed):
+        raise InvalidReply(
+            f"{cat}: images scored at {size[0]}x{size[1]}, but the run's size of {cat} is "
+            f"{agreed[0]}x{agreed[1]}"
+        )
+    return size
+
+
+def _counts(
+    info: ConfigRecord, cat: str, limits: TrainLimits, size: tuple[int, int] | None
+) -> tuple[int, int, float]:
     """Declared (patches, images, local radius) of one category, checked for sense."""
     try:
         n_patches = typed(info, f"n-patches.{cat}", int)
@@ -181,10 +227,11 @@ def _counts(info: ConfigRecord, cat: str, limits: TrainLimits) -> tuple[int, int
         raise InvalidReply(f"{cat}: {exc}") from None
     if not 1 <= n_images <= n_patches <= MAX_PATCHES:
         raise InvalidReply(f"{cat}: implausible counts ({n_images} images, {n_patches} patches)")
-    if n_patches != n_images * limits.grid[cat]:
+    grid = limits.patches_per_image(cat, size)
+    if n_patches != n_images * grid:
         raise InvalidReply(
             f"{cat}: {n_patches} patches declared for {n_images} images, but the run's features "
-            f"give {limits.grid[cat]} patches per {cat} image"
+            f"give {grid} patches per {cat} image"
         )
     if not (math.isfinite(radius) and 0 <= radius <= MAX_RADIUS):
         raise InvalidReply(
@@ -219,16 +266,20 @@ def _coreset(arr: Any, cat: str, n_patches: int, limits: TrainLimits) -> np.ndar
 
 def decode_train_reply(content: RecordDict, limits: TrainLimits) -> TrainReply:
     """Check a train reply completely; `InvalidReply` says what is wrong."""
-    info = reply_info(content, len(limits.categories))
+    info = reply_info(content, len(limits.categories) or MAX_CATEGORIES)
     fingerprint = check_fingerprint(info, limits.fingerprint)
     cats = reply_categories(info, limits.categories)
     arrays = _coreset_arrays(content, cats)
     partition_id, seconds, device = _reply_header(info)
     out: dict[str, LocalCoreset] = {}
+    sizes: dict[str, tuple[int, int]] = {}
     for cat in cats:
         if cat not in arrays:
             raise InvalidReply(f"{cat}: listed but no coreset array sent")
-        n_patches, n_images, radius = _counts(info, cat, limits)
+        size = _size(info, cat, limits)
+        if size is not None:
+            sizes[cat] = size
+        n_patches, n_images, radius = _counts(info, cat, limits, size)
         features = _coreset(arrays[cat], cat, n_patches, limits)
         dp = None
         if limits.settings.dp.enabled:
@@ -236,7 +287,8 @@ def decode_train_reply(content: RecordDict, limits: TrainLimits) -> TrainReply:
             dp = _decode_dp_info(info, cat, rows)
             dp["centres"] = _decode_public_centres(content, cat, rows, limits.embed_dim, dp)
         out[cat] = LocalCoreset(features, n_patches, n_images, radius, dp)
-    return TrainReply(fingerprint, partition_id, out, seconds, device, read_timings(info))
+    timings = read_timings(info)
+    return TrainReply(fingerprint, partition_id, out, seconds, device, timings, sizes)
 
 
 #: Per-category info keys of a DP train reply (float values, besides counts and digest).

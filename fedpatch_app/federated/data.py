@@ -64,7 +64,7 @@ def ensure_synthetic(
     generator's marker (written when the data are complete). Safe under concurrent calls
     (file lock), and deterministic (same seed, same files), so every client that
     generates it itself gets identical data."""
-    from fedpatch_app.data.autovi import CATEGORIES
+    from fedpatch_app.data.autovi_release import CATEGORIES
     from fedpatch_app.data.synthetic import generate
 
     root = Path(root)
@@ -84,21 +84,35 @@ def ensure_synthetic(
 class DatasetChoice:
     """The server's decision: which dataset, where, and what the user must be told."""
 
-    dataset: str  # "autovi" or "synthetic"
+    dataset: str  # "autovi" (the data at data-root, any layout) or "synthetic"
     data_root: Path
     categories: tuple[str, ...]
     warnings: list[str] = field(default_factory=list)
     #: The generator's facts when the data are synthetic (built in, or written by
     #: `fedpatch synth` into a folder read as AutoVI), else None.
     synthetic: dict[str, Any] | None = None
+    #: Each category's size (width, height) when the server sees the data, else empty.
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: Each category's layout when the server sees the data, else empty.
+    layouts: dict[str, str] = field(default_factory=dict)
+
+    def seen(self, layout: str) -> DatasetChoice:
+        """This choice with the sizes and layouts of its categories read at data_root."""
+        from fedpatch_app.data.layouts import category_facts
+
+        if Path(self.data_root).is_dir():
+            facts = {c: category_facts(self.data_root, c, layout) for c in self.categories}
+            self.sizes = {c: f[0] for c, f in facts.items()}
+            self.layouts = {c: f[1] for c, f in facts.items()}
+        return self
 
 
 def _no_autovi(root: Path) -> ConfigError:
     return ConfigError(
-        f"run config 'data-root': {root} holds no AutoVI category (expected "
-        f"{root}/<category>/train/good/*.png, e.g. {root}/pipe_clip/train/good): fix "
-        "the path, or leave data-root at its default to run on the built-in synthetic "
-        "data"
+        f"run config 'data-root': {root} holds no category (expected "
+        f"{root}/<category>/train/good/ (autovi or mvtec layout) or {root}/<category>/good/ "
+        "(folder layout)): fix the path, or leave data-root at its default to run on the "
+        "built-in synthetic data"
     )
 
 
@@ -115,17 +129,17 @@ def resolve_dataset(
     (with a warning) only while data-root is left at its default: a data-root the user
     gave that holds no AutoVI is an error, never a silent switch to synthetic data.
     """
-    from fedpatch_app.data.autovi import CATEGORIES, available_categories
+    from fedpatch_app.data.layouts import available_categories
     from fedpatch_app.settings import RunSettings
 
-    requested = tuple(settings.categories or CATEGORIES)
     root = Path(settings.data_root)
     found: list[str] = []
     if root.is_dir():
         try:
-            found = available_categories(root)
+            found = available_categories(root, settings.layout)
         except DataError:
             found = []
+    requested = tuple(settings.categories or found)
     if settings.dataset == "autovi":
         if found:
             missing = [c for c in requested if c not in found]
@@ -139,13 +153,15 @@ def resolve_dataset(
             raise _no_autovi(root)
         else:
             log.info(
-                "AutoVI is not visible to the server at %s: the clients must hold it "
-                "(node config data-root, or the same path)",
+                "the data are not visible to the server at %s: the clients must hold them "
+                "(node config data-root, or the same path); categories and sizes come from "
+                "their replies",
                 root,
             )
             cats = requested
         resolved = root.resolve() if root.exists() else root
-        return DatasetChoice("autovi", resolved, cats, synthetic=synthetic_facts(root))
+        choice = DatasetChoice("autovi", resolved, cats, synthetic=synthetic_facts(root))
+        return choice.seen(settings.layout) if found else choice
     warnings: list[str] = []
     if settings.dataset == "auto":
         if found:
@@ -154,7 +170,8 @@ def resolve_dataset(
                 raise ConfigError(
                     f"run config 'categories': none of {', '.join(requested)} is under data-root {root}"
                 )
-            return DatasetChoice("autovi", root.resolve(), cats, synthetic=synthetic_facts(root))
+            choice = DatasetChoice("autovi", root.resolve(), cats, synthetic=synthetic_facts(root))
+            return choice.seen(settings.layout)
         if root != RunSettings.model_fields["data_root"].default:
             raise _no_autovi(root)
         message = (
@@ -165,12 +182,22 @@ def resolve_dataset(
         )
         log.warning(message)
         warnings.append(message)
+    return _synthetic_choice(settings, warnings, generate)
+
+
+def _synthetic_choice(settings: Any, warnings: list[str], generate: bool) -> DatasetChoice:
+    """The built-in synthetic data of the run's settings (generated unless `generate`
+    is False)."""
+    from fedpatch_app.data.autovi_release import CATEGORIES
+
     scale, kind, seed = settings.synthetic_scale, settings.synthetic_kind, settings.seed
     syn = synthetic_root(Path(settings.out_dir), scale, seed, kind)
+    requested = tuple(settings.categories or CATEGORIES)
     if not generate:
         return DatasetChoice("synthetic", syn.resolve(), requested, warnings)
     ensure_synthetic(syn, scale, seed, requested, kind)
-    return DatasetChoice("synthetic", syn.resolve(), requested, warnings, synthetic_facts(syn))
+    choice = DatasetChoice("synthetic", syn.resolve(), requested, warnings, synthetic_facts(syn))
+    return choice.seen("autovi")
 
 
 def synthetic_facts(root: Path) -> dict[str, Any] | None:
@@ -194,6 +221,27 @@ class NodeData:
     fit: dict[str, list[str]]
     calibration: dict[str, list[str]]
     test: dict[str, list[str]]
+    #: How the data at data_root are laid out (`data.layouts`; auto: each category's own).
+    layout: str = "auto"
+    #: The run's agreed size (width, height) of each category, where the plan fixes one.
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def category(self, name: str) -> Any:
+        """A category of this node, at the run's agreed size (its images and masks are
+        resized to it where their own differ, with a warning)."""
+        from dataclasses import replace
+
+        from fedpatch_app.data.layouts import load_category
+
+        category = load_category(self.data_root, name, self.layout)
+        agreed = self.sizes.get(name)
+        if agreed is None or tuple(agreed) == category.size:
+            return category
+        log.warning(
+            "%s: this node's images are %dx%d, the run's size is %dx%d: they are resized to it",
+            name, *category.size, *agreed,
+        )  # fmt: skip
+        return replace(category, size=tuple(agreed))
 
     @classmethod
     def of(
@@ -203,15 +251,16 @@ class NodeData:
         train: dict[str, list[str]],
         test: dict[str, list[str]],
         settings: Any,
+        layout: str = "auto",
     ) -> NodeData:
         """Split the training images into fit and calibration (`data.calibration`: the
         held-out images are chosen from each category's whole training list)."""
-        from fedpatch_app.data.autovi import load_category
         from fedpatch_app.data.calibration import split_calibration
+        from fedpatch_app.data.layouts import load_category
 
         f, seed = settings.calibration_fraction, settings.seed
         splits = {
-            cat: split_calibration(cat, rel, f, seed, load_category(root, cat).train_rel)
+            cat: split_calibration(cat, rel, f, seed, load_category(root, cat, layout).train_rel)
             for cat, rel in train.items()
         }
         return cls(
@@ -220,6 +269,7 @@ class NodeData:
             {c: s.fit for c, s in splits.items() if s.fit},
             {c: s.calibration for c, s in splits.items() if s.calibration},
             {c: list(v) for c, v in test.items() if v},
+            layout,
         )
 
 
@@ -230,37 +280,45 @@ def _node_value(node_config: Mapping[str, Any], key: str) -> Any:
 
 def node_data(plan: Any, node_config: Mapping[str, Any]) -> NodeData:
     """This client's images, from its node config and the run plan (see module doc)."""
-    from fedpatch_app.data.autovi import CATEGORIES, available_categories, load_category
+    data = _node_data(plan, node_config)
+    data.sizes = dict(getattr(plan, "sizes", None) or {})
+    return data
+
+
+def _node_data(plan: Any, node_config: Mapping[str, Any]) -> NodeData:
+    from fedpatch_app.data.layouts import available_categories, load_category
     from fedpatch_app.settings.schema import parse_categories
 
     node_root = _node_value(node_config, "data-root")
     root = Path(node_root) if node_root else Path(plan.data_root)
-    plan_cats = tuple(plan.categories or CATEGORIES)
+    layout = node_layout(plan, node_config)
     if plan.dataset == "synthetic":
         # Another machine than the server's may lack it: make the same data locally.
         s = plan.settings
-        ensure_synthetic(root, s.synthetic_scale, s.seed, plan_cats, s.synthetic_kind)
+        ensure_synthetic(root, s.synthetic_scale, s.seed, plan.categories, s.synthetic_kind)
     if not root.is_dir():
         raise DataError(f"data-root {root} does not exist on this client")
+    found = available_categories(root, layout)
+    plan_cats = tuple(plan.categories or found)
 
     if node_root and "partition-id" not in node_config:
         try:
             named = parse_categories(node_config.get("categories"))
         except ValueError as exc:
             raise ConfigError(f"node config 'categories': {exc}") from None
-        cats = named or tuple(c for c in available_categories(root) if c in plan_cats)
+        cats = named or tuple(c for c in found if c in plan_cats)
         cats = tuple(c for c in cats if c in plan_cats)
         if not cats:
-            raise DataError(f"no AutoVI category of this run found under data-root {root}")
+            raise DataError(f"no category of this run found under data-root {root}")
         train: dict[str, list[str]] = {}
         test: dict[str, list[str]] = {}
         for cat in cats:
-            category = load_category(root, cat)
+            category = load_category(root, cat, layout)
             train[cat] = list(category.train_rel)
             test[cat] = list(category.test_rel)
         pid = node_config.get("partition-id", -1)
         pid = int(pid) if isinstance(pid, int) else -1
-        return NodeData.of(pid, root, train, test, plan.settings)
+        return NodeData.of(pid, root, train, test, plan.settings, layout)
 
     try:
         pid = int(node_config["partition-id"])
@@ -280,20 +338,35 @@ def node_data(plan: Any, node_config: Mapping[str, Any]) -> NodeData:
             plan.settings.num_clients,
             num,
         )
-    return partition_shares(plan, root, num, [pid])[pid]
+    return partition_shares(plan, root, num, [pid], layout)[pid]
+
+
+def node_layout(plan: Any, node_config: Mapping[str, Any]) -> str:
+    """The layout of this node's data: its node config's `layout`, else the run's."""
+    from fedpatch_app.data.layouts import LAYOUTS
+
+    value = _node_value(node_config, "layout") or plan.settings.layout
+    if value != "auto" and value not in LAYOUTS:
+        raise ConfigError(f"node config 'layout': {value!r} is not auto, {', '.join(LAYOUTS)}")
+    return str(value)
 
 
 def partition_shares(
-    plan: Any, root: Path, num: int, partitions: Sequence[int] | None = None
+    plan: Any,
+    root: Path,
+    num: int,
+    partitions: Sequence[int] | None = None,
+    layout: str | None = None,
 ) -> dict[int, NodeData]:
     """The data of the run's partitions (all, or `partitions`) of the data at `root`."""
-    from fedpatch_app.data.autovi import CATEGORIES, available_categories
+    from fedpatch_app.data.layouts import available_categories
     from fedpatch_app.data.partition import make_partition
 
-    plan_cats = tuple(plan.categories or CATEGORIES)
-    cats = [c for c in available_categories(root) if c in plan_cats]
+    layout = plan.settings.layout if layout is None else layout
+    found = available_categories(root, layout)
+    cats = [c for c in found if c in (plan.categories or found)]
     if not cats:
-        raise DataError(f"no AutoVI category of this run found under data-root {root}")
+        raise DataError(f"no category of this run found under data-root {root}")
     partition = make_partition(
         root,
         scheme=plan.settings.partition,
@@ -301,12 +374,13 @@ def partition_shares(
         alpha=plan.settings.dirichlet_alpha,
         seed=plan.settings.seed,
         categories=cats,
+        layout=layout,
     )
     out = {}
     for pid in range(num) if partitions is None else partitions:
         share = partition.clients[pid]
         train = {c: list(v) for c, v in share.train.items() if v}
-        out[pid] = NodeData.of(pid, root, train, share.test, plan.settings)
+        out[pid] = NodeData.of(pid, root, train, share.test, plan.settings, layout)
     return out
 
 

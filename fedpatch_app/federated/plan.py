@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flwr.app import ConfigRecord
@@ -21,7 +21,11 @@ class Plan:
     `settings` are the run's settings (they travel as one JSON object in run-config form
     and are validated by the same schema on arrival); `spec` is the FeatureSpec every
     client must use; `dataset`, `data_root` and `categories` are what the server resolved
-    (clients with their own `data-root` in the node config use theirs).
+    (clients with their own `data-root` in the node config use theirs; no categories: those
+    the clients hold). `sizes` is each category's agreed size (width, height): every client
+    scores its images at it, so that all give one patch grid per category. The server
+    fixes it from the data when it sees them (the first training image of each category),
+    else from the clients' train replies (the size most of them declare).
     """
 
     settings: RunSettings
@@ -31,6 +35,7 @@ class Plan:
     categories: tuple[str, ...]
     run_key: str
     maps_dir: str = ""
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def fingerprint(self) -> str:
@@ -47,6 +52,7 @@ class Plan:
                 "categories": ",".join(self.categories),
                 "run-key": self.run_key,
                 "maps-dir": self.maps_dir,
+                "sizes": json.dumps({c: list(s) for c, s in sorted(self.sizes.items())}),
             }
         )
         for key, value in extra.items():
@@ -71,6 +77,7 @@ class Plan:
                 categories=tuple(c for c in cats.split(",") if c),
                 run_key=typed(record, "run-key", str),
                 maps_dir=typed(record, "maps-dir", str),
+                sizes=parse_sizes(json.loads(typed(record, "sizes", str))),
             )
             expected = typed(record, "fingerprint", str)
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
@@ -81,3 +88,36 @@ class Plan:
                 f"({plan.fingerprint} != {expected})"
             )
         return plan
+
+
+def parse_sizes(data: Any) -> dict[str, tuple[int, int]]:
+    """Category sizes from their JSON form ({"cat": [width, height]}); ValueError if bad."""
+    from fedpatch_app.data.layouts import NAME_RULE
+
+    if not isinstance(data, dict):
+        raise ValueError("sizes: expected an object of category: [width, height]")
+    out = {}
+    for cat, size in data.items():
+        ok = isinstance(size, list) and len(size) == 2
+        if not (NAME_RULE.match(str(cat)) and ok and all(_side(v) for v in size)):
+            raise ValueError(f"sizes: bad entry {cat!r}: {size!r}")
+        out[str(cat)] = (int(size[0]), int(size[1]))
+    return out
+
+
+def _side(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
+
+
+class AnyCategory(tuple):
+    """The categories of a run that names none: any valid category name is one."""
+
+    def __contains__(self, name: object) -> bool:
+        from fedpatch_app.data.layouts import NAME_RULE
+
+        return isinstance(name, str) and NAME_RULE.match(name) is not None
+
+
+def known_names(plan: Plan) -> tuple[str, ...]:
+    """The categories a message of this run may name: the plan's, or any valid name."""
+    return plan.categories or AnyCategory()

@@ -96,6 +96,7 @@ def make_plan(
         categories=dataset.categories,
         run_key=run_key,
         maps_dir=str((run_dir / "maps").resolve()),
+        sizes=dict(dataset.sizes),
     )
 
 
@@ -131,6 +132,12 @@ def _run_folder(settings: RunSettings) -> tuple[str, Path]:
 def _prepare(settings: RunSettings, name: str, run_dir: Path) -> ServerRun:
     """Dataset and feature spec: everything decided before any client works."""
     t0 = time.perf_counter()
+    if settings.calibration_folds >= 2:
+        raise ConfigError(
+            "run config 'calibration-folds': cross-fitted calibration is built for "
+            "centralized and local-only runs; a federated run calibrates on the held-out "
+            "calibration-fraction (set calibration-folds=0)"
+        )
     dataset = resolve_dataset(settings)
     spec, warnings = resolve_features(settings, dataset)
     run = ServerRun(run_dir, name, settings, dataset, spec, _parent(settings, spec))

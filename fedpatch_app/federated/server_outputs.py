@@ -81,9 +81,29 @@ def write_run_model(
     facts = provenance(
         run.name, "federated", run.settings,
         clients=clients, privacy=privacy_facts(strategy), parent=run.parent,
+        training_data=federated_training_data(run, strategy),
     )  # fmt: skip
-    cats = category_models(strategy.banks, scalings, thresholds, train)
+    sizes = dict(strategy.plan.sizes)
+    if run.parent is not None:
+        for cat, entry in run.parent.categories.items():
+            sizes.setdefault(cat, entry.native_size)
+    cats = category_models(strategy.banks, scalings, thresholds, train, sizes)
     return write_model(run.run_dir / "model", run.spec, cats, facts, incomplete=incomplete)
+
+
+def federated_training_data(run: ServerRun, strategy: PatchCoreStrategy) -> dict[str, Any]:
+    """What the federation's model was trained on, as far as the server knows it."""
+    from fedpatch_app.inspection.training_data import training_data_facts
+
+    counts = {c: dict(o.block.get("counts", {})) for c, o in strategy.outcomes.items()}
+    for cat, info in strategy.bank_info.items():
+        counts.setdefault(cat, {}).setdefault("train", info.get("train_images"))
+    layouts = {c: run.dataset.layouts.get(c) for c in strategy.banks}
+    synthetic = run.dataset.synthetic
+    if run.dataset.dataset == "synthetic" and synthetic is None:
+        synthetic = {"kind": run.settings.synthetic_kind, "scale": run.settings.synthetic_scale}
+    root = run.dataset.data_root if Path(run.dataset.data_root).is_dir() else None
+    return training_data_facts(root, layouts, counts, synthetic)
 
 
 def banks_written(run: ServerRun, strategy: PatchCoreStrategy) -> None:
@@ -164,7 +184,11 @@ def _run_facts(run: ServerRun) -> dict[str, Any]:
     return {
         "features": files.features_facts(run.spec),
         "data": files.data_facts(
-            run.dataset.dataset, run.dataset.data_root, run.dataset.categories, synthetic
+            run.dataset.dataset,
+            run.dataset.data_root,
+            run.dataset.categories,
+            synthetic,
+            run.dataset.layouts,
         ),
         "status": "completed",
         "outputs": {"maps": "maps" if run.settings.write_maps else None, "model": "model"},
@@ -190,7 +214,7 @@ def write_outputs(run: ServerRun, strategy: PatchCoreStrategy) -> dict[str, Any]
         categories={cat: o.block for cat, o in strategy.outcomes.items()},
         run_facts={**_run_facts(run), "phases": phase_seconds(strategy)},
         warnings=_warnings(run, strategy),
-        dataset=run.dataset.dataset,
+        dataset="synthetic" if run.dataset.synthetic else run.dataset.dataset,
         federated=federated,
         privacy=privacy_facts(strategy),
     )

@@ -49,6 +49,7 @@ from fedpatch_app.federated.accept import (
     accept_train,
     conflicting_images,
 )
+from fedpatch_app.federated.category_sizes import agreed_plan
 from fedpatch_app.federated.codec_check import SOURCES, encode_sources
 from fedpatch_app.federated.registry import ClientRegistry, FederationError
 from fedpatch_app.federated.source_vetting import (
@@ -86,16 +87,13 @@ class PatchCoreStrategy(Strategy):
         on_banks: Callable[[dict[str, Bank]], None] | None = None,
         parent: Model | None = None,
     ) -> None:
-        from fedpatch_app.data.autovi import CATEGORIES
-
         self.plan = plan
         self.settings = plan.settings
         self.merge_device = merge_device
         self.on_banks = on_banks
         self.parent = parent
-        cats = tuple(plan.categories or CATEGORIES)
-        self.known_categories = tuple(c for c in CATEGORIES if c in cats)
-        self.limits = M.TrainLimits.of(plan, self.known_categories)
+        self.known_categories = tuple(plan.categories)
+        self.limits = M.TrainLimits.of(plan)
         self.registry = ClientRegistry(plan.settings.min_clients, plan.settings.round_timeout)
         self.banks: dict[str, Bank] = {}
         self.bank_info: dict[str, dict[str, Any]] = {}
@@ -197,6 +195,8 @@ class PatchCoreStrategy(Strategy):
         """Check the replies, then merge per category; the global banks as arrays."""
         answered = self.registry.collect("train", replies)
         self.train_replies = accept_train(self.registry, answered, self.limits, self.expected)
+        self.plan = agreed_plan(self.plan, self.train_replies, self.registry)
+        self.known_categories = self.plan.categories
         start = time.perf_counter()
         for cat, merged in self._merge().items():
             self.banks[cat], self.bank_info[cat] = merged.bank, merged.info
@@ -422,14 +422,14 @@ class PatchCoreStrategy(Strategy):
         answered = self.registry.collect("query", replies)
         stats = accept_stats(
             self.registry, answered, self._scores, tuple(self.banks), self.plan.fingerprint,
-            self.excluded,
+            self.excluded, self.plan.sizes,
         )  # fmt: skip
         t0 = time.perf_counter()
         for cat in self.banks:
             # In the data's order (accept_stats), not by node id: float sums follow it.
             holders = [n for n in stats if cat in stats[n].stats]
-            if not holders:
-                log.warning("%s: no client evaluated this category", cat)
+            if not holders and not any(cat in s.calibration for s in stats.values()):
+                log.warning("%s: no client evaluated or calibrated this category", cat)
                 continue
             self.outcomes[cat] = self._pool(cat, holders, stats)
         self.registry.seconds["pooled_metrics"] = round(time.perf_counter() - t0, 3)

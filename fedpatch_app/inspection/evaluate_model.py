@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fedpatch_app.data.autovi import load_category
+from fedpatch_app.data.layouts import load_category
 from fedpatch_app.evaluation.evaluate import evaluate_category
 from fedpatch_app.evaluation.export import fit_scaling
 from fedpatch_app.inspection.model_folder import load_model
@@ -35,7 +35,9 @@ def evaluate_model(
     for cat in categories or sorted(model.categories):
         category = load_category(data_root, cat)
         pred = patchcore.predict(
-            model.category(cat).bank, [s.path for s in category.test], category.size
+            model.category(cat).bank,
+            [s.path for s in category.test],
+            model.category(cat).native_size,
         )
         scaling = fit_scaling(pred.maps)
         levels = [scaling.to_uint16(m) for m in pred.maps]

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from fedpatch_app.data.images import read_image
 from fedpatch_app.evaluation.export import MapScaling
 from fedpatch_app.inspection.predictor import Region
 
@@ -40,8 +41,7 @@ def overlay_image(
     regions: Sequence[Region] = (),
 ) -> Image.Image:
     """The image with its heatmap blended on top and the regions outlined."""
-    with Image.open(image_path) as img:
-        base = img.convert("RGB")
+    base = Image.fromarray(read_image(image_path))
     if base.size != (anomaly_map.shape[1], anomaly_map.shape[0]):
         base = base.resize((anomaly_map.shape[1], anomaly_map.shape[0]), Image.Resampling.BILINEAR)
     span = scaling.high - scaling.low

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from fedpatch_app.data.images import shown_size
 from fedpatch_app.errors import DataError
 from fedpatch_app.inspection.image_limits import ImageSizeError, check_image_size
 from fedpatch_app.inspection.model_folder import CategoryModel, Model
@@ -77,7 +78,7 @@ def image_size(path: Path) -> tuple[int, int]:
         with Image.open(path) as img:
             img.verify()
         with Image.open(path) as img:
-            return int(img.width), int(img.height)
+            return shown_size(img)
     except (
         OSError,
         UnidentifiedImageError,
@@ -176,7 +177,7 @@ class Predictor:
             if size != cat.native_size:
                 log.warning("%s: %s", path.name, _size_note(size, cat.native_size))
         index, desc = self._index(category), f"{category}: scoring"
-        pred = self.patchcore.predict(cat.bank, paths, cat.native_size, desc, index, resize=True)
+        pred = self.patchcore.predict(cat.bank, paths, cat.native_size, desc, index)
         results = []
         for path, size, score, anomaly_map in zip(
             paths, sizes, pred.image_scores, pred.maps, strict=True

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from fedpatch_app.data.autovi import NATIVE_SIZES
 from fedpatch_app.evaluation.export import MapScaling
 from fedpatch_app.inspection.model_folder import CategoryModel, Model, sha256_of
 from fedpatch_app.model.patchcore import Bank
@@ -37,9 +36,11 @@ def provenance(
     clients: list[dict[str, Any]] | None = None,
     privacy: dict[str, Any] | None = None,
     parent: Model | None = None,
+    training_data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Where a model comes from: run, kind, partition, contributing clients, privacy,
-    the settings that shape it, and its parent model when new lines joined one."""
+    the settings that shape it, its parent model when new lines joined one, and what it
+    was trained on (`inspection.training_data`)."""
     out: dict[str, Any] = {
         "run_name": run_name,
         "run_kind": kind,
@@ -48,6 +49,7 @@ def provenance(
         "privacy": privacy or {"enabled": settings.dp.enabled},
         "settings": {name: getattr(settings, name) for name in RECORDED_SETTINGS},
         "parent": None,
+        "training_data": training_data,
     }
     if parent is not None:
         out["parent"] = {
@@ -63,14 +65,16 @@ def category_models(
     scalings: Mapping[str, MapScaling],
     thresholds: Mapping[str, dict[str, Any] | None],
     train_images: Mapping[str, int],
+    sizes: Mapping[str, tuple[int, int]],
 ) -> dict[str, CategoryModel]:
-    """CategoryModel per bank; a category never evaluated gets a unit scaling stand-in."""
+    """CategoryModel per bank at the run's agreed size of its category; a category never
+    evaluated gets a unit scaling stand-in."""
     out = {}
     for cat, bank in banks.items():
         scaling = scalings.get(cat) or MapScaling(0.0, max(bank.radius, 1.0))
         out[cat] = CategoryModel(
             bank=bank,
-            native_size=NATIVE_SIZES[cat],
+            native_size=tuple(sizes[cat]),
             scaling=scaling,
             thresholds=thresholds.get(cat),
             train_images=int(train_images.get(cat, 0)),

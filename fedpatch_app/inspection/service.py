@@ -285,7 +285,7 @@ def _v1(service: Service) -> APIRouter:
         openapi_extra={"requestBody": IMAGE_BODY},
     )
     async def predict(request: Request, category: str, overlay: bool = False) -> JSONResponse:
-        """One PNG or JPEG image, as the raw body or as the multipart field `image`.
+        """One PNG, JPEG, BMP or TIFF image, as the raw body or as the multipart field `image`.
         `overlay=1` adds the heatmap overlay (`overlay_png`, base64 PNG)."""
         return await _predict(request, service, category, overlay)
 

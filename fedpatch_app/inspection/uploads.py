@@ -17,7 +17,7 @@ HTTP status and a message for the sender, so the service answers it and carries 
 - an image outside the size rule of `image_limits` (far from the category's native size
   or aspect ratio, decompression bombs included): 413 for too many pixels, 422 for the
   aspect ratio, from the header alone, before any decoding;
-- another content type, or an image format other than PNG or JPEG: 415.
+- another content type, or an image format other than PNG, JPEG, BMP or TIFF: 415.
 """
 
 from __future__ import annotations
@@ -37,13 +37,21 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 
+from fedpatch_app.data.images import shown_size
 from fedpatch_app.inspection.image_limits import ImageSizeError, check_image_size
 
 #: Content types of a raw image body.
-RAW_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/jpg": "JPEG"}
+RAW_TYPES = {
+    "image/png": "PNG",
+    "image/jpeg": "JPEG",
+    "image/jpg": "JPEG",
+    "image/bmp": "BMP",
+    "image/tiff": "TIFF",
+}
 MULTIPART = "multipart/form-data"
 #: The image formats the service scores, and the file suffix each is written with.
-FORMATS = {"PNG": ".png", "JPEG": ".jpg"}
+#: The formats training reads too (`data.images`), with the suffix an upload is kept under.
+FORMATS = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "BMP": ".bmp", "TIFF": ".tif"}
 #: The longest file name a form may give its image (echoed back in the answer).
 MAX_FILENAME = 255
 #: The form's limits: one file, a few small text fields.
@@ -74,7 +82,7 @@ class Upload:
     """An uploaded image that passed the checks, in a file of the spool folder."""
 
     path: Path
-    format: str  # PNG or JPEG
+    format: str  # a key of FORMATS
     size: tuple[int, int]  # width, height
     filename: str = ""
 
@@ -92,7 +100,7 @@ def content_type(request: Request) -> str:
 
 
 def check_content_type(request: Request) -> None:
-    """415 unless the body is a PNG or JPEG image or a multipart form."""
+    """415 unless the body is an image of an accepted type or a multipart form."""
     kind = content_type(request)
     if kind != MULTIPART and kind not in RAW_TYPES:
         accepted = ", ".join([*RAW_TYPES, MULTIPART])
@@ -196,16 +204,17 @@ async def _write_form_image(request: Request, limits: UploadLimits, path: Path) 
 
 
 def check_image(path: Path, native: tuple[int, int]) -> tuple[str, tuple[int, int]]:
-    """(format, (width, height)) of a PNG or JPEG image within the size rule for a
+    """(format, (width, height)) of a PNG, JPEG, BMP or TIFF image within the size rule for a
     category of `native` size; UploadError otherwise. Nothing is decoded."""
     if path.stat().st_size == 0:
-        raise UploadError(400, "the image is empty (0 bytes): send a PNG or JPEG image")
+        raise UploadError(400, "the image is empty (0 bytes): send a PNG, JPEG, BMP or TIFF image")
     try:
         with Image.open(path) as img:
-            fmt, size = img.format or "", (int(img.width), int(img.height))
+            fmt, size = img.format or "", shown_size(img)
             if fmt not in FORMATS:
                 raise UploadError(
-                    415, f"{fmt or 'this'} images are not accepted: send a PNG or JPEG image"
+                    415,
+                    f"{fmt or 'this'} images are not accepted: send a PNG, JPEG, BMP or TIFF image",
                 )
             check_image_size(size, native)
             img.verify()
@@ -214,8 +223,8 @@ def check_image(path: Path, native: tuple[int, int]) -> tuple[str, tuple[int, in
     except UnidentifiedImageError:
         raise UploadError(
             400,
-            f"the body is not an image ({path.stat().st_size} bytes that no PNG or JPEG "
-            "reader knows)",
+            f"the body is not an image ({path.stat().st_size} bytes that no PNG, JPEG, "
+            "BMP or TIFF reader knows)",
         ) from None
     except Image.DecompressionBombError as exc:  # Pillow's own, lower in some cases
         raise UploadError(413, f"the image has too many pixels: {exc}") from None
@@ -240,7 +249,7 @@ async def read_upload(
         else:
             await _write_raw(request, limits, path)
             if path.stat().st_size == 0:
-                raise UploadError(400, "empty body: send a PNG or JPEG image")
+                raise UploadError(400, "empty body: send a PNG, JPEG, BMP or TIFF image")
         fmt, size = check_image(path, native)
     except BaseException:
         path.unlink(missing_ok=True)

@@ -222,11 +222,14 @@ class FeatureExtractor:
             return embed(layer2, layer3, self.spec.embed_dim, self.spec.neighbourhood)
 
     def _loader(
-        self, paths: Sequence[str | os.PathLike], resize_to: tuple[int, int] | None = None
+        self, paths: Sequence[str | os.PathLike], native_size: tuple[int, int] | None = None
     ) -> torch.utils.data.DataLoader:
-        backbone = self.backbone
         dataset = ImageFolderDataset(
-            paths, self.spec.image_size, backbone.input_mean, backbone.input_std, resize_to
+            paths,
+            self.spec.image_size,
+            self.backbone.input_mean,
+            self.backbone.input_std,
+            native_size=native_size,
         )
         return torch.utils.data.DataLoader(
             dataset,
@@ -241,19 +244,19 @@ class FeatureExtractor:
         self,
         paths: Sequence[str | os.PathLike],
         desc: str = "features",
-        resize_to: tuple[int, int] | None = None,
+        native_size: tuple[int, int] | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(first image index, float32 (B, h, w, embed_dim))`` batch by batch.
+        """Yield ``(first image index, float32 (B, h, w, embed_dim))`` batch by batch;
+        with `native_size` (the category's), images of another size are resized to it.
 
         Every image must give the same grid as the first; otherwise ``DataError``.
-        ``resize_to``: (width, height) every image is resized as (see ImageFolderDataset).
         """
         paths = list(paths)
         if not paths:
             raise DataError(f"{desc}: no images to extract features from")
         first_size: tuple[int, int] | None = None
         with tqdm(total=len(paths), desc=desc, unit="img", disable=None) as bar:
-            for images, indices in self._loader(paths, resize_to):
+            for images, indices in self._loader(paths, native_size):
                 size = (int(images.shape[-2]), int(images.shape[-1]))
                 if first_size is None:
                     first_size = size
@@ -267,7 +270,12 @@ class FeatureExtractor:
                 yield indices[0], feats.cpu().numpy()
                 bar.update(len(indices))
 
-    def extract(self, paths: Sequence[str | os.PathLike], desc: str = "features") -> np.ndarray:
+    def extract(
+        self,
+        paths: Sequence[str | os.PathLike],
+        desc: str = "features",
+        native_size: tuple[int, int] | None = None,
+    ) -> np.ndarray:
         """Features of all images, float32 ``(n_images, h, w, embed_dim)``.
 
         Written into one array allocated once the first batch shows the grid size, so
@@ -275,7 +283,7 @@ class FeatureExtractor:
         """
         paths = list(paths)
         out: np.ndarray | None = None
-        for start, feats in self.extract_iter(paths, desc):
+        for start, feats in self.extract_iter(paths, desc, native_size):
             if out is None:
                 out = np.empty((len(paths), *feats.shape[1:]), dtype=np.float32)
                 logger.debug(

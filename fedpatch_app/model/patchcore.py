@@ -299,11 +299,17 @@ class PatchCore:
         self.seconds[phase] = self.seconds.get(phase, 0.0) + now - since
         return now
 
-    def features(self, paths: Sequence[str | Path], desc: str = "features") -> np.ndarray:
-        """Patch features (n_images, h, w, D) of the given images."""
+    def features(
+        self,
+        paths: Sequence[str | Path],
+        desc: str = "features",
+        native_size: tuple[int, int] | None = None,
+    ) -> np.ndarray:
+        """Patch features (n_images, h, w, D) of the given images (resized to
+        `native_size`, the category's size, where they differ from it)."""
         if not paths:
             raise ModelError(f"{desc}: no images")
-        return self.extractor.extract(list(paths), desc=desc)
+        return self.extractor.extract(list(paths), desc=desc, native_size=native_size)
 
     def fit(
         self,
@@ -311,6 +317,7 @@ class PatchCore:
         category: str,
         coreset_ratio: float = 0.1,
         oversample: float = 1.0,
+        native_size: tuple[int, int] | None = None,
     ) -> Bank:
         """Memory bank of `category` from its good training images.
 
@@ -320,15 +327,19 @@ class PatchCore:
         if not paths:
             raise ModelError(f"category {category}: no training images to fit on")
         t0 = time.perf_counter()
-        feats = self.features(paths, desc=f"{category}: train features")
+        feats = self.features(paths, f"{category}: train features", native_size)
         t0 = self._clock("extraction", t0)
+        bank = self.bank_of(feats, category, coreset_ratio * oversample)
+        self._clock("coreset", t0)
+        return bank
+
+    def bank_of(self, feats: np.ndarray, category: str, ratio: float) -> Bank:
+        """The coreset bank of patch features (n_images, h, w, D) at `ratio`."""
         flat = feats.reshape(-1, feats.shape[-1])
         n = flat.shape[0]
-        k = coreset_size(n, coreset_ratio * oversample)
-        log.info("%s: %d images, %d patches -> coreset of %d", category, len(paths), n, k)
+        k = coreset_size(n, ratio)
+        log.info("%s: %d images, %d patches -> coreset of %d", category, len(feats), n, k)
         selected, radius = select_coreset(flat, k, self.spec, device=self.device)
-        self._clock("coreset", t0)
-        del feats, flat
         return Bank(
             features=selected, spec=self.spec, category=category, radius=radius, n_patches=n
         )
@@ -341,12 +352,8 @@ class PatchCore:
         desc: str = "scoring",
         index: MemoryBank | None = None,
         observe: Callable[[int, np.ndarray, tuple[int, int, int]], None] | None = None,
-        resize: bool = False,
     ) -> Prediction:
         """Anomaly maps (float32, native (height, width)) and image scores (map maxima).
-
-        `resize`: every image is resized to `native_size` first (one of another size is
-        stretched to it, as `fedpatch predict` and `fedpatch serve` score them).
 
         `index`: the bank's search index when the caller keeps one (built from
         `bank.features` with `MemoryBank`), so that it is not rebuilt on every call.
@@ -361,33 +368,44 @@ class PatchCore:
             raise ModelError(f"{desc}: no test images")
         if index is None:
             index = MemoryBank(bank.features, device=self.device)
-        width, height = native_size
-        in_h, in_w = input_size(native_size, self.spec.image_size)
-        sigma = REFERENCE_SIGMA * self.spec.image_size / REFERENCE_INPUT
         maps: list[np.ndarray] = []
         scores = np.empty(len(paths), dtype=np.float64)
         t0 = time.perf_counter()
-        resize_to = native_size if resize else None
-        for start, feats in self.extractor.extract_iter(list(paths), desc, resize_to):
-            b, h, w, d = feats.shape
-            queries = feats.reshape(-1, d)
-            if bank.query_clip > 0:
-                queries = clip_rows(queries, bank.query_clip).astype(np.float32)
-            patch = index.patch_scores(queries).reshape(b, h, w)
-            if observe is not None:
-                observe(start, queries, (b, h, w))
-            grid = torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32)).to(self.device)
-            # Patch grid -> backbone input resolution -> smoothing -> native resolution.
-            up = F.interpolate(
-                grid.unsqueeze(1), size=(in_h, in_w), mode="bilinear", align_corners=False
-            )
-            up = smooth(up.squeeze(1), sigma)
-            native = F.interpolate(
-                up.unsqueeze(1), size=(height, width), mode="bilinear", align_corners=False
-            )
-            native = native.squeeze(1).float().cpu().numpy()
-            for i in range(b):
+        for start, feats in self.extractor.extract_iter(list(paths), desc, native_size):
+            native = self.maps_of(bank, index, feats, native_size, start, observe)
+            for i in range(len(native)):
                 maps.append(native[i])
                 scores[start + i] = float(native[i].max())
         self._clock("scoring", t0)
         return Prediction(image_scores=scores, maps=maps)
+
+    def maps_of(
+        self,
+        bank: Bank,
+        index: MemoryBank,
+        feats: np.ndarray,
+        native_size: tuple[int, int],
+        start: int = 0,
+        observe: Callable[[int, np.ndarray, tuple[int, int, int]], None] | None = None,
+    ) -> np.ndarray:
+        """Anomaly maps (b, height, width) of a batch of patch features (b, h, w, D)."""
+        width, height = native_size
+        in_h, in_w = input_size(native_size, self.spec.image_size)
+        sigma = REFERENCE_SIGMA * self.spec.image_size / REFERENCE_INPUT
+        b, h, w, d = feats.shape
+        queries = feats.reshape(-1, d)
+        if bank.query_clip > 0:
+            queries = clip_rows(queries, bank.query_clip).astype(np.float32)
+        patch = index.patch_scores(queries).reshape(b, h, w)
+        if observe is not None:
+            observe(start, queries, (b, h, w))
+        grid = torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32)).to(self.device)
+        # Patch grid -> backbone input resolution -> smoothing -> native resolution.
+        up = F.interpolate(
+            grid.unsqueeze(1), size=(in_h, in_w), mode="bilinear", align_corners=False
+        )
+        up = smooth(up.squeeze(1), sigma)
+        native = F.interpolate(
+            up.unsqueeze(1), size=(height, width), mode="bilinear", align_corners=False
+        )
+        return native.squeeze(1).float().cpu().numpy()

@@ -58,9 +58,9 @@ def _run_name(value: str) -> str:
 
 
 def parse_categories(value: Any) -> tuple[str, ...] | None:
-    """Category names from a string ("" = all; commas or spaces) or a list, in the fixed
-    AutoVI order without duplicates; unknown names are refused."""
-    from fedpatch_app.data.autovi import CATEGORIES
+    """Category names from a string ("" = all; commas or spaces) or a list, sorted without
+    duplicates; a name that breaks the category-name rule (`data.layouts`) is refused."""
+    from fedpatch_app.data.layouts import NAME_RULE, NAME_RULE_TEXT
 
     if value is None:
         return None
@@ -70,16 +70,15 @@ def parse_categories(value: Any) -> tuple[str, ...] | None:
         names = [n.strip() for n in value if n.strip()]
     else:
         raise ValueError(f"expected category names, got {value!r}")
-    unknown = [n for n in names if n not in CATEGORIES]
-    if unknown:
-        raise ValueError(
-            f"unknown categories {', '.join(unknown)} (known: {', '.join(CATEGORIES)})"
-        )
-    return tuple(c for c in CATEGORIES if c in names) or None
+    bad = [n for n in names if not NAME_RULE.match(n)]
+    if bad:
+        raise ValueError(f"category names {', '.join(map(repr, bad))}: use {NAME_RULE_TEXT}")
+    return tuple(sorted(set(names))) or None
 
 
 Text = Annotated[str, BeforeValidator(_strip)]
 Dataset = Annotated[Literal["auto", "autovi", "synthetic"], BeforeValidator(_lower)]
+Layout = Annotated[Literal["auto", "autovi", "mvtec", "folder"], BeforeValidator(_lower)]
 Partition = Annotated[Literal["category", "iid", "dirichlet"], BeforeValidator(_lower)]
 Scale = Annotated[Literal["tiny", "small", "autovi"], BeforeValidator(_lower)]
 SyntheticKind = Annotated[Literal["drawn", "photo"], BeforeValidator(_lower)]
@@ -145,11 +144,22 @@ class RunSettings(BaseModel):
     # -- data
     dataset: Dataset = Field(
         "auto",
-        description="autovi (real data at data-root), synthetic (built-in generator) or "
-        "auto (synthetic only while data-root is left at its default and holds no AutoVI)",
+        description="autovi (your data at data-root, in any layout), synthetic (built-in "
+        "generator) or auto (synthetic only while data-root is left at its default and "
+        "holds no category)",
     )
-    data_root: Path = Field(Path("data/autovi"), description="folder holding AutoVI")
-    categories: Categories = Field(None, description="AutoVI categories (empty = all six)")
+    data_root: Path = Field(
+        Path("data/autovi"), description="folder holding one sub-folder per category"
+    )
+    layout: Layout = Field(
+        "auto",
+        description="how data-root keeps its categories: autovi, mvtec (train/good, test/<type>, "
+        "ground_truth/<type>/<name>_mask.png), folder (good/, optional test/<type>) or auto "
+        "(each category's own; README 'Your own part')",
+    )
+    categories: Categories = Field(
+        None, description="categories: names of sub-folders of data-root (empty = all found)"
+    )
     synthetic_scale: Scale = Field(
         "tiny", description="size of the built-in synthetic data (autovi: AutoVI's own counts)"
     )
@@ -243,6 +253,14 @@ class RunSettings(BaseModel):
         le=0.9,
         description="share of each category's good training images held out of the banks "
         "to calibrate the thresholds (0 = no thresholds)",
+    )
+    calibration_folds: int = Field(
+        0,
+        ge=0,
+        le=50,
+        description="0: thresholds from the held-out calibration-fraction; K >= 2: "
+        "cross-fitted on every good training image (each scored by a bank built without "
+        "its fold of K; the bank keeps all images; centralized and local-only runs)",
     )
     target_false_reject: float = Field(
         0.01, gt=0, le=0.5, description="share of good parts the image threshold may reject"

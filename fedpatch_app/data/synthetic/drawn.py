@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedpatch_app.data.autovi import NATIVE_SIZES
+from fedpatch_app.data.autovi_release import NATIVE_SIZES
 from fedpatch_app.data.synthetic.drawn_parts import (
     blue_hoop,
     cardboard,

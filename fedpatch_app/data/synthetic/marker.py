@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fedpatch_app.data.autovi import CATEGORIES
+from fedpatch_app.data.autovi_release import CATEGORIES
 
 log = logging.getLogger(__name__)
 

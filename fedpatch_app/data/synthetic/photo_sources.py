@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fedpatch_app.data.autovi import NATIVE_SIZES
+from fedpatch_app.data.autovi_release import NATIVE_SIZES
 from fedpatch_app.errors import ConfigError
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from fedpatch_app.data.autovi import CATEGORIES, DEFECT_FOLDERS
+from fedpatch_app.data.autovi_release import CATEGORIES, DEFECT_FOLDERS
 from fedpatch_app.data.synthetic.layout import (
     DEFECT_CONFIGS,
     SCALES,

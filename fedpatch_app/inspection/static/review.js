@@ -6,6 +6,8 @@
 const HISTORY_MAX = 20;
 const history = [];  // the last results since the page was opened, newest first
 let manifest = null;
+// As fedpatch_app.evaluation.thresholds.MIN_CALIBRATION_SCORES.
+const MIN_CALIBRATION_SCORES = 20;
 
 const $ = (id) => document.getElementById(id);
 
@@ -40,8 +42,38 @@ function fmt(value, digits = 4) {
 function thresholdText(name) {
   const image = ((manifest.categories[name] || {}).thresholds || {}).image;
   if (!image) return "no calibrated threshold: verdicts are UNCALIBRATED";
-  return "image threshold " + fmt(image.raw) + " (target false-reject rate " +
+  const text = "image threshold " + fmt(image.raw) + " (target false-reject rate " +
     image.target_rate + ", " + image.calibration_images + " calibration images)";
+  if (image.calibration_images >= MIN_CALIBRATION_SCORES) return text;
+  return text + ". WARNING: it rests on fewer than " + MIN_CALIBRATION_SCORES +
+    " scores: the false-reject rate on new good parts is barely known";
+}
+
+function trainedOn() {
+  return (manifest.provenance || {}).training_data || null;
+}
+
+function trainedOnText(name) {
+  const data = trainedOn();
+  if (!data) return "training data not recorded in this model";
+  const entry = (data.categories || {})[name] || {};
+  const parts = [data.dataset];
+  if (entry.layout) parts.push(entry.layout + " layout");
+  if (entry.train_images !== undefined) parts.push(entry.train_images + " training images");
+  if (entry.calibration_images !== undefined) {
+    parts.push(entry.calibration_images + " calibration images");
+  }
+  return "trained on " + parts.join(", ");
+}
+
+function showDataBanner() {
+  const data = trainedOn();
+  const banner = $("data-banner");
+  banner.hidden = !(data && data.synthetic);
+  if (!banner.hidden) {
+    banner.textContent = "SYNTHETIC TRAINING DATA: this model was trained on " + data.dataset +
+      ", not on images of real parts. Its verdicts say nothing about your parts.";
+  }
 }
 
 async function loadModel() {
@@ -62,6 +94,8 @@ async function loadModel() {
     select.append(new Option(name, name));
   }
   $("threshold-info").textContent = thresholdText(select.value);
+  $("trained-on").textContent = trainedOnText(select.value);
+  showDataBanner();
 }
 
 function show(entry) {
@@ -126,6 +160,7 @@ function wire() {
   $("history-max").textContent = HISTORY_MAX;
   $("category").addEventListener("change", (e) => {
     $("threshold-info").textContent = thresholdText(e.target.value);
+    $("trained-on").textContent = trainedOnText(e.target.value);
   });
   $("file").addEventListener("change", (e) => {
     if (e.target.files.length) score(e.target.files[0]);

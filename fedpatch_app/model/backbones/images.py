@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from fedpatch_app.data.images import read_image, resize_rgb
 from fedpatch_app.errors import ConfigError, DataError
 
 #: ImageNet normalisation used by the torchvision weights.
@@ -33,8 +34,6 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     Resizes so the shorter side is ``image_size``, keeping the aspect ratio (1000x750 at
     256 -> 341x256), bilinear with antialiasing; then ``(x - mean) / std`` per channel on
     values in [0, 1] (ImageNet's statistics unless the backbone says otherwise); no crop.
-    ``resize_to`` (width, height): resize every image as if it were that size (an image
-    of another size is stretched to it first), so every image gives the same grid.
     """
 
     def __init__(
@@ -43,27 +42,29 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         image_size: int,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
-        resize_to: tuple[int, int] | None = None,
+        native_size: tuple[int, int] | None = None,
     ) -> None:
         if int(image_size) < 32:
             raise ConfigError(f"image_size must be at least 32 pixels, got {image_size}")
         self.paths = [Path(p) for p in paths]
         self.image_size = int(image_size)
+        #: The category's size: an image of another size is resized to it first.
+        self.native_size = native_size
         self._mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
         self._std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
-        self.resize_to = resize_to
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path = self.paths[index]
+        pixels = read_image(path)
+        if self.native_size is not None:
+            pixels = resize_rgb(pixels, self.native_size)
         try:
-            with Image.open(path) as img:
-                img = img.convert("RGB")
-                size = resized_size(*(self.resize_to or img.size), self.image_size)
-                img = img.resize(size, Image.Resampling.BILINEAR)
-                arr = np.asarray(img, dtype=np.float32)
+            img = Image.fromarray(pixels)
+            size = resized_size(img.width, img.height, self.image_size)
+            arr = np.asarray(img.resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
         except (OSError, UnidentifiedImageError, ValueError) as exc:
             raise DataError(f"cannot read image {str(path)!r}: {exc}") from exc
         arr = arr.transpose(2, 0, 1) / 255.0
