@@ -236,7 +236,7 @@ def test_a_killed_centralized_run_keeps_its_banks_and_says_so(
 
 def _model(folder: Path, incomplete: str | None, thresholds: dict | None = THRESHOLDS) -> Path:
     bank = Bank(np.ones((4, 8), dtype=np.float32), SPEC, "pipe_clip", 1.0, 16)
-    cats = {"pipe_clip": CategoryModel(bank, (400, 400), MapScaling(0.0, 2.0), thresholds, 4)}
+    cats = {"pipe_clip": CategoryModel(bank, (400, 400), MapScaling(0.0, 4.0), thresholds, 4)}
     facts = {"run_name": "r", "run_kind": "centralized", "settings": {"calibration_fraction": 0.1}}
     write_model(folder, SPEC, cats, facts, incomplete=incomplete)
     return folder

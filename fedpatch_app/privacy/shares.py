@@ -33,10 +33,15 @@ class RecordingPatchCore(PatchCore):
         super().__init__(*args, **kwargs)
         self.kept: dict[tuple[str, ...], np.ndarray] = {}
 
-    def features(self, paths: Sequence[str | Path], desc: str = "features") -> np.ndarray:
+    def features(
+        self,
+        paths: Sequence[str | Path],
+        desc: str = "features",
+        native_size: tuple[int, int] | None = None,
+    ) -> np.ndarray:
         key = tuple(str(p) for p in paths)
         if key not in self.kept:
-            self.kept[key] = super().features(paths, desc)
+            self.kept[key] = super().features(paths, desc, native_size)
         return self.kept[key]
 
 
