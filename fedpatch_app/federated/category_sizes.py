@@ -43,8 +43,13 @@ def agree_sizes(
                 log.warning(
                     "%s: %s scored its images at %dx%d, the run's size is %dx%d: its rows of "
                     "%s are left out",
-                    cat, registry.clients[node].label, size[0], size[1], *agreed[cat], cat,
-                )  # fmt: skip
+                    cat,
+                    registry.clients[node].label,
+                    size[0],
+                    size[1],
+                    *agreed[cat],
+                    cat,
+                )
                 reply.coresets.pop(cat, None)
     return {**dict(planned), **agreed}
 

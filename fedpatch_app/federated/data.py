@@ -239,8 +239,10 @@ class NodeData:
             return category
         log.warning(
             "%s: this node's images are %dx%d, the run's size is %dx%d: they are resized to it",
-            name, *category.size, *agreed,
-        )  # fmt: skip
+            name,
+            *category.size,
+            *agreed,
+        )
         return replace(category, size=tuple(agreed))
 
     @classmethod

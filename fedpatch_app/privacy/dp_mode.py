@@ -48,8 +48,13 @@ def release(world: World, share: ClientShare, epsilon: float) -> Release:
     counts = np.asarray(facts[f"dp-counts.{cat}"], dtype=np.float64)
     sigma = float(facts[f"dp-sigma-counts.{cat}"])
     clip = float(facts[f"dp-clip.{cat}"])
-    info = {"digest": facts[f"dp-digest.{cat}"], "counts": counts, "sigma-counts": sigma,
-            "centres": centres, "clip": clip}  # fmt: skip
+    info = {
+        "digest": facts[f"dp-digest.{cat}"],
+        "counts": counts,
+        "sigma-counts": sigma,
+        "centres": centres,
+        "clip": clip,
+    }
     part = SimpleNamespace(
         features=sums.features, n_patches=sums.n_patches, n_images=n_noisy, radius=0.0, dp=info
     )
@@ -85,8 +90,13 @@ def _attack(world: World, releases: list[Release], candidates: list[Candidates])
         for c, r in zip(candidates, releases, strict=True)
     ]
     member = attacks.membership(clipped, [r.rows for r in releases], distance_scores)
-    return {"rows": int(sum(len(r.rows) for r in releases)), "psnr": q.psnr, "ssim": q.ssim,
-            "baseline": base, **member}  # fmt: skip
+    return {
+        "rows": int(sum(len(r.rows) for r in releases)),
+        "psnr": q.psnr,
+        "ssim": q.ssim,
+        "baseline": base,
+        **member,
+    }
 
 
 def dp_mode(world: World, epsilon: float) -> dict:

@@ -49,8 +49,11 @@ def draw(world: World, estimate: np.ndarray, title: str, path: Path) -> Path:
     truth = _paste(shown, where, world.truth[si][chosen], stride)
     rebuilt = _paste(shown, where, world.inverter(estimate[chosen]), stride)
     fig = plt.figure(figsize=(12, 6.2))
-    panels = [(pixels, "training image"), (truth, f"its {len(chosen)} shared rows' patches"),
-              (rebuilt, "rebuilt from the shared rows")]  # fmt: skip
+    panels = [
+        (pixels, "training image"),
+        (truth, f"its {len(chosen)} shared rows' patches"),
+        (rebuilt, "rebuilt from the shared rows"),
+    ]
     for k, (picture, label) in enumerate(panels):
         ax = fig.add_subplot(2, 3, k + 1)
         ax.imshow(np.clip(picture, 0, 1))

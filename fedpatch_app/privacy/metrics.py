@@ -61,9 +61,11 @@ class Baseline:
 
 
 def baseline(
-    true_features: np.ndarray, truth: np.ndarray, public_features: np.ndarray,
+    true_features: np.ndarray,
+    truth: np.ndarray,
+    public_features: np.ndarray,
     public_patches: np.ndarray,
-) -> Baseline:  # fmt: skip
+) -> Baseline:
     mean = np.broadcast_to(public_patches.mean(axis=0), truth.shape)
     _, idx = MemoryBank(public_features).search(true_features, k=1)
     return Baseline(quality(mean, truth), quality(public_patches[idx[:, 0]], truth))

@@ -39,9 +39,20 @@ GENERATOR_SOURCES = frozenset(
 )
 #: scikit-image photographs (in its wheel) that the generator does not use.
 SKIMAGE_PUBLIC = (
-    "chelsea.png", "hubble_deep_field.jpg", "ihc.png", "retina.jpg", "color.png", "camera.png",
-    "grass.png", "gravel.png", "moon.png", "page.png", "text.png", "clock_motion.png", "cell.png",
-)  # fmt: skip
+    "chelsea.png",
+    "hubble_deep_field.jpg",
+    "ihc.png",
+    "retina.jpg",
+    "color.png",
+    "camera.png",
+    "grass.png",
+    "gravel.png",
+    "moon.png",
+    "page.png",
+    "text.png",
+    "clock_motion.png",
+    "cell.png",
+)
 #: matplotlib's sample photographs.
 MATPLOTLIB_PUBLIC = ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")

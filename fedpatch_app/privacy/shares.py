@@ -112,11 +112,20 @@ def local_share(model: RecordingPatchCore, data: ClientData, settings: Any) -> C
     bank = model.fit(data.fit, data.category, settings.coreset_ratio, settings.local_oversample)
     feats = model.kept[tuple(str(p) for p in data.fit)]
     share = ClientShare(
-        data.client, data.category, bank.features, list(data.fit), locate(bank.features, feats),
-        feats, bank.n_patches, bank.radius,
-    )  # fmt: skip
+        data.client,
+        data.category,
+        bank.features,
+        list(data.fit),
+        locate(bank.features, feats),
+        feats,
+        bank.n_patches,
+        bank.radius,
+    )
     log.info(
-        "client %d, %s: %d images -> %d shared rows", data.client, data.category,
-        len(data.fit), len(bank.features),
-    )  # fmt: skip
+        "client %d, %s: %d images -> %d shared rows",
+        data.client,
+        data.category,
+        len(data.fit),
+        len(bank.features),
+    )
     return share

@@ -98,9 +98,11 @@ def build(settings: RunSettings, audit: AuditSettings, key: ShareKey, out: Path)
     root = Path(settings.data_root)
     spec, warnings = _spec(settings)
     model = RecordingPatchCore(
-        spec, device=settings.device, batch_size=settings.batch_size,
+        spec,
+        device=settings.device,
+        batch_size=settings.batch_size,
         num_workers=settings.num_workers,
-    )  # fmt: skip
+    )
     data = client_data(settings, root)
     shares = [local_share(model, d, settings) for d in data]
     truth = []
@@ -119,10 +121,20 @@ def build(settings: RunSettings, audit: AuditSettings, key: ShareKey, out: Path)
         "feature_warnings": warnings,
     }
     return World(
-        settings, audit, root, model, shares, truth,
-        _sample(shares, audit.max_rows, settings.seed), cands, pub_rows, pub_patches,
-        inverter, key, facts,
-    )  # fmt: skip
+        settings,
+        audit,
+        root,
+        model,
+        shares,
+        truth,
+        _sample(shares, audit.max_rows, settings.seed),
+        cands,
+        pub_rows,
+        pub_patches,
+        inverter,
+        key,
+        facts,
+    )
 
 
 def _spec(settings: RunSettings) -> tuple[FeatureSpec, list[str]]:
