@@ -313,9 +313,11 @@ def _centralized_category(run: RunStart, category: Category, s: RunSettings, nam
     block = result.block
     log.info(
         "%s: AUC-sPRO@0.05 %s @0.3 %s, image AUROC %s",
-        cat, format_value(block["auc_spro"]["0.05"]), format_value(block["auc_spro"]["0.3"]),
+        cat,
+        format_value(block["auc_spro"]["0.05"]),
+        format_value(block["auc_spro"]["0.3"]),
         format_value(block["image_auroc"]["mean"]),
-    )  # fmt: skip
+    )
 
 
 @dataclass
@@ -413,10 +415,15 @@ def write_run(
     if facts["data"]["kind"] == "synthetic":
         warnings.append("SYNTHETIC data: the metrics say nothing about AutoVI")
     results = build_results(
-        kind, name, {**to_names(settings), "categories": list(categories)},
-        facts["features"]["weights"], totals.seconds, totals.blocks,
-        run_facts=facts, warnings=warnings,
-    )  # fmt: skip
+        kind,
+        name,
+        {**to_names(settings), "categories": list(categories)},
+        facts["features"]["weights"],
+        totals.seconds,
+        totals.blocks,
+        run_facts=facts,
+        warnings=warnings,
+    )
     write_results(out, results)
     write_curves(out, totals.curves)
     write_status(out, "completed")
@@ -433,9 +440,11 @@ def make_model(settings: RunSettings) -> tuple[PatchCore, tuple[str, ...]]:
     synthetic = is_synthetic(settings.data_root) is not None
     spec, warnings = feature_spec(settings, synthetic_data=synthetic)
     model = PatchCore(
-        spec, device=settings.device, batch_size=settings.batch_size,
+        spec,
+        device=settings.device,
+        batch_size=settings.batch_size,
         num_workers=settings.num_workers,
-    )  # fmt: skip
+    )
     return model, warnings
 
 
