@@ -31,8 +31,16 @@ log = logging.getLogger(__name__)
 
 #: File suffixes read as images (lower case).
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
-#: Pillow format names of the accepted files (the service checks uploads against these).
-IMAGE_FORMATS: frozenset[str] = frozenset({"PNG", "JPEG", "BMP", "TIFF", "MPO"})
+#: Pillow format names of the accepted files, each with the suffix a copy is kept under
+#: (the service checks uploads against these).
+FORMAT_SUFFIXES: dict[str, str] = {
+    "PNG": ".png",
+    "JPEG": ".jpg",
+    "MPO": ".jpg",
+    "BMP": ".bmp",
+    "TIFF": ".tif",
+}
+IMAGE_FORMATS: frozenset[str] = frozenset(FORMAT_SUFFIXES)
 #: What a reader may raise on a bad file.
 READ_ERRORS = (
     OSError,

@@ -37,7 +37,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 
-from fedpatch_app.data.images import shown_size
+from fedpatch_app.data.images import FORMAT_SUFFIXES, IMAGE_FORMATS, shown_size
 from fedpatch_app.inspection.image_limits import ImageSizeError, check_image_size
 
 #: Content types of a raw image body.
@@ -50,8 +50,6 @@ RAW_TYPES = {
 }
 MULTIPART = "multipart/form-data"
 #: The image formats the service scores, and the file suffix each is written with.
-#: The formats training reads too (`data.images`), with the suffix an upload is kept under.
-FORMATS = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "BMP": ".bmp", "TIFF": ".tif"}
 #: The longest file name a form may give its image (echoed back in the answer).
 MAX_FILENAME = 255
 #: The form's limits: one file, a few small text fields.
@@ -82,13 +80,13 @@ class Upload:
     """An uploaded image that passed the checks, in a file of the spool folder."""
 
     path: Path
-    format: str  # a key of FORMATS
+    format: str  # one of data.images.IMAGE_FORMATS
     size: tuple[int, int]  # width, height
     filename: str = ""
 
     @property
     def suffix(self) -> str:
-        return FORMATS[self.format]
+        return FORMAT_SUFFIXES[self.format]
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -211,7 +209,7 @@ def check_image(path: Path, native: tuple[int, int]) -> tuple[str, tuple[int, in
     try:
         with Image.open(path) as img:
             fmt, size = img.format or "", shown_size(img)
-            if fmt not in FORMATS:
+            if fmt not in IMAGE_FORMATS:
                 raise UploadError(
                     415,
                     f"{fmt or 'this'} images are not accepted: send a PNG, JPEG, BMP or TIFF image",
