@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from fedpatch_app.data.images import shown_size
+from fedpatch_app.data.images import image_size
 from fedpatch_app.errors import DataError
 from fedpatch_app.inspection.image_limits import ImageSizeError, check_image_size
 from fedpatch_app.inspection.model_folder import CategoryModel, Model
@@ -28,9 +27,6 @@ from fedpatch_app.model.memory_bank import MemoryBank
 from fedpatch_app.model.patchcore import PatchCore
 
 log = logging.getLogger(__name__)
-
-#: Pillow refuses images above this many pixels (decompression bombs).
-MAX_PIXELS = 100_000_000
 
 
 @dataclass
@@ -69,24 +65,6 @@ class PartResult:
             "size": list(self.size),
             **({"note": self.note} if self.note else {}),
         }
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) of an image, read from its header; DataError naming it if unreadable."""
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-    try:
-        with Image.open(path) as img:
-            img.verify()
-        with Image.open(path) as img:
-            return shown_size(img)
-    except (
-        OSError,
-        UnidentifiedImageError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombError,
-    ) as exc:
-        raise DataError(f"cannot read image {str(path)!r}: {exc}") from None
 
 
 def checked_size(path: Path, native: tuple[int, int]) -> tuple[int, int]:
