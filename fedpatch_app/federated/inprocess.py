@@ -10,9 +10,10 @@ The ClientApp is any callable `(Message, Context) -> Message`, e.g. a Flower `Cl
 with mods that change what a node sends. `offline` nodes get the SuperLink's "node
 unavailable" error (source node 1, as the real SuperLink sends it), and a ClientApp
 exception becomes error code 2 with the exception text. `public_keys` gives nodes the
-keys an authenticating SuperLink would report. A SuperLink draws node ids at random and hands replies over as they arrive:
-`node_ids` sets each node's id and `reply_seed` shuffles the replies, so that tests can
-check that nothing the run computes depends on either.
+keys an authenticating SuperLink would report. A SuperLink draws node ids at random and
+hands replies over as they arrive: `node_ids` sets each node's id and `reply_seed`
+shuffles the replies, so that tests can check that nothing the run computes depends on
+either.
 """
 
 from __future__ import annotations
