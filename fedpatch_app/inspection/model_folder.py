@@ -11,14 +11,14 @@ model/
 
 The format of model.json (its version, its fields, how older versions are read) is
 `model_format`'s. `load_model` reads an older version migrated in memory, refuses one it
-cannot read, recomputes the feature-spec fingerprint, the
-SHA-256 of every bank file and each bank's own fingerprint, checks every field of
-model.json and that each bank records the category, rows and counts its entry gives it
-(`model_checks`), and refuses with a `ModelError` naming the file and field at fault: a
-changed byte in a bank file is refused. Given trusted public keys, it first checks the
-signature over model.json (`signing`): an unsigned or changed model is refused. Nothing
-in model.json is a path of the machine that made it (the weights are named by their
-identifier, the banks by their place in the folder).
+cannot read, recomputes the feature-spec fingerprint, the SHA-256 of every bank file and
+each bank's own fingerprint, checks every field of model.json and that each bank records
+the category, rows and counts its entry gives it (`model_checks`), and refuses with a
+`ModelError` naming the file and field at fault: a changed byte in a bank file is
+refused. Given trusted public keys, it first checks the signature over model.json
+(`signing`): an unsigned or changed model is refused. Nothing in model.json is a path
+of the machine that made it (the weights are named by their identifier, the banks by
+their place in the folder).
 
 A model folder written before its thresholds exist (a run writes its banks as soon as they
 are built, so that an interrupted run keeps them) says so in model.json: `"complete":
