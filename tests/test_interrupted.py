@@ -258,15 +258,18 @@ def test_an_incomplete_model_folder_is_refused_unless_allowed(
 
 
 def test_older_model_folders_count_as_complete_when_they_hold_thresholds(tmp_path: Path) -> None:
+    """Format version 1 written before the `complete` field existed."""
     folder = _model(tmp_path / "with", None)
     manifest = json.loads((folder / "model.json").read_text())
     del manifest["complete"]
+    manifest["format"] = "fedpatch-model/1"
     (folder / "model.json").write_text(json.dumps(manifest))
     assert load_model(folder).incomplete_reason is None
 
     bare = _model(tmp_path / "without", None, thresholds=None)
     manifest = json.loads((bare / "model.json").read_text())
     del manifest["complete"]
+    manifest["format"] = "fedpatch-model/1"
     (bare / "model.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match="older fedpatch"):
         load_model(bare)

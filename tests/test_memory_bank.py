@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -120,3 +122,24 @@ def test_invalid_k_backend_and_b(data) -> None:
         MemoryBank(bank).image_score(queries, reweight=True, b=0)
     with pytest.raises(ModelError, match="no patch features"):
         MemoryBank(bank).image_score(queries[:0])
+
+
+@pytest.mark.parametrize(
+    ("scale", "b"), [(1.0, 3), (1000.0, 3), (1e4, 3), (1000.0, 2), (1000.0, 1)]
+)
+def test_reweighting_hand_computed_also_where_a_naive_softmax_overflows(
+    scale: float, b: int
+) -> None:
+    """Bank rows m* = (0, 0), (-0.5, 0), (-1, 0); the worst patch lies at (scale, 0), so
+    its distances to N_b(m*) are scale, scale + 0.5, scale + 1. Eq. 7 gives
+    w = exp(scale) / sum_k exp(scale + k/2) = 1 / sum_k exp(k/2) over the b rows and the
+    score (1 - w) * scale: at scale 1000 exp(scale) overflows float64 (a naive softmax
+    gives inf / inf), but the weight depends only on the distance gaps."""
+    bank = np.array([[0.0, 0.0], [-0.5, 0.0], [-1.0, 0.0]], dtype=np.float32)
+    patches = np.array([[0.1, 0.0], [scale, 0.0], [-0.6, 0.0]], dtype=np.float32)
+    weight = 1.0 / sum(math.exp(0.5 * k) for k in range(b))
+    expected = (1.0 - weight) * scale
+    score = MemoryBank(bank).image_score(patches, reweight=True, b=b)
+    assert score == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    if b == 3:  # written out: 1 - 1 / (1 + e^0.5 + e^1) = 1 - 1 / 5.36700 = 0.81367
+        assert score == pytest.approx(0.81367 * scale, rel=1e-5)

@@ -418,3 +418,46 @@ def test_image_auroc_errors():
 def test_image_scores_are_map_maxima():
     maps = [np.array([[1, 7], [3, 2]], dtype=np.uint16), np.array([[0.5, -1.0]])]
     assert image_scores(maps).tolist() == [7.0, 0.5]
+
+
+def client_case(seed: int, defects: list[list[str]]):
+    """One client's 16-bit maps: two good images, then one image per entry of `defects`
+    holding a region of each named defect (each defect type lifted by its own amount, so
+    that the per-defect figures differ)."""
+    lift = {"crack": 30000, "dent": 8000, "scratch": 2000}
+    rng = np.random.default_rng(seed)
+    maps, regions = [], []
+    for names in [[], []] + defects:
+        m = (rng.integers(0, 30, size=(24, 24)) * 1500).astype(np.uint16)
+        regs = []
+        for k, name in enumerate(names):
+            mask = box(m.shape, slice(2 + 10 * k, 9 + 10 * k), slice(3 + k, 12 + k))
+            m[mask] = np.minimum(m[mask].astype(np.int64) + lift[name], 65535).astype(np.uint16)
+            regs.append(Reg(mask, name, int(mask.sum()) // 2))
+        maps.append(m)
+        regions.append(regs)
+    return maps, regions
+
+
+def test_pooling_clients_holding_different_defect_types_equals_centralized():
+    """Each client numbers its defect types by its own sorted names; pooling renumbers
+    them by the names of all clients. Client A holds crack and dent, client B dent and
+    scratch: B's "dent" is its defect 0, the pooled crack. Without the renumbering a
+    defect type loses its regions to another one."""
+    from fedpatch_app.evaluation.pooling import merge_statistics
+
+    maps_a, regions_a = client_case(0, [["crack"], ["dent"], ["crack", "dent"]])
+    maps_b, regions_b = client_case(1, [["dent"], ["scratch"], ["scratch", "dent"]])
+    edges = level_edges()
+    a = spro_statistics(maps_a, regions_a, edges)
+    b = spro_statistics(maps_b, regions_b, edges)
+    assert a.defect_names == ("crack", "dent") and b.defect_names == ("dent", "scratch")
+    pooled = auc_spro_from_statistics(merge_statistics([a, b]))
+    central = auc_spro(maps_a + maps_b, regions_a + regions_b)
+    assert set(pooled.per_defect) == {"crack", "dent", "scratch"}
+    assert_same_result(pooled, central, 1e-9)
+    # The case tells the defect types apart: a mix-up changes the figures.
+    assert central.per_defect["scratch"]["0.05"] < central.per_defect["crack"]["0.05"]
+    whole = spro_statistics(maps_a + maps_b, regions_a + regions_b, edges)
+    merged = merge_statistics([a, b]).to_arrays()
+    assert np.array_equal(merged["region_defects"], whole.to_arrays()["region_defects"])

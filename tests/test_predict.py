@@ -126,3 +126,46 @@ def test_an_image_outside_the_size_rule_is_refused_before_any_work(
     err = capsys.readouterr().err
     assert "line.png" in err and "4000x1" in err and "aspect-ratio limit" in err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_an_image_of_another_size_scores_as_the_same_image_resized_first(
+    tmp_path: Path,
+) -> None:
+    """The documented rule: an image of another size (within the size rule) is resized to
+    the category's native size by the loader, then scored. So its score and map equal
+    those of the image resized to the native size beforehand, and the map has the native
+    (height, width) whatever the image's size."""
+    from fedpatch_app.data.images import read_image, resize_rgb
+    from fedpatch_app.evaluation.export import MapScaling
+    from fedpatch_app.inspection.model_folder import CategoryModel, load_model, write_model
+    from fedpatch_app.inspection.predictor import Predictor
+    from fedpatch_app.model.embedding import FeatureSpec
+    from fedpatch_app.model.patchcore import Bank
+
+    native = (96, 64)  # (width, height): not square, so a transposed map shows
+    spec = FeatureSpec(backbone="efficientnet_lite0", weights="none", image_size=32, embed_dim=8)
+    rows = np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32)
+    cats = {CAT: CategoryModel(Bank(rows, spec, CAT, 1.0, 100), native, MapScaling(0.0, 9.0))}
+    write_model(tmp_path / "model", spec, cats, {"run_name": "r", "run_kind": "centralized"})
+    predictor = Predictor(load_model(tmp_path / "model", allow_incomplete=True), device="cpu")
+
+    rng = np.random.default_rng(1)
+    images, first = [], []
+    for width, height in [(120, 60), (150, 100), (48, 40)]:
+        ramp = np.linspace(0, 200, width, dtype=np.float32)[None, :, None]
+        pixels = ramp + rng.integers(0, 55, size=(height, width, 3))
+        path = tmp_path / f"part-{width}x{height}.png"
+        Image.fromarray(pixels.astype(np.uint8)).save(path)
+        resized = tmp_path / f"resized-{width}x{height}.png"
+        Image.fromarray(resize_rgb(read_image(path), native)).save(resized)
+        images.append(path)
+        first.append(resized)
+    # One image per call, as the service scores them (a batch must share one size).
+    results = [predictor.score(CAT, [path])[0] for path in images + first]
+    for other, same in zip(results[:3], results[3:], strict=True):
+        assert other.size != native and same.size == native
+        assert other.anomaly_map.shape == same.anomaly_map.shape == (64, 96)
+        assert "resized to the native size" in other.note and not same.note
+        assert other.score == same.score
+        np.testing.assert_array_equal(other.anomaly_map, same.anomaly_map)
+    assert len({r.score for r in results[:3]}) == 3, "the images must score differently"

@@ -145,3 +145,36 @@ def test_an_inflater_as_large_as_eight_honest_lines_still_loses_its_rows() -> No
     assert action_for(260, 3430, 8.4, "quarantine") == "dropped"
     assert action_for(103, 3430, 8.4, "quarantine") == "kept-tail"
     assert action_for(120, 3430, 1.0, "quarantine") == "dropped"
+
+
+def test_a_client_sending_many_shifted_rows_cannot_make_them_the_norm() -> None:
+    """Each client weighs the same in the honest spread, whatever its number of rows: a
+    client sending 2,000 shifted rows against three 60-row clients is flagged as mostly
+    unsupported. Weighed one per row, its 2,000 rows would set the median and none would
+    stand out."""
+    parts = clients(3)
+    parts.append((np.random.default_rng(7).normal(size=(2000, DIM)) + 6.0).astype(np.float32))
+    support = check_support(parts, z=4.0)
+    shifted = support.verdicts[3]
+    assert shifted.share > 0.5 and shifted.action == "kept-mostly-unsupported"
+    assert all(v.action == "" for v in support.verdicts[:3])
+    strict = check_support(parts, z=4.0, mode="strict").verdicts[3]
+    assert strict.action == "dropped" and not strict.keep.any()
+
+
+@pytest.mark.parametrize("offset", [-1, 0, 1])
+def test_planted_rows_from_exactly_planted_min_on(offset: int) -> None:
+    """Among equal 60-row holders the honest tail share (3 % of 60: 2 rows) is below
+    `PLANTED_MIN`, so the count decides: PLANTED_MIN - 1 unsupported rows are a kept tail,
+    PLANTED_MIN and more plant rows and cost the client all its rows."""
+    from fedpatch_app.model.robust_merge import PLANTED_MIN, action_for, honest_share
+
+    assert np.ceil(honest_share(1.0) * 60) < PLANTED_MIN, "the count must decide here"
+    count = PLANTED_MIN + offset
+    expected = "dropped" if offset >= 0 else "kept-tail"
+    assert action_for(count, 60, 1.0, "quarantine") == expected
+    parts = clients()
+    parts[0][:count] = far_rows(count)
+    first = check_support(parts, z=4.0).verdicts[0]
+    assert first.unsupported == count and first.action == expected
+    assert first.keep.any() == (offset < 0)

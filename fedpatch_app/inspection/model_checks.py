@@ -22,9 +22,6 @@ from fedpatch_app.evaluation.export import MapScaling
 from fedpatch_app.model.embedding import FeatureSpec
 from fedpatch_app.model.patchcore import Bank
 
-FORMAT_NAME = "fedpatch-model"
-#: The newest model.json format version this fedpatch reads.
-FORMAT_VERSION = 1
 #: Bounds of a category's native size, per side, in pixels (warm-up scores an image of it).
 MIN_SIDE, MAX_SIDE = 32, 4096
 #: Bound of the counts (training images, patches, bank rows).
@@ -46,22 +43,6 @@ class EntryFacts:
     thresholds: dict[str, Any] | None
     train_images: int
     train_patches: int
-
-
-def check_format(manifest: Any, path: Path) -> None:
-    """ModelError unless `manifest` is a model.json of a format version this reads."""
-    got = manifest.get("format") if isinstance(manifest, dict) else None
-    match = re.fullmatch(rf"{FORMAT_NAME}/(\d+)", got) if isinstance(got, str) else None
-    if match is None:
-        raise ModelError(
-            f"{path}: unknown model format {got!r} (this fedpatch reads "
-            f"{FORMAT_NAME}/1 to /{FORMAT_VERSION})"
-        )
-    if int(match.group(1)) > FORMAT_VERSION:
-        raise ModelError(
-            f"{path}: field 'format' is {got!r}, written by a newer fedpatch (this one reads "
-            f"up to {FORMAT_NAME}/{FORMAT_VERSION}): upgrade fedpatch to use this model"
-        )
 
 
 def _where(path: Path, cat: str, name: str) -> str:

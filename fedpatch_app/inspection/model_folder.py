@@ -9,21 +9,23 @@ model/
   banks/<cat>.npz     the memory bank (numpy, no pickle; `Bank.save`)
 ```
 
-`load_model` checks the format version, recomputes the feature-spec fingerprint, the
-SHA-256 of every bank file and each bank's own fingerprint, checks every field of
-model.json and that each bank records the category, rows and counts its entry gives it
-(`model_checks`), and refuses with a `ModelError` naming the file and field at fault: a
-changed byte in a bank file is refused. Given trusted public keys, it first checks the
-signature over model.json (`signing`): an unsigned or changed model is refused. Nothing
-in model.json is a path of the machine that made it (the weights are named by their
-identifier, the banks by their place in the folder).
+The format of model.json (its version, its fields, how older versions are read) is
+`model_format`'s. `load_model` reads an older version migrated in memory, refuses one it
+cannot read, recomputes the feature-spec fingerprint, the SHA-256 of every bank file and
+each bank's own fingerprint, checks every field of model.json and that each bank records
+the category, rows and counts its entry gives it (`model_checks`), and refuses with a
+`ModelError` naming the file and field at fault: a changed byte in a bank file is
+refused. Given trusted public keys, it first checks the signature over model.json
+(`signing`): an unsigned or changed model is refused. Nothing in model.json is a path
+of the machine that made it (the weights are named by their identifier, the banks by
+their place in the folder).
 
 A model folder written before its thresholds exist (a run writes its banks as soon as they
 are built, so that an interrupted run keeps them) says so in model.json: `"complete":
 false` and `incomplete_reason`. `load_model` refuses such a folder unless
 `allow_incomplete` is set (then it warns); writing the thresholds makes the folder
-complete. A folder written before this field existed counts as complete when it holds
-thresholds (or its run asked for none: `calibration_fraction` 0).
+complete. A folder written before this field existed (format version 1) counts as
+complete when it holds thresholds (or its run asked for none: `calibration_fraction` 0).
 """
 
 from __future__ import annotations
@@ -41,13 +43,14 @@ from typing import Any
 
 from fedpatch_app.errors import ModelError
 from fedpatch_app.evaluation.export import MapScaling
-from fedpatch_app.inspection.model_checks import check_bank_matches, check_entry, check_format
+from fedpatch_app.inspection.model_checks import check_bank_matches, check_entry
+from fedpatch_app.inspection.model_format import CURRENT_FORMAT, check_written, read_manifest
 from fedpatch_app.model.embedding import FeatureSpec
 from fedpatch_app.model.patchcore import Bank
 
 log = logging.getLogger(__name__)
 
-FORMAT = "fedpatch-model/1"
+FORMAT = CURRENT_FORMAT
 MODEL_FILE = "model.json"
 SCORE_SCALE = (
     "score: raw nearest-neighbour distance of the worst patch (the map maximum); "
@@ -212,6 +215,7 @@ def write_model(
             "versions": versions(),
         },
     }
+    check_written(manifest)
     _write_json(folder / MODEL_FILE, manifest)
     _sign(folder)
     log.info("model folder written: %s%s", folder, " (incomplete)" if incomplete else "")
@@ -226,24 +230,13 @@ def _sign(folder: Path) -> None:
 
 
 def incompleteness(manifest: dict[str, Any]) -> str | None:
-    """Why a model.json's folder is incomplete, or None when it is complete (see the
-    module doc for folders written before the field existed)."""
-    if "complete" in manifest:
-        if manifest["complete"] is True:
-            return None
-        return str(manifest.get("incomplete_reason") or "model.json marks it incomplete")
-    entries = manifest.get("categories")
-    if isinstance(entries, dict) and any(
-        isinstance(e, dict) and e.get("thresholds") for e in entries.values()
-    ):
+    """Why a model.json's folder is incomplete, or None when it is complete (a folder of
+    an older format version is read as the current one first: `model_format`)."""
+    if manifest.get("complete") is True:
         return None
-    settings = manifest.get("provenance", {}).get("settings", {})
-    if isinstance(settings, dict) and settings.get("calibration_fraction") == 0:
-        return None
-    return (
-        "it holds no thresholds and was written by an older fedpatch that did not mark "
-        "model folders complete: most likely the banks of a run that did not finish"
-    )
+    if "complete" not in manifest:
+        return f"model.json has no 'complete' field, which {FORMAT} requires"
+    return str(manifest.get("incomplete_reason") or "model.json marks it incomplete")
 
 
 def _run_note(folder: Path) -> str:
@@ -291,8 +284,7 @@ def _manifest(folder: Path, trusted_keys: tuple[Any, ...] = ()) -> tuple[dict[st
         manifest = json.loads(data.decode("utf-8"))
     except ValueError as exc:
         raise ModelError(f"model manifest {path} is unreadable: {exc}") from None
-    check_format(manifest, path)
-    return manifest, hashlib.sha256(data).hexdigest()
+    return read_manifest(manifest, path), hashlib.sha256(data).hexdigest()
 
 
 def _spec(manifest: dict[str, Any], path: Path) -> FeatureSpec:
