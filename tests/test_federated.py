@@ -410,10 +410,10 @@ def test_synthetic_generation_happens_once_under_concurrency(tmp_path: Path, mon
 def test_pretrained_stand_in_only_for_synthetic_data(tmp_path: Path, monkeypatch) -> None:
     """Without WideResNet's ImageNet file: synthetic data get pretrained EfficientNet-Lite0
     (never random features); real AutoVI keeps the asked-for features for the clients."""
-    import fedpatch_app.model.backbone as backbone
     from fedpatch_app.federated.data import DatasetChoice
+    from fedpatch_app.model.backbones import wide_resnet
 
-    monkeypatch.setattr(backbone, "imagenet_cache_path", lambda: tmp_path / "absent.pth")
+    monkeypatch.setattr(wide_resnet, "imagenet_cache_path", lambda: tmp_path / "absent.pth")
     settings = from_run_config({"weights": "imagenet"})
     spec, warnings = resolve_features(settings, DatasetChoice("synthetic", tmp_path, CATS))
     assert (spec.backbone, spec.weights) == ("efficientnet_lite0", "imagenet")

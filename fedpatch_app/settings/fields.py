@@ -24,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from fedpatch_app.errors import ConfigError
-from fedpatch_app.settings.schema import RunSettings
+from fedpatch_app.settings.schema import ChoicesFrom, RunSettings
 
 #: Groups of settings held as one object in RunSettings: field name -> flat-name prefix.
 GROUPS = {"dp": "dp_"}
@@ -50,6 +50,9 @@ class Setting:
     @property
     def choices(self) -> tuple[str, ...] | None:
         """The allowed values of a choice setting, else None."""
+        for meta in self.info.metadata:
+            if isinstance(meta, ChoicesFrom):
+                return meta.names()
         for arg in _flatten(self.info.annotation):
             if typing.get_origin(arg) is Literal:
                 return tuple(typing.get_args(arg))

@@ -22,10 +22,14 @@ is needed, and run `fedpatch settings --toml` to print pyproject's table
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from fedpatch_app.model.backbones import registry as backbones
 
 #: One cap on the backbone input size, for the run config and every command.
 MAX_IMAGE_SIZE = 2048
@@ -57,6 +61,23 @@ def _run_name(value: str) -> str:
     return value
 
 
+@dataclass(frozen=True)
+class ChoicesFrom:
+    """A choice setting whose values a registry holds (read at validation time, so a
+    registered extension is a valid value); `Setting.choices` lists them for the CLI and
+    the settings table."""
+
+    names: Callable[[], tuple[str, ...]]
+
+    def check(self, value: str) -> str:
+        if value not in self.names():
+            raise ValueError(f"expected one of {', '.join(self.names())}")
+        return value
+
+
+_BACKBONES = ChoicesFrom(backbones.names)
+
+
 def parse_categories(value: Any) -> tuple[str, ...] | None:
     """Category names from a string ("" = all; commas or spaces) or a list, sorted without
     duplicates; a name that breaks the category-name rule (`data.layouts`) is refused."""
@@ -82,7 +103,7 @@ Layout = Annotated[Literal["auto", "autovi", "mvtec", "folder"], BeforeValidator
 Partition = Annotated[Literal["category", "iid", "dirichlet"], BeforeValidator(_lower)]
 Scale = Annotated[Literal["tiny", "small", "autovi"], BeforeValidator(_lower)]
 SyntheticKind = Annotated[Literal["drawn", "photo"], BeforeValidator(_lower)]
-Backbone = Annotated[Literal["wide_resnet50_2", "efficientnet_lite0"], BeforeValidator(_lower)]
+Backbone = Annotated[str, BeforeValidator(_lower), AfterValidator(_BACKBONES.check), _BACKBONES]
 TransportDtype = Annotated[Literal["float32", "float16"], BeforeValidator(_lower)]
 BankBudget = Annotated[Literal["volume", "equal", "sqrt"], BeforeValidator(_lower)]
 RobustMerge = Annotated[Literal["quarantine", "rows", "strict", "off"], BeforeValidator(_lower)]
@@ -224,9 +245,9 @@ class RunSettings(BaseModel):
     )
     # -- features and model
     backbone: Backbone = Field(
-        "wide_resnet50_2",
-        description="feature network: wide_resnet50_2 (ImageNet weights from torchvision) or "
-        "efficientnet_lite0 (ImageNet weights installed with fedpatch)",
+        backbones.DEFAULT,
+        description="feature network whose two feature maps make the patch features (the "
+        "backbone registry's; docs/architecture.md 'Adding a backbone')",
     )
     weights: Text = Field(
         "imagenet",
