@@ -128,7 +128,7 @@ def main() -> None:
         tmp = Path(tmp)
         data, out = tmp / "data", tmp / "runs"
         t0 = time.perf_counter()
-        generate(data, scale=args.scale, seed=0, categories=args.categories)
+        generate(data, scale=args.scale, seed=0, categories=args.categories, kind="drawn")
         print(
             f"data: synthetic {args.scale}, {', '.join(args.categories)} ({time.perf_counter() - t0:.1f} s)"
         )

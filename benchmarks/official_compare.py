@@ -72,7 +72,7 @@ def make_maps(work: Path, categories: list[str] | None) -> tuple[Path, Path]:
     """Tiny synthetic data and a centralized run that exports its maps: (data, maps)."""
     data, run_dir = work / "data", work / "central"
     cats = ["--categories", *categories] if categories else []
-    run(fedpatch_cmd("synth", "--out", str(data), "--scale", "tiny", *cats), None,
+    run(fedpatch_cmd("synth", "--out", str(data), "--scale", "tiny", "--kind", "drawn", *cats), None,
         work / "logs" / "synth.log")  # fmt: skip
     run(
         fedpatch_cmd(

@@ -57,7 +57,8 @@ from fedpatch_app.inspection.service import create_app
 def build_model(folder: Path, category: str, scale: str, image_size: int) -> tuple[Path, Path]:
     """A centralized run on synthetic data: (its model folder, the category's test images)."""
     data = folder / "data"
-    assert fedpatch(["synth", "--out", str(data), "--scale", scale, "--categories", category]) == 0
+    synth = ["synth", "--out", str(data), "--scale", scale, "--kind", "drawn"]
+    assert fedpatch([*synth, "--categories", category]) == 0
     run = folder / "run"
     code = fedpatch(["centralized", "--data-root", str(data), "--out", str(run), "--categories",
                      category, "--weights", "none", "--image-size", str(image_size),

@@ -13,7 +13,7 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from fedpatch_app.data.synthetic import generate
 
     root = tmp_path_factory.mktemp("autovi_tiny")
-    generate(root, scale="tiny", seed=0)
+    generate(root, scale="tiny", seed=0, kind="drawn")
     return root
 
 

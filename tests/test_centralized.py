@@ -107,7 +107,7 @@ def test_local_only_scores_every_test_image_with_its_clients_bank(tiny_root, tmp
     from fedpatch_app.local_only import run_local_only
 
     cats = ["pipe_staple"]
-    partition = make_partition(tiny_root, "category", categories=cats)
+    partition = make_partition(tiny_root, "category", 5, 0.5, 0, cats, layout="auto")
     out = tmp_path / "local"
     settings = from_names(
         {

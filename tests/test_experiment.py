@@ -92,7 +92,7 @@ def test_cli_passes_the_engine(tmp_path: Path, monkeypatch, capsys) -> None:
 @pytest.mark.slow
 def test_small_experiment_end_to_end(tmp_path: Path, capsys) -> None:
     data = tmp_path / "data"
-    generate(data, scale="tiny", seed=0, categories=["pipe_clip", "pipe_staple"])
+    generate(data, scale="tiny", seed=0, categories=["pipe_clip", "pipe_staple"], kind="drawn")
     preset = tmp_path / "mini.yaml"
     preset.write_text(PRESET)
     out = tmp_path / "exp"

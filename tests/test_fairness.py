@@ -169,7 +169,7 @@ def test_unequal_view(tmp_path: Path) -> None:
     from fedpatch_app.experiment.views import unequal_view
 
     root = tmp_path / "data"
-    generate(root, "tiny", 0, ["pipe_clip", "pipe_staple"])
+    generate(root, "tiny", 0, ["pipe_clip", "pipe_staple"], kind="drawn")
     view, smallest = unequal_view(root, tmp_path / "view", 0.25)
     assert smallest == "pipe_staple"
     full = len(list((root / "pipe_staple" / "train" / "good").iterdir()))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import annotated_types as at
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
 from fedpatch_app.errors import ConfigError
@@ -144,15 +144,38 @@ def _error(exc: ValidationError, label: dict[tuple[str, ...], str], where: str) 
     err = exc.errors()[0]
     loc = tuple(str(p) for p in err["loc"] if not isinstance(p, int))
     path = next((loc[:n] for n in range(len(loc), 0, -1) if loc[:n] in label), None)
-    message = str(err["msg"]).removeprefix("Value error, ")
     if path is None:
-        return ConfigError(f"{where}: {message}")
-    setting = BY_PATH[path]
+        return ConfigError(f"{where}: {str(err['msg']).removeprefix('Value error, ')}")
+    return _field_error(err, BY_PATH[path], f"{where} '{label[path]}'")
+
+
+def _field_error(err: Any, setting: Setting, where: str) -> ConfigError:
+    message = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] in _RANGE_ERRORS:
         message = f"must be {range_text(setting.info)}"
     elif err["type"] == "literal_error":
         message = f"expected one of {', '.join(setting.choices or ())}"
-    return ConfigError(f"{where} '{label[path]}': {message}, got {err.get('input')!r}")
+    return ConfigError(f"{where}: {message}, got {err.get('input')!r}")
+
+
+@functools.cache
+def _adapter(name: str) -> TypeAdapter:
+    info = BY_NAME[name].info
+    kind = typing.Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+    return TypeAdapter(kind, config=ConfigDict(allow_inf_nan=False))
+
+
+def check_value(name: str, value: Any, label: str) -> Any:
+    """`value` of setting `name` checked by its field alone (type, range, choices), as the
+    schema parses it; a ConfigError names it as `label`. For commands that take a few
+    settings, not a run's whole set (whose cross-setting rules `from_names` applies)."""
+    setting = BY_NAME[name]
+    if isinstance(value, bool) and setting.kind in (int, float):
+        raise ConfigError(f"{label}: expected a number, got {value!r}")
+    try:
+        return _adapter(name).validate_python(value)
+    except ValidationError as exc:
+        raise _field_error(exc.errors()[0], setting, label) from None
 
 
 def _check_bools(flat: Mapping[str, Any], label_of, where: str) -> None:
