@@ -122,15 +122,12 @@ def _stand_in(name: str, *, synthetic_data: bool) -> FeatureChoice:
 
 
 def feature_spec(settings: Any, *, synthetic_data: bool) -> tuple[FeatureSpec, tuple[str, ...]]:
-    """The FeatureSpec every run kind builds from its settings (`backbone`, `weights`,
-    `image_size`, `seed`), after `choose_features`, and the warnings to record."""
+    """The FeatureSpec every run kind builds from its settings (those the schema marks
+    as defining the features: `backbone`, `weights`, `image_size`, `seed`), after
+    `choose_features`, and the warnings to record."""
     from fedpatch_app.model.embedding import FeatureSpec
+    from fedpatch_app.settings.fields import feature_values
 
     choice = choose_features(settings.backbone, settings.weights, synthetic_data=synthetic_data)
-    spec = FeatureSpec(
-        weights=choice.weights,
-        backbone=choice.backbone,
-        image_size=settings.image_size,
-        seed=settings.seed,
-    )
-    return spec, choice.warnings
+    values = {**feature_values(settings), "backbone": choice.backbone, "weights": choice.weights}
+    return FeatureSpec(**values), choice.warnings

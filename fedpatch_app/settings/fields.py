@@ -44,6 +44,16 @@ class Setting:
         return self.name.replace("_", "-")
 
     @property
+    def features(self) -> bool:
+        """It defines the patch features (a `FeatureSpec` field the predictor reads back)."""
+        return bool((self.info.json_schema_extra or {}).get("features"))
+
+    @property
+    def recorded(self) -> bool:
+        """model.json's provenance records it (it shapes the banks or thresholds)."""
+        return bool((self.info.json_schema_extra or {}).get("recorded"))
+
+    @property
     def default(self) -> Any:
         return self.info.get_default(call_default_factory=True)
 
@@ -121,6 +131,9 @@ SETTINGS: tuple[Setting, ...] = tuple(_collect(RunSettings, "", ()))
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
 BY_PATH: dict[tuple[str, ...], Setting] = {s.path: s for s in SETTINGS}
+#: The settings that define the patch features, and those a model folder records.
+FEATURE_SETTINGS: tuple[str, ...] = tuple(s.name for s in SETTINGS if s.features)
+RECORDED_SETTINGS: tuple[str, ...] = tuple(s.name for s in SETTINGS if s.recorded)
 
 
 def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
@@ -240,6 +253,16 @@ def value_of(settings: RunSettings, setting: Setting) -> Any:
     for part in setting.path:
         value = getattr(value, part)
     return value
+
+
+def feature_values(settings: RunSettings) -> dict[str, Any]:
+    """{name: value} of the settings that define the patch features (`FeatureSpec`'s)."""
+    return {name: value_of(settings, BY_NAME[name]) for name in FEATURE_SETTINGS}
+
+
+def recorded_values(settings: RunSettings) -> dict[str, Any]:
+    """{name: value} of the settings model.json's provenance records."""
+    return {name: value_of(settings, BY_NAME[name]) for name in RECORDED_SETTINGS}
 
 
 def to_run_config(settings: RunSettings) -> dict[str, Any]:

@@ -114,6 +114,15 @@ Device = Annotated[str, BeforeValidator(_lower), AfterValidator(_device)]
 RunName = Annotated[str, BeforeValidator(_strip), AfterValidator(_run_name)]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
+#: Where a setting goes besides the run (field metadata, read by `settings.fields`):
+#: FEATURES: it defines the patch features, so it is a `FeatureSpec` field: recorded in
+#: model.json's feature spec and read back by the predictor, which scores with it.
+#: RECORDED: it shapes the banks or thresholds a model folder holds: recorded in
+#: model.json's provenance (no setting that may name a path of the machine).
+FEATURES: dict[str, Any] = {"features": True}
+RECORDED: dict[str, Any] = {"recorded": True}
+FEATURES_RECORDED: dict[str, Any] = {**FEATURES, **RECORDED}
+
 _STRICT = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, validate_default=True)
 
 
@@ -248,25 +257,45 @@ class RunSettings(BaseModel):
         backbones.DEFAULT,
         description="feature network whose two feature maps make the patch features (the "
         "backbone registry's; docs/architecture.md 'Adding a backbone')",
+        json_schema_extra=FEATURES,
     )
     weights: Text = Field(
         "imagenet",
         min_length=1,
         description="backbone weights: imagenet, none (random: for tests only) or a file path",
+        json_schema_extra=FEATURES,
     )
     image_size: int = Field(
-        256, ge=32, le=MAX_IMAGE_SIZE, description="shorter image side at the backbone input"
+        256,
+        ge=32,
+        le=MAX_IMAGE_SIZE,
+        description="shorter image side at the backbone input",
+        json_schema_extra=FEATURES_RECORDED,
     )
     coreset_ratio: float = Field(
-        0.1, gt=0, le=1, description="memory-bank size as a fraction of the training patches"
+        0.1,
+        gt=0,
+        le=1,
+        description="memory-bank size as a fraction of the training patches",
+        json_schema_extra=RECORDED,
     )
     local_oversample: float = Field(
-        2.0, ge=1, le=100, description="local coreset size over the global ratio (federated)"
+        2.0,
+        ge=1,
+        le=100,
+        description="local coreset size over the global ratio (federated)",
+        json_schema_extra=RECORDED,
     )
     bank_budget: BankBudget = Field(
-        "volume", description="how bank rows are shared across categories"
+        "volume",
+        description="how bank rows are shared across categories",
+        json_schema_extra=RECORDED,
     )
-    seed: Seed = Field(0, description="seed of everything random (projection, data, splits)")
+    seed: Seed = Field(
+        0,
+        description="seed of everything random (projection, data, splits)",
+        json_schema_extra=FEATURES_RECORDED,
+    )
     # -- thresholds and the model in use
     calibration_fraction: float = Field(
         0.1,
@@ -274,6 +303,7 @@ class RunSettings(BaseModel):
         le=0.9,
         description="share of each category's good training images held out of the banks "
         "to calibrate the thresholds (0 = no thresholds)",
+        json_schema_extra=RECORDED,
     )
     calibration_folds: int = Field(
         0,
@@ -284,10 +314,18 @@ class RunSettings(BaseModel):
         "its fold of K; the bank keeps all images; centralized and local-only runs)",
     )
     target_false_reject: float = Field(
-        0.01, gt=0, le=0.5, description="share of good parts the image threshold may reject"
+        0.01,
+        gt=0,
+        le=0.5,
+        description="share of good parts the image threshold may reject",
+        json_schema_extra=RECORDED,
     )
     target_pixel_fpr: float = Field(
-        0.001, gt=0, le=0.5, description="share of good pixels the region threshold may flag"
+        0.001,
+        gt=0,
+        le=0.5,
+        description="share of good pixels the region threshold may flag",
+        json_schema_extra=RECORDED,
     )
     init_model: Text = Field(
         "",
