@@ -139,8 +139,10 @@ def main() -> None:
         runs = {m: run_child(m, data, out, args.categories, args.image_size) for m in modes}
 
     base = runs["centralized"]
-    print(f"{'run':<26} {'wall s':>8} {'x central':>10} {'peak MiB':>9} {'x central':>10} "
-          f"{'sPRO@0.3':>9} {'AUROC':>7}")  # fmt: skip
+    print(
+        f"{'run':<26} {'wall s':>8} {'x central':>10} {'peak MiB':>9} {'x central':>10} "
+        f"{'sPRO@0.3':>9} {'AUROC':>7}"
+    )
     labels = {
         "centralized": "centralized",
         "inprocess": "federated (in-process)",

@@ -103,8 +103,11 @@ def test_small_experiment_end_to_end(tmp_path: Path, capsys) -> None:
     text = (out / "experiment.md").read_text()
     assert "| category | centralized | federated-noniid | local-only |" in text
     assert "Ablation: local oversampling" in text
-    for name, kind in (("centralized", "centralized"), ("federated-noniid", "federated"),
-                       ("local-only", "local-only")):  # fmt: skip
+    for name, kind in (
+        ("centralized", "centralized"),
+        ("federated-noniid", "federated"),
+        ("local-only", "local-only"),
+    ):
         results = json.loads((out / name / "results.json").read_text())
         assert results["run"]["kind"] == kind
         assert sorted(results["categories"]) == ["pipe_clip", "pipe_staple"]

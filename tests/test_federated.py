@@ -98,8 +98,16 @@ def test_normal_run_writes_everything(normal_run: dict[str, Any]) -> None:
         assert fed["seconds"][phase] >= 0
     # Where the time goes: every phase of the run, measured (clients report theirs).
     phases = results["run"]["phases"]
-    assert set(phases) == {"extraction", "local_coreset", "upload", "merge", "broadcast",
-                           "scoring", "statistics", "pooling"}  # fmt: skip
+    assert set(phases) == {
+        "extraction",
+        "local_coreset",
+        "upload",
+        "merge",
+        "broadcast",
+        "scoring",
+        "statistics",
+        "pooling",
+    }
     assert phases["extraction"] > 0 and phases["scoring"] > 0 and phases["statistics"] > 0
     assert all(c["seconds"]["extraction"] > 0 for c in fed["clients"] if c["train_images"])
     spec = FeatureSpec.from_dict(results["run"]["features"]["spec"])
@@ -150,6 +158,9 @@ def test_pooled_metrics_equal_centralized_on_the_same_maps(normal_run: dict[str,
         assert fed["counts"]["train"] + fed["counts"]["calibration"] == len(category.train)
         assert fed["counts"]["calibration"] >= 1 and "thresholds" in fed
         assert fed["map_scaling"] == scaling.to_dict()
+
+
+LEVELS, PARTS = ("image", "pixel"), ("levels", "counts")
 
 
 @pytest.mark.slow
@@ -208,12 +219,7 @@ def test_messages_carry_no_maps_and_match_their_phase(normal_run: dict[str, Any]
             }
             for cat in calibrated:
                 arrays = {k: a.numpy() for k, a in records[f"{CALIBRATION_PREFIX}{cat}"].items()}
-                assert set(arrays) == {
-                    "image_levels",
-                    "image_counts",
-                    "pixel_levels",
-                    "pixel_counts",
-                }
+                assert set(arrays) == {f"{what}_{part}" for what in LEVELS for part in PARTS}
                 calib = CalibrationStats.from_arrays(arrays, cat)  # increasing levels, counts > 0
                 width, height = NATIVE_SIZES[cat]
                 assert calib.pixels.total == calib.images.total * width * height

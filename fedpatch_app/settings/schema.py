@@ -31,7 +31,9 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from fedpatch_app.model.backbones import registry as backbones
 
-#: One cap on the backbone input size, for the run config and every command.
+#: The bounds of the backbone input size, for the run config, every command and the
+#: feature spec.
+MIN_IMAGE_SIZE = 32
 MAX_IMAGE_SIZE = 2048
 #: Seeds are 32-bit unsigned integers everywhere (numpy and torch generators accept them).
 MAX_SEED = 2**32 - 1
@@ -267,7 +269,7 @@ class RunSettings(BaseModel):
     )
     image_size: int = Field(
         256,
-        ge=32,
+        ge=MIN_IMAGE_SIZE,
         le=MAX_IMAGE_SIZE,
         description="shorter image side at the backbone input",
         json_schema_extra=FEATURES_RECORDED,
