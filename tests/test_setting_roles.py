@@ -21,27 +21,42 @@ from fedpatch_app.model.embedding import FeatureSpec
 from fedpatch_app.model.feature_choice import feature_spec
 from fedpatch_app.model.patchcore import Bank
 from fedpatch_app.settings import from_names
-from fedpatch_app.settings.fields import BY_NAME, FEATURE_SETTINGS, RECORDED_SETTINGS, SETTINGS
+from fedpatch_app.settings.fields import (
+    BY_NAME,
+    FEATURE_SETTINGS,
+    RECORDED_SETTINGS,
+    SETTINGS,
+    Setting,
+    check_value,
+)
 
-#: A valid value other than the default for every marked setting.
-CHANGED: dict[str, Any] = {
-    "backbone": "efficientnet_lite0",
-    "weights": "none",
-    "image_size": 64,
-    "seed": 7,
-    "coreset_ratio": 0.25,
-    "local_oversample": 3.0,
-    "bank_budget": "sqrt",
-    "calibration_fraction": 0.2,
-    "target_false_reject": 0.05,
-    "target_pixel_fpr": 0.01,
-}
+#: Changed values no rule below can pick (other weights must name weights that exist).
+SPECIAL: dict[str, Any] = {"weights": "none"}
+
+
+def changed_value(setting: Setting) -> Any:
+    """A valid value other than the default: another choice, the other boolean, the
+    default moved by 2 (whole numbers: odd stays odd) or by half (fractions)."""
+    if setting.name in SPECIAL:
+        return SPECIAL[setting.name]
+    default = setting.default
+    if setting.choices:
+        return next(c for c in setting.choices if c != default)
+    if setting.kind is bool:
+        return not default
+    if setting.kind in (int, float):
+        return default + 2 if setting.kind is int else default * 1.5
+    raise AssertionError(f"add a changed value of {setting.name!r} to SPECIAL")
+
+
+MARKED = sorted(set(FEATURE_SETTINGS) | set(RECORDED_SETTINGS))
+CHANGED: dict[str, Any] = {name: changed_value(BY_NAME[name]) for name in MARKED}
 
 
 def test_every_marked_setting_has_a_changed_value() -> None:
-    assert set(FEATURE_SETTINGS) | set(RECORDED_SETTINGS) == set(CHANGED)
     for name, value in CHANGED.items():
         assert value != BY_NAME[name].default, name
+        assert check_value(name, value, name) == value
 
 
 def test_feature_settings_are_the_feature_spec_fields_the_schema_defines() -> None:
