@@ -74,9 +74,7 @@ def backbone_info(name: str) -> BackboneProtocol:
     return registry.get(name)
 
 
-def build_backbone(
-    name: str = DEFAULT_BACKBONE, weights: str | os.PathLike = "imagenet", *, seed: int = 0
-) -> nn.Module:
+def build_backbone(name: str, weights: str | os.PathLike, *, seed: int = 0) -> nn.Module:
     """The frozen, truncated backbone ``name`` with ``weights``; ``forward(x)`` returns the
     finer and the coarser feature map."""
     return registry.get(name).build(weights, seed=seed)

@@ -69,9 +69,7 @@ def random_weights_warning(backbone: str) -> str:
     )
 
 
-def choose_features(
-    backbone: str = DEFAULT_BACKBONE, weights: str = "imagenet", *, synthetic_data: bool
-) -> FeatureChoice:
+def choose_features(backbone: str, weights: str, *, synthetic_data: bool) -> FeatureChoice:
     """The backbone and weights a run uses (see the module docstring for the rules).
 
     ``synthetic_data``: the run's data is fedpatch's synthetic data (see
