@@ -262,3 +262,12 @@ def test_autovi_scale_has_autovis_counts() -> None:
         }
     with pytest.raises(ConfigError, match="kind"):
         generate(Path("unused"), "tiny", 0, kind="sketch")
+
+
+def test_generator_names_are_the_settings_choices() -> None:
+    """The kinds and scales the generator knows are the synthetic settings' choices."""
+    from fedpatch_app.data.synthetic import KINDS
+    from fedpatch_app.settings.fields import BY_NAME
+
+    assert set(KINDS) == set(BY_NAME["synthetic_kind"].choices or ())
+    assert set(SCALES) == set(BY_NAME["synthetic_scale"].choices or ())

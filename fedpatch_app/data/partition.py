@@ -294,7 +294,7 @@ def _split_test(
 
 
 def _load_categories(
-    data_root: str | Path, categories: Iterable[str] | None, layout: str = "auto"
+    data_root: str | Path, categories: Iterable[str] | None, layout: str
 ) -> list[Category]:
     root = Path(data_root)
     present = available_categories(root, layout)
