@@ -14,9 +14,10 @@
 Settings that belong together are one object (`RunSettings.dp`); their flat names carry the
 group as a prefix (`dp-epsilon` in the run config, `dp_epsilon` in files).
 
-To add a setting: add one field here (with `description` and its range), use it where it
-is needed, and run `fedpatch settings --toml` to print pyproject's table
-(docs/architecture.md walks through an example).
+To add a setting: add one field here (with `description`, its range, and `FEATURES` or
+`RECORDED` when model.json must carry it), use it where it is needed, and run
+`fedpatch settings --toml` to print pyproject's table (docs/architecture.md, "Adding a
+setting"). The `backbone` choices are the backbone registry's.
 """
 
 from __future__ import annotations
