@@ -12,7 +12,8 @@ process so that peak memory is its own, on ``--images`` photo-scene images of
 * the patch grid, the feature width and the memory-bank size per training image at a
   10% coreset (what a client stores and sends per image).
 
-Prints one row per backbone and the ratios EfficientNet-Lite0 / WideResNet-50-2.
+Prints one row per registered backbone and each one's ratios to the default
+(efficientnet_lite0 / wide_resnet50_2).
 
 Usage::
 
@@ -29,6 +30,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from fedpatch_app.model.backbones import registry
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -106,7 +109,7 @@ def main() -> None:
         paths = write_images(Path(tmp), args.category, args.images)
         ctx = multiprocessing.get_context("spawn")
         rows = []
-        for backbone in ("wide_resnet50_2", "efficientnet_lite0"):
+        for backbone in registry.names():  # every registered backbone, the default first
             with ctx.Pool(1) as pool:
                 rows.append(pool.apply(measure, (backbone, paths, args.image_size, args.repeats)))
     print(
@@ -130,9 +133,10 @@ def main() -> None:
             f"{r['backbone']:<20}{r['images_per_s']:>8.2f}{r['cpu_s_per_image']:>11.3f}{r['weights_mib']:>13.1f}"
             f"{r['peak_rss_mib']:>14.0f}{r['grid']:>8}{r['dim']:>6}{r['bank_kib_per_image']:>14.1f}"
         )
-    wrn, eff = rows
-    ratios = ", ".join(f"{k} {eff[k] / wrn[k]:.2f}x" for k in keys)
-    print(f"efficientnet_lite0 / wide_resnet50_2: {ratios}")
+    base = next(r for r in rows if r["backbone"] == registry.DEFAULT)
+    for row in (r for r in rows if r is not base):
+        ratios = ", ".join(f"{k} {row[k] / base[k]:.2f}x" for k in keys)
+        print(f"{row['backbone']} / {base['backbone']}: {ratios}")
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ def synthetic_root(cache: Path, scale: str = "small", categories: list[str] | No
     root = cache / name
     if not (root / ".complete").is_file():
         log.info("writing synthetic AutoVI data (scale %s) to %s", scale, root)
-        generate(root, scale=scale, seed=0, categories=categories)
+        generate(root, scale=scale, seed=0, categories=categories, kind="drawn")
         (root / ".complete").touch()
     return root
 

@@ -128,7 +128,7 @@ def main() -> None:
         tmp = Path(tmp)
         data, out = tmp / "data", tmp / "runs"
         t0 = time.perf_counter()
-        generate(data, scale=args.scale, seed=0, categories=args.categories)
+        generate(data, scale=args.scale, seed=0, categories=args.categories, kind="drawn")
         print(
             f"data: synthetic {args.scale}, {', '.join(args.categories)} ({time.perf_counter() - t0:.1f} s)"
         )
@@ -139,8 +139,10 @@ def main() -> None:
         runs = {m: run_child(m, data, out, args.categories, args.image_size) for m in modes}
 
     base = runs["centralized"]
-    print(f"{'run':<26} {'wall s':>8} {'x central':>10} {'peak MiB':>9} {'x central':>10} "
-          f"{'sPRO@0.3':>9} {'AUROC':>7}")  # fmt: skip
+    print(
+        f"{'run':<26} {'wall s':>8} {'x central':>10} {'peak MiB':>9} {'x central':>10} "
+        f"{'sPRO@0.3':>9} {'AUROC':>7}"
+    )
     labels = {
         "centralized": "centralized",
         "inprocess": "federated (in-process)",

@@ -185,7 +185,7 @@ register(
 )
 
 DRAWN_DATA = Command(
-    "fedpatch synth --out data/synthetic-small --scale small",
+    "fedpatch synth --out data/synthetic-small --scale small --kind drawn",
     creates="data/synthetic-small/synthetic.json",
 )
 ARCHIVED_DRAWN = (

@@ -72,16 +72,29 @@ def make_maps(work: Path, categories: list[str] | None) -> tuple[Path, Path]:
     """Tiny synthetic data and a centralized run that exports its maps: (data, maps)."""
     data, run_dir = work / "data", work / "central"
     cats = ["--categories", *categories] if categories else []
-    run(fedpatch_cmd("synth", "--out", str(data), "--scale", "tiny", *cats), None,
-        work / "logs" / "synth.log")  # fmt: skip
+    run(
+        fedpatch_cmd("synth", "--out", str(data), "--scale", "tiny", "--kind", "drawn", *cats),
+        None,
+        work / "logs" / "synth.log",
+    )
     run(
         fedpatch_cmd(
-            "centralized", "--data-root", str(data), "--out", str(run_dir), "--weights",
-            "none", "--image-size", "64", "--device", "cpu", *cats,
+            "centralized",
+            "--data-root",
+            str(data),
+            "--out",
+            str(run_dir),
+            "--weights",
+            "none",
+            "--image-size",
+            "64",
+            "--device",
+            "cpu",
+            *cats,
         ),
         None,
         work / "logs" / "centralized.log",
-    )  # fmt: skip
+    )
     return data, run_dir / "maps"
 
 
@@ -91,10 +104,17 @@ def official_auc(
     """The official AUC-sPRO per limit key for one category, and the seconds it took."""
     cat_root = load_category(root, category).root  # root/<cat> or root/<cat>/<cat>
     cmd = [
-        python, str(evaluator / "evaluate_experiment.py"), "--object_name", category,
-        "--dataset_base_dir", str(cat_root.parent), "--anomaly_maps_dir",
-        str((maps / category / "test").resolve()), "--output_dir", str(out / category),
-    ]  # fmt: skip
+        python,
+        str(evaluator / "evaluate_experiment.py"),
+        "--object_name",
+        category,
+        "--dataset_base_dir",
+        str(cat_root.parent),
+        "--anomaly_maps_dir",
+        str((maps / category / "test").resolve()),
+        "--output_dir",
+        str(out / category),
+    ]
     seconds = run(cmd, evaluator, out / "logs" / f"official-{category}.log")
     metrics = json.loads((out / category / "metrics.json").read_text(encoding="utf-8"))
     raw = metrics["localization"]["auc_spro"]
@@ -106,9 +126,16 @@ def fedpatch_auc(
 ) -> tuple[dict[str, dict[str, float]], float]:
     """`fedpatch evaluate` on the same maps: AUC-sPRO per category and limit key."""
     cmd = fedpatch_cmd(
-        "evaluate", "--data-root", str(root), "--maps", str(maps), "--out", str(out),
-        "--categories", *categories,
-    )  # fmt: skip
+        "evaluate",
+        "--data-root",
+        str(root),
+        "--maps",
+        str(maps),
+        "--out",
+        str(out),
+        "--categories",
+        *categories,
+    )
     seconds = run(cmd, None, out / "fedpatch-evaluate.log")
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     return {c: results["categories"][c]["auc_spro"] for c in categories}, seconds
@@ -155,16 +182,27 @@ def evaluator_version(evaluator: Path) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--evaluator", required=True, type=Path,
-                        help="checkout of the official autovi_evaluation_code")  # fmt: skip
-    parser.add_argument("--evaluator-python", default=sys.executable,
-                        help="Python that runs the official code (default: this one)")  # fmt: skip
+    parser.add_argument(
+        "--evaluator",
+        required=True,
+        type=Path,
+        help="checkout of the official autovi_evaluation_code",
+    )
+    parser.add_argument(
+        "--evaluator-python",
+        default=sys.executable,
+        help="Python that runs the official code (default: this one)",
+    )
     parser.add_argument("--data-root", type=Path, help="AutoVI-format data the maps belong to")
     parser.add_argument("--maps", type=Path, help="folder holding <category>/test/<defect>/*.png")
     parser.add_argument("--categories", nargs="+", help="default: every category of the maps")
     parser.add_argument("--work", type=Path, help="folder for data, maps and outputs (kept)")
-    parser.add_argument("--tolerance", type=float, default=1e-9,
-                        help="largest difference accepted (exit 1 above it)")  # fmt: skip
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-9,
+        help="largest difference accepted (exit 1 above it)",
+    )
     args = parser.parse_args(argv)
     if not (args.evaluator / "evaluate_experiment.py").is_file():
         parser.error(f"--evaluator {args.evaluator}: no evaluate_experiment.py there")
@@ -200,8 +238,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ntime: official {seconds:.1f} s, fedpatch evaluate {ours_seconds:.1f} s")
         sampled = [c for c in cats if n_scores(root, c) > OFFICIAL_MAX_SAMPLES]
         if sampled:
-            print(f"note: {', '.join(sampled)} hold more than {OFFICIAL_MAX_SAMPLES:,} scores: "
-                  "the official thresholds are sampled (unseeded) there")  # fmt: skip
+            print(
+                f"note: {', '.join(sampled)} hold more than {OFFICIAL_MAX_SAMPLES:,} scores: "
+                "the official thresholds are sampled (unseeded) there"
+            )
         print("largest |official - fedpatch| per FPR limit over", len(cats), "categories:")
         for key in LIMITS:
             print(f"  AUC-sPRO@{key:<4} {worst[key]:.1e}")

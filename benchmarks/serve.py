@@ -57,11 +57,26 @@ from fedpatch_app.inspection.service import create_app
 def build_model(folder: Path, category: str, scale: str, image_size: int) -> tuple[Path, Path]:
     """A centralized run on synthetic data: (its model folder, the category's test images)."""
     data = folder / "data"
-    assert fedpatch(["synth", "--out", str(data), "--scale", scale, "--categories", category]) == 0
+    synth = ["synth", "--out", str(data), "--scale", scale, "--kind", "drawn"]
+    assert fedpatch([*synth, "--categories", category]) == 0
     run = folder / "run"
-    code = fedpatch(["centralized", "--data-root", str(data), "--out", str(run), "--categories",
-                     category, "--weights", "none", "--image-size", str(image_size),
-                     "--device", "cpu"])  # fmt: skip
+    code = fedpatch(
+        [
+            "centralized",
+            "--data-root",
+            str(data),
+            "--out",
+            str(run),
+            "--categories",
+            category,
+            "--weights",
+            "none",
+            "--image-size",
+            str(image_size),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     return run / "model", data / category / "test"
 
@@ -157,9 +172,11 @@ def measure(model_dir: Path, category: str, paths: list[Path], rounds: int) -> d
 
 
 def report(out: dict, n: int, rounds: int, load: tuple[float, ...]) -> None:
-    print(f"{n} images x {rounds} rounds, torch threads {torch.get_num_threads()}, "
-          f"{os.cpu_count()} CPUs, load average at start {load[0]:.2f} {load[1]:.2f} "
-          f"{load[2]:.2f}, at end {os.getloadavg()[0]:.2f}")  # fmt: skip
+    print(
+        f"{n} images x {rounds} rounds, torch threads {torch.get_num_threads()}, "
+        f"{os.cpu_count()} CPUs, load average at start {load[0]:.2f} {load[1]:.2f} "
+        f"{load[2]:.2f}, at end {os.getloadavg()[0]:.2f}"
+    )
     rows = (
         ("library, one image a call", "library"),
         ("service, 1 client", "sequential"),

@@ -52,7 +52,7 @@ def _add(sub: argparse._SubParsersAction, command: Command) -> None:
     for flags, kwargs in command.options:
         p.add_argument(*flags, **kwargs)
     if command.settings:
-        add_options(p, command.settings, required=command.required)
+        add_options(p, command.settings, required=command.required, flags=command.flags)
 
 
 def build_parser() -> argparse.ArgumentParser:

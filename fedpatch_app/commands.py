@@ -7,7 +7,7 @@ own options and the run settings they take (whose options come from the settings
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 CATEGORY_HELP = "categories: sub-folder names of the data root (default: all found)"
@@ -70,12 +70,16 @@ ALLOW_INCOMPLETE = opt(
 
 @dataclass(frozen=True)
 class Command:
+    """A subcommand: its own options, and the settings it takes (options from the schema;
+    `flags` gives a setting a shorter option word, e.g. `synth --kind`)."""
+
     name: str
     help: str
     target: str
     options: tuple[Option, ...] = ()
     settings: tuple[str, ...] = ()
     required: tuple[str, ...] = ()
+    flags: dict[str, str] = field(default_factory=dict, hash=False)
 
 
 RUN = Command(
@@ -119,48 +123,20 @@ SYNTH = Command(
     "fedpatch_app.data.synthetic:run_cli",
     (
         out("output root (one folder per category)"),
-        opt(
-            "--scale",
-            choices=["tiny", "small", "autovi"],
-            default="tiny",
-            help="images per folder: tiny, small, or autovi (AutoVI's own counts, ~3,900 images)",
-        ),
-        opt(
-            "--kind",
-            choices=["drawn", "photo"],
-            default="drawn",
-            help="drawn scenes (cheap) or photo scenes (real photographs, realistic defects)",
-        ),
-        opt("--seed", type=int, default=0, help="seed of the generator"),
-        CATEGORIES,
         opt("--workers", type=int, default=1, help="processes writing images (same bytes)"),
     ),
+    ("synthetic_kind", "synthetic_scale", "seed", "categories"),
+    flags={"synthetic_kind": "--kind", "synthetic_scale": "--scale"},
 )
 
 PARTITION = Command(
     "partition",
     "show how the images are split across federated clients",
     "fedpatch_app.data.partition:run_cli",
-    (
-        opt(
-            "--scheme",
-            choices=["category", "iid", "dirichlet"],
-            default="category",
-            help="partition scheme (conf/partitions/<scheme>.yaml)",
-        ),
-        data_root(),
-        opt("--num-clients", type=int, default=5, help="number of clients"),
-        opt("--alpha", type=float, default=0.5, help="Dirichlet concentration"),
-        opt("--seed", type=int, default=0, help="seed of the split"),
-        CATEGORIES,
-        opt(
-            "--layout",
-            choices=["auto", "autovi", "mvtec", "folder"],
-            default="auto",
-            help="how the data root keeps its categories (auto: each category's own)",
-        ),
-        opt("--json", action="store_true", help="print the partition as JSON"),
-    ),
+    (opt("--json", action="store_true", help="print the partition as JSON"),),
+    ("data_root", "partition", "num_clients", "dirichlet_alpha", "seed", "categories", "layout"),
+    ("data_root",),
+    flags={"partition": "--scheme", "dirichlet_alpha": "--alpha"},
 )
 
 CENTRALIZED = Command(
@@ -177,12 +153,11 @@ EVALUATE = Command(
     "official AutoVI metrics from exported anomaly maps",
     "fedpatch_app.evaluation.evaluate:run_cli",
     (
-        data_root(),
         opt("--maps", required=True, help="folder holding <category>/test/<defect>/<id>.png"),
         out("folder for results.json"),
-        CATEGORIES,
-        opt("--seed", type=int, default=0, help="seed of the threshold sampling"),
     ),
+    ("data_root", "categories", "seed"),
+    ("data_root",),
 )
 
 REPORT = Command(

@@ -13,7 +13,7 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from fedpatch_app.data.synthetic import generate
 
     root = tmp_path_factory.mktemp("autovi_tiny")
-    generate(root, scale="tiny", seed=0)
+    generate(root, scale="tiny", seed=0, kind="drawn")
     return root
 
 
@@ -25,10 +25,24 @@ def pipe_clip_run(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
     out = tmp_path_factory.mktemp("pipe_clip_run") / "central"
     code = main(
-        ["centralized", "--data-root", str(tiny_root), "--out", str(out), "--categories",
-         "pipe_clip", "--weights", "none", "--image-size", "64", "--device", "cpu",
-         "--calibration-fraction", "0.25"]
-    )  # fmt: skip
+        [
+            "centralized",
+            "--data-root",
+            str(tiny_root),
+            "--out",
+            str(out),
+            "--categories",
+            "pipe_clip",
+            "--weights",
+            "none",
+            "--image-size",
+            "64",
+            "--device",
+            "cpu",
+            "--calibration-fraction",
+            "0.25",
+        ]
+    )
     assert code == 0
     return out
 

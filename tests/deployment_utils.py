@@ -367,7 +367,7 @@ def make_client_data(root: Path, categories: Sequence[str], seed: int = 0) -> Pa
     """Tiny synthetic data in the AutoVI layout holding only `categories` (one client's)."""
     from fedpatch_app.data.synthetic import generate
 
-    generate(root, scale="tiny", seed=seed, categories=list(categories))
+    generate(root, scale="tiny", seed=seed, categories=list(categories), kind="drawn")
     return root
 
 

@@ -17,17 +17,9 @@ from fedpatch_app.settings import from_names
 @pytest.mark.slow
 def test_centralized_cli_writes_results_maps_and_banks(tiny_root, tmp_path, capsys) -> None:
     out = tmp_path / "central"
-    code = main(
-        [
-            "centralized",
-            "--data-root", str(tiny_root),
-            "--out", str(out),
-            "--categories", "pipe_staple", "underbody_pipes",
-            "--weights", "none",
-            "--image-size", "96",
-        ]
-    )  # fmt: skip
-    assert code == 0
+    args = ["centralized", "--data-root", str(tiny_root), "--out", str(out), "--categories"]
+    args += ["pipe_staple", "underbody_pipes", "--weights", "none", "--image-size", "96"]
+    assert main(args) == 0
     assert "mean" in capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
     assert results["run"]["kind"] == "centralized"
@@ -66,20 +58,8 @@ def test_centralized_cli_writes_results_maps_and_banks(tiny_root, tmp_path, caps
 
     # `fedpatch evaluate` on the exported maps reproduces the run's metrics exactly.
     ev = tmp_path / "eval"
-    assert (
-        main(
-            [
-                "evaluate",
-                "--data-root",
-                str(tiny_root),
-                "--maps",
-                str(out / "maps"),
-                "--out",
-                str(ev),
-            ]
-        )
-        == 0
-    )
+    args = ["evaluate", "--data-root", str(tiny_root), "--maps", str(out / "maps"), "--out"]
+    assert main([*args, str(ev)]) == 0
     again = json.loads((ev / "results.json").read_text())
     for name, block in results["categories"].items():
         assert again["categories"][name]["auc_spro"] == block["auc_spro"]
@@ -87,16 +67,47 @@ def test_centralized_cli_writes_results_maps_and_banks(tiny_root, tmp_path, caps
 
 
 def test_centralized_rejects_bad_settings(tiny_root, tmp_path, capsys) -> None:
-    code = main(["centralized", "--data-root", str(tiny_root), "--out", str(tmp_path / "o"),
-                 "--categories", "no_such_cat", "--weights", "none"])  # fmt: skip
+    code = main(
+        [
+            "centralized",
+            "--data-root",
+            str(tiny_root),
+            "--out",
+            str(tmp_path / "o"),
+            "--categories",
+            "no_such_cat",
+            "--weights",
+            "none",
+        ]
+    )
     assert code == 2
     assert "no_such_cat" in capsys.readouterr().err
-    code = main(["centralized", "--data-root", str(tmp_path / "missing"), "--out", str(tmp_path / "o"),
-                 "--weights", "none"])  # fmt: skip
+    code = main(
+        [
+            "centralized",
+            "--data-root",
+            str(tmp_path / "missing"),
+            "--out",
+            str(tmp_path / "o"),
+            "--weights",
+            "none",
+        ]
+    )
     assert code == 2
     assert "missing" in capsys.readouterr().err
-    code = main(["centralized", "--data-root", str(tiny_root), "--out", str(tmp_path / "o"),
-                 "--coreset-ratio", "0", "--weights", "none"])  # fmt: skip
+    code = main(
+        [
+            "centralized",
+            "--data-root",
+            str(tiny_root),
+            "--out",
+            str(tmp_path / "o"),
+            "--coreset-ratio",
+            "0",
+            "--weights",
+            "none",
+        ]
+    )
     assert code == 2
     assert "coreset-ratio" in capsys.readouterr().err
 
@@ -107,7 +118,7 @@ def test_local_only_scores_every_test_image_with_its_clients_bank(tiny_root, tmp
     from fedpatch_app.local_only import run_local_only
 
     cats = ["pipe_staple"]
-    partition = make_partition(tiny_root, "category", categories=cats)
+    partition = make_partition(tiny_root, "category", 5, 0.5, 0, cats, layout="auto")
     out = tmp_path / "local"
     settings = from_names(
         {

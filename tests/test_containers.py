@@ -89,7 +89,7 @@ def client_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for i, categories in _client_categories().items():
         out = root / f"client-{i}"
         cmd = [sys.executable, "-m", "fedpatch_app.cli", "synth", "--scale", "tiny"]
-        cmd += ["--out", str(out), "--categories", *categories]
+        cmd += ["--kind", "drawn", "--out", str(out), "--categories", *categories]
         subprocess.run(cmd, cwd=du.REPO, check=True, capture_output=True, timeout=300)
     return root
 

@@ -92,7 +92,7 @@ def test_cli_passes_the_engine(tmp_path: Path, monkeypatch, capsys) -> None:
 @pytest.mark.slow
 def test_small_experiment_end_to_end(tmp_path: Path, capsys) -> None:
     data = tmp_path / "data"
-    generate(data, scale="tiny", seed=0, categories=["pipe_clip", "pipe_staple"])
+    generate(data, scale="tiny", seed=0, categories=["pipe_clip", "pipe_staple"], kind="drawn")
     preset = tmp_path / "mini.yaml"
     preset.write_text(PRESET)
     out = tmp_path / "exp"
@@ -103,8 +103,11 @@ def test_small_experiment_end_to_end(tmp_path: Path, capsys) -> None:
     text = (out / "experiment.md").read_text()
     assert "| category | centralized | federated-noniid | local-only |" in text
     assert "Ablation: local oversampling" in text
-    for name, kind in (("centralized", "centralized"), ("federated-noniid", "federated"),
-                       ("local-only", "local-only")):  # fmt: skip
+    for name, kind in (
+        ("centralized", "centralized"),
+        ("federated-noniid", "federated"),
+        ("local-only", "local-only"),
+    ):
         results = json.loads((out / name / "results.json").read_text())
         assert results["run"]["kind"] == kind
         assert sorted(results["categories"]) == ["pipe_clip", "pipe_staple"]

@@ -64,16 +64,22 @@ def test_spread_matches_hand_computation() -> None:
 
 def test_fairness_block_categories_and_clients() -> None:
     results = build_results(
-        "federated", "t", config={}, weights="none", seconds={}, categories=CATS,
+        "federated",
+        "t",
+        config={},
+        weights="none",
+        seconds={},
+        categories=CATS,
         federated={"clients": CLIENTS},
-    )  # fmt: skip
+    )
     block = results["fairness"]
     spro = block["categories"]["auc_spro_0.3"]
     assert spro["worst"] == "tank_screw" and spro["gap"] == pytest.approx(0.6)
     auroc = block["categories"]["image_auroc"]
     assert auroc["worst"] == "pipe_staple" and auroc["gap"] == pytest.approx(0.3)
-    assert auroc["std"] == pytest.approx(math.sqrt(((0.9 - 13 / 15) ** 2 + (0.7 - 13 / 15) ** 2
-                                                    + (1.0 - 13 / 15) ** 2) / 3))  # fmt: skip
+    assert auroc["std"] == pytest.approx(
+        math.sqrt(((0.9 - 13 / 15) ** 2 + (0.7 - 13 / 15) ** 2 + (1.0 - 13 / 15) ** 2) / 3)
+    )
     clients = block["clients"]["auc_spro_0.3"]
     # Client 0: mean of its two categories' AUC-sPRO@0.3 (0.4, 0.6); client 1: 0.1;
     # the dropped client counts for nothing.
@@ -90,10 +96,15 @@ def test_centralized_results_have_no_client_spread() -> None:
     # AUC-sPRO@0.3: pipe_clip 0.5, pipe_staple 0.8, tank_screw 0.2; image AUROC 0.9, 0.7, 1.0.
     spro_std = math.sqrt((0.0**2 + 0.3**2 + 0.3**2) / 3)
     assert block["categories"]["auc_spro_0.3"] == {
-        "n": 3, "worst": "tank_screw", "worst_value": 0.2, "best": "pipe_staple",
-        "best_value": 0.8, "gap": pytest.approx(0.6), "std": pytest.approx(spro_std),
+        "n": 3,
+        "worst": "tank_screw",
+        "worst_value": 0.2,
+        "best": "pipe_staple",
+        "best_value": 0.8,
+        "gap": pytest.approx(0.6),
+        "std": pytest.approx(spro_std),
         "mean": pytest.approx(0.5),
-    }  # fmt: skip
+    }
     auroc = block["categories"]["image_auroc"]
     assert (auroc["worst"], auroc["best"], auroc["n"]) == ("pipe_staple", "tank_screw", 3)
     assert auroc["gap"] == pytest.approx(0.3) and auroc["mean"] == pytest.approx(13 / 15)
@@ -122,9 +133,14 @@ def test_report_shows_fairness(tmp_path: Path) -> None:
     from fedpatch_app.evaluation.report import write_report
 
     results = build_results(
-        "federated", "t", config={}, weights="none", seconds={}, categories=CATS,
+        "federated",
+        "t",
+        config={},
+        weights="none",
+        seconds={},
+        categories=CATS,
         federated={"clients": CLIENTS},
-    )  # fmt: skip
+    )
     run = tmp_path / "run"
     write_results(run, results)
     report = write_report([run], tmp_path / "rep").read_text()
@@ -145,16 +161,28 @@ def test_privacy_preset_and_its_summary(tmp_path: Path) -> None:
     dirs = {}
     for eps, spro in ((1.0, 0.2), (4.0, 0.4), (0.0, 0.6)):
         results = build_results(
-            "federated", f"e{eps}", {}, "none", {},
+            "federated",
+            f"e{eps}",
+            {},
+            "none",
+            {},
             {"pipe_clip": _block(spro, 0.8)},
             privacy={"spent": {"epsilon": eps, "epsilon_exact": eps / 2, "delta": 1e-5}}
             if eps
             else {"spent": None},
-            federated={"banks": {"pipe_clip": {"size": 40, **(
-                {"dp": {"clusters_kept": int(10 * eps), "public_centres": 30}}
-                if eps else {}
-            )}}},
-        )  # fmt: skip
+            federated={
+                "banks": {
+                    "pipe_clip": {
+                        "size": 40,
+                        **(
+                            {"dp": {"clusters_kept": int(10 * eps), "public_centres": 30}}
+                            if eps
+                            else {}
+                        ),
+                    }
+                }
+            },
+        )
         dirs[eps] = tmp_path / f"e{eps}"
         write_results(dirs[eps], results)
     lines = privacy_section(tmp_path, preset.sweep, dirs)
@@ -169,7 +197,7 @@ def test_unequal_view(tmp_path: Path) -> None:
     from fedpatch_app.experiment.views import unequal_view
 
     root = tmp_path / "data"
-    generate(root, "tiny", 0, ["pipe_clip", "pipe_staple"])
+    generate(root, "tiny", 0, ["pipe_clip", "pipe_staple"], kind="drawn")
     view, smallest = unequal_view(root, tmp_path / "view", 0.25)
     assert smallest == "pipe_staple"
     full = len(list((root / "pipe_staple" / "train" / "good").iterdir()))

@@ -153,6 +153,9 @@ def test_pooled_metrics_equal_centralized_on_the_same_maps(normal_run: dict[str,
         assert fed["map_scaling"] == scaling.to_dict()
 
 
+LEVELS, PARTS = ("image", "pixel"), ("levels", "counts")
+
+
 @pytest.mark.slow
 def test_messages_carry_no_maps_and_match_their_phase(normal_run: dict[str, Any]) -> None:
     """Every array of every reply is one the protocol names, and none can hold a map: train
@@ -209,12 +212,7 @@ def test_messages_carry_no_maps_and_match_their_phase(normal_run: dict[str, Any]
             }
             for cat in calibrated:
                 arrays = {k: a.numpy() for k, a in records[f"{CALIBRATION_PREFIX}{cat}"].items()}
-                assert set(arrays) == {
-                    "image_levels",
-                    "image_counts",
-                    "pixel_levels",
-                    "pixel_counts",
-                }
+                assert set(arrays) == {f"{what}_{part}" for what in LEVELS for part in PARTS}
                 calib = CalibrationStats.from_arrays(arrays, cat)  # increasing levels, counts > 0
                 width, height = NATIVE_SIZES[cat]
                 assert calib.pixels.total == calib.images.total * width * height
@@ -411,10 +409,10 @@ def test_synthetic_generation_happens_once_under_concurrency(tmp_path: Path, mon
 def test_pretrained_stand_in_only_for_synthetic_data(tmp_path: Path, monkeypatch) -> None:
     """Without WideResNet's ImageNet file: synthetic data get pretrained EfficientNet-Lite0
     (never random features); real AutoVI keeps the asked-for features for the clients."""
-    import fedpatch_app.model.backbone as backbone
     from fedpatch_app.federated.data import DatasetChoice
+    from fedpatch_app.model.backbones import wide_resnet
 
-    monkeypatch.setattr(backbone, "imagenet_cache_path", lambda: tmp_path / "absent.pth")
+    monkeypatch.setattr(wide_resnet, "imagenet_cache_path", lambda: tmp_path / "absent.pth")
     settings = from_run_config({"weights": "imagenet"})
     spec, warnings = resolve_features(settings, DatasetChoice("synthetic", tmp_path, CATS))
     assert (spec.backbone, spec.weights) == ("efficientnet_lite0", "imagenet")

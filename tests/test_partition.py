@@ -16,10 +16,13 @@ from fedpatch_app.data.partition import (
     SCHEMES,
     Partition,
     client_share,
-    load_scheme_config,
+    load_lines,
     make_partition,
 )
 from fedpatch_app.errors import ConfigError, DataError
+from fedpatch_app.settings import RunSettings
+
+DEFAULTS = RunSettings()
 
 CATEGORY_MAPPING = {
     0: ("engine_wiring",),
@@ -27,6 +30,18 @@ CATEGORY_MAPPING = {
     2: ("pipe_staple", "tank_screw"),
     3: ("pipe_clip",),
 }
+
+
+def split(
+    root: Path,
+    scheme: str,
+    num_clients: int = DEFAULTS.num_clients,
+    alpha: float = DEFAULTS.dirichlet_alpha,
+    seed: int = DEFAULTS.seed,
+    categories: list[str] | None = None,
+) -> Partition:
+    """`make_partition` with the run settings' defaults for what a test leaves out."""
+    return make_partition(root, scheme, num_clients, alpha, seed, categories, layout="auto")
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +75,7 @@ def _check_test_follows_train(partition: Partition, categories: dict) -> None:
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_complete_disjoint_and_proportional(tiny_root: Path, categories: dict, scheme: str) -> None:
-    partition = make_partition(tiny_root, scheme=scheme, num_clients=5, alpha=0.5, seed=0)
+    partition = split(tiny_root, scheme=scheme, num_clients=5, alpha=0.5, seed=0)
     assert partition.scheme == scheme and partition.num_clients == 5
     assert [s.client for s in partition.clients] == list(range(5))
     _check_complete_and_disjoint(partition, categories)
@@ -69,7 +84,7 @@ def test_complete_disjoint_and_proportional(tiny_root: Path, categories: dict, s
 
 
 def test_category_mapping(tiny_root: Path, categories: dict) -> None:
-    partition = make_partition(tiny_root, scheme="category", seed=0)
+    partition = split(tiny_root, scheme="category", seed=0)
     for client, cats in CATEGORY_MAPPING.items():
         assert partition.clients[client].categories == tuple(c for c in CATEGORIES if c in cats)
     qc = partition.clients[4]
@@ -86,17 +101,17 @@ def test_category_mapping(tiny_root: Path, categories: dict) -> None:
 
 def test_category_needs_five_clients(tiny_root: Path) -> None:
     with pytest.raises(ConfigError, match="exactly 5 clients"):
-        make_partition(tiny_root, scheme="category", num_clients=3)
+        split(tiny_root, scheme="category", num_clients=3)
 
 
 def test_category_subset(tiny_root: Path) -> None:
-    partition = make_partition(tiny_root, scheme="category", categories=["pipe_clip"])
+    partition = split(tiny_root, scheme="category", categories=["pipe_clip"])
     assert partition.categories == ("pipe_clip",)
     assert [s.num_train for s in partition.clients] == [0, 0, 0, 7, 1]
 
 
 def test_iid_balanced(tiny_root: Path, categories: dict) -> None:
-    partition = make_partition(tiny_root, scheme="iid", num_clients=3, seed=4)
+    partition = split(tiny_root, scheme="iid", num_clients=3, seed=4)
     for cat, category in categories.items():
         sizes = [len(s.train[cat]) for s in partition.clients]
         assert sum(sizes) == len(category.train) and max(sizes) - min(sizes) <= 1
@@ -104,7 +119,7 @@ def test_iid_balanced(tiny_root: Path, categories: dict) -> None:
 
 
 def test_dirichlet_every_client_gets_data(tiny_root: Path, categories: dict) -> None:
-    partition = make_partition(tiny_root, scheme="dirichlet", num_clients=8, alpha=0.05, seed=1)
+    partition = split(tiny_root, scheme="dirichlet", num_clients=8, alpha=0.05, seed=1)
     assert all(s.num_train > 0 for s in partition.clients)
     _check_complete_and_disjoint(partition, categories)
     _check_test_follows_train(partition, categories)
@@ -112,32 +127,30 @@ def test_dirichlet_every_client_gets_data(tiny_root: Path, categories: dict) -> 
 
 @pytest.mark.parametrize("scheme", ["iid", "dirichlet"])
 def test_seeded(tiny_root: Path, scheme: str) -> None:
-    a = make_partition(tiny_root, scheme=scheme, seed=0).to_json()
-    b = make_partition(tiny_root, scheme=scheme, seed=0).to_json()
-    c = make_partition(tiny_root, scheme=scheme, seed=1).to_json()
+    a = split(tiny_root, scheme=scheme, seed=0).to_json()
+    b = split(tiny_root, scheme=scheme, seed=0).to_json()
+    c = split(tiny_root, scheme=scheme, seed=1).to_json()
     assert a == b
     assert a["clients"] != c["clients"]
 
 
-def test_defaults_from_yaml(tiny_root: Path) -> None:
-    for scheme in SCHEMES:
-        cfg = load_scheme_config(scheme)
-        assert cfg.source == CONF_DIR / f"{scheme}.yaml"
-        assert cfg.num_clients == 5 and cfg.seed == 0
-    assert load_scheme_config("dirichlet").alpha == 0.5
-    cfg = load_scheme_config("category")
-    assert {line.client: line.categories for line in cfg.lines} == {
+def test_lines_from_yaml_numbers_from_the_settings(tiny_root: Path) -> None:
+    lines = load_lines()
+    assert lines.source == CONF_DIR / "category.yaml"
+    assert {line.client: line.categories for line in lines.lines} == {
         0: ("engine_wiring",),
         1: ("underbody_pipes", "underbody_screw"),
         2: ("tank_screw", "pipe_staple"),
         3: ("pipe_clip",),
     }
-    assert cfg.mixed_qc is not None and cfg.mixed_qc.client == 4
-    assert make_partition(tiny_root, scheme="iid").num_clients == 5
+    assert lines.mixed_qc.client == 4 and lines.num_clients == 5
+    assert SCHEMES == ("category", "iid", "dirichlet")
+    assert sorted(p.name for p in CONF_DIR.iterdir()) == ["category.yaml"]
+    assert split(tiny_root, "iid").num_clients == DEFAULTS.num_clients == 5
 
 
 def test_json_round_trip(tiny_root: Path) -> None:
-    partition = make_partition(tiny_root, scheme="dirichlet", seed=2)
+    partition = split(tiny_root, scheme="dirichlet", seed=2)
     data = json.loads(json.dumps(partition.to_json()))
     assert set(data) == {"scheme", "seed", "clients"}
     assert set(data["clients"][0]) == {"client", "train", "test"}
@@ -167,19 +180,19 @@ def test_cli_json_and_table(tiny_root: Path, capsys: pytest.CaptureFixture[str])
 
 def test_errors(tiny_root: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown partition scheme"):
-        make_partition(tiny_root, scheme="random")
+        split(tiny_root, scheme="random")
     with pytest.raises(ConfigError, match="must be >= 1"):
-        make_partition(tiny_root, scheme="iid", num_clients=0)
+        split(tiny_root, scheme="iid", num_clients=0)
     with pytest.raises(ConfigError, match="alpha must be > 0"):
-        make_partition(tiny_root, scheme="dirichlet", alpha=0.0)
+        split(tiny_root, scheme="dirichlet", alpha=0.0)
     with pytest.raises(ConfigError, match="only 8 train images"):
-        make_partition(tiny_root, scheme="iid", num_clients=9)
+        split(tiny_root, scheme="iid", num_clients=9)
     with pytest.raises(ConfigError, match="only 8 train images"):
-        make_partition(tiny_root, scheme="dirichlet", num_clients=9, categories=["pipe_clip"])
+        split(tiny_root, scheme="dirichlet", num_clients=9, categories=["pipe_clip"])
     with pytest.raises(DataError, match="no category under"):
-        make_partition(tmp_path, scheme="iid")
+        split(tmp_path, scheme="iid")
     with pytest.raises(DataError, match="not found"):
-        make_partition(tmp_path, scheme="iid", categories=["pipe_clip"])
+        split(tmp_path, scheme="iid", categories=["pipe_clip"])
 
 
 def test_category_too_few_train_images(tiny_root: Path, tmp_path: Path) -> None:
@@ -188,28 +201,30 @@ def test_category_too_few_train_images(tiny_root: Path, tmp_path: Path) -> None:
     for p in sorted((root / "pipe_staple" / "train" / "good").glob("*.png"))[1:]:
         p.unlink()
     with pytest.raises(ConfigError, match="pipe_staple has 1 train images"):
-        make_partition(root, scheme="category")
+        split(root, scheme="category")
 
 
 @pytest.mark.parametrize(
-    ("scheme", "text", "match"),
+    ("text", "match"),
     [
-        ("iid", "scheme: iid\nnum_clients: 0\n", "'num_clients' must be >= 1"),
-        ("iid", "scheme: iid\nnum_clients: 5\nextra: 1\n", "unknown keys extra"),
-        ("dirichlet", "scheme: dirichlet\nnum_clients: 5\nalpha: -1\n", "'alpha' must be > 0"),
-        ("iid", "scheme: iid\nnum_clients: [\n", "cannot read"),
-        ("category", "scheme: category\nnum_clients: 5\nclients: []\n", "non-empty list"),
+        ("clients: []\n", "'clients' must be a non-empty list"),
+        ("num_clients: 5\nclients: []\n", "unknown keys num_clients"),
+        ("seed: 0\nclients: []\n", "unknown keys seed"),
+        ("clients: [\n", "cannot read"),
+        ("fraction: 1.5", "'fraction' must be in"),
     ],
 )
-def test_yaml_validation(tmp_path: Path, scheme: str, text: str, match: str) -> None:
-    (tmp_path / f"{scheme}.yaml").write_text(text)
+def test_yaml_validation(tmp_path: Path, text: str, match: str) -> None:
+    if text.startswith("fraction"):
+        text = (CONF_DIR / "category.yaml").read_text().replace("fraction: 0.1", text)
+    (tmp_path / "category.yaml").write_text(text)
     with pytest.raises(ConfigError, match=match) as info:
-        load_scheme_config(scheme, tmp_path)
-    assert f"{scheme}.yaml" in str(info.value)
+        load_lines(tmp_path)
+    assert "category.yaml" in str(info.value)
 
 
 def test_category_yaml_must_cover_every_category(tmp_path: Path) -> None:
     text = (CONF_DIR / "category.yaml").read_text().replace("[pipe_clip]", "[pipe_staple]")
     (tmp_path / "category.yaml").write_text(text)
     with pytest.raises(ConfigError, match="pipe_staple is already assigned to client 2"):
-        load_scheme_config("category", tmp_path)
+        load_lines(tmp_path)

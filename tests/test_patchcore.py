@@ -273,4 +273,4 @@ def test_predict_clips_queries_of_a_clipped_bank(tiny_root, monkeypatch) -> None
 def test_fit_without_images_is_an_error() -> None:
     model = PatchCore(FeatureSpec(weights="none", image_size=64), device="cpu")
     with pytest.raises(ModelError, match="no training images"):
-        model.fit([], "pipe_clip")
+        model.fit([], "pipe_clip", 0.1)

@@ -14,6 +14,7 @@ from fedpatch_app.data.autovi import CATEGORIES, DEFECT_FOLDERS, NATIVE_SIZES, l
 from fedpatch_app.data.synthetic import DEFECT_CONFIGS, SCALES, generate, is_synthetic
 from fedpatch_app.data.synthetic.marker import GENERATOR_VERSION
 from fedpatch_app.errors import ConfigError
+from fedpatch_app.settings import RunSettings
 
 TINY = SCALES["tiny"]
 
@@ -151,9 +152,9 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 def test_deterministic_per_seed(tmp_path: Path, tiny_root: Path) -> None:
-    a = generate(tmp_path / "a", seed=0, categories=["pipe_staple"])
-    generate(tmp_path / "b", seed=0, categories=["pipe_staple"])
-    generate(tmp_path / "c", seed=1, categories=["pipe_staple"])
+    a = generate(tmp_path / "a", "tiny", 0, ["pipe_staple"], kind="drawn")
+    generate(tmp_path / "b", "tiny", 0, ["pipe_staple"], kind="drawn")
+    generate(tmp_path / "c", "tiny", 1, ["pipe_staple"], kind="drawn")
     files_a, files_b = _files(tmp_path / "a"), _files(tmp_path / "b")
     assert files_a == files_b
     # a subset of categories gives the same files as the full generation
@@ -181,9 +182,9 @@ def test_good_images_vary_but_resemble(tiny_root: Path) -> None:
 
 def test_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="scale"):
-        generate(tmp_path, scale="huge")
+        generate(tmp_path, "huge", 0, kind="drawn")
     with pytest.raises(ConfigError, match="not_a_category"):
-        generate(tmp_path, categories=["not_a_category"])
+        generate(tmp_path, "tiny", 0, ["not_a_category"], kind="drawn")
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -192,7 +193,12 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     text = capsys.readouterr().out
     assert "pipe_clip" in text and "unclipped 2" in text
     assert len(_pngs(out / "pipe_clip" / "train" / "good")) == TINY.train
+    # the options are the run settings': the same defaults (photo scenes, tiny)
+    marker = is_synthetic(out)
+    assert (marker["kind"], marker["scale"]) == (RunSettings().synthetic_kind, "tiny")
     assert main(["synth", "--out", str(out), "--categories", "nope"]) == 2
+    assert main(["synth", "--out", str(out), "--kind", "painted"]) == 2
+    assert "option '--kind': expected one of drawn, photo" in capsys.readouterr().err
 
 
 def test_config_table_matches_folders() -> None:
@@ -203,8 +209,10 @@ def test_config_table_matches_folders() -> None:
 
 def test_rewrite_and_refuse_foreign_files(tmp_path: Path, tiny_root: Path) -> None:
     out = tmp_path / "data"
-    generate(out, seed=1, categories=["pipe_staple"])
-    generate(out, seed=0, categories=["pipe_staple"])  # a rerun overwrites, leaving nothing stale
+    generate(out, "tiny", 1, ["pipe_staple"], kind="drawn")
+    generate(
+        out, "tiny", 0, ["pipe_staple"], kind="drawn"
+    )  # a rerun overwrites, leaving nothing stale
     assert _files(out) == {
         k: v for k, v in _files(tiny_root).items() if k.startswith("pipe_staple/")
     }
@@ -212,7 +220,7 @@ def test_rewrite_and_refuse_foreign_files(tmp_path: Path, tiny_root: Path) -> No
     foreign.write_bytes(b"not ours")
     before = _files(out)
     with pytest.raises(ConfigError, match="0099.png is not part of the synthetic data"):
-        generate(out, seed=2, categories=["pipe_staple"])
+        generate(out, "tiny", 2, ["pipe_staple"], kind="drawn")
     assert _files(out) == before
 
 
@@ -225,8 +233,8 @@ def test_marker_tells_synthetic_from_real(tiny_root: Path, tmp_path: Path) -> No
     assert is_synthetic(tmp_path) is None  # real AutoVI carries no marker
     # adding categories of another kind keeps the earlier records and says "mixed"
     out = tmp_path / "mixed"
-    generate(out, categories=["pipe_clip"])
-    generate(out, categories=["pipe_staple"], kind="photo")
+    generate(out, "tiny", 0, ["pipe_clip"], kind="drawn")
+    generate(out, "tiny", 0, ["pipe_staple"], kind="photo")
     marker = is_synthetic(out)
     assert marker["categories"] == ["pipe_clip", "pipe_staple"]
     assert marker["kind"] == "mixed" and marker["scale"] == "tiny"
@@ -253,4 +261,13 @@ def test_autovi_scale_has_autovis_counts() -> None:
             *(f"test/{d}" for d in DEFECT_FOLDERS[cat]),
         }
     with pytest.raises(ConfigError, match="kind"):
-        generate(Path("unused"), kind="sketch")
+        generate(Path("unused"), "tiny", 0, kind="sketch")
+
+
+def test_generator_names_are_the_settings_choices() -> None:
+    """The kinds and scales the generator knows are the synthetic settings' choices."""
+    from fedpatch_app.data.synthetic import KINDS
+    from fedpatch_app.settings.fields import BY_NAME
+
+    assert set(KINDS) == set(BY_NAME["synthetic_kind"].choices or ())
+    assert set(SCALES) == set(BY_NAME["synthetic_scale"].choices or ())

@@ -92,7 +92,7 @@ def test_perfect_maps_score_one(photo_root: Path) -> None:
 
 
 def test_deterministic_and_seeded(photo_root: Path, tmp_path: Path) -> None:
-    generate(tmp_path / "a", seed=0, categories=["pipe_clip"], kind="photo")
+    generate(tmp_path / "a", "tiny", 0, ["pipe_clip"], kind="photo")
     for path in (tmp_path / "a" / "pipe_clip").rglob("*.png"):
         same = photo_root / "pipe_clip" / path.relative_to(tmp_path / "a" / "pipe_clip")
         assert path.read_bytes() == same.read_bytes(), path
@@ -156,5 +156,5 @@ def test_cli_kind_photo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main(args) == 0
     assert "photo" in capsys.readouterr().out
     assert is_synthetic(out)["kind"] == "photo"
-    with pytest.raises(SystemExit):
-        main(["synth", "--out", str(out), "--kind", "sketch"])
+    assert main(["synth", "--out", str(out), "--kind", "sketch"]) == 2
+    assert "option '--kind': expected one of drawn, photo, got 'sketch'" in capsys.readouterr().err

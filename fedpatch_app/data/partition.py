@@ -1,12 +1,13 @@
 """Split AutoVI categories across federated clients.
 
-Three schemes, each configured by a YAML file in ``conf/partitions/`` (read with
-``yaml.safe_load`` and validated):
+Three schemes (the `partition` setting; clients, Dirichlet alpha and seed are run settings
+too):
 
 - ``category`` (non-IID, five clients): each production line owns whole categories
   (client 0 engine_wiring; 1 underbody_pipes + underbody_screw; 2 tank_screw + pipe_staple;
   3 pipe_clip) and a "mixed QC" client 4 holds a fraction (10 %, at least one image) of the
-  train images of every category, taken from the owning line.
+  train images of every category, taken from the owning line. The lines are mapped by
+  ``conf/partitions/category.yaml`` (`partition_schemes.load_lines`).
 - ``iid``: every category's train images are shuffled and split uniformly across the
   clients (stratified per category, per-client counts differ by at most one).
 - ``dirichlet``: for every category, client proportions are drawn from Dir(alpha); every
@@ -35,12 +36,7 @@ import numpy as np
 from fedpatch_app.data.autovi import Category
 from fedpatch_app.data.autovi_release import CATEGORIES as AUTOVI_SEED_ORDER
 from fedpatch_app.data.layouts import NAME_RULE, available_categories, load_category
-from fedpatch_app.data.partition_schemes import (
-    CONF_DIR,
-    SCHEMES,
-    SchemeConfig,
-    load_scheme_config,
-)
+from fedpatch_app.data.partition_schemes import CONF_DIR, SCHEMES, LineMap, load_lines
 from fedpatch_app.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -49,10 +45,10 @@ __all__ = [
     "SCHEMES",
     "CONF_DIR",
     "ClientShare",
+    "LineMap",
     "Partition",
-    "SchemeConfig",
     "client_share",
-    "load_scheme_config",
+    "load_lines",
     "make_partition",
     "run_cli",
 ]
@@ -220,7 +216,8 @@ def _deal(items: Sequence[str], counts: np.ndarray, rng: np.random.Generator) ->
 
 
 def _split_train(
-    cfg: SchemeConfig,
+    scheme: str,
+    lines: LineMap | None,
     cat: Category,
     num_clients: int,
     alpha: float,
@@ -229,21 +226,21 @@ def _split_train(
     """The train images (relative paths) of each client for one category."""
     items = list(cat.train_rel)
     n = len(items)
-    if cfg.scheme == "category":
-        assert cfg.mixed_qc is not None
-        qc = cfg.mixed_qc
+    if scheme == "category":
+        assert lines is not None
+        qc = lines.mixed_qc
         k = max(qc.min_per_category, math.floor(qc.fraction * n + 0.5))
         if n < k + 1:
             raise ConfigError(
                 f"category partition: {cat.name} has {n} train images, too few to give "
                 f"{k} to the {qc.name} client (client {qc.client}) and keep one for "
-                f"client {cfg.owner(cat.name)}"
+                f"client {lines.owner(cat.name)}"
             )
         counts = np.zeros(num_clients, dtype=np.int64)
         counts[qc.client] = k
-        counts[cfg.owner(cat.name)] = n - k
+        counts[lines.owner(cat.name)] = n - k
         return _deal(items, counts, rng)
-    if cfg.scheme == "iid":
+    if scheme == "iid":
         if n < num_clients:
             raise ConfigError(
                 f"iid partition: {num_clients} clients but category {cat.name} has only "
@@ -297,7 +294,7 @@ def _split_test(
 
 
 def _load_categories(
-    data_root: str | Path, categories: Iterable[str] | None, layout: str = "auto"
+    data_root: str | Path, categories: Iterable[str] | None, layout: str
 ) -> list[Category]:
     root = Path(data_root)
     present = available_categories(root, layout)
@@ -329,36 +326,35 @@ def _category_code(name: str) -> int:
 
 def make_partition(
     data_root: str | Path,
-    scheme: str = "category",
-    num_clients: int | None = None,
-    alpha: float | None = None,
-    seed: int | None = None,
+    scheme: str,
+    num_clients: int,
+    alpha: float,
+    seed: int,
     categories: Iterable[str] | None = None,
     *,
+    layout: str,
     conf_dir: str | Path | None = None,
-    layout: str = "auto",
 ) -> Partition:
-    """Split the categories present under ``data_root`` across clients.
+    """Split the categories present under ``data_root`` (all, or ``categories``) across
+    ``num_clients`` clients; ``alpha`` is used by the ``dirichlet`` scheme only.
 
-    ``num_clients``, ``alpha`` and ``seed`` default to the values in
-    ``conf/partitions/<scheme>.yaml`` (5 clients, alpha 0.5, seed 0). The ``category``
-    scheme takes its client mapping from that file and needs exactly its number of clients.
-    The same arguments and data give the same partition.
+    The ``category`` scheme takes its lines from ``conf/partitions/category.yaml`` and
+    needs exactly its number of clients. The same arguments and data give the same
+    partition.
     """
     if scheme not in SCHEMES:
         raise ConfigError(f"unknown partition scheme {scheme!r} (one of {', '.join(SCHEMES)})")
-    if num_clients is not None and (isinstance(num_clients, bool) or num_clients < 1):
+    if isinstance(num_clients, bool) or num_clients < 1:
         raise ConfigError(f"partition: number of clients must be >= 1, got {num_clients}")
-    if alpha is not None and not (math.isfinite(alpha) and alpha > 0):
+    if not (math.isfinite(alpha) and alpha > 0):
         raise ConfigError(f"partition: Dirichlet alpha must be > 0, got {alpha}")
-    cfg = load_scheme_config(scheme, conf_dir)
-    n_clients = cfg.num_clients if num_clients is None else int(num_clients)
-    seed = cfg.seed if seed is None else int(seed)
-    alpha = (cfg.alpha or 0.5) if alpha is None else float(alpha)
-    if scheme == "category" and n_clients != cfg.num_clients:
+    n_clients, seed, alpha = int(num_clients), int(seed), float(alpha)
+    lines = load_lines(conf_dir) if scheme == "category" else None
+    if lines is not None and n_clients != lines.num_clients:
         raise ConfigError(
-            f"the category partition has exactly {cfg.num_clients} clients (see {cfg.source}), "
-            f"got {n_clients}; use the iid or dirichlet scheme for another number of clients"
+            f"the category partition has exactly {lines.num_clients} clients (see "
+            f"{lines.source}), got {n_clients}; use the iid or dirichlet scheme for another "
+            "number of clients"
         )
 
     cats = _load_categories(data_root, categories, layout)
@@ -373,7 +369,7 @@ def make_partition(
         key = [seed, _SCHEME_CODES[scheme], _category_code(cat.name), purpose]
         return np.random.default_rng(key)
 
-    train = {c.name: _split_train(cfg, c, n_clients, alpha, rng_for(c, 0)) for c in cats}
+    train = {c.name: _split_train(scheme, lines, c, n_clients, alpha, rng_for(c, 0)) for c in cats}
     if scheme == "dirichlet":
         _fill_empty_clients(train, n_clients)
     test = {}
@@ -428,15 +424,18 @@ def format_table(partition: Partition) -> str:
 
 def run_cli(args: argparse.Namespace) -> int:
     """`fedpatch partition`: print the partition as a table, or as JSON with ``--json``."""
-    a = args
+    from fedpatch_app.commands import PARTITION
+    from fedpatch_app.settings.options import option_values
+
+    s = option_values(args, PARTITION.settings, PARTITION.flags)
     partition = make_partition(
-        a.data_root,
-        a.scheme,
-        a.num_clients,
-        a.alpha,
-        a.seed,
-        a.categories,
-        layout=getattr(a, "layout", "auto"),
+        s["data_root"],
+        s["partition"],
+        s["num_clients"],
+        s["dirichlet_alpha"],
+        s["seed"],
+        s["categories"],
+        layout=s["layout"],
     )
     if args.json:
         print(json.dumps(partition.to_json(), indent=2))

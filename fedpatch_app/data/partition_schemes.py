@@ -1,7 +1,10 @@
-"""The partition schemes' YAML files (`conf/partitions/<scheme>.yaml`), read and checked.
+"""The production lines of the ``category`` partition (`conf/partitions/category.yaml`),
+read and checked.
 
-Read with `yaml.safe_load`; every key is typed and range-checked, and a bad file is a
-`ConfigError` naming the file and the key.
+The file maps lines only: which client owns which categories, and the mixed QC client that
+holds a share of every category. The schemes' numbers (clients, Dirichlet alpha, seed) are
+run settings, defined once in the settings schema. Read with `yaml.safe_load`; every key is
+typed and range-checked, and a bad file is a `ConfigError` naming the file and the key.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ import yaml
 
 from fedpatch_app.data.layouts import NAME_RULE
 from fedpatch_app.errors import ConfigError
+from fedpatch_app.settings.fields import BY_NAME
 
-#: The partition schemes (one YAML file each).
-SCHEMES: tuple[str, ...] = ("category", "iid", "dirichlet")
-#: Where the schemes' YAML files live.
+#: The partition schemes: the `partition` setting's choices.
+SCHEMES: tuple[str, ...] = BY_NAME["partition"].choices or ()
+#: Where the line mapping lives.
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "partitions"
+LINES_FILE = "category.yaml"
 
 
 @dataclass(frozen=True)
@@ -43,16 +48,17 @@ class MixedQC:
 
 
 @dataclass(frozen=True)
-class SchemeConfig:
-    """The settings of one scheme, from ``conf/partitions/<scheme>.yaml``."""
+class LineMap:
+    """The ``category`` scheme's clients, from ``conf/partitions/category.yaml``."""
 
-    scheme: str
-    num_clients: int
-    seed: int
+    lines: tuple[LineClient, ...]
+    mixed_qc: MixedQC
     source: Path
-    alpha: float | None = None
-    lines: tuple[LineClient, ...] = ()
-    mixed_qc: MixedQC | None = None
+
+    @property
+    def num_clients(self) -> int:
+        """The lines and the mixed QC client: the scheme's exact number of clients."""
+        return len(self.lines) + 1
 
     def owner(self, category: str) -> int:
         """The line client of a category: the one the file names, else one chosen by the
@@ -60,8 +66,6 @@ class SchemeConfig:
         for line in self.lines:
             if category in line.categories:
                 return line.client
-        if not self.lines:
-            raise ConfigError(f"{self.source}: no client owns categories")
         return self.lines[zlib.crc32(category.encode()) % len(self.lines)].client
 
 
@@ -79,48 +83,31 @@ def _float(where: str, key: str, value: Any) -> float:
     return float(value)
 
 
-def load_scheme_config(scheme: str, conf_dir: str | Path | None = None) -> SchemeConfig:
-    """Read and validate ``<conf_dir>/<scheme>.yaml``; `ConfigError` names the file at fault."""
-    if scheme not in SCHEMES:
-        raise ConfigError(f"unknown partition scheme {scheme!r} (one of {', '.join(SCHEMES)})")
-    path = Path(conf_dir if conf_dir is not None else CONF_DIR) / f"{scheme}.yaml"
+def load_lines(conf_dir: str | Path | None = None) -> LineMap:
+    """Read and validate ``<conf_dir>/category.yaml``; `ConfigError` names the file at fault."""
+    path = Path(conf_dir if conf_dir is not None else CONF_DIR) / LINES_FILE
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"partition settings {path} not found") from None
+        raise ConfigError(f"partition lines {path} not found") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read partition settings {path}: {exc}") from exc
+        raise ConfigError(f"cannot read partition lines {path}: {exc}") from exc
     where = str(path)
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping of settings")
-    known = {"scheme", "num_clients", "seed", "alpha", "clients", "mixed_qc"}
-    unknown = sorted(set(raw) - known)
+        raise ConfigError(f"{where}: expected a mapping with 'clients' and 'mixed_qc'")
+    unknown = sorted(set(raw) - {"clients", "mixed_qc"})
     if unknown:
-        raise ConfigError(f"{where}: unknown keys {', '.join(map(str, unknown))}")
-    if raw.get("scheme") != scheme:
-        raise ConfigError(f"{where}: 'scheme' must be {scheme!r}, got {raw.get('scheme')!r}")
-    num_clients = _int(where, "num_clients", raw.get("num_clients"), minimum=1)
-    seed = _int(where, "seed", raw.get("seed", 0))
-    alpha = None
-    if scheme == "dirichlet":
-        alpha = _float(where, "alpha", raw.get("alpha"))
-        if alpha <= 0:
-            raise ConfigError(f"{where}: 'alpha' must be > 0, got {alpha}")
-    elif "alpha" in raw:
-        raise ConfigError(f"{where}: 'alpha' applies to the dirichlet scheme only")
-    if scheme != "category":
-        for key in ("clients", "mixed_qc"):
-            if key in raw:
-                raise ConfigError(f"{where}: '{key}' applies to the category scheme only")
-        return SchemeConfig(scheme, num_clients, seed, path, alpha=alpha)
+        raise ConfigError(
+            f"{where}: unknown keys {', '.join(map(str, unknown))} (the file maps lines "
+            "only: clients, mixed_qc; numbers of clients, alpha and seed are run settings)"
+        )
     lines, qc = _category_clients(where, raw)
     ids = sorted([line.client for line in lines] + [qc.client])
-    if ids != list(range(num_clients)):
+    if ids != list(range(len(ids))):
         raise ConfigError(
-            f"{where}: the clients and mixed_qc must be numbered 0..{num_clients - 1} "
-            f"(num_clients {num_clients}), got {ids}"
+            f"{where}: the clients and mixed_qc must be numbered 0..{len(ids) - 1}, got {ids}"
         )
-    return SchemeConfig(scheme, num_clients, seed, path, lines=tuple(lines), mixed_qc=qc)
+    return LineMap(tuple(lines), qc, path)
 
 
 def _category_clients(where: str, raw: dict[str, Any]) -> tuple[list[LineClient], MixedQC]:

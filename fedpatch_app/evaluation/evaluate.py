@@ -184,14 +184,16 @@ def _categories_with_maps(maps_root: Path, requested: Sequence[str] | None) -> l
 
 def run_cli(args: argparse.Namespace) -> int:
     """``fedpatch evaluate --data-root DIR --maps DIR --out DIR [--categories ...] [--seed N]``."""
+    from fedpatch_app.commands import EVALUATE
     from fedpatch_app.data.layouts import load_category
     from fedpatch_app.evaluation.export import read_category_maps, read_scaling
+    from fedpatch_app.settings.options import option_values
 
-    data_root = Path(args.data_root)
+    given = option_values(args, EVALUATE.settings)
+    data_root, seed = Path(given["data_root"]), given["seed"]
     maps_root = Path(args.maps)
     out = Path(args.out)
-    seed = int(getattr(args, "seed", 0) or 0)
-    names = _categories_with_maps(maps_root, getattr(args, "categories", None))
+    names = _categories_with_maps(maps_root, given["categories"])
     total_start = time.perf_counter()
     blocks: dict[str, dict[str, Any]] = {}
     curves: dict[str, dict[str, np.ndarray]] = {}

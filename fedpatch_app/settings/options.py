@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterable, Mapping
+from typing import Any
 
-from fedpatch_app.settings.fields import BY_NAME, Setting, from_names, to_names
+from fedpatch_app.settings.fields import BY_NAME, Setting, check_value, from_names, to_names
 from fedpatch_app.settings.schema import RunSettings
 
 
 def _default_text(setting: Setting) -> str:
     value = setting.run_config_value(setting.default)
     return "all" if setting.name == "categories" and value == "" else repr(value)
+
+
+def option_flag(setting: Setting, flags: Mapping[str, str] | None = None) -> str:
+    """The option of `setting` (`--coreset-ratio`), or the shorter word a command uses."""
+    return (flags or {}).get(setting.name) or f"--{setting.key}"
 
 
 def add_option(
@@ -43,7 +49,7 @@ def add_option(
         kwargs["metavar"] = "{" + ",".join(setting.choices) + "}"
     else:
         kwargs["metavar"] = setting.kind.__name__.upper() if setting.kind is not str else "VALUE"
-    parser.add_argument(flag or f"--{setting.key}", **kwargs)
+    parser.add_argument(flag or option_flag(setting), **kwargs)
 
 
 def add_options(
@@ -70,3 +76,21 @@ def settings_from_args(args: argparse.Namespace, base: RunSettings | None = None
     values = to_names(base or RunSettings())
     values.update(given(args))
     return from_names(values, where="option", as_options=True)
+
+
+def option_values(
+    args: argparse.Namespace, names: Iterable[str], flags: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The settings `names` of a command that takes them on their own (`synth`,
+    `partition`, `evaluate`): what the user typed, else the schema's default, each checked
+    by its field; a bad value is a ConfigError naming the option."""
+    typed = given(args)
+    out = {}
+    for name in names:
+        setting = BY_NAME[name]
+        if name in typed:
+            label = f"option '{option_flag(setting, flags)}'"
+            out[name] = check_value(name, typed[name], label)
+        else:
+            out[name] = setting.default
+    return out

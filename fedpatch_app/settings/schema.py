@@ -14,20 +14,27 @@
 Settings that belong together are one object (`RunSettings.dp`); their flat names carry the
 group as a prefix (`dp-epsilon` in the run config, `dp_epsilon` in files).
 
-To add a setting: add one field here (with `description` and its range), use it where it
-is needed, and run `fedpatch settings --toml` to print pyproject's table
-(docs/architecture.md walks through an example).
+To add a setting: add one field here (with `description`, its range, and `FEATURES` or
+`RECORDED` when model.json must carry it), use it where it is needed, and run
+`fedpatch settings --toml` to print pyproject's table (docs/architecture.md, "Adding a
+setting"). The `backbone` choices are the backbone registry's.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-#: One cap on the backbone input size, for the run config and every command.
+from fedpatch_app.model.backbones import registry as backbones
+
+#: The bounds of the backbone input size, for the run config, every command and the
+#: feature spec.
+MIN_IMAGE_SIZE = 32
 MAX_IMAGE_SIZE = 2048
 #: Seeds are 32-bit unsigned integers everywhere (numpy and torch generators accept them).
 MAX_SEED = 2**32 - 1
@@ -57,6 +64,23 @@ def _run_name(value: str) -> str:
     return value
 
 
+@dataclass(frozen=True)
+class ChoicesFrom:
+    """A choice setting whose values a registry holds (read at validation time, so a
+    registered extension is a valid value); `Setting.choices` lists them for the CLI and
+    the settings table."""
+
+    names: Callable[[], tuple[str, ...]]
+
+    def check(self, value: str) -> str:
+        if value not in self.names():
+            raise ValueError(f"expected one of {', '.join(self.names())}")
+        return value
+
+
+_BACKBONES = ChoicesFrom(backbones.names)
+
+
 def parse_categories(value: Any) -> tuple[str, ...] | None:
     """Category names from a string ("" = all; commas or spaces) or a list, sorted without
     duplicates; a name that breaks the category-name rule (`data.layouts`) is refused."""
@@ -82,7 +106,7 @@ Layout = Annotated[Literal["auto", "autovi", "mvtec", "folder"], BeforeValidator
 Partition = Annotated[Literal["category", "iid", "dirichlet"], BeforeValidator(_lower)]
 Scale = Annotated[Literal["tiny", "small", "autovi"], BeforeValidator(_lower)]
 SyntheticKind = Annotated[Literal["drawn", "photo"], BeforeValidator(_lower)]
-Backbone = Annotated[Literal["wide_resnet50_2", "efficientnet_lite0"], BeforeValidator(_lower)]
+Backbone = Annotated[str, BeforeValidator(_lower), AfterValidator(_BACKBONES.check), _BACKBONES]
 TransportDtype = Annotated[Literal["float32", "float16"], BeforeValidator(_lower)]
 BankBudget = Annotated[Literal["volume", "equal", "sqrt"], BeforeValidator(_lower)]
 RobustMerge = Annotated[Literal["quarantine", "rows", "strict", "off"], BeforeValidator(_lower)]
@@ -92,6 +116,15 @@ Categories = Annotated[tuple[str, ...] | None, BeforeValidator(parse_categories)
 Device = Annotated[str, BeforeValidator(_lower), AfterValidator(_device)]
 RunName = Annotated[str, BeforeValidator(_strip), AfterValidator(_run_name)]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+
+#: Where a setting goes besides the run (field metadata, read by `settings.fields`):
+#: FEATURES: it defines the patch features, so it is a `FeatureSpec` field: recorded in
+#: model.json's feature spec and read back by the predictor, which scores with it.
+#: RECORDED: it shapes the banks or thresholds a model folder holds: recorded in
+#: model.json's provenance (no setting that may name a path of the machine).
+FEATURES: dict[str, Any] = {"features": True}
+RECORDED: dict[str, Any] = {"recorded": True}
+FEATURES_RECORDED: dict[str, Any] = {**FEATURES, **RECORDED}
 
 _STRICT = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, validate_default=True)
 
@@ -224,28 +257,48 @@ class RunSettings(BaseModel):
     )
     # -- features and model
     backbone: Backbone = Field(
-        "wide_resnet50_2",
-        description="feature network: wide_resnet50_2 (ImageNet weights from torchvision) or "
-        "efficientnet_lite0 (ImageNet weights installed with fedpatch)",
+        backbones.DEFAULT,
+        description="feature network whose two feature maps make the patch features (the "
+        "backbone registry's; docs/architecture.md 'Adding a backbone')",
+        json_schema_extra=FEATURES,
     )
     weights: Text = Field(
         "imagenet",
         min_length=1,
         description="backbone weights: imagenet, none (random: for tests only) or a file path",
+        json_schema_extra=FEATURES,
     )
     image_size: int = Field(
-        256, ge=32, le=MAX_IMAGE_SIZE, description="shorter image side at the backbone input"
+        256,
+        ge=MIN_IMAGE_SIZE,
+        le=MAX_IMAGE_SIZE,
+        description="shorter image side at the backbone input",
+        json_schema_extra=FEATURES_RECORDED,
     )
     coreset_ratio: float = Field(
-        0.1, gt=0, le=1, description="memory-bank size as a fraction of the training patches"
+        0.1,
+        gt=0,
+        le=1,
+        description="memory-bank size as a fraction of the training patches",
+        json_schema_extra=RECORDED,
     )
     local_oversample: float = Field(
-        2.0, ge=1, le=100, description="local coreset size over the global ratio (federated)"
+        2.0,
+        ge=1,
+        le=100,
+        description="local coreset size over the global ratio (federated)",
+        json_schema_extra=RECORDED,
     )
     bank_budget: BankBudget = Field(
-        "volume", description="how bank rows are shared across categories"
+        "volume",
+        description="how bank rows are shared across categories",
+        json_schema_extra=RECORDED,
     )
-    seed: Seed = Field(0, description="seed of everything random (projection, data, splits)")
+    seed: Seed = Field(
+        0,
+        description="seed of everything random (projection, data, splits)",
+        json_schema_extra=FEATURES_RECORDED,
+    )
     # -- thresholds and the model in use
     calibration_fraction: float = Field(
         0.1,
@@ -253,6 +306,7 @@ class RunSettings(BaseModel):
         le=0.9,
         description="share of each category's good training images held out of the banks "
         "to calibrate the thresholds (0 = no thresholds)",
+        json_schema_extra=RECORDED,
     )
     calibration_folds: int = Field(
         0,
@@ -263,10 +317,18 @@ class RunSettings(BaseModel):
         "its fold of K; the bank keeps all images; centralized and local-only runs)",
     )
     target_false_reject: float = Field(
-        0.01, gt=0, le=0.5, description="share of good parts the image threshold may reject"
+        0.01,
+        gt=0,
+        le=0.5,
+        description="share of good parts the image threshold may reject",
+        json_schema_extra=RECORDED,
     )
     target_pixel_fpr: float = Field(
-        0.001, gt=0, le=0.5, description="share of good pixels the region threshold may flag"
+        0.001,
+        gt=0,
+        le=0.5,
+        description="share of good pixels the region threshold may flag",
+        json_schema_extra=RECORDED,
     )
     init_model: Text = Field(
         "",

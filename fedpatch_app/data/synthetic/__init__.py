@@ -1,8 +1,8 @@
 """Synthetic data in exactly the AutoVI layout, for tests, quick runs and evaluation without
 the dataset.
 
-Two kinds: ``drawn`` scenes (textured shapes that resemble each category, cheap, the
-default) and ``photo`` scenes (real photographs shipped in an installed package, with the
+Two kinds (the `synthetic-kind` setting): ``drawn`` scenes (textured shapes that resemble
+each category, cheap) and ``photo`` scenes (real photographs shipped in an installed package, with the
 nuisance variation of a production line and realistic defects). Three scales: ``tiny``,
 ``small`` and ``autovi`` (AutoVI's own counts). Every image is seeded; the data root gets
 a ``synthetic.json`` marker (`is_synthetic`) so that commands can tell it from real AutoVI.

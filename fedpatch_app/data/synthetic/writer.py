@@ -124,10 +124,11 @@ def _check_request(kind: str, scale: str, categories: Iterable[str] | None) -> l
 
 def generate(
     out: str | Path,
-    scale: str = "tiny",
-    seed: int = 0,
+    scale: str,
+    seed: int,
     categories: Iterable[str] | None = None,
-    kind: str = "drawn",
+    *,
+    kind: str,
     workers: int = 1,
 ) -> dict[str, Any]:
     """Write synthetic AutoVI-format data under ``out``; returns summary counts.
@@ -169,8 +170,18 @@ def generate(
 
 def run_cli(args: argparse.Namespace) -> int:
     """`fedpatch synth`: generate the data and print a short summary."""
-    a = args
-    summary = generate(a.out, a.scale, a.seed, a.categories, a.kind, a.workers)
+    from fedpatch_app.commands import SYNTH
+    from fedpatch_app.settings.options import option_values
+
+    s = option_values(args, SYNTH.settings, SYNTH.flags)
+    summary = generate(
+        args.out,
+        s["synthetic_scale"],
+        s["seed"],
+        s["categories"],
+        kind=s["synthetic_kind"],
+        workers=args.workers,
+    )
     print(
         f"synthetic AutoVI data ({summary['kind']}, {summary['scale']}, seed {summary['seed']}) "
         f"in {summary['root']}"

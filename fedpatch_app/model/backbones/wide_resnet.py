@@ -129,3 +129,38 @@ class WideResNetBackbone(nn.Module):
         layer2 = self.layer2(x)
         layer3 = self.layer3(layer2)
         return layer2, layer3
+
+
+class WideResNet50_2:
+    """WideResNet-50-2 in the backbone registry (`registry.Backbone`)."""
+
+    name = NAME
+    layers = LAYERS
+    channels = WideResNetBackbone.channels
+    strides = WideResNetBackbone.strides
+    imagenet_id = IMAGENET_ID
+    weights_note = "ImageNet weights from torchvision's cache or download"
+    #: Offline on synthetic data: EfficientNet-Lite0, whose ImageNet weights install with fedpatch.
+    stand_in = "efficientnet_lite0"
+
+    def build(self, weights: str | os.PathLike, *, seed: int) -> WideResNetBackbone:
+        return WideResNetBackbone(weights, seed=seed)
+
+    def weights_id(self, weights: str | os.PathLike) -> str:
+        return weights_id(weights)
+
+    def imagenet_weights_path(self) -> Path | None:
+        path = imagenet_cache_path()
+        return path if path.is_file() else None
+
+    def imagenet_missing(self) -> str:
+        return f"{imagenet_cache_path()} is missing"
+
+    def imagenet_fix(self) -> str:
+        return (
+            f"put torchvision's checkpoint at {imagenet_cache_path()} (run once on a connected "
+            "machine, or copy the file) or pass its path as the weights setting (weights=PATH)"
+        )
+
+
+BACKBONE = WideResNet50_2()
