@@ -143,7 +143,7 @@ def test_the_drill_app_is_the_project_with_the_drill_client_app(tmp_path: Path) 
     for name in ("server_app.py", "client_app.py", "fedpatch_drills/faults.py"):
         assert (out / name).read_bytes() == (REPO / name).read_bytes(), name
     assert (out / "fedpatch_app" / "federated" / "client.py").is_file()
-    assert (out / "conf" / "partitions" / "iid.yaml").is_file()
+    assert (out / "conf" / "partitions" / "category.yaml").is_file()
     assert not list(out.rglob("__pycache__"))
     # Written again, it replaces the folder.
     (out / "stale.py").write_text("", encoding="utf-8")
