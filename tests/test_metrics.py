@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from fedpatch_app.errors import DataError, ModelError
-from fedpatch_app.evaluation.metrics import (
+from fedpatch_app.metrics import (
     FPR_LIMITS,
     SproStatistics,
     auc_spro,

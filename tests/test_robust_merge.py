@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedpatch_app.model.robust_merge import check_support
+from fedpatch_app.defences.robust_merge import check_support
 
 DIM = 8
 
@@ -122,7 +122,7 @@ def test_strict_still_quarantines_a_large_lines_unsupported_rows() -> None:
 
 
 def test_the_honest_share_grows_with_the_size_ratio_and_is_capped() -> None:
-    from fedpatch_app.model.robust_merge import (
+    from fedpatch_app.defences.robust_merge import (
         MOSTLY,
         PLANTED_SHARE,
         TAIL_CAP,
@@ -140,7 +140,7 @@ def test_an_inflater_as_large_as_eight_honest_lines_still_loses_its_rows() -> No
     """The tail allowance is capped: a client that appended whole defect images (8.4x the
     others' rows, 7.6 % of them unsupported, as measured in the server-blind inflate
     attack) is dropped, while the honest tail of such a size (up to 3 % measured) is kept."""
-    from fedpatch_app.model.robust_merge import action_for
+    from fedpatch_app.defences.robust_merge import action_for
 
     assert action_for(260, 3430, 8.4, "quarantine") == "dropped"
     assert action_for(103, 3430, 8.4, "quarantine") == "kept-tail"

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
+from fedpatch_app.defences.source_check import Report
+from fedpatch_app.defences.source_check_wire import read_reports
 from fedpatch_app.errors import ModelError
-from fedpatch_app.evaluation.source_check import Report
 from fedpatch_app.federated import wire
-from fedpatch_app.federated.codec_check import read_reports
 
 
 def encode_banks(banks: Mapping[str, np.ndarray], transport_dtype: str = "float32") -> ArrayRecord:

@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from fedpatch_app.evaluation.report_markdown import fmt, table
-from fedpatch_app.evaluation.results import LIMIT_KEYS
+from fedpatch_app.reports.markdown import fmt, table
+from fedpatch_app.results.schema import LIMIT_KEYS
 
 #: Per-category topics shown as one table each: (title, fields joined with " / " in a cell).
 CATEGORY_TOPICS: tuple[tuple[str, tuple[str, ...]], ...] = (

@@ -1,23 +1,27 @@
-"""What the AUC-sPRO code accepts: anomaly maps with their regions, and statistics.
+"""Binned sufficient statistics of AUC-sPRO: what clients send instead of anomaly maps.
 
-Statistics arrive from clients over the network, so every field is checked (dtypes, shapes,
-limits, consistency of the counts) before the server merges them, and a malformed payload is
-a :class:`~fedpatch_app.errors.ModelError` that names the field at fault.
+:class:`SproStatistics` holds histograms of the normal pixels and of each region over shared
+bin edges. Clients send these instead of maps; the server merges them (:meth:`merge`) and
+computes the pooled metric with the same threshold sweep as for maps (``spro_histograms``).
+With one bin per 16-bit level (:func:`~fedpatch_app.metrics.score_bins.level_edges`) the
+statistics are exact for 16-bit maps.
+
+Statistics arrive from clients over the network, so every field is checked on construction
+(dtypes, shapes, limits, consistency of the counts) before the server merges them, and a
+malformed payload is a :class:`~fedpatch_app.errors.ModelError` that names the field at fault.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from fedpatch_app.errors import DataError, ModelError
-from fedpatch_app.evaluation.spro_curve import RegionLike
-
-if TYPE_CHECKING:
-    from fedpatch_app.evaluation.spro_statistics import SproStatistics
+from fedpatch_app.errors import ModelError
+from fedpatch_app.metrics.score_bins import csr_from_dense, dense_row
 
 _MAX_BINS = 1 << 22
 _MAX_REGIONS = 1 << 22
@@ -41,32 +45,121 @@ INT_FIELDS = (
 ARRAY_KEYS = ("edges", *INT_FIELDS, "defect_names_utf8")
 
 
-def check_maps(maps: Sequence[np.ndarray], regions: Sequence[Sequence[RegionLike]]) -> None:
-    """DataError naming the map or region at fault unless the maps can be scored."""
-    if len(maps) != len(regions):
-        raise DataError(f"{len(maps)} anomaly maps but {len(regions)} region lists")
-    if len(maps) == 0:
-        raise DataError("no anomaly maps to evaluate")
-    for i, (m, regs) in enumerate(zip(maps, regions, strict=True)):
-        if not isinstance(m, np.ndarray) or m.ndim != 2 or m.size == 0:
-            raise DataError(f"anomaly map {i} must be a non-empty 2-D array")
-        if not (np.issubdtype(m.dtype, np.integer) or np.issubdtype(m.dtype, np.floating)):
-            raise DataError(f"anomaly map {i} has non-numeric dtype {m.dtype}")
-        if np.issubdtype(m.dtype, np.floating) and not np.all(np.isfinite(m)):
-            raise DataError(f"anomaly map {i} holds NaN or infinite scores")
-        for r in regs:
-            where = f"region {getattr(r, 'source', r.defect)} of image {i}"
-            if r.mask.shape != m.shape:
-                raise DataError(f"{where}: mask {r.mask.shape} differs from its map {m.shape}")
-            if r.mask.dtype != np.bool_:
-                raise DataError(f"{where}: mask must be boolean, not {r.mask.dtype}")
-            area = int(np.count_nonzero(r.mask))
-            if area == 0:
-                raise DataError(f"{where}: the region is empty")
-            if not (1 <= int(r.saturation_area) <= area):
-                raise DataError(
-                    f"{where}: saturation area {r.saturation_area} is outside [1, {area}]"
-                )
+@dataclass
+class SproStatistics:
+    """Binned sufficient statistics of one category's test split for AUC-sPRO.
+
+    Over shared bin ``edges`` (B + 1 ascending values; bin ``b`` holds ``edges[b] <= s <
+    edges[b+1]``, scores outside are put in the end bins):
+
+    - ``pixel_counts`` (B,): every pixel of every image (for the quantile thresholds);
+    - ``normal_counts`` (B,): pixels in no region, all images (the FPR denominator);
+    - ``good_counts`` (B,): pixels of the good images;
+    - ``region_ptr`` (R+1,), ``region_bins``, ``region_counts``: one sparse histogram per region
+      (bins ascending within a region, counts > 0);
+    - ``region_saturation`` (R,): saturation area of each region;
+    - ``region_defects`` (R,): index of each region's defect in ``defect_names`` (sorted);
+    - ``defect_normal_ptr`` (D+1,), ``defect_normal_bins``, ``defect_normal_counts``: per defect,
+      the normal pixels of the defective images holding it (for the per-defect FPR);
+    - ``n_images``, ``n_good``: image counts.
+
+    A bin counts as *above* a threshold ``t`` when its centre is > ``t``: the statistics behave
+    exactly like maps whose every score was replaced by its bin centre. With
+    :func:`level_edges` the centres are the integer levels, so 16-bit maps are represented exactly.
+    """
+
+    edges: np.ndarray
+    pixel_counts: np.ndarray
+    normal_counts: np.ndarray
+    good_counts: np.ndarray
+    region_ptr: np.ndarray
+    region_bins: np.ndarray
+    region_counts: np.ndarray
+    region_saturation: np.ndarray
+    region_defects: np.ndarray
+    defect_names: tuple[str, ...]
+    defect_normal_ptr: np.ndarray
+    defect_normal_bins: np.ndarray
+    defect_normal_counts: np.ndarray
+    n_images: int
+    n_good: int
+
+    def __post_init__(self) -> None:
+        self.defect_names = tuple(self.defect_names)
+        self.n_images = int(self.n_images)
+        self.n_good = int(self.n_good)
+        validate_statistics(self)
+
+    @property
+    def n_bins(self) -> int:
+        return int(self.edges.size - 1)
+
+    @property
+    def n_regions(self) -> int:
+        return int(self.region_ptr.size - 1)
+
+    @property
+    def centres(self) -> np.ndarray:
+        return 0.5 * (self.edges[:-1] + self.edges[1:])
+
+    def merge(self, other: SproStatistics) -> SproStatistics:
+        """Statistics of both image sets together (normal counts summed, regions concatenated)."""
+        if self.edges.shape != other.edges.shape or not np.array_equal(self.edges, other.edges):
+            raise ModelError(
+                "cannot merge AUC-sPRO statistics with different bin edges "
+                f"({self.n_bins} vs {other.n_bins} bins or different values)"
+            )
+        names = sorted(set(self.defect_names) | set(other.defect_names))
+        pos = {n: k for k, n in enumerate(names)}
+        remap_a = np.asarray([pos[n] for n in self.defect_names], dtype=np.int64)
+        remap_b = np.asarray([pos[n] for n in other.defect_names], dtype=np.int64)
+        rows = []
+        for n in names:
+            row = np.zeros(self.n_bins, dtype=np.int64)
+            for s in (self, other):
+                if n in s.defect_names:
+                    k = s.defect_names.index(n)
+                    row += dense_row(
+                        s.defect_normal_ptr, s.defect_normal_bins, s.defect_normal_counts,
+                        k, s.n_bins,
+                    )  # fmt: skip
+            rows.append(row)
+        dptr, dbins, dcounts = csr_from_dense(rows)
+        return SproStatistics(
+            edges=self.edges.copy(),
+            pixel_counts=self.pixel_counts + other.pixel_counts,
+            normal_counts=self.normal_counts + other.normal_counts,
+            good_counts=self.good_counts + other.good_counts,
+            region_ptr=np.concatenate(
+                [self.region_ptr, other.region_ptr[1:] + self.region_ptr[-1]]
+            ),
+            region_bins=np.concatenate([self.region_bins, other.region_bins]),
+            region_counts=np.concatenate([self.region_counts, other.region_counts]),
+            region_saturation=np.concatenate([self.region_saturation, other.region_saturation]),
+            region_defects=np.concatenate(
+                [remap_a[self.region_defects], remap_b[other.region_defects]]
+            ).astype(np.int64),
+            defect_names=tuple(names),
+            defect_normal_ptr=dptr,
+            defect_normal_bins=dbins,
+            defect_normal_counts=dcounts,
+            n_images=self.n_images + other.n_images,
+            n_good=self.n_good + other.n_good,
+        )
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Numeric arrays only (defect names as JSON in UTF-8 bytes); no pickle needed."""
+        out: dict[str, np.ndarray] = {"edges": self.edges.astype(np.float64)}
+        for name in INT_FIELDS:
+            out[name] = np.asarray(getattr(self, name), dtype=np.int64)
+        blob = json.dumps(list(self.defect_names)).encode("utf-8")
+        out["defect_names_utf8"] = np.frombuffer(blob, dtype=np.uint8).copy()
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, Any]) -> SproStatistics:
+        """Rebuild from :meth:`to_arrays` output, validating everything (ModelError if malformed)."""
+        return cls(**statistics_fields(arrays))
 
 
 def statistics_fields(arrays: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from fedpatch_app.evaluation.export import MapScaling
+from fedpatch_app.metrics.map_scaling import MapScaling
 
 #: The bound on map values, in covering radii of the merged bank.
 RADIUS_FACTOR = 16.0

@@ -1,7 +1,7 @@
 """The robust merge on the server: each category's coresets checked for support before the
 merge, the unsupported rows quarantined, the clients concerned flagged by name.
 
-The geometry is in `model.robust_merge` (pure); this module applies its verdicts to the
+The geometry is in `defences.robust_merge` (pure); this module applies its verdicts to the
 clients' checked replies and records them (results.json `federated.banks.<cat>.support`,
 and a flag per client).
 """
@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from fedpatch_app.defences.robust_merge import Verdict, check_support
 from fedpatch_app.federated.codec_train import LocalCoreset
 from fedpatch_app.federated.registry import ClientRegistry
-from fedpatch_app.model.robust_merge import Verdict, check_support
 from fedpatch_app.settings import RunSettings
 
 log = logging.getLogger(__name__)

@@ -214,7 +214,7 @@ def _threshold_warnings(
     categories: Mapping[str, Mapping[str, Any]], already: Sequence[str]
 ) -> list[str]:
     """A warning per category whose image threshold rests on too few scores."""
-    from fedpatch_app.evaluation.thresholds import support_warning
+    from fedpatch_app.metrics.thresholds import support_warning
 
     found = [support_warning(c, b.get("thresholds")) for c, b in categories.items()]
     return [w for w in found if w is not None and w not in already]
@@ -263,7 +263,7 @@ def build_results(
             raise ValueError(f"extra results key {key!r} would overwrite a schema key")
         results[key] = _plain(value)
     if "fairness" not in results:
-        from fedpatch_app.evaluation.fairness import fairness_block
+        from fedpatch_app.metrics.fairness import fairness_block
 
         results["fairness"] = _plain(fairness_block(results))
     return results

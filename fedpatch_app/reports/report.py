@@ -33,8 +33,8 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from fedpatch_app.evaluation.report_heatmaps import heatmaps_section, slug
-from fedpatch_app.evaluation.report_overview import (
+from fedpatch_app.reports.heatmaps import heatmaps_section, slug
+from fedpatch_app.reports.overview import (
     INTRO,
     comparison,
     features_section,
@@ -42,15 +42,9 @@ from fedpatch_app.evaluation.report_overview import (
     runs_table,
     warnings_section,
 )
-from fedpatch_app.evaluation.report_plots import plot_bars, plot_roc, plot_spro
-from fedpatch_app.evaluation.report_runs import (
-    MIN_TEST_IMAGES,
-    Run,
-    baseline,
-    few_images,
-    load_runs,
-)
-from fedpatch_app.evaluation.report_sections import run_section
+from fedpatch_app.reports.plots import plot_bars, plot_roc, plot_spro
+from fedpatch_app.reports.runs import MIN_TEST_IMAGES, Run, baseline, few_images, load_runs
+from fedpatch_app.reports.sections import run_section
 
 __all__ = ["MIN_TEST_IMAGES", "run_cli", "write_report"]
 

@@ -1,6 +1,6 @@
 """The leave-one-source-out check: which client's bank rows hide labelled defects.
 
-The robust merge (`model.robust_merge`) judges a coreset row by whether the other
+The robust merge (`defences.robust_merge`) judges a coreset row by whether the other
 clients' data supports it. Defect features that look like normal features elsewhere (a
 missing part shows background that is normal in other places) are supported and pass.
 Only labelled defects can show that such rows do harm, and only the clients hold them.

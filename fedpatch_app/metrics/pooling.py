@@ -17,16 +17,16 @@ from typing import Any
 import numpy as np
 
 from fedpatch_app.errors import DataError
-from fedpatch_app.evaluation.availability import NO_TEST
-from fedpatch_app.evaluation.export import MapScaling
-from fedpatch_app.evaluation.metrics import (
+from fedpatch_app.metrics import (
     SproStatistics,
     auc_spro_from_statistics,
     image_auroc,
     roc_curve_points,
 )
-from fedpatch_app.evaluation.results import LIMIT_KEYS, category_block
-from fedpatch_app.evaluation.thresholds import support_warning, threshold_on_test
+from fedpatch_app.metrics.availability import NO_TEST
+from fedpatch_app.metrics.map_scaling import MapScaling
+from fedpatch_app.metrics.thresholds import support_warning, threshold_on_test
+from fedpatch_app.results.schema import LIMIT_KEYS, category_block
 
 log = logging.getLogger(__name__)
 

@@ -11,16 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fedpatch_app.evaluation.report_markdown import delta, fmt, table
-from fedpatch_app.evaluation.report_plots import METRICS, Metric
-from fedpatch_app.evaluation.report_runs import (
-    FEW_MARK,
-    Run,
-    describe_features,
-    few_images,
-    few_images_note,
-)
-from fedpatch_app.evaluation.report_sections import data_text, flags, weights_text
+from fedpatch_app.reports.markdown import delta, fmt, table
+from fedpatch_app.reports.plots import METRICS, Metric
+from fedpatch_app.reports.runs import FEW_MARK, Run, describe_features, few_images, few_images_note
+from fedpatch_app.reports.sections import data_text, flags, weights_text
 
 INTRO = (
     "Metrics as the official AutoVI evaluator computes them: AUC-sPRO at FPR limits "

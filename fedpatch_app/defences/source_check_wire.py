@@ -1,4 +1,4 @@
-"""The source check's part of the evaluate exchange (phase A; `evaluation.source_check`).
+"""The source check's part of the evaluate exchange (phase A; `defences.source_check`).
 
 down: ArrayRecord "sources" = {category: (M,) int64, the source of each row of the
       category's global bank under a label drawn for this run (-1: a parent model's
@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from flwr.app import ArrayRecord, RecordDict
 
+from fedpatch_app.defences.source_check import PARENT, Report
 from fedpatch_app.errors import ModelError
-from fedpatch_app.evaluation.source_check import PARENT, Report
 from fedpatch_app.federated import wire
 
 SOURCES = "sources"

@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fedpatch_app.errors import FedpatchError
-from fedpatch_app.evaluation import run_facts
-from fedpatch_app.evaluation.report_plots import new_figure, save
-from fedpatch_app.evaluation.report_runs import Run
-from fedpatch_app.evaluation.results import Scores, load_scores
+from fedpatch_app.reports.plots import new_figure, save
+from fedpatch_app.reports.runs import Run
+from fedpatch_app.results import run_facts
+from fedpatch_app.results.schema import Scores, load_scores
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
     from fedpatch_app.data.autovi import Category
-    from fedpatch_app.evaluation.export import MapScaling
+    from fedpatch_app.metrics.map_scaling import MapScaling
 
 #: How many most / least anomalous images the heatmaps show per category.
 HEATMAP_COUNT = 3
@@ -82,7 +82,7 @@ class _Inputs:
 def _panel(ax: Axes, inputs: _Inputs, rel: str, title: str) -> Any:
     """Draw one image with its map and regions; return the map's artist (for the colour bar)."""
     from fedpatch_app.data.autovi import read_image
-    from fedpatch_app.evaluation.export import read_map_png
+    from fedpatch_app.results.official_maps import read_map_png
 
     sample = inputs.by_rel.get(rel)
     if sample is None:
@@ -114,7 +114,7 @@ def plot_heatmaps(
 ) -> str | None:
     """Draw the overlays; return None on success, else the reason they were skipped."""
     from fedpatch_app.data.layouts import load_category
-    from fedpatch_app.evaluation.export import read_scaling
+    from fedpatch_app.results.official_maps import read_scaling
 
     try:
         scores = load_scores(run.folder, category_name)

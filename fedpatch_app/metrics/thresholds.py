@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from fedpatch_app.errors import ModelError
-from fedpatch_app.evaluation.export import UINT16_MAX, MapScaling
+from fedpatch_app.metrics.map_scaling import UINT16_MAX, MapScaling
 
 #: The method, as model.json and results.json name it.
 METHOD = (

@@ -28,9 +28,23 @@ from fedpatch_app.data.autovi import Category, TestSample
 from fedpatch_app.data.calibration import split_calibration
 from fedpatch_app.data.layouts import available_categories, load_category
 from fedpatch_app.errors import DataError
-from fedpatch_app.evaluation.evaluate import evaluate_category, format_value
-from fedpatch_app.evaluation.export import MapScaling, fit_scaling, write_category_maps
-from fedpatch_app.evaluation.results import (
+from fedpatch_app.inspection.model_folder import CategoryModel, write_model
+from fedpatch_app.inspection.run_model import provenance
+from fedpatch_app.inspection.training_data import local_layouts, training_data_facts
+from fedpatch_app.metrics.evaluate import evaluate_category, format_value
+from fedpatch_app.metrics.map_scaling import MapScaling, fit_scaling
+from fedpatch_app.metrics.thresholds import (
+    CalibrationStats,
+    category_thresholds,
+    support_warning,
+    threshold_on_test,
+)
+from fedpatch_app.model.crossfit import crossfit_bank
+from fedpatch_app.model.memory_bank import MemoryBank
+from fedpatch_app.model.patchcore import Bank, PatchCore
+from fedpatch_app.outputs import prepare_output
+from fedpatch_app.results.official_maps import write_category_maps
+from fedpatch_app.results.schema import (
     build_results,
     data_facts,
     features_facts,
@@ -38,19 +52,6 @@ from fedpatch_app.evaluation.results import (
     write_results,
     write_scores,
 )
-from fedpatch_app.evaluation.thresholds import (
-    CalibrationStats,
-    category_thresholds,
-    support_warning,
-    threshold_on_test,
-)
-from fedpatch_app.inspection.model_folder import CategoryModel, write_model
-from fedpatch_app.inspection.run_model import provenance
-from fedpatch_app.inspection.training_data import local_layouts, training_data_facts
-from fedpatch_app.model.crossfit import crossfit_bank
-from fedpatch_app.model.memory_bank import MemoryBank
-from fedpatch_app.model.patchcore import Bank, PatchCore
-from fedpatch_app.outputs import prepare_output
 from fedpatch_app.run_status import final_state, write_status
 from fedpatch_app.settings import RunSettings, to_names
 from fedpatch_app.settings.options import settings_from_args

@@ -1,15 +1,11 @@
-"""Equity across categories and clients: spread of the metrics, and bank budgets by need.
+"""Equity across categories and clients: the spread of the metrics.
 
 `fairness_block(results)` is the "fairness" block of every results.json: per metric
 (AUC-sPRO@0.3, image AUROC) the spread across categories (worst category, best, max-min
 gap, population standard deviation, mean) and, for federated runs, the same across the
 clients' own local metrics (mean over the categories each client evaluated).
 
-`bank_budget(patches, ratio, mode)` sizes each category's global memory bank:
-"volume" (the default) = ratio x the category's patches (the centralized size);
-"equal" = the same total split equally across categories; "sqrt" = the same total split
-in proportion to the square root of the patch counts (the small categories gain, the
-large ones lose, less than with "equal").
+How each category's bank is sized (`bank-budget`) is in `defences.bank_size`.
 """
 
 from __future__ import annotations
@@ -17,8 +13,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from typing import Any
-
-from fedpatch_app.errors import ConfigError
 
 #: (results key, label, how to read it from a category block, local-metric suffix).
 METRICS = (
@@ -35,7 +29,6 @@ METRICS = (
         "image_auroc",
     ),
 )
-BUDGETS = ("volume", "equal", "sqrt")
 
 
 def _finite(value: Any) -> float | None:
@@ -108,26 +101,3 @@ def fairness_block(results: Mapping[str, Any]) -> dict[str, Any]:
     if not out["clients"]:
         out["clients"] = None
     return out
-
-
-def bank_budget(patches: Mapping[str, int], ratio: float, mode: str = "volume") -> dict[str, int]:
-    """Global bank size per category (see the module doc); every size is at least 1."""
-    from fedpatch_app.model.patchcore import coreset_size
-
-    if mode not in BUDGETS:
-        raise ConfigError(
-            f"run config 'bank-budget': expected one of {', '.join(BUDGETS)}, got {mode!r}"
-        )
-    volume = {c: coreset_size(int(n), ratio) for c, n in patches.items()}
-    if mode == "volume" or len(volume) <= 1:
-        return volume
-    total = sum(volume.values())
-    weights = {c: 1.0 if mode == "equal" else math.sqrt(float(patches[c])) for c in volume}
-    wsum = sum(weights.values())
-    raw = {c: total * w / wsum for c, w in weights.items()}
-    # Largest remainder: the sizes add up to the same total as "volume".
-    sizes = {c: int(math.floor(v)) for c, v in raw.items()}
-    left = total - sum(sizes.values())
-    for c in sorted(raw, key=lambda c: (-(raw[c] - sizes[c]), c))[:left]:
-        sizes[c] += 1
-    return {c: max(1, v) for c, v in sizes.items()}

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from fedpatch_app.errors import ConfigError, DataError
-from fedpatch_app.evaluation import run_facts
-from fedpatch_app.evaluation.results import CURVES_FILE, load_curves, load_results, results_path
+from fedpatch_app.results import run_facts
+from fedpatch_app.results.schema import CURVES_FILE, load_curves, load_results, results_path
 from fedpatch_app.run_status import describe, effective_status
 
 #: A category's figures get a "few test images" note below this many good or defective images.

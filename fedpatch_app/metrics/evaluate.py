@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fedpatch_app.errors import DataError, ModelError
-from fedpatch_app.evaluation.results import (
+from fedpatch_app.results.schema import (
     LIMIT_KEYS,
     build_results,
     category_block,
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 def image_scores_of(maps: Sequence[np.ndarray]) -> np.ndarray:
     """Image scores (the maximum of each map), as the official evaluator takes them."""
-    from fedpatch_app.evaluation import metrics
+    from fedpatch_app import metrics
 
     func = getattr(metrics, "image_scores", None)
     if func is not None:
@@ -69,8 +69,8 @@ def evaluate_category(
     ``curves`` holds ``spro_fpr``, ``spro``, ``roc_fpr``, ``roc_tpr``. The maps are
     used as given (no copy here).
     """
-    from fedpatch_app.evaluation import metrics
-    from fedpatch_app.evaluation.availability import not_available
+    from fedpatch_app import metrics
+    from fedpatch_app.metrics.availability import not_available
 
     _check_maps(category, maps)
     start = time.perf_counter()
@@ -118,7 +118,7 @@ def evaluate_category(
 
 def _spro(category: Any, maps: Sequence[np.ndarray], seed: int) -> Any:
     """AUC-sPRO of a category whose every defective test image has its ground truth."""
-    from fedpatch_app.evaluation import metrics
+    from fedpatch_app import metrics
 
     regions = [
         [] if sample.is_good else category.load_regions(sample)
@@ -185,7 +185,7 @@ def _categories_with_maps(maps_root: Path, requested: Sequence[str] | None) -> l
 def run_cli(args: argparse.Namespace) -> int:
     """``fedpatch evaluate --data-root DIR --maps DIR --out DIR [--categories ...] [--seed N]``."""
     from fedpatch_app.data.layouts import load_category
-    from fedpatch_app.evaluation.export import read_category_maps, read_scaling
+    from fedpatch_app.results.official_maps import read_category_maps, read_scaling
 
     data_root = Path(args.data_root)
     maps_root = Path(args.maps)

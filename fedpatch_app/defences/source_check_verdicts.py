@@ -2,7 +2,7 @@
 banks under labels drawn for the run), the clients' reports judged, and the clients whose
 rows hide labelled defects flagged by name.
 
-The statistics are in `evaluation.source_check` (pure); this module ties them to the
+The statistics are in `defences.source_check` (pure); this module ties them to the
 clients of the run and records the verdicts (results.json
 `federated.banks.<cat>.source_check`, and a flag per client).
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from fedpatch_app.evaluation.source_check import PARENT, Report, bank_sources, judge
+from fedpatch_app.defences.source_check import PARENT, Report, bank_sources, judge
 from fedpatch_app.federated.codec_score import ScoreReply
 from fedpatch_app.federated.registry import ClientRegistry
 

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fedpatch_app.evaluation.report_markdown import fmt
-from fedpatch_app.evaluation.report_runs import Run
+from fedpatch_app.reports.markdown import fmt
+from fedpatch_app.reports.runs import Run
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -3,7 +3,7 @@
 Integer-level maps (8- or 16-bit, as the official evaluator reads exported PNGs) are counted
 by histogram through the sufficient statistics; real-valued maps by sorting their scores.
 Both feed the same threshold sweep (``spro_curve``), so the figures agree with
-:func:`~fedpatch_app.evaluation.spro_statistics.auc_spro_from_statistics` on the same maps.
+:func:`~fedpatch_app.metrics.spro_histograms.auc_spro_from_statistics` on the same maps.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import numpy as np
 from tqdm import tqdm
 
 from fedpatch_app.errors import DataError
-from fedpatch_app.evaluation import spro_curve as curve
-from fedpatch_app.evaluation.score_bins import is_level_map, level_edges
-from fedpatch_app.evaluation.spro_statistics import curve_inputs_from_statistics, histograms
-from fedpatch_app.evaluation.spro_validation import check_maps
+from fedpatch_app.metrics import spro_curve as curve
+from fedpatch_app.metrics.map_checks import check_maps
+from fedpatch_app.metrics.score_bins import is_level_map, level_edges
+from fedpatch_app.metrics.spro_histograms import curve_inputs_from_statistics, histograms
 
 
 def _sample_quantiles(maps: Sequence[np.ndarray], max_samples: int, seed: int) -> np.ndarray:

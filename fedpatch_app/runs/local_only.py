@@ -20,7 +20,18 @@ from typing import Any
 
 import numpy as np
 
-from fedpatch_app.centralized import (
+from fedpatch_app.data.autovi import Category
+from fedpatch_app.data.layouts import load_category
+from fedpatch_app.data.partition import Partition
+from fedpatch_app.errors import DataError, FedpatchError
+from fedpatch_app.inspection.model_folder import CategoryModel, write_model
+from fedpatch_app.inspection.run_model import provenance
+from fedpatch_app.inspection.training_data import local_layouts, training_data_facts
+from fedpatch_app.metrics.evaluate import evaluate_category
+from fedpatch_app.metrics.thresholds import threshold_on_test
+from fedpatch_app.model.patchcore import PatchCore
+from fedpatch_app.run_status import final_state
+from fedpatch_app.runs.centralized import (
     CategoryResult,
     CategoryRun,
     RunTotals,
@@ -32,17 +43,6 @@ from fedpatch_app.centralized import (
     training_split,
     write_run,
 )
-from fedpatch_app.data.autovi import Category
-from fedpatch_app.data.layouts import load_category
-from fedpatch_app.data.partition import Partition
-from fedpatch_app.errors import DataError, FedpatchError
-from fedpatch_app.evaluation.evaluate import evaluate_category
-from fedpatch_app.evaluation.thresholds import threshold_on_test
-from fedpatch_app.inspection.model_folder import CategoryModel, write_model
-from fedpatch_app.inspection.run_model import provenance
-from fedpatch_app.inspection.training_data import local_layouts, training_data_facts
-from fedpatch_app.model.patchcore import PatchCore
-from fedpatch_app.run_status import final_state
 from fedpatch_app.settings import RunSettings
 
 log = logging.getLogger(__name__)

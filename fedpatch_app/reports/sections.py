@@ -14,17 +14,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from fedpatch_app.evaluation import run_facts
-from fedpatch_app.evaluation.report_clients import clients_tables
-from fedpatch_app.evaluation.report_markdown import fmt, is_scalar, render_value, table
-from fedpatch_app.evaluation.report_runs import (
-    FEW_MARK,
-    Run,
-    describe_features,
-    few_images,
-    few_images_note,
-)
-from fedpatch_app.evaluation.results import LIMIT_KEYS
+from fedpatch_app.reports.clients import clients_tables
+from fedpatch_app.reports.markdown import fmt, is_scalar, render_value, table
+from fedpatch_app.reports.runs import FEW_MARK, Run, describe_features, few_images, few_images_note
+from fedpatch_app.results import run_facts
+from fedpatch_app.results.schema import LIMIT_KEYS
 from fedpatch_app.run_status import describe
 
 #: Top-level results keys rendered by dedicated sections (everything else is an "extra").
@@ -233,7 +227,7 @@ def other_facts_table(run: Run) -> list[str]:
 def fairness_section(run: Run) -> list[str]:
     """Spread across categories and clients (results' "fairness" block, or computed from
     the categories for results written before it existed)."""
-    from fedpatch_app.evaluation.fairness import METRICS, fairness_block
+    from fedpatch_app.metrics.fairness import METRICS, fairness_block
 
     block = run.results.get("fairness") or fairness_block(run.results)
     rows = []

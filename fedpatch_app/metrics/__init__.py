@@ -5,11 +5,18 @@ The public face of the metrics; callers import from here. The work is split by w
 - ``spro_curve``: the official threshold sweep, refinement and capped area (:class:`SproResult`,
   :func:`capped_auc`, ``FPR_LIMITS``), on any source of sorted scores;
 - ``spro_maps``: :func:`auc_spro` from a category's anomaly maps and ground-truth regions;
-- ``spro_statistics``: the binned sufficient statistics clients send instead of maps
-  (:class:`SproStatistics`, :func:`spro_statistics`, :func:`auc_spro_from_statistics`), with
-  ``score_bins`` (:func:`level_edges`, :func:`uniform_edges`) and ``spro_validation`` (what a
-  received payload must satisfy);
-- ``image_metrics``: :func:`image_scores`, :func:`image_auroc`, :func:`roc_curve_points`.
+- ``sufficient_statistics``: the binned statistics clients send instead of maps
+  (:class:`SproStatistics`: fields, the checks a received payload must pass, merge);
+- ``spro_histograms``: maps to statistics and statistics to the metric
+  (:func:`spro_statistics`, :func:`auc_spro_from_statistics`), over the edges of
+  ``score_bins`` (:func:`level_edges`, :func:`uniform_edges`);
+- ``map_checks``: what maps and their regions must satisfy to be scored;
+- ``image_level``: :func:`image_scores`, :func:`image_auroc`, :func:`roc_curve_points`.
+
+Beside them, the package holds what runs compute from the metrics: the 16-bit map scaling
+(``map_scaling``), a category's evaluation block (``evaluate``), the pooled evaluation of the
+clients' statistics (``pooling``), decision thresholds (``thresholds``), which metrics the
+data allow (``availability``) and their spread across categories and clients (``fairness``).
 
 With one bin per 16-bit level the statistics are exact for 16-bit maps, and
 :func:`auc_spro_from_statistics` equals :func:`auc_spro` on them. See
@@ -18,9 +25,9 @@ With one bin per 16-bit level the statistics are exact for 16-bit maps, and
 
 from __future__ import annotations
 
-from fedpatch_app.evaluation.image_metrics import image_auroc, image_scores, roc_curve_points
-from fedpatch_app.evaluation.score_bins import level_edges, uniform_edges
-from fedpatch_app.evaluation.spro_curve import (
+from fedpatch_app.metrics.image_level import image_auroc, image_scores, roc_curve_points
+from fedpatch_app.metrics.score_bins import level_edges, uniform_edges
+from fedpatch_app.metrics.spro_curve import (
     CURVE_MAX_DISTANCE,
     FPR_LIMITS,
     MAX_REFINED_INTERVALS,
@@ -33,12 +40,9 @@ from fedpatch_app.evaluation.spro_curve import (
     capped_auc,
     limit_key,
 )
-from fedpatch_app.evaluation.spro_maps import auc_spro
-from fedpatch_app.evaluation.spro_statistics import (
-    SproStatistics,
-    auc_spro_from_statistics,
-    spro_statistics,
-)
+from fedpatch_app.metrics.spro_histograms import auc_spro_from_statistics, spro_statistics
+from fedpatch_app.metrics.spro_maps import auc_spro
+from fedpatch_app.metrics.sufficient_statistics import SproStatistics
 
 __all__ = [
     "CURVE_MAX_DISTANCE",
