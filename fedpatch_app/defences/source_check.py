@@ -171,8 +171,10 @@ def judge(
         }
         patches = sum(reports[reporter].positives for reporter in gains)
         verdict: dict[str, Any] = {
-            "reporters": len(gains), "defect_patches": patches, "gains": gains,
-        }  # fmt: skip
+            "reporters": len(gains),
+            "defect_patches": patches,
+            "gains": gains,
+        }
         if gains:
             verdict["gain"] = lower_median(list(gains.values()))
             verdict["flagged"] = verdict["gain"] > threshold

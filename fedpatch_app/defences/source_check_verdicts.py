@@ -83,22 +83,25 @@ def judge_category(
     for source, verdict in sorted(verdicts.items()):
         if verdict["flagged"] and source in nodes:
             registry.flag(
-                nodes[source], "evaluate",
+                nodes[source],
+                "evaluate",
                 f"{cat}: the bank less its {rows[source]} rows shows the other "
                 f"clients' labelled defects better (AUROC of defect against good patches up "
                 f"by {verdict['gain']:.3f}, lower median over {verdict['reporters']} "
                 f"client(s) with {verdict['defect_patches']} defect patches; threshold "
                 f"{threshold:g}): its rows may hide defects",
-            )  # fmt: skip
+            )
     log.info(
-        "%s: source check over %d report(s): %s", cat, len(reports),
+        "%s: source check over %d report(s): %s",
+        cat,
+        len(reports),
         ", ".join(f"partition {s} gain {v['gain']}" for s, v in sorted(verdicts.items())),
-    )  # fmt: skip
+    )
     return {
         "threshold": threshold,
         "reports": {str(p): _report_facts(r, sources) for p, r in sorted(reports.items())},
         "sources": {str(s): _readable(verdicts[s]) for s in sorted(verdicts)},
-    }  # fmt: skip
+    }
 
 
 def _report_facts(report: Report, sources: Sequence[int]) -> dict[str, Any]:
@@ -138,10 +141,12 @@ def excluded_holders(
         for node, _ in holders:
             if registry.clients[node].partition_id in flagged:
                 registry.flag(
-                    node, "evaluate", f"{cat}: its rows were left out of the bank "
+                    node,
+                    "evaluate",
+                    f"{cat}: its rows were left out of the bank "
                     "(source-check-action = exclude); the category was merged again from the "
                     "others' rows and scored again",
-                )  # fmt: skip
+                )
         bank_info[cat]["source_check"]["excluded"] = sorted(flagged)
         out[cat] = kept
     return out

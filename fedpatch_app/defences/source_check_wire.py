@@ -46,9 +46,12 @@ def decode_sources(content: RecordDict, bank_rows: Mapping[str, int]) -> dict[st
         if cat not in bank_rows:
             raise ModelError(f"the server sent row sources for {cat!r} but no bank")
         values = wire.decode_array(
-            arrays[cat], f"{cat} row sources", dtypes=["int64", "int32"], ndim=1,
+            arrays[cat],
+            f"{cat} row sources",
+            dtypes=["int64", "int32"],
+            ndim=1,
             max_elements=bank_rows[cat],
-        ).astype(np.int64)  # fmt: skip
+        ).astype(np.int64)
         if len(values) != bank_rows[cat] or (len(values) and values.min() < PARENT):
             raise ModelError(
                 f"{cat} row sources: {len(values)} values for {bank_rows[cat]} bank rows, "
@@ -113,9 +116,12 @@ def read_reports(
         if cat not in judged or cat not in scored:
             raise wire.InvalidReply(f"source check of {cat!r}: not asked for, or not scored")
         values = wire.decode_array(
-            arrays[cat], f"{cat} source check", dtypes=["float64"], ndim=1,
+            arrays[cat],
+            f"{cat} source check",
+            dtypes=["float64"],
+            ndim=1,
             max_elements=1 + judged[cat],
-        )  # fmt: skip
+        )
         if len(values) != 1 + judged[cat]:
             raise wire.InvalidReply(
                 f"source check of {cat}: {len(values)} values, {1 + judged[cat]} expected"

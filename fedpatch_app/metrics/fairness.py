@@ -41,8 +41,16 @@ def spread(values: Mapping[str, Any]) -> dict[str, Any]:
     """Worst/best member, max-min gap, population std and mean of the finite values."""
     clean = {k: v for k, v in ((k, _finite(v)) for k, v in values.items()) if v is not None}
     if not clean:
-        return {"n": 0, "worst": None, "worst_value": None, "best": None, "best_value": None,
-                "gap": None, "std": None, "mean": None}  # fmt: skip
+        return {
+            "n": 0,
+            "worst": None,
+            "worst_value": None,
+            "best": None,
+            "best_value": None,
+            "gap": None,
+            "std": None,
+            "mean": None,
+        }
     worst = min(sorted(clean), key=lambda k: clean[k])
     best = max(sorted(clean), key=lambda k: clean[k])
     # Summed in the values' order, not the members': the same bits whatever order the

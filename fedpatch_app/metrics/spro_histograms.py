@@ -127,7 +127,7 @@ def curve_inputs_from_statistics(
                 d,
                 stats.n_bins,
             )
-        )  # fmt: skip
+        )
         for d in range(len(stats.defect_names))
     ]
     occupied = np.flatnonzero(stats.pixel_counts)

@@ -120,9 +120,12 @@ class SproStatistics:
                 if n in s.defect_names:
                     k = s.defect_names.index(n)
                     row += dense_row(
-                        s.defect_normal_ptr, s.defect_normal_bins, s.defect_normal_counts,
-                        k, s.n_bins,
-                    )  # fmt: skip
+                        s.defect_normal_ptr,
+                        s.defect_normal_bins,
+                        s.defect_normal_counts,
+                        k,
+                        s.n_bins,
+                    )
             rows.append(row)
         dptr, dbins, dcounts = csr_from_dense(rows)
         return SproStatistics(
@@ -240,9 +243,14 @@ def validate_statistics(s: SproStatistics) -> None:
     if np.any(s.region_defects < 0) or np.any(s.region_defects >= len(names)):
         raise bad("region defect indices must point into the defect names")
     rows = _check_csr(
-        s.defect_normal_ptr, s.defect_normal_bins, s.defect_normal_counts, n_bins, "defect_normal",
-        bad, allow_empty_rows=True,
-    )  # fmt: skip
+        s.defect_normal_ptr,
+        s.defect_normal_bins,
+        s.defect_normal_counts,
+        n_bins,
+        "defect_normal",
+        bad,
+        allow_empty_rows=True,
+    )
     if rows != len(names):
         raise bad(f"{rows} per-defect normal histograms for {len(names)} defect names")
     defective_normal = s.normal_counts - s.good_counts

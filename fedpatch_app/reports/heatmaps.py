@@ -97,9 +97,14 @@ def _panel(ax: Axes, inputs: _Inputs, rel: str, title: str) -> Any:
     low, high = inputs.scaling.low, inputs.scaling.high
     ax.imshow(image)
     artist = ax.imshow(
-        raw, cmap="inferno", alpha=0.5, vmin=low, vmax=high if high > low else low + 1,
-        extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="bilinear",
-    )  # fmt: skip
+        raw,
+        cmap="inferno",
+        alpha=0.5,
+        vmin=low,
+        vmax=high if high > low else low + 1,
+        extent=(-0.5, w - 0.5, h - 0.5, -0.5),
+        interpolation="bilinear",
+    )
     for region in regions:
         mask = np.asarray(region.mask, dtype=np.float32)
         if mask.shape == (h, w) and mask.any():

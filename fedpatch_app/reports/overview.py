@@ -49,18 +49,34 @@ def runs_table(runs: Sequence[Run]) -> list[str]:
         )
         rows.append(
             [
-                str(run.index + 1), run.label, fmt(run.kind), data_text(run),
-                weights_text(run), fingerprint,
+                str(run.index + 1),
+                run.label,
+                fmt(run.kind),
+                data_text(run),
+                weights_text(run),
+                fingerprint,
                 str(len(run.categories)),
                 fmt((run.results["run"].get("seconds") or {}).get("total"), 1),
-                fmt(mean["auc_spro"].get("0.05")), fmt(mean["auc_spro"].get("0.3")),
-                fmt(mean.get("image_auroc")), f"`{run.folder}`",
+                fmt(mean["auc_spro"].get("0.05")),
+                fmt(mean["auc_spro"].get("0.3")),
+                fmt(mean.get("image_auroc")),
+                f"`{run.folder}`",
             ]
-        )  # fmt: skip
+        )
     header = [
-        "#", "run", "kind", "data", "weights loaded", "features", "categories", "seconds",
-        "mean AUC-sPRO@0.05", "mean AUC-sPRO@0.3", "mean image AUROC", "folder",
-    ]  # fmt: skip
+        "#",
+        "run",
+        "kind",
+        "data",
+        "weights loaded",
+        "features",
+        "categories",
+        "seconds",
+        "mean AUC-sPRO@0.05",
+        "mean AUC-sPRO@0.3",
+        "mean image AUROC",
+        "folder",
+    ]
     return ["## Runs", "", *table(header, rows)]
 
 

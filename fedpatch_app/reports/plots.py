@@ -82,9 +82,14 @@ def plot_spro(category: str, runs: Sequence[Run], path: Path) -> Figure | None:
     for limit in LABELLED_LIMITS:
         ax_lin.axvline(limit, color="grey", linestyle=":", linewidth=1)
         ax_lin.text(
-            limit + 0.002, 0.01, f"FPR {limit:g}", color="grey", rotation=90, fontsize=8,
+            limit + 0.002,
+            0.01,
+            f"FPR {limit:g}",
+            color="grey",
+            rotation=90,
+            fontsize=8,
             va="bottom",
-        )  # fmt: skip
+        )
     for limit in (*LABELLED_LIMITS, 0.3):
         ax_log.axvline(limit, color="grey", linestyle=":", linewidth=1)
     ax_lin.set_xlim(0, 0.3)
@@ -99,9 +104,13 @@ def plot_spro(category: str, runs: Sequence[Run], path: Path) -> Figure | None:
         ax.set_ylim(0, 1.05)
         ax.grid(alpha=0.3)
     fig.legend(
-        loc="outside lower center", ncols=min(len(runs), 2), fontsize=8, title="AUC-sPRO",
-        title_fontsize=8, frameon=False,
-    )  # fmt: skip
+        loc="outside lower center",
+        ncols=min(len(runs), 2),
+        fontsize=8,
+        title="AUC-sPRO",
+        title_fontsize=8,
+        frameon=False,
+    )
     save(fig, path)
     return fig
 

@@ -27,9 +27,16 @@ SCHEMA_KEYS = ("schema", "run", "categories", "mean", "warnings", "fairness", "d
 BLOCK_KEYS = ("auc_spro", "image_auroc", "counts", "auc_spro_per_defect")
 #: Settings shown in the "used" table (from what the run recorded it used), not again.
 USED_SETTINGS = (
-    "weights", "feature_spec", "fingerprint", "dataset_used", "data_root_used",
-    "categories_used", "data_root", "categories", "maps",
-)  # fmt: skip
+    "weights",
+    "feature_spec",
+    "fingerprint",
+    "dataset_used",
+    "data_root_used",
+    "categories_used",
+    "data_root",
+    "categories",
+    "maps",
+)
 
 
 def flags(run: Run) -> list[str]:
@@ -157,9 +164,14 @@ def _metrics_rows(run: Run) -> tuple[list[list[str]], list[tuple[str, tuple[int,
 def metrics_table(run: Run) -> list[str]:
     """Metrics per category with the mean row; categories with few test images marked."""
     header = [
-        "category", *(f"AUC-sPRO@{k}" for k in LIMIT_KEYS), "image AUROC mean",
-        "image AUROC pooled", "train", "test good", "test defective",
-    ]  # fmt: skip
+        "category",
+        *(f"AUC-sPRO@{k}" for k in LIMIT_KEYS),
+        "image AUROC mean",
+        "image AUROC pooled",
+        "train",
+        "test good",
+        "test defective",
+    ]
     rows, few = _metrics_rows(run)
     mean = run.results["mean"]
     sums = (
@@ -238,12 +250,16 @@ def fairness_section(run: Run) -> list[str]:
                 continue
             rows.append(
                 [
-                    scope, label, fmt(item.get("n")),
+                    scope,
+                    label,
+                    fmt(item.get("n")),
                     f"{item.get('worst')} ({fmt(item.get('worst_value'))})",
                     f"{item.get('best')} ({fmt(item.get('best_value'))})",
-                    fmt(item.get("gap")), fmt(item.get("std")), fmt(item.get("mean")),
+                    fmt(item.get("gap")),
+                    fmt(item.get("std")),
+                    fmt(item.get("mean")),
                 ]
-            )  # fmt: skip
+            )
     if not rows:
         return []
     header = ["across", "metric", "n", "worst", "best", "max-min gap", "std", "mean"]

@@ -132,9 +132,13 @@ def _client_entry(
 
 
 def _local_category(
-    out: Path, category: Category, runs: list[ClientRun], s: RunSettings, totals: RunTotals,
+    out: Path,
+    category: Category,
+    runs: list[ClientRun],
+    s: RunSettings,
+    totals: RunTotals,
     models: dict[int, dict[str, CategoryModel]],
-) -> None:  # fmt: skip
+) -> None:
     calibration = [m for r in runs for m in r.run.calibration_maps]
     t0 = time.perf_counter()
     result = finish_category(out, category, _ordered_maps(category, runs), calibration, s)
@@ -149,8 +153,10 @@ def _local_category(
     totals.blocks[category.name], totals.curves[category.name] = result.block, result.curves
     log.info(
         "%s (local-only): AUC-sPRO@0.3 %.4f, image AUROC %.4f",
-        category.name, result.block["auc_spro"]["0.3"], result.block["image_auroc"]["mean"],
-    )  # fmt: skip
+        category.name,
+        result.block["auc_spro"]["0.3"],
+        result.block["image_auroc"]["mean"],
+    )
 
 
 def run_local_only(
