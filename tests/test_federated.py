@@ -160,7 +160,7 @@ def test_messages_carry_no_maps_and_match_their_phase(normal_run: dict[str, Any]
     AUC-sPRO statistics (validated as histograms: 65,536 level counts summing to the
     client's pixels, sparse rows of strictly increasing levels)."""
     from fedpatch_app.data.autovi import NATIVE_SIZES
-    from fedpatch_app.defences.source_check_wire import AFFECTED, CHECK
+    from fedpatch_app.federated.codec_source_check import AFFECTED, CHECK
     from fedpatch_app.federated.codec_stats import CALIBRATION_PREFIX
     from fedpatch_app.metrics import SproStatistics
     from fedpatch_app.metrics.thresholds import CalibrationStats

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fedpatch_app.defences.robust_merge import Verdict, check_support
-from fedpatch_app.federated.codec_train import LocalCoreset
-from fedpatch_app.federated.registry import ClientRegistry
 from fedpatch_app.settings import RunSettings
+
+if TYPE_CHECKING:  # the server's types; a defence does not load Flower
+    from fedpatch_app.federated.codec_train import LocalCoreset
+    from fedpatch_app.federated.registry import ClientRegistry
 
 log = logging.getLogger(__name__)
 
-Holders = list[tuple[int, LocalCoreset]]
+Holders = list[tuple[int, "LocalCoreset"]]
 
 
 def _flag(registry: ClientRegistry, node_id: int, cat: str, verdict: Verdict, threshold: float):

@@ -12,13 +12,15 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fedpatch_app.defences.source_check import PARENT, Report, bank_sources, judge
-from fedpatch_app.federated.codec_score import ScoreReply
-from fedpatch_app.federated.registry import ClientRegistry
+
+if TYPE_CHECKING:  # the server's types; a defence does not load Flower
+    from fedpatch_app.federated.codec_score import ScoreReply
+    from fedpatch_app.federated.registry import ClientRegistry
 
 log = logging.getLogger(__name__)
 

@@ -34,11 +34,11 @@ from fedpatch_app.defences.source_check import (
     defect_patch_mask,
     report,
 )
-from fedpatch_app.defences.source_check_wire import add_reports, decode_sources
 from fedpatch_app.errors import DataError, FedpatchError, ModelError
 from fedpatch_app.federated import faults
 from fedpatch_app.federated import messages as M
 from fedpatch_app.federated.client_dp import private_release
+from fedpatch_app.federated.codec_source_check import add_reports, decode_sources
 from fedpatch_app.federated.data import NodeData, node_data
 from fedpatch_app.federated.map_cache import MapCache
 from fedpatch_app.federated.plan import known_names

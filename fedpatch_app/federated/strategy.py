@@ -45,7 +45,6 @@ from fedpatch_app.defences.source_check_verdicts import (
     pseudonyms,
     row_partitions,
 )
-from fedpatch_app.defences.source_check_wire import SOURCES, encode_sources
 from fedpatch_app.federated import messages as M
 from fedpatch_app.federated.accept import (
     Expected,
@@ -56,6 +55,7 @@ from fedpatch_app.federated.accept import (
     conflicting_images,
 )
 from fedpatch_app.federated.category_sizes import agreed_plan
+from fedpatch_app.federated.codec_source_check import SOURCES, encode_sources
 from fedpatch_app.federated.registry import ClientRegistry, FederationError
 from fedpatch_app.metrics.map_scaling import MapScaling
 from fedpatch_app.metrics.pooling import CategoryOutcome, ScoredImages, pool_category

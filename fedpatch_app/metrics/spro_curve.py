@@ -6,7 +6,7 @@ threshold refinement, the same capped trapezoid. The sweep only needs to count, 
 threshold, the scores above it in a few multisets (the normal pixels, each ground-truth
 region); :class:`CurveInputs` holds those multisets sorted once, so a threshold costs a binary
 search instead of a pass over every map. Whether the multisets come from maps
-(``spro_maps``) or from pooled histograms (``spro_statistics``), the curve is computed here,
+(``spro_maps``) or from pooled histograms (``spro_histograms``), the curve is computed here,
 by the same code.
 """
 

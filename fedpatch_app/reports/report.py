@@ -20,10 +20,10 @@ Runs whose patch features differ (feature-spec fingerprints) are refused unless
 ``allow_mixed``; then each is tagged with its features everywhere. Categories with fewer than
 ``MIN_TEST_IMAGES`` good or defective test images are marked with a note.
 
-The work is split by what it does: ``report_runs`` (loading, labels, comparability),
-``run_facts`` (what a run used, for every results layout), ``report_markdown`` (tables),
-``report_overview`` (the head and the comparison), ``report_sections`` (one run),
-``report_clients`` (a federated run's clients), ``report_plots`` and ``report_heatmaps``.
+The work is split by what it does: ``runs`` (loading, labels, comparability),
+``results.run_facts`` (what a run used, for every results layout), ``markdown`` (tables),
+``overview`` (the head and the comparison), ``sections`` (one run), ``clients`` (a federated
+run's clients), ``plots`` and ``heatmaps``.
 """
 
 from __future__ import annotations
