@@ -53,19 +53,27 @@ def _ruff() -> str:
     return found
 
 
-def _formatted_copy(files: list[Path], work: Path) -> dict[Path, str]:
+def _formatted_copy(sources: dict[Path, str], work: Path) -> dict[Path, str]:
     """Each file as ``ruff format`` writes it once its formatter switches are taken out.
 
     One ruff run over a copy of the files, with the project's configuration.
     """
     copies: dict[Path, Path] = {}
-    for path in files:
+    for path, source in sources.items():
         copy = work / path.relative_to(ROOT)
         copy.parent.mkdir(parents=True, exist_ok=True)
-        copy.write_text(_without_markers(path.read_text(encoding="utf-8")), encoding="utf-8")
+        copy.write_text(_without_markers(source), encoding="utf-8")
         copies[path] = copy
     proc = subprocess.run(
-        [_ruff(), "format", "--quiet", "--config", str(ROOT / "pyproject.toml"), str(work)],
+        [
+            _ruff(),
+            "format",
+            "--quiet",
+            "--no-cache",
+            "--config",
+            str(ROOT / "pyproject.toml"),
+            str(work),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -155,10 +163,11 @@ def shape_violations(work: Path, root: Path = PACKAGE) -> dict[str, list[str]]:
     Lengths are measured on the module as ruff formats it; ``work`` is a scratch folder.
     """
     files = sorted(root.rglob("*.py"))
-    formatted = _formatted_copy(files, work)
+    sources = {path: path.read_text(encoding="utf-8") for path in files}
+    formatted = _formatted_copy(sources, work)
     found: dict[str, list[str]] = {}
     for path in files:
-        source = path.read_text(encoding="utf-8")
+        source = sources[path]
         shaped = formatted[path]
         why: list[str] = []
         markers = [row for row, _ in _fmt_markers(source)]
