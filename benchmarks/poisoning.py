@@ -2,7 +2,7 @@
 
 Each scenario is one federated run through the in-process grid (`InProcessGrid`: the real
 server and client code, message by message, no Ray), in which one node (the first, by
-default; `--attacker`) changes its own replies (`fedpatch_app.federated.attacks`):
+default; `--attacker`) changes its own replies (`fedpatch_drills.attacks`):
 
     honest       nobody attacks (the baseline of each defence setting)
     poison       defect-region features of the evaluated test images in its coreset,
@@ -124,16 +124,20 @@ def _nodes(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
 
 
 def _attacker(scenario: str, args: argparse.Namespace, nodes: list[dict[str, Any]]):
-    from fedpatch_app.federated.attacks import Attacker
+    from fedpatch_drills.attacks import Attacker
 
     if scenario == "honest":
         return None
     kind = "poison" if scenario == "poison-own" else scenario
     own = args.own_defects if scenario == "poison-own" else None
     return Attacker(
-        1001 + args.attacker, kind, Path(args.data), defects_from=own, victim=args.victim,
+        1001 + args.attacker,
+        kind,
+        Path(args.data),
+        defects_from=own,
+        victim=args.victim,
         node_config=nodes[args.attacker],
-    )  # fmt: skip
+    )
 
 
 def run_scenario(scenario: str, defended: bool, args: argparse.Namespace, work: Path) -> dict:
@@ -142,6 +146,7 @@ def run_scenario(scenario: str, defended: bool, args: argparse.Namespace, work: 
     from fedpatch_app.federated.inprocess import InProcessGrid
     from fedpatch_app.federated.server import run_server
     from fedpatch_app.run_status import read_status
+    from fedpatch_drills.client_app import tampered_app
 
     name = f"{scenario}-{'on' if defended else 'off'}"
     config = _config(args, work, name, defended)
@@ -152,7 +157,8 @@ def run_scenario(scenario: str, defended: bool, args: argparse.Namespace, work: 
         (work / "identities.json").write_text(json.dumps(mapping), encoding="utf-8")
         config["node-identities"] = str(work / "identities.json")
     attacker = _attacker(scenario, args, nodes)
-    grid = InProcessGrid(client_app.app, nodes, config, tamper=attacker, public_keys=keys)
+    app = client_app.app if attacker is None else tampered_app(attacker)
+    grid = InProcessGrid(app, nodes, config, public_keys=keys)
     context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config=config)
     t0 = time.perf_counter()
     try:
@@ -224,14 +230,16 @@ def _gains(check: dict) -> str:
 
 
 def _print(results: dict[str, dict]) -> None:
-    print("\n| scenario | category | AUC-sPRO@0.3 | change | image AUROC | change | rows left out "
-          "(attacker / honest) | source check: gain attacker / largest honest, flagged |")  # fmt: skip
+    print(
+        "\n| scenario | category | AUC-sPRO@0.3 | change | image AUROC | change | rows left out "
+        "(attacker / honest) | source check: gain attacker / largest honest, flagged |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name, out in results.items():
         base = results.get(f"honest-{name.rsplit('-', 1)[1]}", {}).get("categories", {})
         if "failed" in out:
-            print(f"| {name} | (run failed) | {out['failed'][:80]} | banks kept: "
-                  f"{', '.join(out['banks_on_disk']) or 'none'} | | | | |")  # fmt: skip
+            kept = ", ".join(out["banks_on_disk"]) or "none"
+            print(f"| {name} | (run failed) | {out['failed'][:80]} | banks kept: {kept} | | | | |")
             continue
         for cat, m in out["categories"].items():
             b = base.get(cat, m)

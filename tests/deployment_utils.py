@@ -304,10 +304,12 @@ def submit(
     connection: str,
     run_config: Mapping[str, Any],
     prefix: Sequence[str] = (),
+    app: Path = REPO,
 ) -> int:
-    """`flwr run . CONNECTION --run-config ...` (no stream): returns the run id."""
+    """`flwr run APP CONNECTION --run-config ...` (no stream; APP: the project, or a
+    drill app): returns the run id."""
     out = flwr(
-        ["run", str(REPO), connection, "--format", "json", "--run-config", config_arg(run_config)],
+        ["run", str(app), connection, "--format", "json", "--run-config", config_arg(run_config)],
         env,
         timeout=180,
         prefix=prefix,

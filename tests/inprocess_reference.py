@@ -6,8 +6,9 @@ returns its results.json. Tests of `flwr run` simulations and deployments start 
 processes with `OMP_NUM_THREADS=1` too and compare their metrics and banks with it
 (`assert_same_figures`): a transport that lost, reordered or altered anything would
 change them. Faults can be mirrored: an `offline` partition is a node whose ClientApp
-never answers the train instruction (as a ClientApp killed during extraction), a
-`malformed` one sends the coreset `faults.corrupt_train_reply` makes.
+never answers the train instruction (as a ClientApp that crashed), a `malformed` one runs
+the drill ClientApp (`fedpatch_drills.client_app`) with node config
+`fault="malformed-coreset"`, as the deployed drill does.
 
 Run as a script by `reference_run`: `python inprocess_reference.py SPEC.json`.
 """
@@ -89,31 +90,25 @@ def assert_same_figures(
 
 def _main(spec_path: str) -> None:
     import torch
-    from flwr.app import Context, MessageType, RecordDict
+    from flwr.app import Context, RecordDict
 
     sys.path.insert(0, str(REPO))
-    import client_app
-    from fedpatch_app.federated import faults
     from fedpatch_app.federated.inprocess import SUPERLINK_NODE_ID, InProcessGrid
     from fedpatch_app.federated.server import run_server
+    from fedpatch_drills import client_app as drills
+    from fedpatch_drills.faults import MALFORMED_CORESET
 
     torch.set_num_threads(1)
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     run_config = spec["run_config"]
-    malformed = {FIRST_NODE_ID + p for p in spec["malformed"]}
-
-    def tamper(node_id: int, msg: Any, reply: Any) -> Any:
-        if node_id in malformed and msg.metadata.message_type == MessageType.TRAIN:
-            if not reply.has_error():
-                faults.corrupt_train_reply({"fault": faults.MALFORMED_CORESET}, reply.content)
-        return reply
-
+    nodes = [dict(n) for n in spec["node_configs"]]
+    for p in spec["malformed"]:
+        nodes[p]["fault"] = MALFORMED_CORESET
     grid = InProcessGrid(
-        client_app.app,
-        spec["node_configs"],
+        drills.app,
+        nodes,
         run_config,
         offline=[FIRST_NODE_ID + p for p in spec["offline"]],
-        tamper=tamper,
         first_node_id=FIRST_NODE_ID,
     )
     context = Context(

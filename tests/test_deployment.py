@@ -7,8 +7,10 @@ and checked with `flwr list --format json`.
 - the normal run: `finished:completed`, results.json complete; a SuperNode whose key is
   not registered is refused; the SuperLink restarted on its state database still knows
   the run and the registered nodes, and the SuperNodes reconnect;
-- faults: a client killed during feature extraction and a client sending a malformed
-  coreset are dropped, named in results.json, and the run completes with the others.
+- faults (a drill: the run is submitted as the drill app of `fedpatch_drills.drill_app`,
+  whose ClientApp carries the fault mod): a client whose ClientApp crashes on the train
+  instruction and a client sending a malformed coreset are dropped, named in
+  results.json, and the run completes with the others.
 
 Both runs' metrics and banks are compared with the same case run in-process (the same
 ServerApp and ClientApp code without Flower's transport, the faults mirrored): equal bit
@@ -18,9 +20,6 @@ for bit. Every process runs on one CPU thread, as the reference does.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -148,8 +147,10 @@ def _run_config(stack: Stack, name: str, **config: Any) -> dict[str, Any]:
     }
 
 
-def _run(stack: Stack, run_config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    run_id = du.submit(stack.env, CONNECTION, run_config)
+def _run(
+    stack: Stack, run_config: dict[str, Any], app: Path = du.REPO
+) -> tuple[str, dict[str, Any]]:
+    run_id = du.submit(stack.env, CONNECTION, run_config, app=app)
     status = du.wait_finished(stack.env, CONNECTION, run_id, 420, stack.group)
     results_file = stack.tmp / "runs" / run_config["run-name"] / "results.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
@@ -161,11 +162,8 @@ def _check_against_inprocess(
 ) -> None:
     """The deployed run's metrics and banks equal the same case run in-process."""
     name = run_config["run-name"]
-    nodes = [
-        {"partition-id": i, "num-partitions": 5, "data-root": str(stack.data),
-         "categories": CATEGORIES, "device": "cpu"}
-        for i in range(5)
-    ]  # fmt: skip
+    node = {"num-partitions": 5, "data-root": str(stack.data), "categories": CATEGORIES}
+    nodes = [{"partition-id": i, **node, "device": "cpu"} for i in range(5)]
     reference = reference_run({**run_config, "run-name": f"{name}-inprocess"}, nodes, **faults)
     runs = stack.tmp / "runs"
     assert_same_figures(results, reference, runs / name, runs / f"{name}-inprocess")
@@ -215,10 +213,12 @@ def test_loopback_tls_auth_run_and_superlink_restart(stack: Stack) -> None:
 
 
 def test_faults_killed_client_and_malformed_coreset(stack: Stack) -> None:
+    from fedpatch_drills.drill_app import write_drill_app
+
     start = time.monotonic()
-    _start_federation(stack, {2: "exit-during-extraction", 4: "malformed-coreset"})
+    _start_federation(stack, {2: "crash-on-train", 4: "malformed-coreset"})
     run_config = _run_config(stack, "faults", **{"min-clients": 3})
-    status, results = _run(stack, run_config)
+    status, results = _run(stack, run_config, write_drill_app(stack.tmp / "drill-app"))
     assert status == "finished:completed", stack.group.logs()
     fed = results["federated"]
     # The lost clients are named by their node ids (the killed one never told its partition).
@@ -241,53 +241,3 @@ def test_faults_killed_client_and_malformed_coreset(stack: Stack) -> None:
         stack, run_config, results, offline_partitions=[1], malformed_partitions=[3]
     )
     print(f"faults run: {time.monotonic() - start:.0f} s")
-
-
-def test_unknown_fault_name_is_a_config_error() -> None:
-    from fedpatch_app.errors import ConfigError
-    from fedpatch_app.federated import faults
-
-    assert faults.fault_of({}) == ""
-    assert faults.fault_of({"fault": "malformed-coreset"}) == "malformed-coreset"
-    with pytest.raises(ConfigError, match="fault"):
-        faults.fault_of({"fault": "explode"})
-
-
-def test_malformed_coreset_fault_changes_only_the_first_array() -> None:
-    import numpy as np
-    from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
-
-    from fedpatch_app.federated import faults
-
-    good = np.ones((4, 1024), dtype=np.float32)
-    content = RecordDict(
-        {
-            "coresets": ArrayRecord({"a": Array(good), "b": Array(good)}),
-            "info": ConfigRecord({"x": 1}),
-        }
-    )
-    same = faults.corrupt_train_reply({}, content)
-    assert same["coresets"]["a"].shape == (4, 1024)
-    bad = faults.corrupt_train_reply({"fault": "malformed-coreset"}, content)
-    assert tuple(bad["coresets"]["a"].shape) == (3, 7)
-    assert tuple(bad["coresets"]["b"].shape) == (4, 1024)
-    assert np.isnan(bad["coresets"]["a"].numpy()).any()
-
-
-def test_exit_during_extraction_kills_the_process() -> None:
-    """The fault ends the process with SIGKILL at once (nothing after it runs); without it,
-    or with the other fault, the call returns."""
-    from fedpatch_app.federated import faults
-
-    code = (
-        "from fedpatch_app.federated import faults\n"
-        "faults.during_extraction({'fault': 'exit-during-extraction'})\n"
-        "print('still alive')\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=du.REPO, capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr)
-    assert "still alive" not in proc.stdout
-    faults.during_extraction({})
-    faults.during_extraction({"fault": "malformed-coreset"})

@@ -306,9 +306,9 @@ def test_after_the_merge_status_lists_it_and_the_model_is_incomplete(
     its statistics phase (after the merge, before the thresholds)."""
     from flwr.app import Context, Message, MessageType, RecordDict
 
-    import client_app
     from fedpatch_app.federated.inprocess import InProcessGrid
     from fedpatch_app.federated.server import run_server
+    from fedpatch_drills.client_app import tampered_app
 
     run_dir = tmp_path / "fed"
     seen: dict[str, Any] = {}
@@ -324,7 +324,7 @@ def test_after_the_merge_status_lists_it_and_the_model_is_incomplete(
     run_config |= {"image-size": 64, "device": "cpu", "out-dir": str(tmp_path)}
     run_config |= {"run-name": "fed", "wait-timeout": 0}
     nodes = [{"partition-id": i, "num-partitions": 2} for i in range(2)]
-    grid = InProcessGrid(client_app.app, nodes, run_config, tamper=snapshot)
+    grid = InProcessGrid(tampered_app(snapshot), nodes, run_config)
     context = Context(
         run_id=5, node_id=1, node_config={}, state=RecordDict(), run_config=run_config
     )

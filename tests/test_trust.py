@@ -1,7 +1,7 @@
 """Dishonest clients against the real ServerApp and ClientApp (in-process grid, tiny
 synthetic data, random features at 64 px): each defence keeps its attack out.
 
-The attacks are those of `fedpatch_app.federated.attacks`; what they do to the metrics
+The attacks are those of `fedpatch_drills.attacks`; what they do to the metrics
 without the defences, and how much the defences recover, is measured by
 `benchmarks/poisoning.py` (docs/security.md).
 """
@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 from flwr.app import Context, Error, Message, MessageType, RecordDict
 
-import client_app
 from fedpatch_app.federated import messages as M
-from fedpatch_app.federated.attacks import Attacker, together
 from fedpatch_app.federated.inprocess import InProcessGrid
 from fedpatch_app.federated.server import run_server
 from fedpatch_app.federated.strategy import FederationError
 from fedpatch_app.model.patchcore import Bank
 from fedpatch_app.run_status import read_status
+from fedpatch_drills.attacks import Attacker, together
+from fedpatch_drills.client_app import tampered_app
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +93,7 @@ def attacked(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
         Attacker(1002, "extreme", tiny_root),
         Attacker(1003, "impersonate", tiny_root, victim=3),
     )
-    grid = InProcessGrid(client_app.app, nodes(4), run_config, tamper=tamper, public_keys=pem)
+    grid = InProcessGrid(tampered_app(tamper), nodes(4), run_config, public_keys=pem)
     outcome = serve(grid, run_config)
     return {"results": outcome.results, "run_dir": outcome.run_dir, "poisoner": poisoner}
 
@@ -159,10 +159,9 @@ def test_test_image_theft_and_caches_of_dropped_clients(tiny_root: Path, tmp_pat
     run_config = config(tmp_path / "not-on-the-server", tmp_path, "theft", 4)
     cache = tmp_path / "cache"
     grid = InProcessGrid(
-        client_app.app,
+        tampered_app(together(Attacker(1001, "steal", tiny_root), _invalid_range)),
         nodes(4, **{"data-root": str(tiny_root), "cache-dir": str(cache)}),
         run_config,
-        tamper=together(Attacker(1001, "steal", tiny_root), _invalid_range),
     )
     results = serve(grid, run_config).results
     dropped = {d["node_id"]: d["reason"] for d in results["federated"]["dropped"]}
@@ -186,7 +185,7 @@ def test_a_failure_after_the_merge_keeps_the_banks(tiny_root: Path, tmp_path: Pa
         return reply
 
     run_config = config(tiny_root, tmp_path, "late-failure", 2)
-    grid = InProcessGrid(client_app.app, nodes(2), run_config, tamper=fail_stats)
+    grid = InProcessGrid(tampered_app(fail_stats), nodes(2), run_config)
     with pytest.raises(FederationError, match="query: only 0 client"):
         serve(grid, run_config)
     run_dir = tmp_path / "late-failure"
@@ -205,7 +204,7 @@ def test_the_source_check_names_a_planter_the_robust_merge_let_through(
     better, and it alone is flagged, by name."""
     run_config = config(tiny_root, tmp_path, "planted", 4, **{"robust-merge": "off"})
     poisoner = Attacker(1001, "poison", tiny_root, categories=("pipe_clip",))
-    grid = InProcessGrid(client_app.app, nodes(4), run_config, tamper=poisoner)
+    grid = InProcessGrid(tampered_app(poisoner), nodes(4), run_config)
     fed = serve(grid, run_config).results["federated"]
     check = fed["banks"]["pipe_clip"]["source_check"]
     assert check["sources"]["0"]["flagged"], check
@@ -230,7 +229,7 @@ def test_the_source_check_can_leave_a_flagged_clients_rows_out(
     extra = {"robust-merge": "off", "source-check-action": "exclude"}
     run_config = config(tiny_root, tmp_path / "exclude", "exclude", 4, **extra)
     poisoner = Attacker(1001, "poison", tiny_root, categories=("pipe_clip",))
-    grid = InProcessGrid(client_app.app, nodes(4), run_config, tamper=poisoner)
+    grid = InProcessGrid(tampered_app(poisoner), nodes(4), run_config)
     outcome = serve(grid, run_config)
     fed = outcome.results["federated"]
     bank_facts = fed["banks"]["pipe_clip"]
@@ -245,10 +244,8 @@ def test_the_source_check_can_leave_a_flagged_clients_rows_out(
     assert any("were left out of the bank" in f["flag"] for f in fed["flagged"])
     # The same attack, flagged only: the planted rows stay and cost the category.
     flagged = config(tiny_root, tmp_path / "flag", "flag", 4, **{"robust-merge": "off"})
-    grid = InProcessGrid(
-        client_app.app, nodes(4), flagged, tamper=Attacker(1001, "poison", tiny_root,
-        categories=("pipe_clip",)),
-    )  # fmt: skip
+    again = Attacker(1001, "poison", tiny_root, categories=("pipe_clip",))
+    grid = InProcessGrid(tampered_app(again), nodes(4), flagged)
     kept = serve(grid, flagged).results["categories"]["pipe_clip"]["auc_spro"]["0.3"]
     repaired = outcome.results["categories"]["pipe_clip"]["auc_spro"]["0.3"]
     assert repaired > kept

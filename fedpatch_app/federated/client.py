@@ -35,7 +35,6 @@ from fedpatch_app.defences.source_check import (
     report,
 )
 from fedpatch_app.errors import DataError, FedpatchError, ModelError
-from fedpatch_app.federated import faults
 from fedpatch_app.federated import messages as M
 from fedpatch_app.federated.client_dp import private_release
 from fedpatch_app.federated.codec_source_check import add_reports, decode_sources
@@ -158,7 +157,6 @@ def handle_train(msg: Message, context: Context) -> Message:
         model = _model(plan, context.node_config)
         category = _category(node, cat)
         paths = [category.root / r for r in node.fit[cat]]
-        faults.during_extraction(context.node_config)
         if plan.settings.dp.enabled:
             banks[cat], n_images[cat], dp_facts[cat], public[cat] = private_release(
                 model, paths, cat, plan, context.node_config
@@ -185,7 +183,6 @@ def handle_train(msg: Message, context: Context) -> Message:
             content.config_records[M.INFO][key] = value
     if public:
         content.array_records[M.PUBLIC] = M.public_centres_record(public)
-    content = faults.corrupt_train_reply(context.node_config, content)
     return Message(content, reply_to=msg)
 
 
@@ -205,9 +202,14 @@ def _banks(msg: Message, plan: M.Plan) -> dict[str, Bank]:
 
 
 def _score_test(
-    model: PatchCore, bank: Bank, index: MemoryBank, category: Any, rel: list[str], cache: MapCache,
+    model: PatchCore,
+    bank: Bank,
+    index: MemoryBank,
+    category: Any,
+    rel: list[str],
+    cache: MapCache,
     check: SourceDistances | None = None,
-):  # fmt: skip
+):
     samples = [category.find_test(r) for r in rel]
     paths = [s.path for s in samples]
     pred = model.predict(bank, paths, category.size, f"{bank.category}: scoring", index, check)
@@ -222,9 +224,14 @@ def _score_test(
 
 
 def _score_calibration(
-    model: PatchCore, bank: Bank, index: MemoryBank, category: Any, rel: list[str], cache: MapCache,
+    model: PatchCore,
+    bank: Bank,
+    index: MemoryBank,
+    category: Any,
+    rel: list[str],
+    cache: MapCache,
     check: SourceDistances | None = None,
-) -> M.CalibrationRange:  # fmt: skip
+) -> M.CalibrationRange:
     paths = [category.root / r for r in rel]
     desc = f"{bank.category}: calibration"
     pred = model.predict(bank, paths, category.size, desc, index, check)
@@ -262,9 +269,13 @@ class _Scored:
 
 
 def _score_category(
-    model: PatchCore, node: NodeData, bank: Bank, rows: np.ndarray | None, cache: MapCache,
+    model: PatchCore,
+    node: NodeData,
+    bank: Bank,
+    rows: np.ndarray | None,
+    cache: MapCache,
     out: _Scored,
-) -> None:  # fmt: skip
+) -> None:
     cat = bank.category
     category = _category(node, cat)
     index = MemoryBank(bank.features, device=model.device)  # one for both image sets

@@ -6,14 +6,14 @@ Each node has its own node config (e.g. `partition-id`, `num-partitions`) and a 
 `Context` per message, as with Flower's default subprocess isolation, so nothing a
 client keeps in memory survives from one message to the next.
 
-Failures can be injected per node: `offline` nodes get the SuperLink's "node
-unavailable" error (source node 1, as the real SuperLink sends it), a ClientApp exception
-becomes error code 2 with the exception text, and `tamper(node_id, instruction, reply)`
-may replace a reply before the server sees it (`federated.attacks` holds dishonest
-clients written that way). `public_keys` gives nodes the keys an authenticating SuperLink
-would report. A SuperLink draws node ids at random and hands replies over as they arrive:
-`node_ids` sets each node's id and `reply_seed` shuffles the replies, so that tests can
-check that nothing the run computes depends on either.
+The ClientApp is any callable `(Message, Context) -> Message`, e.g. a Flower `ClientApp`
+with mods that change what a node sends. `offline` nodes get the SuperLink's "node
+unavailable" error (source node 1, as the real SuperLink sends it), and a ClientApp
+exception becomes error code 2 with the exception text. `public_keys` gives nodes the
+keys an authenticating SuperLink would report. A SuperLink draws node ids at random and
+hands replies over as they arrive: `node_ids` sets each node's id and `reply_seed`
+shuffles the replies, so that tests can check that nothing the run computes depends on
+either.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ SUPERLINK_NODE_ID = 1
 CLIENT_APP_RAISED_EXCEPTION = 2
 NODE_UNAVAILABLE = 5
 
-Tamper = Callable[[int, Message, Message], Message]
+#: What the grid calls for each instruction to a node (a Flower `ClientApp` is one).
+ClientAppCall = Callable[[Message, Context], Message]
 
 
 def set_task_identity(run_id: int = 1, node_id: int = SUPERLINK_NODE_ID, task_id: int = 1) -> None:
@@ -55,13 +56,12 @@ class InProcessGrid(Grid):
 
     def __init__(
         self,
-        client_app: Any,
+        client_app: ClientAppCall,
         node_configs: Iterable[Mapping[str, Any]],
         run_config: Mapping[str, Any],
         *,
         run_id: int = 1,
         offline: Iterable[int] = (),
-        tamper: Tamper | None = None,
         first_node_id: int = 1001,
         public_keys: Mapping[int, bytes] | None = None,
         node_ids: Sequence[int] | None = None,
@@ -81,7 +81,6 @@ class InProcessGrid(Grid):
         #: Replies handed back in a random order (None: in the order of the instructions).
         self._shuffle = None if reply_seed is None else random.Random(reply_seed)
         self.offline = set(offline)
-        self.tamper = tamper
         #: The nodes' authenticated public keys (PEM), as a SuperLink with SuperNode
         #: authentication reports them in `get_nodes`.
         self.public_keys = dict(public_keys or {})
@@ -176,8 +175,6 @@ class InProcessGrid(Grid):
                 msg.metadata.message_type,
                 time.perf_counter() - start,
             )
-        if self.tamper is not None:
-            reply = self.tamper(node_id, msg, reply)
         reply.metadata.__dict__["_message_id"] = f"reply-{next(self._counter)}"
         # The reply must point back to the instruction (as the SuperLink guarantees).
         reply.metadata.__dict__["_reply_to_message_id"] = msg.metadata.message_id

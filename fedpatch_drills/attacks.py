@@ -1,8 +1,9 @@
 """Dishonest clients, for the poisoning benchmark and the tests of the server's defences.
 
-Each attack is a `tamper(node_id, instruction, reply)` function for `InProcessGrid`: the
-attacking node runs the real ClientApp, then changes only its own reply, as a client that
-controls its own machine can. The honest nodes are untouched.
+Each attack is a `tamper(node_id, instruction, reply)` function; `client_app.tampered_app`
+puts it in a ClientApp mod, so that the attacking node runs the real ClientApp handlers,
+then changes only its own reply, as a client that controls its own machine can. The
+honest nodes are untouched.
 
 | attack | phase | what the attacker sends |
 |---|---|---|
@@ -14,8 +15,8 @@ controls its own machine can. The honest nodes are untouched.
 
 The defect features come from the category's defective test images (the very images the
 federation evaluates) or from the attacker's own defective parts (`defects_from`: another
-AutoVI-format folder). Nothing here runs in a normal run: the module is imported by the
-benchmark (`benchmarks/poisoning.py`) and the tests.
+AutoVI-format folder). Nothing here runs in a normal run: the product never imports the
+drills package; the benchmark (`benchmarks/poisoning.py`) and the tests do.
 """
 
 from __future__ import annotations
