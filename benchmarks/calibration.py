@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fedpatch_app.centralized import run_centralized
+from fedpatch_app.runs.centralized import run_centralized
 from fedpatch_app.settings import from_names
 
 

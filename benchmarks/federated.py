@@ -37,7 +37,7 @@ common = {"weights": "none", "image-size": int(image_size), "device": "cpu",
           "out-dir": out, "run-name": run_name, "wait-timeout": 300.0}
 if mode == "centralized":
     from pathlib import Path
-    from fedpatch_app.centralized import run_centralized
+    from fedpatch_app.runs.centralized import run_centralized
     run_centralized(Path(data), Path(out) / run_name, categories=cats, weights="none",
                     image_size=int(image_size), device="cpu")
 elif mode == "inprocess":

@@ -225,7 +225,7 @@ def stale_verdicts(result: dict) -> list[str]:
     """Verdicts a cell recorded that today's rule would not give for the same counts (the
     action is a function of a client's unsupported rows, rows and size ratio): such a
     cell was measured under an earlier rule and must be measured again (`--redo`)."""
-    from fedpatch_app.model.robust_merge import action_for
+    from fedpatch_app.defences.robust_merge import action_for
 
     stale = []
     for cat, block in result["on"]["categories"].items():
@@ -240,7 +240,7 @@ def stale_verdicts(result: dict) -> list[str]:
 
 
 def summary(results: list[dict]) -> str:
-    from fedpatch_app.model.robust_merge import honest_share
+    from fedpatch_app.defences.robust_merge import honest_share
 
     lines = [
         "| cell | unsupported rows (kept as tails) | largest share of a client / its limit | "

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedpatch_app.evaluation.metrics import FPR_LIMITS, auc_spro, capped_auc, limit_key
+from fedpatch_app.metrics import FPR_LIMITS, auc_spro, capped_auc, limit_key
 
 
 @dataclass

@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 
 from fedpatch_app.data.autovi import available_categories, load_category
-from fedpatch_app.evaluation.metrics import FPR_LIMITS, limit_key
+from fedpatch_app.metrics import FPR_LIMITS, limit_key
 
 #: Scores above which the official evaluator subsamples (unseeded) for its thresholds.
 OFFICIAL_MAX_SAMPLES = 10_000_000

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fedpatch_app.evaluation.export import MapScaling
 from fedpatch_app.inspection.model_folder import CategoryModel, write_model
 from fedpatch_app.inspection.predict import run_predict
+from fedpatch_app.metrics.map_scaling import MapScaling
 from fedpatch_app.model.backbone import ImageFolderDataset
 from fedpatch_app.model.embedding import FeatureExtractor, FeatureSpec
 from fedpatch_app.model.patchcore import Bank, coreset_size

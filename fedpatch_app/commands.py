@@ -142,7 +142,7 @@ PARTITION = Command(
 CENTRALIZED = Command(
     "centralized",
     "centralized PatchCore baseline: fit, score, evaluate",
-    "fedpatch_app.centralized:run_cli",
+    "fedpatch_app.runs.centralized:run_cli",
     (out("run folder to write"), SIGNING_KEY),
     ("data_root", "layout", *MODEL_SETTINGS, *CALIBRATION_SETTINGS, "overwrite"),
     ("data_root",),
@@ -151,7 +151,7 @@ CENTRALIZED = Command(
 EVALUATE = Command(
     "evaluate",
     "official AutoVI metrics from exported anomaly maps",
-    "fedpatch_app.evaluation.evaluate:run_cli",
+    "fedpatch_app.metrics.evaluate:run_cli",
     (
         opt("--maps", required=True, help="folder holding <category>/test/<defect>/<id>.png"),
         out("folder for results.json"),
@@ -163,7 +163,7 @@ EVALUATE = Command(
 REPORT = Command(
     "report",
     "Markdown report and plots for one or more run folders",
-    "fedpatch_app.evaluation.report:run_cli",
+    "fedpatch_app.reports.report:run_cli",
     (
         opt("runs", nargs="+", help="run folders holding results.json"),
         out("folder for report.md and plots/"),

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, Message, MessageType
 
-from fedpatch_app.evaluation.source_check import defect_patch_mask
+from fedpatch_app.defences.source_check import defect_patch_mask
 from fedpatch_app.federated import messages as M
 
 log = logging.getLogger(__name__)

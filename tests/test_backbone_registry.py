@@ -105,10 +105,10 @@ def test_registry_refuses_a_backbone_that_breaks_the_protocol() -> None:
 
 
 def test_features_and_a_centralized_fit(tiny: None, tmp_path: Path) -> None:
-    from fedpatch_app.centralized import run_centralized
     from fedpatch_app.data.synthetic import generate
     from fedpatch_app.inspection.model_folder import load_model
     from fedpatch_app.model.embedding import FeatureExtractor, FeatureSpec
+    from fedpatch_app.runs.centralized import run_centralized
 
     spec = FeatureSpec(weights="none", backbone=NAME, image_size=64)
     assert spec.embed_dim == 16  # the two maps' channels, from the registry

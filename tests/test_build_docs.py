@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from fedpatch_app.data.autovi import CATEGORIES
-from fedpatch_app.evaluation.fairness import fairness_block
+from fedpatch_app.metrics.fairness import fairness_block
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))

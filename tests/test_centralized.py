@@ -115,7 +115,7 @@ def test_centralized_rejects_bad_settings(tiny_root, tmp_path, capsys) -> None:
 @pytest.mark.slow
 def test_local_only_scores_every_test_image_with_its_clients_bank(tiny_root, tmp_path) -> None:
     from fedpatch_app.data.partition import make_partition
-    from fedpatch_app.local_only import run_local_only
+    from fedpatch_app.runs.local_only import run_local_only
 
     cats = ["pipe_staple"]
     partition = make_partition(tiny_root, "category", 5, 0.5, 0, cats, layout="auto")

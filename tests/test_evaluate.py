@@ -12,9 +12,10 @@ import pytest
 from fedpatch_app.cli import main
 from fedpatch_app.data.autovi import load_category
 from fedpatch_app.errors import ModelError
-from fedpatch_app.evaluation.evaluate import evaluate_category
-from fedpatch_app.evaluation.export import fit_scaling, write_category_maps
-from fedpatch_app.evaluation.results import LIMIT_KEYS, load_curves, load_results
+from fedpatch_app.metrics.evaluate import evaluate_category
+from fedpatch_app.metrics.map_scaling import fit_scaling
+from fedpatch_app.results.official_maps import write_category_maps
+from fedpatch_app.results.schema import LIMIT_KEYS, load_curves, load_results
 
 CATS = ("pipe_clip", "pipe_staple")  # the two smallest (400x400) categories
 

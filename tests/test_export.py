@@ -11,13 +11,8 @@ import pytest
 from PIL import Image
 
 from fedpatch_app.errors import DataError, ModelError
-from fedpatch_app.evaluation.export import (
-    MapScaling,
-    fit_scaling,
-    read_category_maps,
-    read_map_png,
-    write_category_maps,
-)
+from fedpatch_app.metrics.map_scaling import MapScaling, fit_scaling
+from fedpatch_app.results.official_maps import read_category_maps, read_map_png, write_category_maps
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
+from fedpatch_app.defences.bank_size import bank_budget
 from fedpatch_app.errors import ConfigError
-from fedpatch_app.evaluation.fairness import bank_budget, fairness_block, spread
-from fedpatch_app.evaluation.results import build_results, category_block, write_results
+from fedpatch_app.metrics.fairness import fairness_block, spread
+from fedpatch_app.results.schema import build_results, category_block, write_results
 
 
 def _block(spro03: float, auroc: float) -> dict[str, Any]:
@@ -130,7 +131,7 @@ def test_bank_budget_modes() -> None:
 
 
 def test_report_shows_fairness(tmp_path: Path) -> None:
-    from fedpatch_app.evaluation.report import write_report
+    from fedpatch_app.reports.report import write_report
 
     results = build_results(
         "federated",

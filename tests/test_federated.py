@@ -72,9 +72,9 @@ def normal_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_normal_run_writes_everything(normal_run: dict[str, Any]) -> None:
-    from fedpatch_app.evaluation.results import load_results
     from fedpatch_app.model.embedding import FeatureSpec
     from fedpatch_app.model.patchcore import Bank, coreset_size
+    from fedpatch_app.results.schema import load_results
 
     outcome = normal_run["outcome"]
     run_dir: Path = outcome.run_dir
@@ -131,8 +131,8 @@ def test_pooled_metrics_equal_centralized_on_the_same_maps(normal_run: dict[str,
     """The server only ever saw statistics; the clients wrote their 16-bit maps. The
     centralized evaluation of those maps must give exactly the same numbers."""
     from fedpatch_app.data.autovi import load_category
-    from fedpatch_app.evaluation.evaluate import evaluate_category
-    from fedpatch_app.evaluation.export import read_category_maps
+    from fedpatch_app.metrics.evaluate import evaluate_category
+    from fedpatch_app.results.official_maps import read_category_maps
 
     outcome = normal_run["outcome"]
     results = outcome.results
@@ -164,10 +164,10 @@ def test_messages_carry_no_maps_and_match_their_phase(normal_run: dict[str, Any]
     AUC-sPRO statistics (validated as histograms: 65,536 level counts summing to the
     client's pixels, sparse rows of strictly increasing levels)."""
     from fedpatch_app.data.autovi import NATIVE_SIZES
-    from fedpatch_app.evaluation.metrics import SproStatistics
-    from fedpatch_app.evaluation.thresholds import CalibrationStats
-    from fedpatch_app.federated.codec_check import AFFECTED, CHECK
+    from fedpatch_app.federated.codec_source_check import AFFECTED, CHECK
     from fedpatch_app.federated.codec_stats import CALIBRATION_PREFIX
+    from fedpatch_app.metrics import SproStatistics
+    from fedpatch_app.metrics.thresholds import CalibrationStats
 
     grid: InProcessGrid = normal_run["grid"]
     clients = {c["node_id"]: c for c in normal_run["outcome"].results["federated"]["clients"]}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fedpatch_app.data.autovi import CATEGORIES
-from fedpatch_app.evaluation.fairness import fairness_block
+from fedpatch_app.metrics.fairness import fairness_block
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -99,7 +99,7 @@ def test_an_experiment_folder_gives_each_runs_values_and_gaps(tmp_path: Path) ->
 
 
 def test_a_runs_fairness_block_gives_worst_members_and_spreads(tmp_path: Path) -> None:
-    from fedpatch_app.evaluation.fairness import spread
+    from fedpatch_app.metrics.fairness import spread
 
     results = _results(0.78)
     cats = spread({"pipe_clip": 0.61, "tank_screw": 0.52})

@@ -28,8 +28,8 @@ FLWR_ALLOWED = frozenset(
     {
         "fedpatch_app.federated.accept",
         "fedpatch_app.federated.client",
-        "fedpatch_app.federated.codec_check",
         "fedpatch_app.federated.codec_score",
+        "fedpatch_app.federated.codec_source_check",
         "fedpatch_app.federated.codec_stats",
         "fedpatch_app.federated.codec_train",
         "fedpatch_app.federated.inprocess",

@@ -22,9 +22,9 @@ import pytest
 
 from fedpatch_app.cli import main
 from fedpatch_app.errors import ConfigError, ModelError
-from fedpatch_app.evaluation.export import MapScaling
 from fedpatch_app.inspection.model_folder import CategoryModel, load_model, write_model
 from fedpatch_app.inspection.predict import run_predict
+from fedpatch_app.metrics.map_scaling import MapScaling
 from fedpatch_app.model.embedding import FeatureSpec
 from fedpatch_app.model.patchcore import Bank
 from fedpatch_app.outputs import prepare_output

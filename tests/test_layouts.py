@@ -12,9 +12,9 @@ import own_data
 import pytest
 import regression_data
 
-from fedpatch_app.centralized import run_centralized
 from fedpatch_app.data.layouts import available_categories, category_layout, load_category
 from fedpatch_app.errors import DataError
+from fedpatch_app.runs.centralized import run_centralized
 from fedpatch_app.settings import from_names
 
 NAMES = sorted(own_data.SIZES)
@@ -134,7 +134,7 @@ def test_thin_data_report_what_is_not_available(tmp_path: Path) -> None:
 
 
 def test_results_name_the_layout_and_never_call_synthetic_data_autovi(tmp_path: Path) -> None:
-    from fedpatch_app.evaluation.results import data_facts
+    from fedpatch_app.results.schema import data_facts
 
     synthetic = {"kind": "photo", "scale": "small", "seed": 0}
     facts = data_facts("autovi", tmp_path, ["pipe_clip"], synthetic, {"pipe_clip": "autovi"})

@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from fedpatch_app.errors import DataError, ModelError
-from fedpatch_app.evaluation.metrics import (
+from fedpatch_app.metrics import (
     FPR_LIMITS,
     SproStatistics,
     auc_spro,
@@ -444,7 +444,7 @@ def test_pooling_clients_holding_different_defect_types_equals_centralized():
     them by the names of all clients. Client A holds crack and dent, client B dent and
     scratch: B's "dent" is its defect 0, the pooled crack. Without the renumbering a
     defect type loses its regions to another one."""
-    from fedpatch_app.evaluation.pooling import merge_statistics
+    from fedpatch_app.metrics.pooling import merge_statistics
 
     maps_a, regions_a = client_case(0, [["crack"], ["dent"], ["crack", "dent"]])
     maps_b, regions_b = client_case(1, [["dent"], ["scratch"], ["scratch", "dent"]])

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedpatch_app.evaluation import metrics
+from fedpatch_app import metrics
 
 
 @dataclass

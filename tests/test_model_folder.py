@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from fedpatch_app.errors import ModelError
-from fedpatch_app.evaluation.export import MapScaling
 from fedpatch_app.inspection.model_folder import CategoryModel, load_model, write_model
+from fedpatch_app.metrics.map_scaling import MapScaling
 from fedpatch_app.model.embedding import FeatureSpec
 from fedpatch_app.model.patchcore import Bank
 

@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedpatch_app.errors import ModelError
-from fedpatch_app.evaluation.export import MapScaling
 from fedpatch_app.inspection import model_format, signing
 from fedpatch_app.inspection.model_folder import CategoryModel, load_model, write_model
+from fedpatch_app.metrics.map_scaling import MapScaling
 from fedpatch_app.model.embedding import FeatureSpec
 from fedpatch_app.model.patchcore import Bank
 

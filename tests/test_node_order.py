@@ -147,7 +147,7 @@ def test_data_order_is_by_partition_then_content() -> None:
 
 
 def test_fairness_figures_do_not_depend_on_the_clients_order() -> None:
-    from fedpatch_app.evaluation.fairness import client_means, spread
+    from fedpatch_app.metrics.fairness import client_means, spread
 
     values = {"client 0": 0.1, "client 1": 0.2, "client 2": 0.3}
     backwards = dict(reversed(values.items()))

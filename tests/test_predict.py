@@ -136,9 +136,9 @@ def test_an_image_of_another_size_scores_as_the_same_image_resized_first(
     those of the image resized to the native size beforehand, and the map has the native
     (height, width) whatever the image's size."""
     from fedpatch_app.data.images import read_image, resize_rgb
-    from fedpatch_app.evaluation.export import MapScaling
     from fedpatch_app.inspection.model_folder import CategoryModel, load_model, write_model
     from fedpatch_app.inspection.predictor import Predictor
+    from fedpatch_app.metrics.map_scaling import MapScaling
     from fedpatch_app.model.embedding import FeatureSpec
     from fedpatch_app.model.patchcore import Bank
 

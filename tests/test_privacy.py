@@ -387,7 +387,7 @@ def _grid_run(tmp: Path, name: str, **extra: Any) -> tuple[Any, Any]:
 
 @pytest.mark.slow
 def test_federated_run_with_dp(tmp_path: Path) -> None:
-    from fedpatch_app.evaluation.results import load_results
+    from fedpatch_app.results.schema import load_results
 
     outcome = _run(tmp_path, "dp1", categories="pipe_clip", **{"dp-epsilon": 1.0, "dp-centres": 32})
     results = load_results(outcome.run_dir / "results.json")
@@ -433,9 +433,9 @@ def _dp_and_public_metrics(tmp_path: Path, noise_seed: int, monkeypatch) -> dict
     from flwr.app import MessageType
 
     from fedpatch_app.data.autovi import load_category
-    from fedpatch_app.evaluation.evaluate import evaluate_category
-    from fedpatch_app.evaluation.export import fit_scaling
     from fedpatch_app.federated.data import synthetic_root
+    from fedpatch_app.metrics.evaluate import evaluate_category
+    from fedpatch_app.metrics.map_scaling import fit_scaling
     from fedpatch_app.model.patchcore import PatchCore, merge_coresets
 
     monkeypatch.setattr(dp.secrets, "randbits", lambda bits: noise_seed)

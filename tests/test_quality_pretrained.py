@@ -26,7 +26,7 @@ import pytest
 
 from fedpatch_app.data.autovi import load_category
 from fedpatch_app.data.synthetic import generate
-from fedpatch_app.evaluation.evaluate import evaluate_category
+from fedpatch_app.metrics.evaluate import evaluate_category
 from fedpatch_app.model.embedding import FeatureSpec
 from fedpatch_app.model.feature_choice import weights_available
 from fedpatch_app.model.patchcore import PatchCore

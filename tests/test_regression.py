@@ -27,8 +27,8 @@ import pytest
 import regression_data
 import torch
 
-from fedpatch_app.centralized import run_centralized
 from fedpatch_app.federated.inprocess import run_inprocess
+from fedpatch_app.runs.centralized import run_centralized
 from fedpatch_app.settings import from_names
 
 FIGURES = Path(__file__).parent / "data" / "regression_figures.json"

@@ -12,13 +12,8 @@ import pytest
 from fedpatch_app.cli import main
 from fedpatch_app.data.autovi import CATEGORIES
 from fedpatch_app.errors import ConfigError, DataError
-from fedpatch_app.evaluation.report import write_report
-from fedpatch_app.evaluation.results import (
-    build_results,
-    category_block,
-    write_curves,
-    write_results,
-)
+from fedpatch_app.reports.report import write_report
+from fedpatch_app.results.schema import build_results, category_block, write_curves, write_results
 
 CATS = ("pipe_clip", "tank_screw")
 LIMITS = ("0.01", "0.05", "0.1", "0.3", "1.0")
@@ -351,8 +346,8 @@ def test_categories_with_few_test_images_carry_a_note(tmp_path: Path) -> None:
 
 
 def test_spro_legend_does_not_cover_the_limit_labels(tmp_path: Path) -> None:
-    from fedpatch_app.evaluation.report_plots import LABELLED_LIMITS, plot_spro
-    from fedpatch_app.evaluation.report_runs import load_runs
+    from fedpatch_app.reports.plots import LABELLED_LIMITS, plot_spro
+    from fedpatch_app.reports.runs import load_runs
 
     folders = [
         _make_run(tmp_path / f"r{i}", "federated", f"a-rather-long-run-name-{i}", -0.05 * i)
@@ -381,7 +376,8 @@ def test_spro_legend_does_not_cover_the_limit_labels(tmp_path: Path) -> None:
 
 def test_report_heatmaps_from_exported_maps(tiny_root: Path, tmp_path: Path) -> None:
     from fedpatch_app.data.autovi import load_category
-    from fedpatch_app.evaluation.export import fit_scaling, write_category_maps
+    from fedpatch_app.metrics.map_scaling import fit_scaling
+    from fedpatch_app.results.official_maps import write_category_maps
 
     category = load_category(tiny_root, "pipe_clip")
     width, height = category.size

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fedpatch_app.errors import DataError
-from fedpatch_app.evaluation.results import (
+from fedpatch_app.results.schema import (
     build_results,
     category_block,
     load_curves,

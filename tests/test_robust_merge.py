@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedpatch_app.model.robust_merge import check_support
+from fedpatch_app.defences.robust_merge import check_support
 
 DIM = 8
 
@@ -122,7 +122,7 @@ def test_strict_still_quarantines_a_large_lines_unsupported_rows() -> None:
 
 
 def test_the_honest_share_grows_with_the_size_ratio_and_is_capped() -> None:
-    from fedpatch_app.model.robust_merge import (
+    from fedpatch_app.defences.robust_merge import (
         MOSTLY,
         PLANTED_SHARE,
         TAIL_CAP,
@@ -140,7 +140,7 @@ def test_an_inflater_as_large_as_eight_honest_lines_still_loses_its_rows() -> No
     """The tail allowance is capped: a client that appended whole defect images (8.4x the
     others' rows, 7.6 % of them unsupported, as measured in the server-blind inflate
     attack) is dropped, while the honest tail of such a size (up to 3 % measured) is kept."""
-    from fedpatch_app.model.robust_merge import action_for
+    from fedpatch_app.defences.robust_merge import action_for
 
     assert action_for(260, 3430, 8.4, "quarantine") == "dropped"
     assert action_for(103, 3430, 8.4, "quarantine") == "kept-tail"
@@ -167,7 +167,7 @@ def test_planted_rows_from_exactly_planted_min_on(offset: int) -> None:
     """Among equal 60-row holders the honest tail share (3 % of 60: 2 rows) is below
     `PLANTED_MIN`, so the count decides: PLANTED_MIN - 1 unsupported rows are a kept tail,
     PLANTED_MIN and more plant rows and cost the client all its rows."""
-    from fedpatch_app.model.robust_merge import PLANTED_MIN, action_for, honest_share
+    from fedpatch_app.defences.robust_merge import PLANTED_MIN, action_for, honest_share
 
     assert np.ceil(honest_share(1.0) * 60) < PLANTED_MIN, "the count must decide here"
     count = PLANTED_MIN + offset

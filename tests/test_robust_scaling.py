@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedpatch_app.evaluation.robust_scaling import RADIUS_FACTOR, global_scaling
+from fedpatch_app.defences.robust_scaling import RADIUS_FACTOR, global_scaling
 
 HONEST = {1: (1.2, 9.0), 2: (1.5, 11.0), 3: (1.3, 10.0)}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedpatch_app.evaluation import run_facts
-from fedpatch_app.evaluation.results import build_results, category_block
+from fedpatch_app.results import run_facts
+from fedpatch_app.results.schema import build_results, category_block
 
 LIMITS = ("0.01", "0.05", "0.1", "0.3", "1.0")
 

@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fedpatch_app.evaluation.export import MapScaling
 from fedpatch_app.inspection import service as service_module
 from fedpatch_app.inspection.live_model import LiveModel, ModelSource
 from fedpatch_app.inspection.model_folder import CategoryModel, load_model, write_model
@@ -28,6 +27,7 @@ from fedpatch_app.inspection.predictor import PartResult
 from fedpatch_app.inspection.scorer import Scorer
 from fedpatch_app.inspection.service import create_app
 from fedpatch_app.inspection.uploads import UploadLimits
+from fedpatch_app.metrics.map_scaling import MapScaling
 from fedpatch_app.model.embedding import FeatureSpec
 from fedpatch_app.model.patchcore import Bank
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from fedpatch_app.commands import PREDICT, SERVE
-from fedpatch_app.evaluation.export import MapScaling
 from fedpatch_app.inspection.model_folder import CategoryModel, load_model, write_model
 from fedpatch_app.inspection.run_model import provenance
+from fedpatch_app.metrics.map_scaling import MapScaling
 from fedpatch_app.model.embedding import FeatureSpec
 from fedpatch_app.model.feature_choice import feature_spec
 from fedpatch_app.model.patchcore import Bank

@@ -1,5 +1,5 @@
-"""The leave-one-source-out check's statistics and verdicts (`evaluation.source_check`)
-and its part of the evaluate exchange (`federated.codec_check`)."""
+"""The leave-one-source-out check's statistics and verdicts (`defences.source_check`)
+and its part of the evaluate exchange (`federated.codec_source_check`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, RecordDict
 
-from fedpatch_app.errors import ModelError
-from fedpatch_app.evaluation.source_check import (
+from fedpatch_app.defences.source_check import (
     PARENT,
     Report,
     SourceDistances,
@@ -19,7 +18,8 @@ from fedpatch_app.evaluation.source_check import (
     lower_median,
     report,
 )
-from fedpatch_app.federated import codec_check, wire
+from fedpatch_app.errors import ModelError
+from fedpatch_app.federated import codec_source_check, wire
 from fedpatch_app.model.memory_bank import MemoryBank
 
 
@@ -134,40 +134,40 @@ def test_judge_hears_only_reporters_whose_defects_a_source_touches() -> None:
 
 def test_reports_travel_and_bad_ones_are_refused() -> None:
     content = RecordDict({wire.INFO: ConfigRecord({"fingerprint": "x"})})
-    codec_check.add_reports(content, {"pipe_clip": _report(0.5, 0.25, 0.75)})
-    got = codec_check.read_reports(content, {"pipe_clip": 2}, ["pipe_clip"])
+    codec_source_check.add_reports(content, {"pipe_clip": _report(0.5, 0.25, 0.75)})
+    got = codec_source_check.read_reports(content, {"pipe_clip": 2}, ["pipe_clip"])
     np.testing.assert_array_equal(got["pipe_clip"].values, [0.5, 0.25, 0.75])
     np.testing.assert_array_equal(got["pipe_clip"].affected, [1, 1])
     assert (got["pipe_clip"].positives, got["pipe_clip"].negatives) == (10, 100)
     with pytest.raises(wire.InvalidReply, match="3 values, 4 expected"):
-        codec_check.read_reports(content, {"pipe_clip": 3}, ["pipe_clip"])
+        codec_source_check.read_reports(content, {"pipe_clip": 3}, ["pipe_clip"])
     with pytest.raises(wire.InvalidReply, match="not asked for"):
-        codec_check.read_reports(content, {"pipe_clip": 2}, ["pipe_staple"])
+        codec_source_check.read_reports(content, {"pipe_clip": 2}, ["pipe_staple"])
     bad = RecordDict({wire.INFO: ConfigRecord({"fingerprint": "x"})})
-    codec_check.add_reports(bad, {"pipe_clip": _report(0.5, 1.5, 0.75)})
+    codec_source_check.add_reports(bad, {"pipe_clip": _report(0.5, 1.5, 0.75)})
     with pytest.raises(wire.InvalidReply, match=r"\[0, 1\]"):
-        codec_check.read_reports(bad, {"pipe_clip": 2}, ["pipe_clip"])
+        codec_source_check.read_reports(bad, {"pipe_clip": 2}, ["pipe_clip"])
     more = RecordDict({wire.INFO: ConfigRecord({"fingerprint": "x"})})
-    codec_check.add_reports(more, {"pipe_clip": _report(0.5, 0.25, 0.75, affected=(11, 0))})
+    codec_source_check.add_reports(more, {"pipe_clip": _report(0.5, 0.25, 0.75, affected=(11, 0))})
     with pytest.raises(wire.InvalidReply, match="affected counts"):
-        codec_check.read_reports(more, {"pipe_clip": 2}, ["pipe_clip"])
+        codec_source_check.read_reports(more, {"pipe_clip": 2}, ["pipe_clip"])
 
 
 def test_row_sources_travel_and_must_match_the_bank() -> None:
     content = RecordDict()
-    content.array_records[codec_check.SOURCES] = codec_check.encode_sources(
+    content.array_records[codec_source_check.SOURCES] = codec_source_check.encode_sources(
         {"pipe_clip": np.array([0, 1, PARENT])}
     )
-    got = codec_check.decode_sources(content, {"pipe_clip": 3})
+    got = codec_source_check.decode_sources(content, {"pipe_clip": 3})
     np.testing.assert_array_equal(got["pipe_clip"], [0, 1, -1])
     with pytest.raises(ModelError, match="2 bank rows|3 values"):
-        codec_check.decode_sources(content, {"pipe_clip": 2})
+        codec_source_check.decode_sources(content, {"pipe_clip": 2})
     with pytest.raises(ModelError, match="no bank"):
-        codec_check.decode_sources(content, {"pipe_staple": 3})
+        codec_source_check.decode_sources(content, {"pipe_staple": 3})
 
 
 def test_what_the_server_checks_and_row_sources_as_partitions() -> None:
-    from fedpatch_app.federated.source_vetting import checked_sources, row_partitions
+    from fedpatch_app.defences.source_check_verdicts import checked_sources, row_partitions
 
     # Part indices of the merge -> the partitions of the holders (parent rows stay -1).
     got = row_partitions(np.array([1, 0, -1, 1]), [3, 7])
@@ -204,7 +204,7 @@ def test_the_merge_names_the_part_of_every_row() -> None:
 
 
 def test_the_clients_see_run_labels_not_partitions() -> None:
-    from fedpatch_app.federated.source_vetting import pseudonyms
+    from fedpatch_app.defences.source_check_verdicts import pseudonyms
 
     rows = np.array([3, 0, PARENT, 3, 7])
     labels, to_partition = pseudonyms(rows)

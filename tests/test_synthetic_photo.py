@@ -16,8 +16,8 @@ from fedpatch_app.data.synthetic import SCALES, generate, is_synthetic, photo
 from fedpatch_app.data.synthetic.layout import folder_code, rng_for
 from fedpatch_app.data.synthetic.photo_defects import STYLES, make_defect, structure_map
 from fedpatch_app.data.synthetic.photo_sources import base_image
-from fedpatch_app.evaluation.evaluate import evaluate_category
-from fedpatch_app.evaluation.results import LIMIT_KEYS
+from fedpatch_app.metrics.evaluate import evaluate_category
+from fedpatch_app.results.schema import LIMIT_KEYS
 
 pytest.importorskip("skimage", reason="the photo scenes need scikit-image's photographs")
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from fedpatch_app.errors import ModelError
-from fedpatch_app.evaluation.export import MapScaling
-from fedpatch_app.evaluation.thresholds import (
+from fedpatch_app.metrics.map_scaling import MapScaling
+from fedpatch_app.metrics.thresholds import (
     CalibrationStats,
     LevelHistogram,
     calibrate,

@@ -116,7 +116,7 @@ def test_planted_coreset_rows_stay_out_of_the_bank(attacked: dict[str, Any]) -> 
 
 
 def test_an_extreme_evaluation_reply_cannot_set_the_scaling(attacked: dict[str, Any]) -> None:
-    from fedpatch_app.evaluation.export import MapScaling
+    from fedpatch_app.metrics.map_scaling import MapScaling
 
     results = attacked["results"]
     for cat in CATS.split(","):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from fedpatch_app.centralized import run_centralized
 from fedpatch_app.federated.inprocess import run_inprocess
+from fedpatch_app.runs.centralized import run_centralized
 from fedpatch_app.settings import from_names
 
 COMMON = {

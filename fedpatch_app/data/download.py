@@ -172,8 +172,15 @@ def _resume_point(response: Any, url: str, part: Path, have: int) -> tuple[str, 
 
 def _copy_body(response: Any, part: Path, mode: str, have: int, total: int | None) -> int:
     name = part.name.removesuffix(".part")
-    bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
-               desc=name, disable=None)  # fmt: skip
+    bar = tqdm(
+        total=total,
+        initial=have,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=name,
+        disable=None,
+    )
     with part.open(mode) as out, bar:
         while chunk := response.read(_CHUNK):
             out.write(chunk)

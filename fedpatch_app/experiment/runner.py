@@ -26,16 +26,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedpatch_app.centralized import make_model, resolve_categories, run_centralized
 from fedpatch_app.data.partition import make_partition
 from fedpatch_app.errors import ConfigError
-from fedpatch_app.evaluation.report import write_report
 from fedpatch_app.experiment.presets import Preset, load_preset
 from fedpatch_app.experiment.summary import write_summary
 from fedpatch_app.experiment.views import unequal_view
-from fedpatch_app.local_only import run_local_only
 from fedpatch_app.outputs import prepare_output
+from fedpatch_app.reports.report import write_report
 from fedpatch_app.run_status import final_state, write_status
+from fedpatch_app.runs.centralized import make_model, resolve_categories, run_centralized
+from fedpatch_app.runs.local_only import run_local_only
 from fedpatch_app.settings import RunSettings, replace, to_run_config
 from fedpatch_app.settings.options import given
 

@@ -6,9 +6,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from fedpatch_app.evaluation.results import load_results
 from fedpatch_app.experiment.presets import BudgetStudy, Sweep
 from fedpatch_app.experiment.values import fmt, mean_of
+from fedpatch_app.results.schema import load_results
 
 #: Fewer test images than this of either kind (good, defective) in a category, and the
 #: differences between the runs' figures are mostly noise: the summary says so.

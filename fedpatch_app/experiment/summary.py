@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fedpatch_app.evaluation.results import load_results
 from fedpatch_app.experiment.presets import Preset
 from fedpatch_app.experiment.sections import budget_section, privacy_section
 from fedpatch_app.experiment.values import fmt, mean_of
+from fedpatch_app.results.schema import load_results
 from fedpatch_app.settings import RunSettings, to_names
 
 #: (key, title) of the metric tables.

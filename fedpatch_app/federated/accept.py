@@ -18,12 +18,12 @@ import numpy as np
 from flwr.app import Message
 
 from fedpatch_app.errors import ModelError
-from fedpatch_app.evaluation.metrics import SproStatistics, level_edges
-from fedpatch_app.evaluation.thresholds import CalibrationStats
 from fedpatch_app.federated import messages as M
 from fedpatch_app.federated.codec_train import MAX_PARTITIONS
 from fedpatch_app.federated.data import NodeData
 from fedpatch_app.federated.registry import ClientRegistry, ClientState
+from fedpatch_app.metrics import SproStatistics, level_edges
+from fedpatch_app.metrics.thresholds import CalibrationStats
 
 log = logging.getLogger(__name__)
 

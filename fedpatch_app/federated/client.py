@@ -27,21 +27,21 @@ from typing import Any
 import numpy as np
 from flwr.app import Context, Error, Message, RecordDict
 
-from fedpatch_app.errors import DataError, FedpatchError, ModelError
-from fedpatch_app.evaluation.export import MapScaling
-from fedpatch_app.evaluation.source_check import (
+from fedpatch_app.defences.source_check import (
     Report,
     SourceDistances,
     bank_sources,
     defect_patch_mask,
     report,
 )
+from fedpatch_app.errors import DataError, FedpatchError, ModelError
 from fedpatch_app.federated import messages as M
 from fedpatch_app.federated.client_dp import private_release
-from fedpatch_app.federated.codec_check import add_reports, decode_sources
+from fedpatch_app.federated.codec_source_check import add_reports, decode_sources
 from fedpatch_app.federated.data import NodeData, node_data
 from fedpatch_app.federated.map_cache import MapCache
 from fedpatch_app.federated.plan import known_names
+from fedpatch_app.metrics.map_scaling import MapScaling
 from fedpatch_app.model.memory_bank import MemoryBank
 from fedpatch_app.model.patchcore import Bank, PatchCore
 
@@ -243,7 +243,7 @@ def _check_report(
     category: Any, rel: list[str], test: list[np.ndarray], calibration: list[np.ndarray], n: int
 ) -> Report | None:
     """The source-check report from the per-source distance grids of the test images
-    (`rel`, in order) and the calibration images (`evaluation.source_check`)."""
+    (`rel`, in order) and the calibration images (`defences.source_check`)."""
     samples = [category.find_test(r) for r in rel]
     defect_grids, cells, good = [], [], list(calibration)
     for sample, grid in zip(samples, test, strict=True):
@@ -328,7 +328,7 @@ def handle_evaluate(msg: Message, context: Context) -> Message:
 
 def local_metrics(cat: str, stats: Any, scores: np.ndarray, defects: list[str]) -> dict[str, float]:
     """A client's own metrics on its own test images (empty where undefined)."""
-    from fedpatch_app.evaluation.metrics import auc_spro_from_statistics, image_auroc
+    from fedpatch_app.metrics import auc_spro_from_statistics, image_auroc
 
     out: dict[str, float] = {}
     if stats.n_regions > 0:
@@ -349,7 +349,7 @@ def local_metrics(cat: str, stats: Any, scores: np.ndarray, defects: list[str]) 
 
 
 def _test_statistics(maps: np.ndarray, kept: list[int], category: Any, samples: list, scaling):
-    from fedpatch_app.evaluation.metrics import level_edges, spro_statistics
+    from fedpatch_app.metrics import level_edges, spro_statistics
 
     stats = None
     for begin in range(0, len(samples), STATS_CHUNK):
@@ -366,7 +366,7 @@ def _query_test(
 ):
     """Statistics and local metrics of the cached test maps of a category, leaving out the
     images the server excluded (None when none is left)."""
-    from fedpatch_app.evaluation.export import write_category_maps
+    from fedpatch_app.results.official_maps import write_category_maps
 
     maps, index = cache.get(cat, "test")
     kept = [i for i, r in enumerate(index["rel_paths"]) if r not in excluded]
@@ -407,7 +407,7 @@ def handle_query(msg: Message, context: Context) -> Message:
 
 
 def _statistics_reply(config: Any, plan: M.Plan, context: Context, cache: MapCache) -> Any:
-    from fedpatch_app.evaluation.thresholds import CalibrationStats
+    from fedpatch_app.metrics.thresholds import CalibrationStats
 
     start = time.perf_counter()
     scalings = M.read_scalings(config, known_names(plan))

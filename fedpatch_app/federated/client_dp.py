@@ -70,9 +70,13 @@ def private_release(
     log.info(
         "%s: DP release of %d images (epsilon %.3g, delta %.3g spent; sigma sums %.4g, "
         "counts %.4g)",
-        cat, stats.n_images, release.epsilon, release.delta,
-        release.sigmas["sums"], release.sigmas["counts"],
-    )  # fmt: skip
+        cat,
+        stats.n_images,
+        release.epsilon,
+        release.delta,
+        release.sigmas["sums"],
+        release.sigmas["counts"],
+    )
     sums = NoisySums(release.sums.astype(np.float32), n_noisy * patches_per_image)
     facts = M.dp_info(cat, release, dp.centres_digest(centres, clip), clip)
     return sums, n_noisy, facts, centres.astype(np.float32)

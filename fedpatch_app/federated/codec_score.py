@@ -5,7 +5,7 @@ down: ArrayRecord "banks" = {category: (M, D) global bank} (one RecordDict for e
 up:   ArrayRecord "scores" = {category: (n,) float64 image scores};
       ConfigRecord "info" = fingerprint, categories, "min.<cat>", "max.<cat>" (of the
       category's float maps), "defects.<cat>", "paths.<cat>" (per image).
-The source check adds its own records to both (`codec_check`).
+The source check adds its own records to both (`codec_source_check`).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
+from fedpatch_app.defences.source_check import Report
 from fedpatch_app.errors import ModelError
-from fedpatch_app.evaluation.source_check import Report
 from fedpatch_app.federated import wire
-from fedpatch_app.federated.codec_check import read_reports
+from fedpatch_app.federated.codec_source_check import read_reports
 
 
 def encode_banks(banks: Mapping[str, np.ndarray], transport_dtype: str = "float32") -> ArrayRecord:
@@ -94,7 +94,7 @@ class ScoreReply:
     calibration: dict[str, CalibrationRange] = field(default_factory=dict)
     #: The client's seconds per phase ("scoring").
     timings: dict[str, float] = field(default_factory=dict)
-    #: Its source-check reports per category (`codec_check`).
+    #: Its source-check reports per category (`codec_source_check`).
     checks: dict[str, Report] = field(default_factory=dict)
 
 

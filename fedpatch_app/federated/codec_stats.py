@@ -195,7 +195,7 @@ ROUNDING = 1e-9
 
 def local_metric_keys(categories: Sequence[str]) -> set[str]:
     """The metric names a client may report about its own test images."""
-    from fedpatch_app.evaluation.results import LIMIT_KEYS
+    from fedpatch_app.results.schema import LIMIT_KEYS
 
     keys = {f"{cat}.image_auroc" for cat in categories}
     return keys | {f"{cat}.auc_spro.{limit}" for cat in categories for limit in LIMIT_KEYS}

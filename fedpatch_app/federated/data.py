@@ -74,8 +74,12 @@ def ensure_synthetic(
         if missing:
             log.info(
                 "generating synthetic data (%s, %s, seed %d) for %s into %s",
-                kind, scale, seed, ", ".join(missing), root,
-            )  # fmt: skip
+                kind,
+                scale,
+                seed,
+                ", ".join(missing),
+                root,
+            )
             generate(root, scale=scale, seed=seed, categories=missing, kind=kind)
     return root
 

@@ -6,7 +6,7 @@ client; every instruction carries the run plan (`plan.Plan`):
 | phase | message type | down | up | codec |
 |---|---|---|---|---|
 | train | TRAIN | plan | local coresets + counts | `codec_train` |
-| score (evaluate A) | EVALUATE | plan + global banks (+ each row's source) | image scores, map ranges (+ source-check reports) | `codec_score`, `codec_check` |
+| score (evaluate A) | EVALUATE | plan + global banks (+ each row's source) | image scores, map ranges (+ source-check reports) | `codec_score`, `codec_source_check` |
 | rescore (evaluate A again, only when `source-check-action = exclude` left rows out) | EVALUATE | plan + the banks merged again | as score, without source check | `codec_score` |
 | stats (evaluate B) | QUERY | plan + map scalings | sufficient statistics | `codec_stats` |
 

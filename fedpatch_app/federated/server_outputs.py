@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedpatch_app.evaluation import results as files
 from fedpatch_app.federated.data import DatasetChoice
 from fedpatch_app.federated.strategy import PatchCoreStrategy
 from fedpatch_app.federated.strategy_facts import federated_facts, privacy_facts
 from fedpatch_app.inspection.model_folder import Model, write_model
 from fedpatch_app.inspection.run_model import category_models, provenance
 from fedpatch_app.model.embedding import FeatureSpec
+from fedpatch_app.results import schema as files
 from fedpatch_app.run_status import write_status
 from fedpatch_app.settings import RunSettings, to_names
 
@@ -227,7 +227,7 @@ def write_outputs(run: ServerRun, strategy: PatchCoreStrategy) -> dict[str, Any]
 
 def _report(run: ServerRun, results: dict[str, Any]) -> None:
     try:
-        from fedpatch_app.evaluation.report import write_report
+        from fedpatch_app.reports.report import write_report
 
         write_report([run.run_dir], run.run_dir)
     except Exception as exc:  # noqa: BLE001 - the metrics are written; a plot failure must not lose them

@@ -12,12 +12,12 @@
    with which rows came from the same client (run labels, `source-check`); each node scores its
    test images, keeps its float maps on its own disk and replies with per-category map
    ranges, its image scores and how well its labelled defects stand out with the bank
-   less each source (`evaluation.source_check`); a source whose rows hide the others'
+   less each source (`defences.source_check`); a source whose rows hide the others'
    defects is flagged by name. Under `source-check-action = exclude` its rows are left
    out, the category merged again and the new banks scored in a second round ("rescore").
 4. evaluate, phase B ("stats", a QUERY message): the server sends each category's global
    map scaling; each node quantizes its maps to 16-bit levels and replies with sufficient
-   statistics of AUC-sPRO, which the server pools (`evaluation.pooling`): the pooled
+   statistics of AUC-sPRO, which the server pools (`metrics.pooling`): the pooled
    metrics are exactly those of the centralized computation on the same quantized maps.
 
 Everything the run learns (clients, bytes, times, banks, metrics, who was dropped and
@@ -36,10 +36,15 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp.grid import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
-from fedpatch_app.evaluation.export import MapScaling
-from fedpatch_app.evaluation.pooling import CategoryOutcome, ScoredImages, pool_category
-from fedpatch_app.evaluation.robust_scaling import RADIUS_FACTOR, global_scaling
-from fedpatch_app.evaluation.thresholds import category_thresholds
+from fedpatch_app.defences.merge_support import vet_category
+from fedpatch_app.defences.robust_scaling import RADIUS_FACTOR, global_scaling
+from fedpatch_app.defences.source_check_verdicts import (
+    checked_sources,
+    excluded_holders,
+    judge_category,
+    pseudonyms,
+    row_partitions,
+)
 from fedpatch_app.federated import messages as M
 from fedpatch_app.federated.accept import (
     Expected,
@@ -50,16 +55,11 @@ from fedpatch_app.federated.accept import (
     conflicting_images,
 )
 from fedpatch_app.federated.category_sizes import agreed_plan
-from fedpatch_app.federated.codec_check import SOURCES, encode_sources
+from fedpatch_app.federated.codec_source_check import SOURCES, encode_sources
 from fedpatch_app.federated.registry import ClientRegistry, FederationError
-from fedpatch_app.federated.source_vetting import (
-    checked_sources,
-    excluded_holders,
-    judge_category,
-    pseudonyms,
-    row_partitions,
-)
-from fedpatch_app.federated.vetting import vet_category
+from fedpatch_app.metrics.map_scaling import MapScaling
+from fedpatch_app.metrics.pooling import CategoryOutcome, ScoredImages, pool_category
+from fedpatch_app.metrics.thresholds import category_thresholds
 from fedpatch_app.model.merge import MergedBank, merge_category, stable_order
 from fedpatch_app.model.patchcore import Bank
 
@@ -253,7 +253,7 @@ class PatchCoreStrategy(Strategy):
 
     def _budget(self, vetted: dict[str, list]) -> dict[str, int]:
         """Each category's bank size from the patches of the coresets that enter its merge."""
-        from fedpatch_app.evaluation.fairness import bank_budget
+        from fedpatch_app.defences.bank_size import bank_budget
 
         patches = {
             cat: sum(p.n_patches for _, p in v) + self._parent_patches(cat)

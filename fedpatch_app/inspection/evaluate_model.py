@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from fedpatch_app.data.layouts import load_category
-from fedpatch_app.evaluation.evaluate import evaluate_category
-from fedpatch_app.evaluation.export import fit_scaling
 from fedpatch_app.inspection.model_folder import load_model
+from fedpatch_app.metrics.evaluate import evaluate_category
+from fedpatch_app.metrics.map_scaling import fit_scaling
 from fedpatch_app.model.patchcore import PatchCore
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fedpatch_app.errors import ModelError
-from fedpatch_app.evaluation.export import MapScaling
+from fedpatch_app.metrics.map_scaling import MapScaling
 from fedpatch_app.model.embedding import FeatureSpec
 from fedpatch_app.model.patchcore import Bank
 

@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from fedpatch_app.errors import ModelError
-from fedpatch_app.evaluation.export import MapScaling
 from fedpatch_app.inspection.model_checks import check_bank_matches, check_entry
 from fedpatch_app.inspection.model_format import CURRENT_FORMAT, check_written, read_manifest
+from fedpatch_app.metrics.map_scaling import MapScaling
 from fedpatch_app.model.embedding import FeatureSpec
 from fedpatch_app.model.patchcore import Bank
 

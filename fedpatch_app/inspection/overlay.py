@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from fedpatch_app.data.images import read_image
-from fedpatch_app.evaluation.export import MapScaling
 from fedpatch_app.inspection.predictor import Region
+from fedpatch_app.metrics.map_scaling import MapScaling
 
 #: Opacity of the heatmap over the image.
 ALPHA = 0.45

@@ -164,9 +164,14 @@ class Predictor:
         return results
 
     def _result(
-        self, name: str, cat: CategoryModel, path: Path, score: float, anomaly_map: np.ndarray,
+        self,
+        name: str,
+        cat: CategoryModel,
+        path: Path,
+        score: float,
+        anomaly_map: np.ndarray,
         size: tuple[int, int],
-    ) -> PartResult:  # fmt: skip
+    ) -> PartResult:
         normalized, verdict = verdict_of(score, cat)
         return PartResult(
             path=str(path),

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from fedpatch_app.evaluation.export import MapScaling
 from fedpatch_app.inspection.model_folder import CategoryModel, Model, sha256_of
+from fedpatch_app.metrics.map_scaling import MapScaling
 from fedpatch_app.model.patchcore import Bank
 from fedpatch_app.settings import RunSettings
 from fedpatch_app.settings.fields import recorded_values

@@ -54,10 +54,10 @@ def merge(
 def quality(model: PatchCore, bank: Bank, root: Path, seed: int) -> dict[str, float]:
     """Image AUROC and AUC-sPRO@0.3 of `bank` on its category's test images, scored by
     `model` (whose extractor gives features in the bank's space)."""
-    from fedpatch_app.centralized import quantized
     from fedpatch_app.data.autovi import load_category
-    from fedpatch_app.evaluation.evaluate import evaluate_category
-    from fedpatch_app.evaluation.export import fit_scaling
+    from fedpatch_app.metrics.evaluate import evaluate_category
+    from fedpatch_app.metrics.map_scaling import fit_scaling
+    from fedpatch_app.runs.centralized import quantized
 
     category = load_category(root, bank.category)
     paths = [s.path for s in category.test]

@@ -6,7 +6,7 @@
 const HISTORY_MAX = 20;
 const history = [];  // the last results since the page was opened, newest first
 let manifest = null;
-// As fedpatch_app.evaluation.thresholds.MIN_CALIBRATION_SCORES.
+// As fedpatch_app.metrics.thresholds.MIN_CALIBRATION_SCORES.
 const MIN_CALIBRATION_SCORES = 20;
 
 const $ = (id) => document.getElementById(id);

@@ -1,1 +1,0 @@
-"""fedpatch_app.evaluation"""
