@@ -19,8 +19,8 @@ from typing import Any
 
 from fedpatch_app.errors import ModelError
 from fedpatch_app.evaluation.export import MapScaling
-from fedpatch_app.model.embedding import FeatureSpec
-from fedpatch_app.model.patchcore import Bank
+from fedpatch_app.model.bank import Bank
+from fedpatch_app.model.feature_spec import FeatureSpec
 
 FORMAT_NAME = "fedpatch-model"
 #: The newest model.json format version this fedpatch reads.
