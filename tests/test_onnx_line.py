@@ -157,10 +157,25 @@ def test_predict_runs_where_torch_cannot_be_imported(
     expected = run_predict(exported, CAT, tmp_path / "t", images, device="cpu", runtime="torch")
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        [sys.executable, "-c", BLOCKER, "predict", "--model", str(exported),
-         "--category", CAT, "--out", str(tmp_path / "o"), *images],
-        env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            BLOCKER,
+            "predict",
+            "--model",
+            str(exported),
+            "--category",
+            CAT,
+            "--out",
+            str(tmp_path / "o"),
+            *images,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "scoring runtime: onnx" in proc.stderr
     rows = (tmp_path / "o" / "predictions.csv").read_text().splitlines()[1:]
