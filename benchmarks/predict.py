@@ -152,6 +152,30 @@ def timed_predict(
     return time.perf_counter() - start
 
 
+def measure(
+    args: argparse.Namespace, spec: FeatureSpec, model_dir: Path, paths: list[Path], tmp_path: Path
+):
+    """Seconds of each repeat: bare forward, predict, its parts, and (onnx) torch's predict."""
+    onnx = args.runtime == "onnx"
+    if onnx:
+        from fedpatch_app.inspection.onnx_export import export_model
+
+        start = time.perf_counter()
+        export_model(model_dir)
+        print(f"ONNX export (fedpatch export): {time.perf_counter() - start:.1f} s")
+    bare, full, split, torch_full = [], [], [], []
+    for r in range(args.repeats):
+        if onnx:
+            bare.append(onnx_bare_forward(spec, model_dir, paths, args.batch_size))
+            torch_full.append(timed_predict(model_dir, paths, tmp_path / f"t{r}", args.batch_size))
+        else:
+            bare.append(bare_forward(spec, paths, args.batch_size))
+        out = tmp_path / f"out{r}"
+        full.append(timed_predict(model_dir, paths, out, args.batch_size, args.runtime))
+        split.append((onnx_parts if onnx else parts)(spec, model_dir, paths, args.batch_size))
+    return bare, full, split, torch_full
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=32)
@@ -175,25 +199,7 @@ def main() -> None:
         grid = FeatureExtractor(spec, "cpu").extract(paths[:1]).shape[1:3]
         rows = coreset_size(args.train_images * grid[0] * grid[1], 0.1)
         model_dir = write_bank_model(tmp_path / "model", spec, rows)
-        onnx = args.runtime == "onnx"
-        if onnx:
-            from fedpatch_app.inspection.onnx_export import export_model
-
-            start = time.perf_counter()
-            export_model(model_dir)
-            print(f"ONNX export (fedpatch export): {time.perf_counter() - start:.1f} s")
-        bare, full, split, torch_full = [], [], [], []
-        for r in range(args.repeats):
-            if onnx:
-                bare.append(onnx_bare_forward(spec, model_dir, paths, args.batch_size))
-                torch_full.append(
-                    timed_predict(model_dir, paths, tmp_path / f"t{r}", args.batch_size)
-                )
-            else:
-                bare.append(bare_forward(spec, paths, args.batch_size))
-            out = tmp_path / f"out{r}"
-            full.append(timed_predict(model_dir, paths, out, args.batch_size, args.runtime))
-            split.append((onnx_parts if onnx else parts)(spec, model_dir, paths, args.batch_size))
+        bare, full, split, torch_full = measure(args, spec, model_dir, paths, tmp_path)
     n = args.images
     print(f"torch threads {torch.get_num_threads()}, {spec.backbone} at {args.image_size} px, "
           f"{n} images of {NATIVE[0]}x{NATIVE[1]}, bank {rows} x {spec.embed_dim} "

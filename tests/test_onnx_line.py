@@ -228,3 +228,18 @@ def test_wide_resnet_exports_one_graph_for_every_input_size(tmp_path: Path) -> N
     assert [(f["file"], f["inputs"]) for f in entry["files"]] == [
         ("backbone.onnx", [[64, 64], [64, 85]])
     ]
+
+
+def test_the_documented_line_install_is_the_line_extra() -> None:
+    """docs/inspection.md names the line's packages (pip cannot install an extra without
+    the main dependencies): the same list as pyproject's `line` extra, without torch."""
+    import shlex
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extra = project["optional-dependencies"]["line"]
+    doc = (REPO / "docs" / "inspection.md").read_text().splitlines()
+    command = next(line for line in doc if line.startswith("pip install numpy"))
+    assert shlex.split(command)[2:] == extra
+    assert not [p for p in extra if p.startswith(("torch", "torchvision"))]
+    assert "onnxruntime" in extra
