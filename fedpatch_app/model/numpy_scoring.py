@@ -81,6 +81,15 @@ def bilinear_matrix(out_size: int, in_size: int) -> np.ndarray:
     return matrix
 
 
+def _resample(x: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Bilinear resampling of ``(B, H, W, C)`` to ``(B, h, w, C)`` as two matrix products."""
+    b, rows_in, cols_in, c = x.shape
+    rows = bilinear_matrix(h, rows_in).astype(np.float32)
+    cols = bilinear_matrix(w, cols_in).astype(np.float32)
+    x = (rows @ x.reshape(b, rows_in, cols_in * c)).reshape(b, h, cols_in, c)
+    return (cols @ x.reshape(b * h, cols_in, c)).reshape(b, h, w, c)
+
+
 def embed(
     layer2: np.ndarray, layer3: np.ndarray, embed_dim: int = 1024, neighbourhood: int = 3
 ) -> np.ndarray:
@@ -101,10 +110,7 @@ def embed(
         if neighbourhood > 1:
             x = box_average(box_average(x, neighbourhood, 1), neighbourhood, 2)
         if x.shape[1:3] != (h, w):
-            rows = bilinear_matrix(h, x.shape[1]).astype(np.float32)
-            cols = bilinear_matrix(w, x.shape[2]).astype(np.float32)
-            x = np.einsum("hi,bijc->bhjc", rows, x)
-            x = np.einsum("wj,bhjc->bhwc", cols, x)
+            x = _resample(x, h, w)
         parts.append(x)
     return np.ascontiguousarray(np.concatenate(parts, axis=-1), dtype=np.float32)
 
