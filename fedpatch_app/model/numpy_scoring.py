@@ -21,8 +21,9 @@ import numpy as np
 
 from fedpatch_app.errors import ModelError
 
-#: Bytes of the largest (query chunk x bank) distance block built at once.
-BLOCK_BYTES = 256 * 2**20
+#: Bytes of the (query chunk x bank) block of products, reused from chunk to chunk (small
+#: enough to stay near the cache: one pass over it per chunk).
+BLOCK_BYTES = 16 * 2**20
 #: Gaussian smoothing of the anomaly map: sigma 4 px at the reference's 224 px input
 #: (the values of `model.patchcore`).
 REFERENCE_SIGMA = 4.0
@@ -123,15 +124,15 @@ class NearestBank:
         if bank.ndim != 2 or bank.shape[0] == 0:
             raise ModelError(f"nearest bank: expected a non-empty (M, D) bank, got {bank.shape}")
         self.features = bank
-        self._sqn = (bank * bank).sum(axis=1)
+        self._half_sqn = 0.5 * np.einsum("ij,ij->i", bank, bank)
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
 
     def patch_scores(self, queries: np.ndarray) -> np.ndarray:
         """Distance of each query ``(N, D)`` to its nearest bank row, float32 ``(N,)``: the
-        row found with ``|q|^2 - 2 q.b + |b|^2`` in blocks, its distance recomputed as
-        ``|q - b|`` so that it carries no cancellation error."""
+        row found with ``|b|^2 / 2 - q.b`` (in the order of ``|q - b|^2``) block by block,
+        its distance recomputed as ``|q - b|`` so that it carries no cancellation error."""
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if q.ndim != 2 or q.shape[1] != self.features.shape[1]:
             raise ModelError(
@@ -140,10 +141,14 @@ class NearestBank:
             )
         nearest = np.empty(len(q), dtype=np.int64)
         rows = max(1, BLOCK_BYTES // (4 * len(self)))
+        block = np.empty((min(rows, len(q)), len(self)), dtype=np.float32)
         for start in range(0, len(q), rows):
-            block = q[start : start + rows]
-            d2 = self._sqn[None, :] - 2.0 * (block @ self.features.T)
-            nearest[start : start + len(block)] = np.argmin(d2, axis=1)
+            chunk = q[start : start + rows]
+            out = block[: len(chunk)]
+            # argmin of |b|^2 / 2 - q.b is the nearest row: one product, one pass.
+            np.matmul(chunk, self.features.T, out=out)
+            np.subtract(self._half_sqn, out, out=out)
+            nearest[start : start + len(chunk)] = np.argmin(out, axis=1)
         diff = q - self.features[nearest]
         return np.sqrt(np.einsum("ij,ij->i", diff, diff)).astype(np.float32)
 
