@@ -10,6 +10,11 @@ Prints, measured in the same run on the same images:
 * the ratio predict / bare forward (target at most 1.5x on CPU), and where predict's
   time goes (extraction, kNN search, maps, writing).
 
+`--runtime onnx` measures the line runtime instead (the model folder's ONNX backbone,
+exported here with `fedpatch export`'s code, on onnxruntime; numpy after it): the bare
+forward is then the ONNX graph's, and the PyTorch predict runs in the same run for the
+ratio ONNX / PyTorch.
+
 The bank has the size a real model of the category has at the default settings
 (coreset-ratio 0.1 of the training patches of `--train-images` images); its rows are
 drawn at random (the search costs the same whatever the rows are). Random backbone
@@ -19,11 +24,13 @@ Usage::
 
     .venv/bin/python benchmarks/predict.py                          # 32 images, size 256
     .venv/bin/python benchmarks/predict.py --images 8 --image-size 128 --train-images 40
+    .venv/bin/python benchmarks/predict.py --backbone efficientnet_lite0 --runtime onnx
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -59,7 +66,7 @@ def write_bank_model(folder: Path, spec: FeatureSpec, rows: int) -> Path:
     features = rng.normal(size=(rows, spec.embed_dim)).astype(np.float32)
     bank = Bank(features, spec, CATEGORY, radius=1.0, n_patches=rows * 10)
     thresholds = {"image": {"raw": 1e9}, "pixel": {"raw": 1e9}}
-    cats = {CATEGORY: CategoryModel(bank, NATIVE, MapScaling(0.0, 100.0), thresholds, 1)}
+    cats = {CATEGORY: CategoryModel(bank, NATIVE, MapScaling(0.0, 1e9), thresholds, 1)}
     write_model(folder, spec, cats, {"run_name": "benchmark", "run_kind": "benchmark"})
     return folder
 
@@ -94,10 +101,79 @@ def parts(spec: FeatureSpec, model_dir: Path, paths: list[Path], batch_size: int
     return {"extraction": extraction, "knn": time.perf_counter() - start}
 
 
-def timed_predict(model_dir: Path, paths: list[Path], out: Path, batch_size: int) -> float:
+def onnx_bare_forward(spec: FeatureSpec, model_dir: Path, paths: list[Path], batch_size: int):
+    """Seconds of the ONNX backbone alone on pre-decoded batches."""
+    from fedpatch_app.model.onnx_backbone import OnnxBackbone
+
+    net = OnnxBackbone(model_dir, json.loads((model_dir / "model.json").read_text()))
+    data = ImageFolderDataset(paths, spec.image_size)
+    batches = [
+        np.stack([data[i][0].numpy() for i in range(s, min(s + batch_size, len(paths)))])
+        for s in range(0, len(paths), batch_size)
+    ]
+    net(batches[0][:1])  # the session opens (and checks its file's hash) once
     start = time.perf_counter()
-    run_predict(model_dir, CATEGORY, out, paths, device="cpu", batch_size=batch_size)
+    for batch in batches:
+        net(batch)
     return time.perf_counter() - start
+
+
+def onnx_parts(spec: FeatureSpec, model_dir: Path, paths: list[Path], batch_size: int) -> dict:
+    """`parts` on the line runtime: extraction (decode + ONNX + numpy embedding), search."""
+    from fedpatch_app.inspection.model_folder import load_model
+    from fedpatch_app.inspection.onnx_predictor import LinePredictor
+    from fedpatch_app.model.backbone_input import backbone_input
+    from fedpatch_app.model.numpy_scoring import embed
+
+    predictor = LinePredictor(load_model(model_dir), batch_size=batch_size)
+    net, norm = predictor.patchcore.backbone, predictor.patchcore._norm
+    start = time.perf_counter()
+    feats = []
+    for s in range(0, len(paths), batch_size):
+        images = np.stack(
+            [backbone_input(p, spec.image_size, *norm) for p in paths[s : s + batch_size]]
+        )
+        feats.append(embed(*net(images), spec.embed_dim, spec.neighbourhood))
+    extraction = time.perf_counter() - start
+    queries = np.concatenate(feats).reshape(-1, spec.embed_dim)
+    index = predictor._index(CATEGORY)
+    start = time.perf_counter()
+    index.patch_scores(queries)
+    return {"extraction": extraction, "knn": time.perf_counter() - start}
+
+
+def timed_predict(
+    model_dir: Path, paths: list[Path], out: Path, batch_size: int, runtime: str = "torch"
+) -> float:
+    start = time.perf_counter()
+    run_predict(
+        model_dir, CATEGORY, out, paths, device="cpu", batch_size=batch_size, runtime=runtime
+    )
+    return time.perf_counter() - start
+
+
+def measure(
+    args: argparse.Namespace, spec: FeatureSpec, model_dir: Path, paths: list[Path], tmp_path: Path
+):
+    """Seconds of each repeat: bare forward, predict, its parts, and (onnx) torch's predict."""
+    onnx = args.runtime == "onnx"
+    if onnx:
+        from fedpatch_app.inspection.onnx_export import export_model
+
+        start = time.perf_counter()
+        export_model(model_dir)
+        print(f"ONNX export (fedpatch export): {time.perf_counter() - start:.1f} s")
+    bare, full, split, torch_full = [], [], [], []
+    for r in range(args.repeats):
+        if onnx:
+            bare.append(onnx_bare_forward(spec, model_dir, paths, args.batch_size))
+            torch_full.append(timed_predict(model_dir, paths, tmp_path / f"t{r}", args.batch_size))
+        else:
+            bare.append(bare_forward(spec, paths, args.batch_size))
+        out = tmp_path / f"out{r}"
+        full.append(timed_predict(model_dir, paths, out, args.batch_size, args.runtime))
+        split.append((onnx_parts if onnx else parts)(spec, model_dir, paths, args.batch_size))
+    return bare, full, split, torch_full
 
 
 def main() -> None:
@@ -109,6 +185,9 @@ def main() -> None:
     parser.add_argument("--weights", default="none")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--runtime", choices=("torch", "onnx"), default="torch", help="see the module doc"
+    )
     args = parser.parse_args()
 
     spec = FeatureSpec(weights=args.weights, image_size=args.image_size)
@@ -120,17 +199,17 @@ def main() -> None:
         grid = FeatureExtractor(spec, "cpu").extract(paths[:1]).shape[1:3]
         rows = coreset_size(args.train_images * grid[0] * grid[1], 0.1)
         model_dir = write_bank_model(tmp_path / "model", spec, rows)
-        bare, full, split = [], [], []
-        for r in range(args.repeats):
-            bare.append(bare_forward(spec, paths, args.batch_size))
-            full.append(timed_predict(model_dir, paths, tmp_path / f"out{r}", args.batch_size))
-            split.append(parts(spec, model_dir, paths, args.batch_size))
+        bare, full, split, torch_full = measure(args, spec, model_dir, paths, tmp_path)
     n = args.images
     print(f"torch threads {torch.get_num_threads()}, {spec.backbone} at {args.image_size} px, "
           f"{n} images of {NATIVE[0]}x{NATIVE[1]}, bank {rows} x {spec.embed_dim} "
           f"(coreset 0.1 of {args.train_images} images x {grid[0]}x{grid[1]} patches)")  # fmt: skip
+    print(f"runtime {args.runtime}")
     print(f"bare forward : {n / min(bare):7.2f} images/s (best of {args.repeats})")
     print(f"predict      : {n / min(full):7.2f} images/s (best of {args.repeats})")
+    if torch_full:
+        print(f"predict torch: {n / min(torch_full):7.2f} images/s (best of {args.repeats})")
+        print(f"ratio onnx predict / torch predict: {min(full) / min(torch_full):.2f}x time")
     print(f"ratio predict / bare forward: {min(full) / min(bare):.2f}x (target <= 1.5x)")
     ext = min(p["extraction"] for p in split)
     knn = min(p["knn"] for p in split)

@@ -61,6 +61,12 @@ SIGNING_KEY = opt(
     default=None,
     help="private key (PEM, Ed25519: scripts/make-model-key.sh) to sign the model folder with [default: $FEDPATCH_MODEL_SIGNING_KEY when set, else unsigned]",
 )
+RUNTIME = opt(
+    "--runtime",
+    choices=("auto", "torch", "onnx"),
+    default="auto",
+    help="torch, or onnx: the model folder's ONNX backbone (fedpatch export) on onnxruntime, no PyTorch needed [default auto: onnx when PyTorch is not installed, else torch]",
+)
 ALLOW_INCOMPLETE = opt(
     "--allow-incomplete",
     action="store_true",
@@ -224,8 +230,26 @@ PREDICT = Command(
         ),
         TRUSTED_KEY,
         ALLOW_INCOMPLETE,
+        RUNTIME,
     ),
     ("device", "batch_size", "write_maps", "overwrite"),
+)
+
+EXPORT = Command(
+    "export",
+    "add the ONNX backbone to a model folder, so that line PCs score without PyTorch",
+    "fedpatch_app.inspection.onnx_export:run_cli",
+    (
+        opt("--model", required=True, help="model folder of a run (RUN/model)"),
+        opt(
+            "--weights-file",
+            default=None,
+            help="for a model built with weights=PATH: that file (checked by its SHA-256)",
+        ),
+        TRUSTED_KEY,
+        SIGNING_KEY,
+        ALLOW_INCOMPLETE,
+    ),
 )
 
 SERVE = Command(
@@ -280,6 +304,7 @@ SERVE = Command(
         ),
         TRUSTED_KEY,
         ALLOW_INCOMPLETE,
+        RUNTIME,
     ),
     ("device",),
 )
@@ -391,6 +416,7 @@ def commands() -> tuple[Command, ...]:
         REPORT,
         _experiment(),
         PREDICT,
+        EXPORT,
         SERVE,
         PRIVACY_AUDIT,
         SETTINGS,

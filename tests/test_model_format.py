@@ -139,10 +139,14 @@ def test_a_signed_version_1_folder_still_verifies(
     assert model.manifest["complete"] is True
 
 
+#: The version after the newest this fedpatch reads.
+NEWER = f"fedpatch-model/{model_format.FORMAT_VERSION + 1}"
+
+
 @pytest.mark.parametrize(
     ("version", "message"),
     [
-        ("fedpatch-model/3", r"'fedpatch-model/3', written by a newer fedpatch.*reads up to"),
+        (NEWER, rf"'{NEWER}', written by a newer fedpatch.*reads up to"),
         ("fedpatch-model/0", r"unknown model format 'fedpatch-model/0'"),
         ("fedpatch-model/x", r"unknown model format 'fedpatch-model/x'"),
     ],

@@ -41,6 +41,7 @@ class ModelSource:
     slots: int = 1
     allow_incomplete: bool = False
     trusted_keys: tuple[Any, ...] = ()
+    runtime: str = "auto"
 
     def load(self) -> Scorer:
         from fedpatch_app.inspection.model_folder import load_model
@@ -48,7 +49,7 @@ class ModelSource:
         model = load_model(
             self.path, allow_incomplete=self.allow_incomplete, trusted_keys=self.trusted_keys
         )
-        return Scorer.load(model, device=self.device, slots=self.slots)
+        return Scorer.load(model, device=self.device, slots=self.slots, runtime=self.runtime)
 
 
 class GateFull(Exception):

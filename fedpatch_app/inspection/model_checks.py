@@ -19,8 +19,8 @@ from typing import Any
 
 from fedpatch_app.errors import ModelError
 from fedpatch_app.metrics.map_scaling import MapScaling
-from fedpatch_app.model.embedding import FeatureSpec
-from fedpatch_app.model.patchcore import Bank
+from fedpatch_app.model.bank import Bank
+from fedpatch_app.model.feature_spec import FeatureSpec
 
 #: Bounds of a category's native size, per side, in pixels (warm-up scores an image of it).
 MIN_SIDE, MAX_SIDE = 32, 4096

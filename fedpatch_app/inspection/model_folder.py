@@ -7,6 +7,8 @@ model/
                       provenance (run, date, kind, partition, clients, privacy, versions,
                       parent model)
   banks/<cat>.npz     the memory bank (numpy, no pickle; `Bank.save`)
+  backbone*.onnx      optional (`fedpatch export`): the backbone for line PCs without
+                      PyTorch, recorded with its SHA-256 under `backbone_onnx`
 ```
 
 The format of model.json (its version, its fields, how older versions are read) is
@@ -45,8 +47,8 @@ from fedpatch_app.errors import ModelError
 from fedpatch_app.inspection.model_checks import check_bank_matches, check_entry
 from fedpatch_app.inspection.model_format import CURRENT_FORMAT, check_written, read_manifest
 from fedpatch_app.metrics.map_scaling import MapScaling
-from fedpatch_app.model.embedding import FeatureSpec
-from fedpatch_app.model.patchcore import Bank
+from fedpatch_app.model.bank import Bank
+from fedpatch_app.model.feature_spec import FeatureSpec
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +222,22 @@ def write_model(
     _sign(folder)
     log.info("model folder written: %s%s", folder, " (incomplete)" if incomplete else "")
     return folder / MODEL_FILE
+
+
+def set_manifest_field(folder: str | Path, key: str, value: Any) -> Path:
+    """Set one top-level field of a model folder's model.json (files added to the folder
+    later, recorded with their SHA-256, such as the ONNX backbone of `fedpatch export`)
+    and sign it again with the configured key (or drop the signature it no longer
+    matches); every other field is kept as it is, an older format written as the current
+    one (read as `model_format` migrates it, then checked as every written model.json is)."""
+    path = Path(folder) / MODEL_FILE
+    manifest = read_manifest(json.loads(path.read_text(encoding="utf-8")), path)
+    manifest[key] = value
+    manifest["format"] = CURRENT_FORMAT
+    check_written(manifest)
+    _write_json(path, manifest)
+    _sign(path.parent)
+    return path
 
 
 def _sign(folder: Path) -> None:

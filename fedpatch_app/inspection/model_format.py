@@ -45,15 +45,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from fedpatch_app.errors import ModelError
-from fedpatch_app.model.embedding import FeatureSpec
+from fedpatch_app.model.feature_spec import FeatureSpec
 
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "fedpatch-model"
 #: The version this fedpatch writes (and the newest it reads).
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: SHA-256 of `schema_description()` for `FORMAT_VERSION`: a test checks it.
-SCHEMA_SHA256 = "39c80b03b7caeec2b38da70595c06d5ce3ffcb848d8f3a6c577e33fffb9e6009"
+SCHEMA_SHA256 = "6d4c04d92efb025e95308c01aaa41d5316665b39a4e7011c299f90e851900673"
 CURRENT_FORMAT = f"{FORMAT_NAME}/{FORMAT_VERSION}"
 
 
@@ -116,6 +116,17 @@ class Provenance(_Open):
     parent: Parent | None = None
 
 
+class OnnxFile(_Fixed):
+    file: str
+    sha256: str
+    inputs: list[list[int]]
+
+
+class OnnxExport(_Fixed):
+    opset: int
+    files: list[OnnxFile]
+
+
 class ModelJson(_Fixed):
     """model.json as this fedpatch writes it (`feature_spec`: `FeatureSpec.to_dict`)."""
 
@@ -126,6 +137,7 @@ class ModelJson(_Fixed):
     fingerprint: str
     categories: dict[str, CategoryEntry]
     provenance: Provenance
+    backbone_onnx: OnnxExport | None = None
 
 
 def _type_name(annotation: Any) -> str:
@@ -217,9 +229,14 @@ def _from_1(manifest: dict[str, Any]) -> tuple[dict[str, Any], str]:
     return out, "no 'complete' field: counted as complete (it holds thresholds, or asked for none)"
 
 
+def _from_2(manifest: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """Version 2 read as version 3: version 3 only adds the optional `backbone_onnx`."""
+    return dict(manifest), "no ONNX backbone recorded (version 3 adds `backbone_onnx`)"
+
+
 #: Version n -> the function reading a model.json of version n as version n + 1 (the new
 #: manifest and a note on what it did).
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], tuple[dict[str, Any], str]]] = {1: _from_1}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], tuple[dict[str, Any], str]]] = {1: _from_1, 2: _from_2}
 #: Older versions that cannot be read safely, with the reason (said when refusing one).
 UNREADABLE: dict[int, str] = {}
 

@@ -29,8 +29,9 @@ from PIL import Image
 
 from fedpatch_app.errors import DataError
 from fedpatch_app.inspection.model_folder import CategoryModel, load_model
+from fedpatch_app.inspection.onnx_predictor import make_predictor
 from fedpatch_app.inspection.overlay import overlay_image
-from fedpatch_app.inspection.predictor import PartResult, Predictor, checked_size
+from fedpatch_app.inspection.predictor import PartResult, checked_size
 from fedpatch_app.outputs import prepare_output
 
 log = logging.getLogger(__name__)
@@ -121,17 +122,20 @@ def run_predict(
     weights_file: str | None = None,
     allow_incomplete: bool = False,
     trusted_keys: tuple = (),
+    runtime: str = "auto",
 ) -> list[PartResult]:
     """Score the images and write the outputs (see the module doc); a model folder marked
     incomplete is refused unless `allow_incomplete`; with `trusted_keys`, an unsigned or
-    changed one is refused."""
+    changed one is refused. `runtime`: torch, onnx or auto (`onnx_predictor`)."""
     model = load_model(model_dir, allow_incomplete=allow_incomplete, trusted_keys=trusted_keys)
     cat = model.category(category)
     paths = collect_images(inputs)
     for path in paths:
         checked_size(path, cat.native_size)  # every image scorable before any work
     out = prepare_output(out, overwrite=overwrite)
-    predictor = Predictor(model, device=device, batch_size=batch_size, weights_file=weights_file)
+    predictor = make_predictor(
+        model, runtime=runtime, device=device, batch_size=batch_size, weights_file=weights_file
+    )
     results = predictor.score(category, paths)
     stage = out / STAGE
     try:
@@ -156,6 +160,7 @@ def run_cli(args: argparse.Namespace) -> int:
         weights_file=args.weights_file,
         allow_incomplete=args.allow_incomplete,
         trusted_keys=trusted,
+        runtime=args.runtime,
         **chosen,
     )
     nok = sum(r.verdict == "NOK" for r in results)

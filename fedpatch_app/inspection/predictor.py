@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,8 +23,10 @@ from fedpatch_app.data.images import image_size
 from fedpatch_app.errors import DataError
 from fedpatch_app.inspection.image_limits import ImageSizeError, check_image_size
 from fedpatch_app.inspection.model_folder import CategoryModel, Model
-from fedpatch_app.model.memory_bank import MemoryBank
-from fedpatch_app.model.patchcore import PatchCore
+
+if TYPE_CHECKING:  # torch-backed; imported when a Predictor is made, so that the
+    # torch-free runtime (`onnx_predictor`) can share this module
+    from fedpatch_app.model.memory_bank import MemoryBank
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +134,8 @@ class Predictor:
         batch_size: int = 8,
         weights_file: str | None = None,
     ) -> None:
+        from fedpatch_app.model.patchcore import PatchCore
+
         self.model = model
         spec = model.runtime_spec(weights_file)
         self.patchcore = PatchCore(spec, device=device, batch_size=batch_size)
@@ -140,6 +144,8 @@ class Predictor:
         self._indexes: dict[str, MemoryBank] = {}
 
     def _index(self, category: str) -> MemoryBank:
+        from fedpatch_app.model.memory_bank import MemoryBank
+
         if category not in self._indexes:
             bank = self.model.category(category).bank
             self._indexes[category] = MemoryBank(bank.features, device=self.patchcore.device)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 import tempfile
 import threading
 import time
@@ -53,9 +54,18 @@ class Scorer:
         self.warm_up_error = ""
 
     @classmethod
-    def load(cls, model: Model, *, device: str = "auto", slots: int = 1) -> Scorer:
-        """A scorer on `device`; one image per request, so batches hold one image."""
-        return cls(model, Predictor(model, device=device, batch_size=1), slots=slots)
+    def load(
+        cls, model: Model, *, device: str = "auto", slots: int = 1, runtime: str = "auto"
+    ) -> Scorer:
+        """A scorer on `device` and `runtime` (`onnx_predictor.make_predictor`); one image
+        per request, so batches hold one image."""
+        from fedpatch_app.inspection.onnx_predictor import make_predictor
+
+        threads = max(1, (os.cpu_count() or 1) // slots) if slots > 1 else 0
+        predictor = make_predictor(
+            model, runtime=runtime, device=device, batch_size=1, threads=threads
+        )
+        return cls(model, predictor, slots=slots)
 
     def score(self, category: str, upload: Upload, *, overlay: bool = False) -> dict[str, Any]:
         """The answer to one image: verdict, scores, regions, and the overlay if asked."""

@@ -73,8 +73,12 @@ def _check_limits(args: argparse.Namespace) -> None:
 
 
 def _share_cores(slots: int) -> None:
-    """Each scoring slot gets its share of torch's CPU threads."""
-    import torch
+    """Each scoring slot gets its share of torch's CPU threads (the ONNX runtime's are
+    set per session: `Scorer.load`)."""
+    try:
+        import torch
+    except ImportError:
+        return
 
     if slots > 1:
         torch.set_num_threads(max(1, torch.get_num_threads() // slots))
@@ -121,6 +125,7 @@ def run_cli(args: argparse.Namespace) -> int:
         slots=args.scoring_slots,
         allow_incomplete=args.allow_incomplete,
         trusted_keys=read_public_keys(args.trusted_key or ()),
+        runtime=args.runtime,
     )
     _share_cores(args.scoring_slots)
     live = LiveModel(source.load(), source)

@@ -4,7 +4,8 @@ Whoever builds a model signs it: `model.json.sig` beside model.json holds the si
 model.json's exact bytes, the SHA-256 of those bytes and the signing key's id (the first
 16 hex digits of the SHA-256 of the raw public key). Since model.json records the SHA-256
 of every bank file (and each bank its own category, fingerprint and rows, checked against
-model.json at load), a valid signature covers the whole folder: a changed byte anywhere
+model.json at load) and of every ONNX backbone file `fedpatch export` added (checked before
+onnxruntime opens it), a valid signature covers the whole folder: a changed byte anywhere
 is refused. model.json itself is not changed by signing.
 
 The private key comes from the side that builds the model and nowhere else:

@@ -9,24 +9,14 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from fedpatch_app.data.images import read_image, resize_rgb
 from fedpatch_app.errors import ConfigError, DataError
+from fedpatch_app.model.backbone_facts import IMAGENET_MEAN, IMAGENET_STD
+from fedpatch_app.model.backbone_input import backbone_input, resized_size
 from fedpatch_app.settings.schema import MIN_IMAGE_SIZE
 
-#: ImageNet normalisation used by the torchvision weights.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def resized_size(width: int, height: int, image_size: int) -> tuple[int, int]:
-    """(width, height) after resizing the shorter side to ``image_size``, aspect kept."""
-    if width <= height:
-        return image_size, max(1, round(height * image_size / width))
-    return max(1, round(width * image_size / height)), image_size
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ImageFolderDataset", "resized_size"]
 
 
 class ImageFolderDataset(torch.utils.data.Dataset):
@@ -53,26 +43,17 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         self.image_size = int(image_size)
         #: The category's size: an image of another size is resized to it first.
         self.native_size = native_size
-        self._mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
-        self._std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
+        self._mean = tuple(mean)
+        self._std = tuple(std)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        path = self.paths[index]
-        pixels = read_image(path)
-        if self.native_size is not None:
-            pixels = resize_rgb(pixels, self.native_size)
-        try:
-            img = Image.fromarray(pixels)
-            size = resized_size(img.width, img.height, self.image_size)
-            arr = np.asarray(img.resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            raise DataError(f"cannot read image {str(path)!r}: {exc}") from exc
-        arr = arr.transpose(2, 0, 1) / 255.0
-        arr = (arr - self._mean) / self._std
-        return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)), index
+        arr = backbone_input(
+            self.paths[index], self.image_size, self._mean, self._std, self.native_size
+        )
+        return torch.from_numpy(arr), index
 
     def collate(self, items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, list[int]]:
         """Stack a batch; an image whose size differs from the first is a ``DataError``."""
