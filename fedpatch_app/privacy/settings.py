@@ -6,8 +6,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Mode = Literal["raw", "rotation", "rotation_public_pairs", "relay", "dp"]
-MODES: tuple[str, ...] = ("raw", "rotation", "rotation_public_pairs", "relay", "dp")
+Mode = Literal["raw", "rotation", "rotation_public_pairs", "relay", "dp", "dp_projection"]
+MODES: tuple[str, ...] = (
+    "raw",
+    "rotation",
+    "rotation_public_pairs",
+    "relay",
+    "dp",
+    "dp_projection",
+)
 #: Epsilon of the dp mode when the run settings leave DP off.
 DP_EPSILON = 8.0
 
@@ -38,6 +45,9 @@ class AuditSettings(BaseModel):
     )
     curious_client: int = Field(
         -1, ge=-1, description="the curious client's partition id (-1 = the last)"
+    )
+    projection_dim: int = Field(
+        16, ge=1, le=100_000, description="dimension of the dp_projection mode's public subspace"
     )
     modes: tuple[Mode, ...] = Field(MODES, description="share modes to audit")
     share_key: str = Field("", description="share key file ('' = a fresh key for this audit)")
