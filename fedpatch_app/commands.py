@@ -335,8 +335,10 @@ PRIVACY_AUDIT = Command(
         opt(
             "--projection-dim",
             type=int,
+            nargs="+",
             default=None,
-            help="dimension of the public subspace of the dp_projection mode [default: 16]",
+            help="dimension(s) of the public subspace of the dp_projection mode; several give "
+            "one row each [default: 16]",
         ),
         opt(
             "--curious-client",

@@ -111,4 +111,4 @@ def test_a_wrong_epsilon_or_dimension_is_refused_by_name() -> None:
     with pytest.raises(ConfigError, match="--projection-dim"):
         P.public_projection(np.ones((10, 8)), 8, "pipe_clip")
     with pytest.raises(ValidationError, match="projection_dim"):
-        AuditSettings(projection_dim=0)
+        AuditSettings(projection_dim=(16, 0))

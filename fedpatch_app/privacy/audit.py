@@ -76,7 +76,7 @@ def audit_mode(
     return row, np.asarray(shown, dtype=np.float32)
 
 
-def dp_row(world: World, base, mode: str = "dp") -> dict:
+def dp_row(world: World, base, mode: str = "dp", dim: int = 0) -> dict:
     """A DP mode's row (`dp`, or `dp_projection` in its public subspace): its releases
     attacked as the other modes' rows (the baseline on its own truth: the client patches
     nearest the noisy means)."""
@@ -84,7 +84,7 @@ def dp_row(world: World, base, mode: str = "dp") -> dict:
     if mode == "dp_projection":
         from fedpatch_app.privacy.dp_projection import dp_projection_mode
 
-        out = dp_projection_mode(world, eps, world.audit.projection_dim)
+        out = dp_projection_mode(world, eps, dim)
     else:
         from fedpatch_app.privacy.dp_mode import dp_mode
 
@@ -166,8 +166,14 @@ def run_audit(settings: RunSettings, audit: AuditSettings, out: Path) -> dict[st
     detectors: dict[str, tuple] = {}
     for mode in audit.modes:
         log.info("audit: mode %s", mode)
-        if mode in ("dp", "dp_projection"):
+        if mode == "dp":
             modes[mode] = dp_row(world, base, mode)
+            continue
+        if mode == "dp_projection":
+            dims = audit.projection_dim
+            for dim in dims:
+                name = mode if len(dims) == 1 else f"{mode}_d{dim}"
+                modes[name] = dp_row(world, base, mode, dim)
             continue
         modes[mode], shown = audit_mode(world, mode, rotation, base, detectors)
         title = f"{mode}: {modes[mode]['strongest_reconstruction']} attack"
