@@ -358,6 +358,14 @@ PRIVACY_AUDIT = Command(
             help="known pairs of the rotation_public_pairs mode [default: 128]",
         ),
         opt(
+            "--projection-dim",
+            type=int,
+            nargs="+",
+            default=None,
+            help="dimension(s) of the public subspace of the dp_projection mode; several give "
+            "one row each [default: 16]",
+        ),
+        opt(
             "--curious-client",
             type=int,
             default=None,
@@ -367,7 +375,7 @@ PRIVACY_AUDIT = Command(
             "--modes",
             nargs="+",
             default=None,
-            choices=["raw", "rotation", "rotation_public_pairs", "relay", "dp"],
+            choices=["raw", "rotation", "rotation_public_pairs", "relay", "dp", "dp_projection"],
             help="share modes to audit [default: all]",
         ),
         opt(

@@ -128,7 +128,8 @@ def test_audit_on_tiny_data_shows_the_raw_membership_attack(tiny_root: Path, tmp
         ["privacy-audit", "--data-root", str(tiny_root), "--out", str(out), "--categories",
          "pipe_clip", "--weights", "none", "--image-size", "64", "--device", "cpu",
          "--public-crops", "6", "--training-pairs", "600", "--epochs", "1", "--max-rows", "60",
-         "--candidates", "4", "--modes", "raw", "relay", "dp", "--public-pairs", "8"]
+         "--candidates", "4", "--modes", "raw", "relay", "dp", "dp_projection", "--public-pairs", "8",
+         "--projection-dim", "8"]
     )  # fmt: skip
     assert code == 0
     audit = json.loads((out / "audit.json").read_text())
@@ -142,5 +143,12 @@ def test_audit_on_tiny_data_shows_the_raw_membership_attack(tiny_root: Path, tmp
     dp = audit["modes"]["dp"]
     assert dp["dp"]["epsilon"] == 8.0 and dp["image_auroc"] is not None
     assert dp["curious_client"]["membership_candidates"] > 0
+    projected = audit["modes"]["dp_projection"]
+    assert set(dp) - {"attacks"} <= set(projected)
+    assert projected["dp"]["noise"]["dimension"] == 8
+    assert projected["dp"]["noise"]["epsilon_spent"] == pytest.approx(8.0, rel=1e-6)
+    assert set(projected["attacks"]) == {"pinv", "pinv_public_mean"}
+    assert projected["image_auroc"] is not None and "holds" in projected
+    assert projected["curious_client"]["membership_candidates"] > 0
     assert (out / "audit.md").read_text().startswith("# Privacy audit")
     assert (out / "figures" / "raw.png").stat().st_size > 0

@@ -76,28 +76,38 @@ def audit_mode(
     return row, np.asarray(shown, dtype=np.float32)
 
 
-def dp_row(world: World, base) -> dict:
-    """The dp mode's row: its release attacked as the other modes' rows (the baseline on
-    its own truth: the client patches nearest the noisy means)."""
-    from fedpatch_app.privacy.dp_mode import dp_mode
-
+def dp_row(world: World, base, mode: str = "dp", dim: int = 0) -> dict:
+    """A DP mode's row (`dp`, or `dp_projection` in its public subspace): its releases
+    attacked as the other modes' rows (the baseline on its own truth: the client patches
+    nearest the noisy means)."""
     eps = world.settings.dp.epsilon if world.settings.dp.enabled else DP_EPSILON
-    out = dp_mode(world, eps)
+    if mode == "dp_projection":
+        from fedpatch_app.privacy.dp_projection import dp_projection_mode
+
+        out = dp_projection_mode(world, eps, dim)
+    else:
+        from fedpatch_app.privacy.dp_mode import dp_mode
+
+        out = dp_mode(world, eps)
     s = out["server"]
+    member = {k: s[k] for k in s if k.startswith("membership")}
     direct = {
         "reconstruction_psnr": round(s["psnr"], 3),
         "reconstruction_ssim": round(s["ssim"], 4),
-        **{k: s[k] for k in s if k.startswith("membership")},
+        **member,
     }
     quality = out["per_category"]
+    facts = {"epsilon": eps, "rows_held_by_server": s["rows"], "banks": out["banks"]}
+    if "noise" in out:
+        facts["noise"] = out["noise"]
     return {
-        "what_the_server_sees": SEES["dp"],
+        "what_the_server_sees": SEES[mode],
         "reconstruction_psnr": direct["reconstruction_psnr"],
         "reconstruction_ssim": direct["reconstruction_ssim"],
         "baseline_psnr": round(s["baseline"].psnr, 3),
         "baseline_ssim": round(s["baseline"].ssim, 4),
         "psnr_above_baseline": round(s["psnr"] - s["baseline"].psnr, 3),
-        "strongest_reconstruction": "direct",
+        "strongest_reconstruction": s.get("strongest", "direct"),
         "membership_auc": s["membership_auc"],
         "membership_auc_ci95": s.get("membership_auc_ci95"),
         "membership_candidates": s.get("membership_candidates"),
@@ -105,9 +115,9 @@ def dp_row(world: World, base) -> dict:
         "image_auroc": _mean([q["image_auroc"] for q in quality.values()]),
         "auc_spro_0.3": _mean([q.get("auc_spro_0.3") for q in quality.values()]),
         "per_category": quality,
-        "attacks": {"direct": direct},
+        "attacks": s.get("attacks", {"direct": direct}),
         "curious_client": out["curious_client"],
-        "dp": {"epsilon": eps, "rows_held_by_server": s["rows"], "banks": out["banks"]},
+        "dp": facts,
     }
 
 
@@ -157,7 +167,13 @@ def run_audit(settings: RunSettings, audit: AuditSettings, out: Path) -> dict[st
     for mode in audit.modes:
         log.info("audit: mode %s", mode)
         if mode == "dp":
-            modes[mode] = dp_row(world, base)
+            modes[mode] = dp_row(world, base, mode)
+            continue
+        if mode == "dp_projection":
+            dims = audit.projection_dim
+            for dim in dims:
+                name = mode if len(dims) == 1 else f"{mode}_d{dim}"
+                modes[name] = dp_row(world, base, mode, dim)
             continue
         modes[mode], shown = audit_mode(world, mode, rotation, base, detectors)
         title = f"{mode}: {modes[mode]['strongest_reconstruction']} attack"

@@ -108,7 +108,8 @@ def write_markdown(result: dict[str, Any], path: Path) -> Path:
         "",
         *[f"- **{name}**: {m['what_the_server_sees']}" for name, m in modes.items()],
         "",
-        "Pictures: " + ", ".join(f"[{n}](figures/{n}.png)" for n in modes if n != "dp"),
+        "Pictures: "
+        + ", ".join(f"[{n}](figures/{n}.png)" for n in modes if not n.startswith("dp")),
         "",
     ]
     path.write_text("\n".join(lines))

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Mode = Literal["raw", "rotation", "rotation_public_pairs", "relay", "dp"]
-MODES: tuple[str, ...] = ("raw", "rotation", "rotation_public_pairs", "relay", "dp")
+Mode = Literal["raw", "rotation", "rotation_public_pairs", "relay", "dp", "dp_projection"]
+MODES: tuple[str, ...] = (
+    "raw",
+    "rotation",
+    "rotation_public_pairs",
+    "relay",
+    "dp",
+    "dp_projection",
+)
 #: Epsilon of the dp mode when the run settings leave DP off.
 DP_EPSILON = 8.0
 
@@ -38,6 +45,12 @@ class AuditSettings(BaseModel):
     )
     curious_client: int = Field(
         -1, ge=-1, description="the curious client's partition id (-1 = the last)"
+    )
+    projection_dim: tuple[Annotated[int, Field(ge=1, le=100_000)], ...] = Field(
+        (16,),
+        min_length=1,
+        description="dimension(s) of the dp_projection mode's public subspace (several: one "
+        "row per dimension, dp_projection_d<dim>)",
     )
     modes: tuple[Mode, ...] = Field(MODES, description="share modes to audit")
     share_key: str = Field("", description="share key file ('' = a fresh key for this audit)")

@@ -25,6 +25,9 @@ SEES = {
     "public centres of the DP mode): pairs (x, xQ)",
     "dp": "per client the noisy per-cluster sums and counts of its image-level DP release "
     "around public centres, a noisy image count, the public centres",
+    "dp_projection": "as dp, in a public d-dimensional subspace (principal directions of "
+    "the DP public reference): noisy per-cluster sums and counts of d-dimensional projected "
+    "features, a noisy image count, the public centres and the projection",
     "relay": "AES-256-GCM ciphertexts of every client's coreset (random bytes) and their "
     "sizes (the row counts)",
 }
