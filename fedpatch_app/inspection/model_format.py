@@ -236,7 +236,10 @@ def _from_2(manifest: dict[str, Any]) -> tuple[dict[str, Any], str]:
 
 #: Version n -> the function reading a model.json of version n as version n + 1 (the new
 #: manifest and a note on what it did).
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], tuple[dict[str, Any], str]]] = {1: _from_1, 2: _from_2}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], tuple[dict[str, Any], str]]] = {
+    1: _from_1,
+    2: _from_2,
+}
 #: Older versions that cannot be read safely, with the reason (said when refusing one).
 UNREADABLE: dict[int, str] = {}
 
