@@ -58,7 +58,7 @@ def write_bank_model(folder: Path, spec: FeatureSpec, rows: int) -> Path:
     rng = np.random.default_rng(1)
     features = rng.normal(size=(rows, spec.embed_dim)).astype(np.float32)
     bank = Bank(features, spec, CATEGORY, radius=1.0, n_patches=rows * 10)
-    thresholds = {"image": {"raw": 1e9}, "pixel": {"raw": 1e9}}
+    thresholds = {"image": {"raw": 99.0}, "pixel": {"raw": 99.0}}
     cats = {CATEGORY: CategoryModel(bank, NATIVE, MapScaling(0.0, 100.0), thresholds, 1)}
     write_model(folder, spec, cats, {"run_name": "benchmark", "run_kind": "benchmark"})
     return folder

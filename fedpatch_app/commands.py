@@ -19,6 +19,8 @@ MODEL_SETTINGS = (
     "image_size",
     "coreset_ratio",
     "seed",
+    "search",
+    "search_probe",
     "device",
     "batch_size",
     "num_workers",
@@ -250,7 +252,7 @@ PREDICT = Command(
         TRUSTED_KEY,
         ALLOW_INCOMPLETE,
     ),
-    ("device", "batch_size", "write_maps", "overwrite"),
+    ("device", "batch_size", "search", "write_maps", "overwrite"),
 )
 
 SERVE = Command(

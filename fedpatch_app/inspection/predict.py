@@ -119,6 +119,7 @@ def run_predict(
     write_maps: bool = False,
     overwrite: bool = False,
     weights_file: str | None = None,
+    search: str = "approximate",
     allow_incomplete: bool = False,
     trusted_keys: tuple = (),
 ) -> list[PartResult]:
@@ -131,7 +132,9 @@ def run_predict(
     for path in paths:
         checked_size(path, cat.native_size)  # every image scorable before any work
     out = prepare_output(out, overwrite=overwrite)
-    predictor = Predictor(model, device=device, batch_size=batch_size, weights_file=weights_file)
+    predictor = Predictor(
+        model, device=device, batch_size=batch_size, weights_file=weights_file, search=search
+    )
     results = predictor.score(category, paths)
     stage = out / STAGE
     try:
@@ -149,7 +152,10 @@ def run_cli(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     trusted = read_public_keys(args.trusted_key or ())
-    chosen = {k: getattr(settings, k) for k in ("device", "batch_size", "write_maps", "overwrite")}
+    chosen = {
+        k: getattr(settings, k)
+        for k in ("device", "batch_size", "search", "write_maps", "overwrite")
+    }
     where = (args.model, args.category, args.out, args.paths)
     results = run_predict(
         *where,
