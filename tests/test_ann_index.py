@@ -12,7 +12,6 @@ from fedpatch_app.model.ann_index import (
     IvfParams,
     IvfSearch,
     built_index,
-    exact_distances,
     search_params,
 )
 from fedpatch_app.model.memory_bank import MemoryBank
@@ -52,7 +51,9 @@ def test_index_bytes_and_scores_do_not_depend_on_threads(bank, queries):
 def test_score_is_the_exact_distance_when_the_nearest_row_is_a_candidate(bank, queries):
     index = IvfIndex.build(bank, IvfParams(probe=2))
     dist, idx = IvfSearch(index, bank).nearest(queries)
-    whole = exact_distances(queries, np.broadcast_to(bank, (len(queries), *bank.shape)))
+    # The reference, in the test's own arithmetic: differences squared, summed in float64.
+    diff = bank[None, :, :].astype(np.float64) - queries[:, None, :].astype(np.float64)
+    whole = np.sqrt(np.einsum("nkd,nkd->nk", diff, diff))
     true_idx = np.argmin(whole, axis=1)
     true = whole[np.arange(len(queries)), true_idx].astype(np.float32)
     found = idx == true_idx
@@ -85,3 +86,75 @@ def test_settings_choose_the_search():
     params = search_params(RunSettings(search_probe=3, seed=7))
     assert params == IvfParams(probe=3, seed=7)
     assert built_index(clustered(300), None) is None
+
+
+def _folder_with_index(folder, rows: int = 300):
+    from fedpatch_app.evaluation.export import MapScaling
+    from fedpatch_app.inspection.model_folder import CategoryModel, write_model
+    from fedpatch_app.model.embedding import FeatureSpec
+    from fedpatch_app.model.patchcore import Bank
+
+    spec = FeatureSpec(weights="none", image_size=64, embed_dim=8, backbone="efficientnet_lite0")
+    features = clustered(rows, dim=8)
+    bank = Bank(features, spec, "pipe_clip", 1.5, rows * 10)
+    thresholds = {"image": {"raw": 3.0}, "pixel": {"raw": 2.0}}
+    index = IvfIndex.build(features)
+    cat = CategoryModel(bank, (64, 64), MapScaling(0.5, 4.0), thresholds, 4, index)
+    write_model(folder, spec, {"pipe_clip": cat}, {"run_name": "r", "run_kind": "centralized"})
+    return folder, index
+
+
+def test_model_folder_carries_the_index_under_its_hash(tmp_path):
+    import json
+
+    from fedpatch_app.inspection.model_folder import load_model
+
+    folder, index = _folder_with_index(tmp_path / "model")
+    entry = json.loads((folder / "model.json").read_text())["categories"]["pipe_clip"]
+    assert entry["search_index"]["file"] == "banks/pipe_clip.ivf.npz"
+    assert entry["search_index"]["probe"] == index.params.probe
+    loaded = load_model(folder).category("pipe_clip").index
+    assert loaded is not None and loaded.to_bytes() == index.to_bytes()
+
+
+def test_a_changed_index_is_refused(tmp_path):
+    import hashlib
+    import json
+
+    from fedpatch_app.inspection.model_folder import load_model
+
+    folder, _ = _folder_with_index(tmp_path / "model")
+    path = folder / "banks" / "pipe_clip.ivf.npz"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match=r"search index .*pipe_clip\.ivf\.npz has changed"):
+        load_model(folder)
+    # An index of another bank, its hash written into model.json: refused all the same.
+    IvfIndex.build(clustered(300, dim=8, seed=5)).save(path)
+    manifest = json.loads((folder / "model.json").read_text())
+    entry = manifest["categories"]["pipe_clip"]["search_index"]
+    entry["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (folder / "model.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="built for another bank"):
+        load_model(folder)
+    entry["file"] = "../elsewhere.ivf.npz"
+    (folder / "model.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="search_index.file"):
+        load_model(folder)
+    path.unlink()
+    entry["file"] = "banks/pipe_clip.ivf.npz"
+    (folder / "model.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="is missing"):
+        load_model(folder)
+
+
+def test_predictor_searches_as_the_setting_says(tmp_path):
+    from fedpatch_app.inspection.model_folder import load_model
+    from fedpatch_app.inspection.predictor import Predictor
+
+    folder, _ = _folder_with_index(tmp_path / "model")
+    model = load_model(folder)
+    approximate = Predictor(model, device="cpu")._index("pipe_clip")
+    exact = Predictor(model, device="cpu", search="exact")._index("pipe_clip")
+    assert approximate.ann is not None and exact.ann is None
