@@ -7,8 +7,11 @@ Prints, measured in the same run on the same images:
 * predict: the whole `fedpatch predict` path (`run_predict`: reading and checking the
   images, extraction, kNN search against a bank of the default size, maps at native
   size, regions, overlays, predictions.csv/.jsonl), images/s;
-* the ratio predict / bare forward (target at most 1.5x on CPU), and where predict's
-  time goes (extraction, kNN search, maps, writing).
+* the ratio predict / bare forward (target at most 1.5x on CPU for WideResNet-50-2, 2.0x
+  for EfficientNet-Lite0), and where predict's time goes (extraction, kNN search, maps,
+  writing).
+
+`--search exact` writes the model folder without its approximate index (exact search).
 
 The bank has the size a real model of the category has at the default settings
 (coreset-ratio 0.1 of the training patches of `--train-images` images); its rows are
@@ -35,12 +38,16 @@ from PIL import Image
 from fedpatch_app.evaluation.export import MapScaling
 from fedpatch_app.inspection.model_folder import CategoryModel, write_model
 from fedpatch_app.inspection.predict import run_predict
+from fedpatch_app.model.ann_index import IvfIndex
 from fedpatch_app.model.backbone import ImageFolderDataset
 from fedpatch_app.model.embedding import FeatureExtractor, FeatureSpec
 from fedpatch_app.model.patchcore import Bank, coreset_size
 
 CATEGORY = "pipe_clip"
 NATIVE = (400, 400)
+#: The most predict may cost against the bare forward (a light backbone's forward leaves
+#: the fixed costs more weight).
+TARGETS = {"wide_resnet50_2": 1.5, "efficientnet_lite0": 2.0}
 
 
 def write_images(folder: Path, count: int, seed: int = 0) -> list[Path]:
@@ -54,12 +61,13 @@ def write_images(folder: Path, count: int, seed: int = 0) -> list[Path]:
     return paths
 
 
-def write_bank_model(folder: Path, spec: FeatureSpec, rows: int) -> Path:
+def write_bank_model(folder: Path, spec: FeatureSpec, rows: int, search: str) -> Path:
     rng = np.random.default_rng(1)
     features = rng.normal(size=(rows, spec.embed_dim)).astype(np.float32)
     bank = Bank(features, spec, CATEGORY, radius=1.0, n_patches=rows * 10)
     thresholds = {"image": {"raw": 99.0}, "pixel": {"raw": 99.0}}
-    cats = {CATEGORY: CategoryModel(bank, NATIVE, MapScaling(0.0, 100.0), thresholds, 1)}
+    index = IvfIndex.build(features) if search == "approximate" else None
+    cats = {CATEGORY: CategoryModel(bank, NATIVE, MapScaling(0.0, 100.0), thresholds, 1, index)}
     write_model(folder, spec, cats, {"run_name": "benchmark", "run_kind": "benchmark"})
     return folder
 
@@ -88,7 +96,8 @@ def parts(spec: FeatureSpec, model_dir: Path, paths: list[Path], batch_size: int
     start = time.perf_counter()
     feats = extractor.extract(paths)
     extraction = time.perf_counter() - start
-    index = MemoryBank(load_model(model_dir).category(CATEGORY).bank.features, device="cpu")
+    cat = load_model(model_dir).category(CATEGORY)
+    index = MemoryBank(cat.bank.features, device="cpu", ann=cat.index)
     start = time.perf_counter()
     index.patch_scores(feats.reshape(-1, feats.shape[-1]))
     return {"extraction": extraction, "knn": time.perf_counter() - start}
@@ -109,6 +118,7 @@ def main() -> None:
     parser.add_argument("--weights", default="none")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--search", choices=("approximate", "exact"), default="approximate")
     args = parser.parse_args()
 
     spec = FeatureSpec(weights=args.weights, image_size=args.image_size)
@@ -119,7 +129,7 @@ def main() -> None:
         paths = write_images(tmp_path / "images", args.images)
         grid = FeatureExtractor(spec, "cpu").extract(paths[:1]).shape[1:3]
         rows = coreset_size(args.train_images * grid[0] * grid[1], 0.1)
-        model_dir = write_bank_model(tmp_path / "model", spec, rows)
+        model_dir = write_bank_model(tmp_path / "model", spec, rows, args.search)
         bare, full, split = [], [], []
         for r in range(args.repeats):
             bare.append(bare_forward(spec, paths, args.batch_size))
@@ -131,7 +141,8 @@ def main() -> None:
           f"(coreset 0.1 of {args.train_images} images x {grid[0]}x{grid[1]} patches)")  # fmt: skip
     print(f"bare forward : {n / min(bare):7.2f} images/s (best of {args.repeats})")
     print(f"predict      : {n / min(full):7.2f} images/s (best of {args.repeats})")
-    print(f"ratio predict / bare forward: {min(full) / min(bare):.2f}x (target <= 1.5x)")
+    target = TARGETS.get(spec.backbone, 1.5)
+    print(f"ratio predict / bare forward: {min(full) / min(bare):.2f}x (target <= {target}x)")
     ext = min(p["extraction"] for p in split)
     knn = min(p["knn"] for p in split)
     rest = max(0.0, min(full) - ext - knn)
