@@ -29,7 +29,7 @@ from PIL import Image
 
 from fedpatch_app.errors import DataError
 from fedpatch_app.inspection.model_folder import CategoryModel, load_model
-from fedpatch_app.inspection.overlay import overlay_image
+from fedpatch_app.inspection.overlay import PNG_LEVEL, overlay_image
 from fedpatch_app.inspection.predictor import PartResult, Predictor, checked_size
 from fedpatch_app.outputs import prepare_output
 
@@ -91,7 +91,7 @@ def write_outputs(
     lines = []
     for name, result in zip(names, results, strict=True):
         overlay = overlay_image(result.path, result.anomaly_map, category.scaling, result.regions)
-        overlay.save(stage / "overlays" / f"{name}.png")
+        overlay.save(stage / "overlays" / f"{name}.png", compress_level=PNG_LEVEL)
         if write_maps:
             levels = category.scaling.to_uint16(result.anomaly_map)
             Image.fromarray(levels).save(stage / "maps" / f"{name}.png", format="PNG")
