@@ -119,8 +119,8 @@ def _model(plan: M.Plan, node_config: Mapping[str, Any]) -> PatchCore:
     if model is None:
         _MODEL_CACHE.clear()
         model = PatchCore(plan.spec, device=device, batch_size=plan.settings.batch_size)
-        model.search = search_params(plan.settings)
         _MODEL_CACHE[key] = model
+    model.search = search_params(plan.settings)  # this run's, whatever the cached one had
     return model
 
 
