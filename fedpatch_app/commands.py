@@ -19,6 +19,8 @@ MODEL_SETTINGS = (
     "image_size",
     "coreset_ratio",
     "seed",
+    "search",
+    "search_probe",
     "device",
     "batch_size",
     "num_workers",
@@ -231,6 +233,14 @@ PREDICT = Command(
         TRUSTED_KEY,
         ALLOW_INCOMPLETE,
         RUNTIME,
+        opt(
+            "--search",
+            choices=("approximate", "exact"),
+            default="approximate",
+            help="approximate: each category's search index where the model folder holds one "
+            "(the search its thresholds were calibrated with), exact search where it holds "
+            "none; exact: always exact (default: approximate)",
+        ),
     ),
     ("device", "batch_size", "write_maps", "overwrite"),
 )
@@ -244,7 +254,8 @@ EXPORT = Command(
         opt(
             "--weights-file",
             default=None,
-            help="for a model built with weights=PATH: that file (checked by its SHA-256)",
+            help="for a model built with weights=PATH: that file (checked by its SHA-256; "
+            "default: none needed for ImageNet or random weights)",
         ),
         TRUSTED_KEY,
         SIGNING_KEY,

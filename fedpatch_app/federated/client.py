@@ -42,7 +42,8 @@ from fedpatch_app.federated.data import NodeData, node_data
 from fedpatch_app.federated.map_cache import MapCache
 from fedpatch_app.federated.plan import known_names
 from fedpatch_app.metrics.map_scaling import MapScaling
-from fedpatch_app.model.memory_bank import MemoryBank
+from fedpatch_app.model.ann_index import search_params
+from fedpatch_app.model.memory_bank import MemoryBank, bank_index
 from fedpatch_app.model.patchcore import Bank, PatchCore
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,7 @@ def _model(plan: M.Plan, node_config: Mapping[str, Any]) -> PatchCore:
         _MODEL_CACHE.clear()
         model = PatchCore(plan.spec, device=device, batch_size=plan.settings.batch_size)
         _MODEL_CACHE[key] = model
+    model.search = search_params(plan.settings)  # this run's, whatever the cached one had
     return model
 
 
@@ -278,7 +280,7 @@ def _score_category(
 ) -> None:
     cat = bank.category
     category = _category(node, cat)
-    index = MemoryBank(bank.features, device=model.device)  # one for both image sets
+    index = bank_index(bank.features, model.device, model.search)  # for both image sets
     check = None
     if rows is not None and bank_sources(rows):
         check = SourceDistances(bank.features, rows, device=model.device)

@@ -18,6 +18,7 @@ from fedpatch_app.federated.strategy import PatchCoreStrategy
 from fedpatch_app.federated.strategy_facts import federated_facts, privacy_facts
 from fedpatch_app.inspection.model_folder import Model, write_model
 from fedpatch_app.inspection.run_model import category_models, provenance
+from fedpatch_app.model.ann_index import built_index, search_params
 from fedpatch_app.model.embedding import FeatureSpec
 from fedpatch_app.results import schema as files
 from fedpatch_app.run_status import write_status
@@ -88,6 +89,8 @@ def write_run_model(
         for cat, entry in run.parent.categories.items():
             sizes.setdefault(cat, entry.native_size)
     cats = category_models(strategy.banks, scalings, thresholds, train, sizes)
+    for cat in cats.values():  # the index the clients calibrated through
+        cat.index = built_index(cat.bank.features, search_params(run.settings))
     return write_model(run.run_dir / "model", run.spec, cats, facts, incomplete=incomplete)
 
 

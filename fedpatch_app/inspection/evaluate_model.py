@@ -16,6 +16,7 @@ from fedpatch_app.data.layouts import load_category
 from fedpatch_app.inspection.model_folder import load_model
 from fedpatch_app.metrics.evaluate import evaluate_category
 from fedpatch_app.metrics.map_scaling import fit_scaling
+from fedpatch_app.model.memory_bank import MemoryBank
 from fedpatch_app.model.patchcore import PatchCore
 
 
@@ -34,10 +35,10 @@ def evaluate_model(
     out = {}
     for cat in categories or sorted(model.categories):
         category = load_category(data_root, cat)
+        held = model.category(cat)
+        index = MemoryBank(held.bank.features, device=patchcore.device, ann=held.index)
         pred = patchcore.predict(
-            model.category(cat).bank,
-            [s.path for s in category.test],
-            model.category(cat).native_size,
+            held.bank, [s.path for s in category.test], held.native_size, index=index
         )
         scaling = fit_scaling(pred.maps)
         levels = [scaling.to_uint16(m) for m in pred.maps]

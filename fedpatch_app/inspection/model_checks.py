@@ -149,3 +149,20 @@ def check_bank_matches(
             f"bank file {bank_path} does not belong to category {cat} of this model: it "
             f"records {'; '.join(problems)}"
         )
+
+
+def check_search_index(entry: dict[str, Any], cat: str, path: Path) -> tuple[str, str] | None:
+    """The file and SHA-256 of the category's approximate search index (`search_index`),
+    or None when the category is searched exactly (no such field)."""
+    found = entry.get("search_index")
+    if found is None:
+        return None
+    where = _where(path, cat, "search_index")
+    if not isinstance(found, dict):
+        raise ModelError(f"{where} must be an object or absent, got {found!r}")
+    sha, name = found.get("sha256"), found.get("file")
+    if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise ModelError(f"{where}.sha256 must be 64 hex digits")
+    if not isinstance(name, str) or not re.fullmatch(r"banks/[^/\\]+\.ivf\.npz", name):
+        raise ModelError(f"{where}.file must be banks/<name>.ivf.npz, got {name!r}")
+    return name, sha

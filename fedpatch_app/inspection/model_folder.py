@@ -9,6 +9,8 @@ model/
   banks/<cat>.npz     the memory bank (numpy, no pickle; `Bank.save`)
   backbone*.onnx      optional (`fedpatch export`): the backbone for line PCs without
                       PyTorch, recorded with its SHA-256 under `backbone_onnx`
+  banks/<cat>.ivf.npz the bank's approximate search index (`ann_index`; only for a model
+                      built with search = approximate), SHA-256 in model.json like the bank
 ```
 
 The format of model.json (its version, its fields, how older versions are read) is
@@ -44,9 +46,14 @@ from pathlib import Path
 from typing import Any
 
 from fedpatch_app.errors import ModelError
-from fedpatch_app.inspection.model_checks import check_bank_matches, check_entry
+from fedpatch_app.inspection.model_checks import (
+    check_bank_matches,
+    check_entry,
+    check_search_index,
+)
 from fedpatch_app.inspection.model_format import CURRENT_FORMAT, check_written, read_manifest
 from fedpatch_app.metrics.map_scaling import MapScaling
+from fedpatch_app.model.ann_index import IvfIndex
 from fedpatch_app.model.bank import Bank
 from fedpatch_app.model.feature_spec import FeatureSpec
 
@@ -70,6 +77,8 @@ class CategoryModel:
     scaling: MapScaling
     thresholds: dict[str, Any] | None = None
     train_images: int = 0
+    #: The bank's approximate search index (calibrated and scored through it); None: exact.
+    index: IvfIndex | None = None
 
     @property
     def image_threshold(self) -> float | None:
@@ -142,6 +151,12 @@ def versions() -> dict[str, str]:
     return out
 
 
+def _index_entry(folder: Path, cat: str, index: IvfIndex) -> dict[str, Any]:
+    name = f"banks/{cat}.ivf.npz"
+    sha = sha256_of(index.save(folder / name))
+    return {"file": name, "sha256": sha, "kind": "ivf", **dataclasses.asdict(index.params)}
+
+
 def _category_entry(cat: str, model: CategoryModel, sha: str) -> dict[str, Any]:
     bank = model.bank
     return {
@@ -204,6 +219,8 @@ def write_model(
     entries = {}
     for cat, model in sorted(categories.items()):
         entries[cat] = _category_entry(cat, model, _save_bank(folder, cat, model.bank, saved))
+        if model.index is not None:
+            entries[cat]["search_index"] = _index_entry(folder, cat, model.index)
     manifest = {
         "format": FORMAT,
         "complete": incomplete is None,
@@ -329,9 +346,25 @@ def _load_category(folder: Path, cat: str, entry: Any, spec: FeatureSpec) -> Cat
         )
     bank = Bank.load(bank_file, expected_spec=spec)
     check_bank_matches(bank, cat, entry, facts, bank_file)
+    index = _load_index(folder, cat, entry, bank)
     return CategoryModel(
-        bank, facts.native_size, facts.scaling, facts.thresholds, facts.train_images
+        bank, facts.native_size, facts.scaling, facts.thresholds, facts.train_images, index
     )
+
+
+def _load_index(folder: Path, cat: str, entry: dict[str, Any], bank: Bank) -> IvfIndex | None:
+    found = check_search_index(entry, cat, folder / MODEL_FILE)
+    if found is None:
+        return None
+    path = folder / found[0]
+    if not path.is_file():
+        raise ModelError(f"search index {path} of {cat} is missing")
+    if sha256_of(path) != found[1]:
+        raise ModelError(
+            f"search index {path} has changed since the model was written (SHA-256 differs "
+            "from model.json): refusing to use it"
+        )
+    return IvfIndex.load(path, bank.features)
 
 
 def load_model(

@@ -51,9 +51,9 @@ log = logging.getLogger(__name__)
 
 FORMAT_NAME = "fedpatch-model"
 #: The version this fedpatch writes (and the newest it reads).
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 #: SHA-256 of `schema_description()` for `FORMAT_VERSION`: a test checks it.
-SCHEMA_SHA256 = "6d4c04d92efb025e95308c01aaa41d5316665b39a4e7011c299f90e851900673"
+SCHEMA_SHA256 = "ec14512ebaee7fd2d4ca90359e8339f65340c6d850b9f4274337c0a288556b25"
 CURRENT_FORMAT = f"{FORMAT_NAME}/{FORMAT_VERSION}"
 
 
@@ -92,6 +92,17 @@ class Scaling(_Fixed):
     high: float
 
 
+class SearchIndex(_Fixed):
+    file: str
+    sha256: str
+    kind: str
+    lists: int
+    probe: int
+    rerank: int
+    iterations: int
+    seed: int
+
+
 class CategoryEntry(_Fixed):
     bank: BankEntry
     train_images: int
@@ -100,6 +111,7 @@ class CategoryEntry(_Fixed):
     map_scaling: Scaling
     thresholds: Thresholds | None
     score_scale: str
+    search_index: SearchIndex | None = None
 
 
 class Parent(_Open):
@@ -234,11 +246,18 @@ def _from_2(manifest: dict[str, Any]) -> tuple[dict[str, Any], str]:
     return dict(manifest), "no ONNX backbone recorded (version 3 adds `backbone_onnx`)"
 
 
+def _from_3(manifest: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """Version 3 read as version 4: version 4 only adds a category's optional
+    `search_index` (no index: the category is searched exactly, as it was calibrated)."""
+    return dict(manifest), "no search index recorded: exact search (version 4 adds one)"
+
+
 #: Version n -> the function reading a model.json of version n as version n + 1 (the new
 #: manifest and a note on what it did).
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], tuple[dict[str, Any], str]]] = {
     1: _from_1,
     2: _from_2,
+    3: _from_3,
 }
 #: Older versions that cannot be read safely, with the reason (said when refusing one).
 UNREADABLE: dict[int, str] = {}

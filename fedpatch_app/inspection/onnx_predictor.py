@@ -137,13 +137,17 @@ def make_predictor(
     batch_size: int = 8,
     weights_file: str | None = None,
     threads: int = 0,
+    search: str = "approximate",
 ) -> Predictor:
     """The predictor of the runtime `choose_runtime` picks. `threads`: onnxruntime's CPU
-    threads (0: its default, one per core)."""
+    threads (0: its default, one per core). `search` as `Predictor`'s; the ONNX runtime
+    always searches exactly (its scores equal an exact-search model's)."""
     chosen = choose_runtime(model, runtime)
     log.info("scoring runtime: %s", chosen)
     if chosen == "torch":
-        return Predictor(model, device=device, batch_size=batch_size, weights_file=weights_file)
+        return Predictor(
+            model, device=device, batch_size=batch_size, weights_file=weights_file, search=search
+        )
     if device not in ("auto", "cpu"):
         log.warning("the ONNX runtime scores on the CPU (device %r is not used)", device)
     return LinePredictor(model, batch_size=batch_size, threads=threads)

@@ -20,6 +20,10 @@ from fedpatch_app.metrics.map_scaling import MapScaling
 #: Opacity of the heatmap over the image.
 ALPHA = 0.45
 OUTLINE = (255, 255, 255)
+#: zlib level of the overlay PNGs: the fastest. The same pixels in a slightly larger file
+#: (6% on a 400 x 400 photo) for about two thirds of the time of Pillow's default level 6,
+#: which took most of an overlay's time.
+PNG_LEVEL = 1
 
 
 def _colours(levels: np.ndarray) -> np.ndarray:
@@ -61,5 +65,5 @@ def overlay_image(
 
 def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", compress_level=PNG_LEVEL)
     return buffer.getvalue()

@@ -30,7 +30,7 @@ from PIL import Image
 from fedpatch_app.errors import DataError
 from fedpatch_app.inspection.model_folder import CategoryModel, load_model
 from fedpatch_app.inspection.onnx_predictor import make_predictor
-from fedpatch_app.inspection.overlay import overlay_image
+from fedpatch_app.inspection.overlay import PNG_LEVEL, overlay_image
 from fedpatch_app.inspection.predictor import PartResult, checked_size
 from fedpatch_app.outputs import prepare_output
 
@@ -92,7 +92,7 @@ def write_outputs(
     lines = []
     for name, result in zip(names, results, strict=True):
         overlay = overlay_image(result.path, result.anomaly_map, category.scaling, result.regions)
-        overlay.save(stage / "overlays" / f"{name}.png")
+        overlay.save(stage / "overlays" / f"{name}.png", compress_level=PNG_LEVEL)
         if write_maps:
             levels = category.scaling.to_uint16(result.anomaly_map)
             Image.fromarray(levels).save(stage / "maps" / f"{name}.png", format="PNG")
@@ -120,6 +120,7 @@ def run_predict(
     write_maps: bool = False,
     overwrite: bool = False,
     weights_file: str | None = None,
+    search: str = "approximate",
     allow_incomplete: bool = False,
     trusted_keys: tuple = (),
     runtime: str = "auto",
@@ -134,7 +135,12 @@ def run_predict(
         checked_size(path, cat.native_size)  # every image scorable before any work
     out = prepare_output(out, overwrite=overwrite)
     predictor = make_predictor(
-        model, runtime=runtime, device=device, batch_size=batch_size, weights_file=weights_file
+        model,
+        runtime=runtime,
+        device=device,
+        batch_size=batch_size,
+        weights_file=weights_file,
+        search=search,
     )
     results = predictor.score(category, paths)
     stage = out / STAGE
@@ -154,6 +160,7 @@ def run_cli(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     trusted = read_public_keys(args.trusted_key or ())
     chosen = {k: getattr(settings, k) for k in ("device", "batch_size", "write_maps", "overwrite")}
+    chosen["search"] = args.search
     where = (args.model, args.category, args.out, args.paths)
     results = run_predict(
         *where,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fedpatch_app.data.images import image_size
-from fedpatch_app.errors import DataError
+from fedpatch_app.errors import ConfigError, DataError
 from fedpatch_app.inspection.image_limits import ImageSizeError, check_image_size
 from fedpatch_app.inspection.model_folder import CategoryModel, Model
 
@@ -133,9 +133,16 @@ class Predictor:
         device: str = "auto",
         batch_size: int = 8,
         weights_file: str | None = None,
+        search: str = "approximate",
     ) -> None:
+        """`search`: "approximate" searches each category through the index its model
+        folder holds (exactly where it holds none: a model built with exact search, or
+        before the index existed); "exact" always searches exactly."""
         from fedpatch_app.model.patchcore import PatchCore
 
+        if search not in ("approximate", "exact"):
+            raise ConfigError(f"search must be 'approximate' or 'exact', got {search!r}")
+        self.search = search
         self.model = model
         spec = model.runtime_spec(weights_file)
         self.patchcore = PatchCore(spec, device=device, batch_size=batch_size)
@@ -147,8 +154,11 @@ class Predictor:
         from fedpatch_app.model.memory_bank import MemoryBank
 
         if category not in self._indexes:
-            bank = self.model.category(category).bank
-            self._indexes[category] = MemoryBank(bank.features, device=self.patchcore.device)
+            cat = self.model.category(category)
+            ann = cat.index if self.search == "approximate" else None
+            self._indexes[category] = MemoryBank(
+                cat.bank.features, device=self.patchcore.device, ann=ann
+            )
         return self._indexes[category]
 
     def score(self, category: str, paths: Sequence[str | Path]) -> list[PartResult]:

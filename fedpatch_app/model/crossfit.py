@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedpatch_app.model.memory_bank import MemoryBank
+from fedpatch_app.model.memory_bank import bank_index
 from fedpatch_app.model.patchcore import Bank, PatchCore
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def crossfit_bank(
         if not held or not kept:
             continue
         other = model.bank_of(feats[kept], f"{category} (fold {fold} held out)", coreset_ratio)
-        index = MemoryBank(other.features, device=model.device)
+        index = bank_index(other.features, model.device, model.search)
         for start in range(0, len(held), 8):
             part = held[start : start + 8]
             found = model.maps_of(other, index, feats[part], native_size)

@@ -1,4 +1,8 @@
-"""Memory bank: exact nearest-neighbour search of patch features and PatchCore scores.
+"""Memory bank: nearest-neighbour search of patch features and PatchCore scores.
+
+Exact by default; given an `IvfIndex` (`ann=`, see `ann_index`), the nearest-row search
+(`search` with k = 1, hence `patch_scores` and `image_score`'s worst patch) is approximate
+with an exact re-rank of the best candidates; k > 1 stays exact.
 
 Backends (``backend=``):
 
@@ -17,11 +21,13 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 import numpy as np
 import torch
 
 from fedpatch_app.errors import ModelError
+from fedpatch_app.model.ann_index import IvfIndex, IvfParams, IvfSearch, built_index
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +64,30 @@ def _as_float32_matrix(x: np.ndarray | torch.Tensor, name: str, dim: int | None)
     return x
 
 
+def _choose_backend(backend: str, device: torch.device, faiss: Any) -> str:
+    """The exact-search backend: FAISS on the CPU (or a GPU FAISS build), else torch;
+    ModelError when FAISS is asked for where it cannot run."""
+    gpu_faiss = (
+        faiss is not None
+        and device.type == "cuda"
+        and hasattr(faiss, "StandardGpuResources")
+        and faiss.get_num_gpus() > 0
+    )
+    if backend == "auto":
+        if (device.type == "cpu" and faiss is not None) or gpu_faiss:
+            return "faiss"
+        return "torch"
+    if backend == "faiss":
+        if faiss is None:
+            raise ModelError("memory bank: backend 'faiss' asked for, but faiss is not installed")
+        if device.type not in ("cpu", "cuda") or (device.type == "cuda" and not gpu_faiss):
+            raise ModelError(
+                f"memory bank: backend 'faiss' cannot run on device {device} "
+                "(the installed FAISS has no GPU support there); use backend 'torch'"
+            )
+    return backend
+
+
 class MemoryBank:
     """Exact k-nearest-neighbour search over ``features`` (M, D) float32."""
 
@@ -66,6 +96,7 @@ class MemoryBank:
         features: np.ndarray | torch.Tensor,
         device: str | torch.device | None = None,
         backend: str = "auto",
+        ann: IvfIndex | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ModelError(f"memory bank: backend must be one of {BACKENDS}, got {backend!r}")
@@ -75,32 +106,12 @@ class MemoryBank:
         self.features = bank
         self.device = torch.device("cpu") if device is None else torch.device(device)
         faiss = _faiss()
-        gpu_faiss = (
-            faiss is not None
-            and self.device.type == "cuda"
-            and hasattr(faiss, "StandardGpuResources")
-            and faiss.get_num_gpus() > 0
-        )
-        if backend == "auto":
-            if self.device.type == "cpu" and faiss is not None:
-                backend = "faiss"
-            elif gpu_faiss:
-                backend = "faiss"
-            else:
-                backend = "torch"
-        if backend == "faiss":
-            if faiss is None:
-                raise ModelError(
-                    "memory bank: backend 'faiss' asked for, but faiss is not installed"
-                )
-            if self.device.type not in ("cpu", "cuda") or (
-                self.device.type == "cuda" and not gpu_faiss
-            ):
-                raise ModelError(
-                    f"memory bank: backend 'faiss' cannot run on device {self.device} "
-                    "(the installed FAISS has no GPU support there); use backend 'torch'"
-                )
+        backend = _choose_backend(backend, self.device, faiss)
         self.backend = backend
+        self.ann: IvfSearch | None = None
+        if ann is not None:
+            ann.check(bank, "given to the memory bank")
+            self.ann = IvfSearch(ann, bank)
         self._index = None
         self._gpu_resources = None
         self._bank_t: torch.Tensor | None = None
@@ -147,6 +158,9 @@ class MemoryBank:
         idx = np.empty((n, k), dtype=np.int64)
         if n == 0:
             return dist, idx
+        if k == 1 and self.ann is not None:
+            near, rows = self.ann.nearest(q)
+            return near[:, None], rows[:, None]
         if self.backend == "faiss":
             for start in range(0, n, FAISS_CHUNK_ROWS):
                 stop = min(n, start + FAISS_CHUNK_ROWS)
@@ -210,3 +224,11 @@ class MemoryBank:
         shifted = np.exp(dists - dists.max())
         weight = 1.0 - shifted[0] / shifted.sum()
         return float(weight * s_star) if math.isfinite(weight) else s_star
+
+
+def bank_index(
+    features: np.ndarray, device: str | torch.device | None, search: IvfParams | None
+) -> MemoryBank:
+    """The search a run and the line use for a bank: exact (`search` None) or through the
+    bank's approximate index, built once per bank and parameters (`ann_index.built_index`)."""
+    return MemoryBank(features, device=device, ann=built_index(features, search))

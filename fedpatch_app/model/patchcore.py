@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from fedpatch_app.errors import ModelError
+from fedpatch_app.model.ann_index import IvfParams
 from fedpatch_app.model.backbone import backbone_info, resized_size
 from fedpatch_app.model.bank import (
     Bank,
@@ -32,7 +33,7 @@ from fedpatch_app.model.bank import (
 from fedpatch_app.model.coreset import greedy_coreset
 from fedpatch_app.model.dp import clip_rows
 from fedpatch_app.model.embedding import FeatureExtractor, FeatureSpec
-from fedpatch_app.model.memory_bank import MemoryBank
+from fedpatch_app.model.memory_bank import MemoryBank, bank_index
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,8 @@ class PatchCore:
         #: Seconds spent so far per phase ("extraction", "coreset", "scoring"): where a
         #: run's time goes (results.json `run.phases`).
         self.seconds: dict[str, float] = {"extraction": 0.0, "coreset": 0.0, "scoring": 0.0}
+        #: Parameters of the banks' approximate search index (`ann_index`); None: exact.
+        self.search: IvfParams | None = None
 
     def _clock(self, phase: str, since: float) -> float:
         now = time.perf_counter()
@@ -239,7 +242,7 @@ class PatchCore:
         if not paths:
             raise ModelError(f"{desc}: no test images")
         if index is None:
-            index = MemoryBank(bank.features, device=self.device)
+            index = bank_index(bank.features, self.device, self.search)
         maps: list[np.ndarray] = []
         scores = np.empty(len(paths), dtype=np.float64)
         t0 = time.perf_counter()

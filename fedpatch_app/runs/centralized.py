@@ -39,8 +39,9 @@ from fedpatch_app.metrics.thresholds import (
     support_warning,
     threshold_on_test,
 )
+from fedpatch_app.model.ann_index import built_index, search_params
 from fedpatch_app.model.crossfit import crossfit_bank
-from fedpatch_app.model.memory_bank import MemoryBank
+from fedpatch_app.model.memory_bank import bank_index
 from fedpatch_app.model.patchcore import Bank, PatchCore
 from fedpatch_app.outputs import prepare_output
 from fedpatch_app.results.official_maps import write_category_maps
@@ -120,7 +121,7 @@ def run_category(
     t1 = time.perf_counter()
     size = category.size
     tests = [s.path for s in test_samples]
-    index = MemoryBank(bank.features, device=model.device)
+    index = bank_index(bank.features, model.device, model.search)
     pred = model.predict(bank, tests, size, f"{name}: scoring", index) if tests else None
     calib = list(calibration_paths)
     calib_maps = (
@@ -303,7 +304,12 @@ def _centralized_category(run: RunStart, category: Category, s: RunSettings, nam
     result.block["bank"] = {"size": bank.size, "radius": bank.radius, "n_patches": bank.n_patches}
     totals.blocks[cat], totals.curves[cat] = result.block, result.curves
     totals.models[cat] = CategoryModel(
-        cr.bank, category.size, result.scaling, result.thresholds, len(fit)
+        cr.bank,
+        category.size,
+        result.scaling,
+        result.thresholds,
+        len(fit),
+        built_index(cr.bank.features, model.search),
     )
     if any(c not in totals.blocks for c in run.categories):
         _write_partial_model(run, s, name)
@@ -446,6 +452,7 @@ def make_model(settings: RunSettings) -> tuple[PatchCore, tuple[str, ...]]:
         batch_size=settings.batch_size,
         num_workers=settings.num_workers,
     )
+    model.search = search_params(settings)
     return model, warnings
 
 

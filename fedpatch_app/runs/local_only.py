@@ -29,6 +29,7 @@ from fedpatch_app.inspection.run_model import provenance
 from fedpatch_app.inspection.training_data import local_layouts, training_data_facts
 from fedpatch_app.metrics.evaluate import evaluate_category
 from fedpatch_app.metrics.thresholds import threshold_on_test
+from fedpatch_app.model.ann_index import built_index, search_params
 from fedpatch_app.model.patchcore import PatchCore
 from fedpatch_app.run_status import final_state
 from fedpatch_app.runs.centralized import (
@@ -147,8 +148,9 @@ def _local_category(
     for cr in runs:
         entry = _client_entry(category, cr, result, s)
         result.block["clients"][str(cr.client)] = entry
+        index = built_index(cr.run.bank.features, search_params(s))  # calibrated through it
         models.setdefault(cr.client, {})[category.name] = CategoryModel(
-            cr.run.bank, category.size, result.scaling, entry.get("thresholds"), cr.fit
+            cr.run.bank, category.size, result.scaling, entry.get("thresholds"), cr.fit, index
         )
     totals.blocks[category.name], totals.curves[category.name] = result.block, result.curves
     log.info(

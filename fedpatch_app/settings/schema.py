@@ -112,6 +112,7 @@ BankBudget = Annotated[Literal["volume", "equal", "sqrt"], BeforeValidator(_lowe
 RobustMerge = Annotated[Literal["quarantine", "rows", "strict", "off"], BeforeValidator(_lower)]
 ScalingMode = Annotated[Literal["robust", "exact"], BeforeValidator(_lower)]
 SourceAction = Annotated[Literal["flag", "exclude"], BeforeValidator(_lower)]
+SearchKind = Annotated[Literal["approximate", "exact"], BeforeValidator(_lower)]
 Categories = Annotated[tuple[str, ...] | None, BeforeValidator(parse_categories)]
 Device = Annotated[str, BeforeValidator(_lower), AfterValidator(_device)]
 RunName = Annotated[str, BeforeValidator(_strip), AfterValidator(_run_name)]
@@ -298,6 +299,15 @@ class RunSettings(BaseModel):
         0,
         description="seed of everything random (projection, data, splits)",
         json_schema_extra=FEATURES_RECORDED,
+    )
+    search: SearchKind = Field(
+        "exact",
+        description="nearest-neighbour search of the banks, the same for calibration and the "
+        "line: approximate (an index written into the model folder, best candidates re-ranked "
+        "exactly) or exact",
+    )
+    search_probe: int = Field(
+        8, ge=1, le=4096, description="cells of the approximate index searched per patch"
     )
     # -- thresholds and the model in use
     calibration_fraction: float = Field(
