@@ -7,7 +7,7 @@ import logging
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedpatch_app.federated.server import run_server
+from fedpatch_app.federated.protocol.server import run_server
 
 app = ServerApp()
 

@@ -95,7 +95,7 @@ def _main(spec_path: str) -> None:
     import client_app
     from fedpatch_app.federated import faults
     from fedpatch_app.federated.inprocess import SUPERLINK_NODE_ID, InProcessGrid
-    from fedpatch_app.federated.server import run_server
+    from fedpatch_app.federated.protocol.server import run_server
 
     torch.set_num_threads(1)
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))

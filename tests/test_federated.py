@@ -22,8 +22,8 @@ import server_app
 from fedpatch_app.federated import messages as M
 from fedpatch_app.federated.data import ensure_synthetic, resolve_dataset
 from fedpatch_app.federated.inprocess import InProcessGrid
-from fedpatch_app.federated.server import resolve_features, run_server
-from fedpatch_app.federated.strategy import FederationError
+from fedpatch_app.federated.protocol.server import resolve_features, run_server
+from fedpatch_app.federated.protocol.federation import FederationError
 from fedpatch_app.settings import from_run_config
 
 CATS = ("pipe_clip", "pipe_staple")
@@ -332,8 +332,8 @@ def test_too_many_failures_is_a_clear_error(tiny_root: Path, tmp_path: Path) -> 
 
 def test_replies_to_unknown_messages_are_ignored(tiny_root: Path, tmp_path: Path) -> None:
     """A reply whose reply_to id matches nothing sent is not attributed to any node."""
-    from fedpatch_app.federated.server import make_plan
-    from fedpatch_app.federated.strategy import PatchCoreStrategy
+    from fedpatch_app.federated.protocol.server import make_plan
+    from fedpatch_app.federated.protocol.federation import PatchCoreStrategy
     from fedpatch_app.model.embedding import FeatureSpec
 
     settings = from_run_config({**BASE, "data-root": str(tiny_root), "dataset": "autovi"})
@@ -428,7 +428,7 @@ def test_pretrained_stand_in_only_for_synthetic_data(tmp_path: Path, monkeypatch
 def test_client_rejects_a_forged_plan(tiny_root: Path, tmp_path: Path) -> None:
     """The client checks the server's spec against its fingerprint before any work."""
     from fedpatch_app.federated.inprocess import set_task_identity
-    from fedpatch_app.federated.server import make_plan
+    from fedpatch_app.federated.protocol.server import make_plan
     from fedpatch_app.model.embedding import FeatureSpec
 
     set_task_identity()

@@ -308,7 +308,7 @@ def test_after_the_merge_status_lists_it_and_the_model_is_incomplete(
 
     import client_app
     from fedpatch_app.federated.inprocess import InProcessGrid
-    from fedpatch_app.federated.server import run_server
+    from fedpatch_app.federated.protocol.server import run_server
 
     run_dir = tmp_path / "fed"
     seen: dict[str, Any] = {}

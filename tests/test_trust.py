@@ -20,8 +20,8 @@ import client_app
 from fedpatch_app.federated import messages as M
 from fedpatch_app.federated.attacks import Attacker, together
 from fedpatch_app.federated.inprocess import InProcessGrid
-from fedpatch_app.federated.server import run_server
-from fedpatch_app.federated.strategy import FederationError
+from fedpatch_app.federated.protocol.server import run_server
+from fedpatch_app.federated.protocol.federation import FederationError
 from fedpatch_app.model.patchcore import Bank
 from fedpatch_app.run_status import read_status
 

@@ -12,7 +12,7 @@ import pytest
 from flwr.app import MetricRecord
 
 from fedpatch_app.federated import messages as M
-from fedpatch_app.federated.accept import (
+from fedpatch_app.federated.protocol.accept import (
     Expected,
     accept_scores,
     accept_train,

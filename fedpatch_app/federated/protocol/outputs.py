@@ -15,8 +15,8 @@ from typing import Any
 
 from fedpatch_app.evaluation import results as files
 from fedpatch_app.federated.data import DatasetChoice
-from fedpatch_app.federated.strategy import PatchCoreStrategy
-from fedpatch_app.federated.strategy_facts import federated_facts, privacy_facts
+from fedpatch_app.federated.protocol.federation import PatchCoreStrategy
+from fedpatch_app.federated.protocol.facts import federated_facts, privacy_facts
 from fedpatch_app.inspection.model_folder import Model, write_model
 from fedpatch_app.inspection.run_model import category_models, provenance
 from fedpatch_app.model.embedding import FeatureSpec

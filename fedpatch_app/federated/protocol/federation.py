@@ -41,7 +41,7 @@ from fedpatch_app.evaluation.pooling import CategoryOutcome, ScoredImages, pool_
 from fedpatch_app.evaluation.robust_scaling import RADIUS_FACTOR, global_scaling
 from fedpatch_app.evaluation.thresholds import category_thresholds
 from fedpatch_app.federated import messages as M
-from fedpatch_app.federated.accept import (
+from fedpatch_app.federated.protocol.accept import (
     Expected,
     NodeStatistics,
     accept_scores,
@@ -49,7 +49,7 @@ from fedpatch_app.federated.accept import (
     accept_train,
     conflicting_images,
 )
-from fedpatch_app.federated.category_sizes import agreed_plan
+from fedpatch_app.federated.protocol.category_sizes import agreed_plan
 from fedpatch_app.federated.codec_check import SOURCES, encode_sources
 from fedpatch_app.federated.registry import ClientRegistry, FederationError
 from fedpatch_app.federated.source_vetting import (

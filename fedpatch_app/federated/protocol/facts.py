@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from fedpatch_app.federated.strategy import PatchCoreStrategy
+    from fedpatch_app.federated.protocol.federation import PatchCoreStrategy
 
 
 def privacy_facts(strategy: PatchCoreStrategy) -> dict[str, Any]:

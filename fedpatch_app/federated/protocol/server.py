@@ -22,8 +22,8 @@ from flwr.serverapp.grid import Grid
 from fedpatch_app.errors import ConfigError, ModelError, WeightsError
 from fedpatch_app.federated import messages as M
 from fedpatch_app.federated.data import DatasetChoice, resolve_dataset
-from fedpatch_app.federated.server_outputs import ServerRun, banks_written, write_outputs
-from fedpatch_app.federated.strategy import FederationError, PatchCoreStrategy
+from fedpatch_app.federated.protocol.outputs import ServerRun, banks_written, write_outputs
+from fedpatch_app.federated.protocol.federation import FederationError, PatchCoreStrategy
 from fedpatch_app.model.embedding import FeatureSpec
 from fedpatch_app.outputs import prepare_output
 from fedpatch_app.run_status import write_failure, write_status
