@@ -21,7 +21,7 @@ from fedpatch_app.federated import messages as M
 from fedpatch_app.federated.attacks import Attacker, together
 from fedpatch_app.federated.inprocess import InProcessGrid
 from fedpatch_app.federated.protocol.server import run_server
-from fedpatch_app.federated.protocol.federation import FederationError
+from fedpatch_app.federated.registry import FederationError
 from fedpatch_app.model.patchcore import Bank
 from fedpatch_app.run_status import read_status
 

@@ -1,32 +1,33 @@
 """The facts of a federated run that results.json keeps: the "federated" block (clients,
 drops, flags, banks, scalings, bytes, seconds) and the "privacy" block, read from the
-strategy after the run."""
+phases' results (`results.FederationState`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from fedpatch_app.federated.protocol.federation import PatchCoreStrategy
+from fedpatch_app.federated.protocol.results import FederationState
 
 
-def privacy_facts(strategy: PatchCoreStrategy) -> dict[str, Any]:
+def privacy_facts(state: FederationState) -> dict[str, Any]:
     """The "privacy" block of results.json: settings and the budget actually spent."""
     from fedpatch_app.model.dp import run_privacy
 
     releases = {
-        f"{strategy.registry.clients[node].label} {cat}": part.dp
-        for node, reply in strategy.train_replies.items()
+        f"{state.registry.clients[node].label} {cat}": part.dp
+        for node, reply in state.trained.replies.items()
         for cat, part in reply.coresets.items()
         if part.dp is not None
     }
-    return run_privacy(strategy.settings.dp, releases)
+    return run_privacy(state.plan.settings.dp, releases)
 
 
-def federated_facts(strategy: PatchCoreStrategy) -> dict[str, Any]:
+def federated_facts(state: FederationState) -> dict[str, Any]:
     """The "federated" block of results.json."""
-    s = strategy.settings
-    clients = sorted(strategy.registry.clients.values(), key=lambda c: c.node_id)
+    s = state.plan.settings
+    registry = state.registry
+    clients = sorted(registry.clients.values(), key=lambda c: c.node_id)
+    facts = {} if state.scaled is None else state.scaled.facts
     return {
         "partition": {
             "scheme": s.partition,
@@ -34,19 +35,18 @@ def federated_facts(strategy: PatchCoreStrategy) -> dict[str, Any]:
             "dirichlet_alpha": s.dirichlet_alpha if s.partition == "dirichlet" else None,
         },
         "min_clients": s.min_clients,
-        "fingerprint": strategy.plan.fingerprint,
+        "fingerprint": state.plan.fingerprint,
         "clients": [c.to_dict() for c in clients],
-        "dropped": strategy.dropped(),
-        "banks": strategy.bank_info,
+        "dropped": registry.dropped(),
+        "banks": {cat: info.to_dict() for cat, info in state.merged.infos.items()},
         "map_scaling": {
-            c: {"low": m.low, "high": m.high, **strategy.scaling_facts.get(c, {})}
-            for c, m in strategy.scalings.items()
+            c: {"low": m.low, "high": m.high, **facts.get(c, {})} for c, m in state.scalings.items()
         },
-        "flagged": strategy.registry.flagged(),
+        "flagged": registry.flagged(),
         "excluded_test_images": {
             cat: {"count": len(paths), "examples": sorted(paths)[:10]}
-            for cat, paths in strategy.excluded.items()
+            for cat, paths in state.excluded.items()
         },
-        "bytes": strategy.registry.bytes,
-        "seconds": strategy.registry.seconds,
+        "bytes": registry.bytes,
+        "seconds": registry.seconds,
     }
