@@ -124,3 +124,15 @@ def test_bank_facts_keep_the_results_json_form() -> None:
         "inherited": True,
         "clients": [],
     }
+
+
+def test_only_the_link_talks_to_the_grid() -> None:
+    """Of the server-side modules, only `protocol/link.py` calls the Grid's methods."""
+    import re
+
+    import fedpatch_app.federated.protocol as protocol
+
+    calls = re.compile(r"\.(send_and_receive|push_messages|pull_messages|get_node_ids|get_nodes)\(")
+    folder = Path(protocol.__file__).parent
+    talking = sorted(p.name for p in folder.glob("*.py") if calls.search(p.read_text()))
+    assert talking == ["link.py"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -22,9 +22,6 @@ from fedpatch_app.federated.codec_train import LocalCoreset
 from fedpatch_app.federated.protocol.accept import NodeStatistics
 from fedpatch_app.federated.registry import ClientRegistry
 from fedpatch_app.model.patchcore import Bank
-
-if TYPE_CHECKING:
-    from fedpatch_app.inspection.model_folder import Model
 
 #: One client's accepted coreset of a category: (node id, coreset).
 Holder = tuple[int, LocalCoreset]
@@ -188,7 +185,6 @@ class FederationState:
     registry: ClientRegistry
     trained: Trained
     merged: Merged
-    parent: Model | None = None
     scored: Scored | None = None
     scaled: Scaled | None = None
     pooled: Pooled | None = None

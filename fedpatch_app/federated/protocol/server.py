@@ -171,7 +171,7 @@ def federate(
     t0 = time.perf_counter()
     trained = fed.accept(fed.train(link))
     merged = fed.merge(trained)
-    state = FederationState(fed.registry, trained, merged, run.parent)
+    state = FederationState(fed.registry, trained, merged)
     banks_written(run, state)
     scored = fed.evaluate(link, trained, merged)
     merged = merged.with_source_checks(fed.source_check(scored))
