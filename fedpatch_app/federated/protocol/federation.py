@@ -51,13 +51,14 @@ from fedpatch_app.federated.protocol.accept import (
     conflicting_images,
 )
 from fedpatch_app.federated.protocol.category_sizes import agreed_plan
-from fedpatch_app.federated.protocol.link import Answered, GridLink
+from fedpatch_app.federated.protocol.link import GridLink
 from fedpatch_app.federated.protocol.merge_rule import MergeRule, inherited_banks
 from fedpatch_app.federated.protocol.results import (
     Merged,
     Pooled,
     Scaled,
     Scored,
+    TrainAnswers,
     Trained,
 )
 from fedpatch_app.federated.registry import ClientRegistry, FederationError
@@ -97,12 +98,12 @@ class Federation:
         self.registry = registry
         self.parent = parent
         self.limits = M.TrainLimits.of(plan)
-        self.expected = Expected(private=plan.settings.dp.enabled)
 
     # ------------------------------------------------------------------ train, accept
 
-    def train(self, link: GridLink) -> Answered:
-        """The plan to every connected node; their replies, matched to them."""
+    def train(self, link: GridLink) -> TrainAnswers:
+        """The plan to every connected node; their replies, matched to them, and what
+        their claims are checked against."""
         s = self.settings
         log.info(
             "federation: fingerprint %s, coreset ratio %s, local oversample %s, "
@@ -114,10 +115,10 @@ class Federation:
             ", ".join(self.plan.categories),
         )
         link.register()
-        self.expected = self._expected(link)
+        expected = self._expected(link)
         content = RecordDict({M.CONFIG: self.plan.to_config(phase="train")})
         log.info("train: sending the plan to %d node(s)", len(self.registry.active()))
-        return link.exchange("train", content, MessageType.TRAIN)
+        return TrainAnswers(link.exchange("train", content, MessageType.TRAIN), expected)
 
     def _expected(self, link: GridLink) -> Expected:
         """What the nodes' claims are checked against: the partition's shares (where the
@@ -131,10 +132,11 @@ class Federation:
             bound = bind_nodes(link.nodes(), identities)
         return Expected(expected_shares(self.plan), bound, self.settings.dp.enabled)
 
-    def accept(self, answered: Answered) -> Trained:
+    def accept(self, answers: TrainAnswers) -> Trained:
         """The valid train replies and the plan agreed from them."""
-        replies = accept_train(self.registry, answered, self.limits, self.expected)
-        return Trained(replies, agreed_plan(self.plan, replies, self.registry))
+        expected = answers.expected
+        replies = accept_train(self.registry, answers.answered, self.limits, expected)
+        return Trained(replies, agreed_plan(self.plan, replies, self.registry), expected)
 
     # ------------------------------------------------------------------ merge
 
@@ -193,7 +195,7 @@ class Federation:
             answered,
             tuple(banks),
             trained.plan.fingerprint,
-            self.expected,
+            trained.expected,
             judged,
         )
         excluded = conflicting_images(self.registry, replies)

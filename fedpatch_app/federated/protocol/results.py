@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from flwr.app import Message
 
 from fedpatch_app.evaluation.export import MapScaling
 from fedpatch_app.evaluation.pooling import CategoryOutcome
 from fedpatch_app.federated import messages as M
 from fedpatch_app.federated.codec_train import LocalCoreset
-from fedpatch_app.federated.protocol.accept import NodeStatistics
-from fedpatch_app.federated.registry import ClientRegistry
+from fedpatch_app.federated.protocol.accept import Expected, NodeStatistics
+from fedpatch_app.federated.registry import ClientRegistry, ClientState
 from fedpatch_app.model.patchcore import Bank
 
 #: One client's accepted coreset of a category: (node id, coreset).
@@ -114,12 +115,23 @@ class CategoryMerge:
 
 
 @dataclass(frozen=True)
+class TrainAnswers:
+    """The train exchange: the replies matched to their nodes, and what the nodes'
+    claims are checked against (each partition's share, the partitions keys are bound to)."""
+
+    answered: list[tuple[ClientState, Message]]
+    expected: Expected
+
+
+@dataclass(frozen=True)
 class Trained:
-    """The train phase accepted: each node's checked reply (data order) and the plan
-    with the categories the replies hold and their agreed sizes."""
+    """The train phase accepted: each node's checked reply (data order), the plan with
+    the categories the replies hold and their agreed sizes, and what the later replies'
+    claims are checked against."""
 
     replies: dict[int, M.TrainReply]
     plan: M.Plan
+    expected: Expected
 
 
 @dataclass(frozen=True)
