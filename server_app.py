@@ -7,7 +7,7 @@ import logging
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedpatch_app.federated.server import run_server
+from fedpatch_app.federated.protocol.server import run_server
 
 app = ServerApp()
 
@@ -25,6 +25,6 @@ def _show_progress_logs() -> None:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Read the run config, run PatchCoreStrategy for one round, write out-dir/<run-name>/."""
+    """Read the run config, run the federated protocol's phases, write out-dir/<run-name>/."""
     _show_progress_logs()
     run_server(grid, context)

@@ -144,7 +144,7 @@ def run_scenario(scenario: str, defended: bool, args: argparse.Namespace, work: 
     """One federated run; what it produced (or why it failed)."""
     import client_app
     from fedpatch_app.federated.inprocess import InProcessGrid
-    from fedpatch_app.federated.server import run_server
+    from fedpatch_app.federated.protocol.server import run_server
     from fedpatch_app.run_status import read_status
     from fedpatch_drills.client_app import tampered_app
 

@@ -159,8 +159,8 @@ def _bank_bytes(results: dict) -> tuple[int, int]:
 
 
 IDLE_SERVER = (
-    "import torch, flwr, server_app, client_app, fedpatch_app.federated.server, "
-    "fedpatch_app.federated.strategy; import time; time.sleep(1.0)"
+    "import torch, flwr, server_app, client_app, fedpatch_app.federated.protocol.server, "
+    "fedpatch_app.federated.protocol.federation; import time; time.sleep(1.0)"
 )
 
 

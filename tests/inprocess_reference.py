@@ -94,7 +94,7 @@ def _main(spec_path: str) -> None:
 
     sys.path.insert(0, str(REPO))
     from fedpatch_app.federated.inprocess import SUPERLINK_NODE_ID, InProcessGrid
-    from fedpatch_app.federated.server import run_server
+    from fedpatch_app.federated.protocol.server import run_server
     from fedpatch_drills import client_app as drills
     from fedpatch_drills.faults import MALFORMED_CORESET
 

@@ -44,7 +44,7 @@ def test_a_federated_run_refuses_cross_fitting_until_it_has_its_form(tmp_path: P
     import pytest
 
     from fedpatch_app.errors import ConfigError
-    from fedpatch_app.federated.server import _prepare
+    from fedpatch_app.federated.protocol.server import _prepare
     from fedpatch_app.settings import from_run_config
 
     settings = from_run_config({"calibration-folds": 5, "out-dir": str(tmp_path)})

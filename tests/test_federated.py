@@ -1,7 +1,7 @@
 """The federated run driven in-process: the real ServerApp and ClientApp code, no Ray.
 
 `InProcessGrid` hands every message to the real `client_app.app` with a fresh Context,
-so these tests exercise the strategy, the message checks, the client handlers and the
+so these tests exercise the protocol, the message checks, the client handlers and the
 results the server writes, on tiny synthetic data (random weights, 64 px input).
 """
 
@@ -15,15 +15,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from flwr.app import Array, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import Array, Context, Message, MessageType, RecordDict
 
 import client_app
 import server_app
 from fedpatch_app.federated import messages as M
 from fedpatch_app.federated.data import ensure_synthetic, resolve_dataset
 from fedpatch_app.federated.inprocess import InProcessGrid
-from fedpatch_app.federated.server import resolve_features, run_server
-from fedpatch_app.federated.strategy import FederationError
+from fedpatch_app.federated.protocol.server import resolve_features, run_server
+from fedpatch_app.federated.registry import FederationError
 from fedpatch_app.settings import from_run_config
 from fedpatch_drills.client_app import tampered_app
 
@@ -331,23 +331,35 @@ def test_too_many_failures_is_a_clear_error(tiny_root: Path, tmp_path: Path) -> 
 
 def test_replies_to_unknown_messages_are_ignored(tiny_root: Path, tmp_path: Path) -> None:
     """A reply whose reply_to id matches nothing sent is not attributed to any node."""
-    from fedpatch_app.federated.server import make_plan
-    from fedpatch_app.federated.strategy import PatchCoreStrategy
+    from fedpatch_app.federated.protocol.federation import Federation
+    from fedpatch_app.federated.protocol.link import GridLink
+    from fedpatch_app.federated.protocol.server import make_plan
+    from fedpatch_app.federated.registry import ClientRegistry
     from fedpatch_app.model.embedding import FeatureSpec
 
     settings = from_run_config({**BASE, "data-root": str(tiny_root), "dataset": "autovi"})
     spec = FeatureSpec(weights="none", image_size=64)
     plan = make_plan(settings, resolve_dataset(settings), spec, "k", tmp_path)
-    strategy = PatchCoreStrategy(plan)
-    grid = InProcessGrid(client_app.app, [{}], {})
-    sent = list(strategy.configure_train(1, None, ConfigRecord(), grid))
-    grid.push_messages(sent)
-    stray = Message(
-        M.encode_train_reply({}, {}, fingerprint=plan.fingerprint, partition_id=0), reply_to=sent[0]
-    )
-    stray.metadata.__dict__["_reply_to_message_id"] = "unknown"
+
+    class StrayGrid(InProcessGrid):
+        """Answers the first instruction with a reply pointing at an unknown message."""
+
+        def send_and_receive(self, messages, *, timeout=None):
+            sent = list(messages)
+            self.push_messages(sent)
+            stray = Message(
+                M.encode_train_reply({}, {}, fingerprint=plan.fingerprint, partition_id=0),
+                reply_to=sent[0],
+            )
+            stray.metadata.__dict__["_reply_to_message_id"] = "unknown"
+            return [stray]
+
+    registry = ClientRegistry(settings.min_clients, settings.round_timeout)
+    federation = Federation(plan, rule=None, registry=registry)  # the merge is not reached
+    grid = StrayGrid(client_app.app, [{}], {})
+    link = GridLink(grid, registry, settings.round_timeout)
     with pytest.raises(FederationError, match="no reply within the timeout"):
-        strategy.aggregate_train(1, [stray])
+        federation.accept(federation.train(link))
 
 
 # --------------------------------------------------------------------------- data and weights
@@ -427,7 +439,7 @@ def test_pretrained_stand_in_only_for_synthetic_data(tmp_path: Path, monkeypatch
 def test_client_rejects_a_forged_plan(tiny_root: Path, tmp_path: Path) -> None:
     """The client checks the server's spec against its fingerprint before any work."""
     from fedpatch_app.federated.inprocess import set_task_identity
-    from fedpatch_app.federated.server import make_plan
+    from fedpatch_app.federated.protocol.server import make_plan
     from fedpatch_app.model.embedding import FeatureSpec
 
     set_task_identity()

@@ -29,7 +29,7 @@ def test_a_mistyped_data_root_fails_at_once_naming_the_path(tmp_path: Path) -> N
 def test_a_failed_run_leaves_a_status_file_and_a_report_saying_why(tmp_path: Path) -> None:
     import client_app
     from fedpatch_app.federated.inprocess import InProcessGrid
-    from fedpatch_app.federated.server import run_server
+    from fedpatch_app.federated.protocol.server import run_server
 
     config = {"data-root": str(tmp_path / "typo"), "out-dir": str(tmp_path), "run-name": "r"}
     grid = InProcessGrid(client_app.app, [], config)

@@ -26,7 +26,6 @@ DRILLS = "fedpatch_drills"
 #: Grid. A module that starts or stops importing flwr is added here or removed.
 FLWR_ALLOWED = frozenset(
     {
-        "fedpatch_app.federated.accept",
         "fedpatch_app.federated.client",
         "fedpatch_app.federated.codec_score",
         "fedpatch_app.federated.codec_source_check",
@@ -34,9 +33,12 @@ FLWR_ALLOWED = frozenset(
         "fedpatch_app.federated.codec_train",
         "fedpatch_app.federated.inprocess",
         "fedpatch_app.federated.plan",
+        "fedpatch_app.federated.protocol.accept",
+        "fedpatch_app.federated.protocol.federation",
+        "fedpatch_app.federated.protocol.link",
+        "fedpatch_app.federated.protocol.results",
+        "fedpatch_app.federated.protocol.server",
         "fedpatch_app.federated.registry",
-        "fedpatch_app.federated.server",
-        "fedpatch_app.federated.strategy",
         "fedpatch_app.federated.wire",
     }
 )

@@ -310,7 +310,7 @@ def test_after_the_merge_status_lists_it_and_the_model_is_incomplete(
     from flwr.app import Context, Message, MessageType, RecordDict
 
     from fedpatch_app.federated.inprocess import InProcessGrid
-    from fedpatch_app.federated.server import run_server
+    from fedpatch_app.federated.protocol.server import run_server
     from fedpatch_drills.client_app import tampered_app
 
     run_dir = tmp_path / "fed"

@@ -147,7 +147,7 @@ def test_results_name_the_layout_and_never_call_synthetic_data_autovi(tmp_path: 
 def test_sizes_are_agreed_by_most_clients_and_dissent_is_left_out() -> None:
     from types import SimpleNamespace
 
-    from fedpatch_app.federated.category_sizes import agree_sizes
+    from fedpatch_app.federated.protocol.category_sizes import agree_sizes
 
     def reply(**sizes: tuple[int, int]) -> SimpleNamespace:
         return SimpleNamespace(sizes=dict(sizes), coresets={c: object() for c in sizes})

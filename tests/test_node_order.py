@@ -20,7 +20,7 @@ from flwr.app import Context, RecordDict
 
 import client_app
 from fedpatch_app.federated.inprocess import InProcessGrid
-from fedpatch_app.federated.server import run_server
+from fedpatch_app.federated.protocol.server import run_server
 
 CATS = ("pipe_clip",)
 CLIENTS = 5

@@ -360,7 +360,7 @@ def _grid_run(tmp: Path, name: str, **extra: Any) -> tuple[Any, Any]:
     history holds every message."""
     import client_app
     from fedpatch_app.federated.inprocess import InProcessGrid
-    from fedpatch_app.federated.server import run_server
+    from fedpatch_app.federated.protocol.server import run_server
 
     run_config = {
         "weights": "none",

@@ -18,8 +18,8 @@ from flwr.app import Context, Error, Message, MessageType, RecordDict
 
 from fedpatch_app.federated import messages as M
 from fedpatch_app.federated.inprocess import InProcessGrid
-from fedpatch_app.federated.server import run_server
-from fedpatch_app.federated.strategy import FederationError
+from fedpatch_app.federated.protocol.server import run_server
+from fedpatch_app.federated.registry import FederationError
 from fedpatch_app.model.patchcore import Bank
 from fedpatch_app.run_status import read_status
 from fedpatch_drills.attacks import Attacker, together

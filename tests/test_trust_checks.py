@@ -12,13 +12,13 @@ import pytest
 from flwr.app import MetricRecord
 
 from fedpatch_app.federated import messages as M
-from fedpatch_app.federated.accept import (
+from fedpatch_app.federated.data import NodeData
+from fedpatch_app.federated.protocol.accept import (
     Expected,
     accept_scores,
     accept_train,
     conflicting_images,
 )
-from fedpatch_app.federated.data import NodeData
 from fedpatch_app.federated.registry import MAX_TEXT, ClientRegistry
 from fedpatch_app.settings import from_names
 

@@ -168,9 +168,12 @@ def _test_scores(arrays: ArrayRecord, info: ConfigRecord, cat: str) -> CategoryS
     if cat not in arrays:
         raise wire.InvalidReply(f"{cat}: listed but no image scores sent")
     scores = wire.decode_array(
-        arrays[cat], f"{cat} image scores", dtypes=["float64", "float32"], ndim=1,
+        arrays[cat],
+        f"{cat} image scores",
+        dtypes=["float64", "float32"],
+        ndim=1,
         max_elements=wire.MAX_TEST_IMAGES,
-    ).astype(np.float64)  # fmt: skip
+    ).astype(np.float64)
     if len(scores) == 0:
         raise wire.InvalidReply(f"{cat}: no test images scored")
     lo, hi = _range(info, cat)

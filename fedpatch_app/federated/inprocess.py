@@ -192,7 +192,7 @@ def run_inprocess(
     with `partition-id`/`num-partitions`, unless `node_configs` are given. Returns the
     server's `ServerOutcome` (run folder, results dict, strategy)."""
     from client_app import app as client
-    from fedpatch_app.federated.server import run_server
+    from fedpatch_app.federated.protocol.server import run_server
     from fedpatch_app.settings import from_run_config
 
     settings = from_run_config(dict(run_config))

@@ -100,10 +100,15 @@ def run_cli(args: argparse.Namespace) -> int:
     error = None
     try:
         run_simulation(
-            overrides, flwr_home=flwr_home, num_supernodes=nodes, cpus_per_client=cpus,
-            gpus_per_client=gpus, timeout=settings.round_timeout * 4 + settings.wait_timeout,
-            log_file=run_dir / "flwr-run.log", echo=sys.stdout,
-        )  # fmt: skip
+            overrides,
+            flwr_home=flwr_home,
+            num_supernodes=nodes,
+            cpus_per_client=cpus,
+            gpus_per_client=gpus,
+            timeout=settings.round_timeout * 4 + settings.wait_timeout,
+            log_file=run_dir / "flwr-run.log",
+            echo=sys.stdout,
+        )
     except SimulationError as exc:
         error = str(exc).split("; last output:")[0]
     code = _verdict(run_dir, error)

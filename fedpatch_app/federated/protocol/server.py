@@ -1,7 +1,7 @@
-"""The ServerApp's work: settings, dataset, waiting for clients, the strategy, the results.
+"""The ServerApp's work: settings, dataset, waiting for clients, the protocol's phases, the files.
 
 `run_server(grid, context)` is what `server_app.py`'s `main` calls. It writes
-`<out-dir>/<run-name>/` (see `server_outputs`). The folder always says how the run
+`<out-dir>/<run-name>/` (see `outputs`). The folder always says how the run
 ended: status.json is written as phases finish, the merged banks and the model folder are
 written as soon as the merge is done, and a failure leaves status.json and a report.md
 whose first line gives the reason, next to whatever was already kept.
@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,12 @@ from flwr.serverapp.grid import Grid
 from fedpatch_app.errors import ConfigError, ModelError, WeightsError
 from fedpatch_app.federated import messages as M
 from fedpatch_app.federated.data import DatasetChoice, resolve_dataset
-from fedpatch_app.federated.server_outputs import ServerRun, banks_written, write_outputs
-from fedpatch_app.federated.strategy import FederationError, PatchCoreStrategy
+from fedpatch_app.federated.protocol.federation import Federation
+from fedpatch_app.federated.protocol.link import GridLink
+from fedpatch_app.federated.protocol.merge_rule import MergeRule, RobustKCenter
+from fedpatch_app.federated.protocol.outputs import ServerRun, banks_written, write_outputs
+from fedpatch_app.federated.protocol.results import FederationState
+from fedpatch_app.federated.registry import ClientRegistry, FederationError
 from fedpatch_app.model.embedding import FeatureSpec
 from fedpatch_app.outputs import prepare_output
 from fedpatch_app.run_status import write_failure, write_status
@@ -38,28 +43,7 @@ class ServerOutcome:
 
     run_dir: Path
     results: dict[str, Any]
-    strategy: PatchCoreStrategy
-
-
-def wait_for_clients(grid: Grid, min_clients: int, timeout: float, poll: float = 1.0) -> list[int]:
-    """Poll the grid until `min_clients` nodes are connected; FederationError after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last = -1
-    while True:
-        nodes = sorted(grid.get_node_ids())
-        if len(nodes) >= min_clients:
-            log.info("%d client(s) connected (min-clients %d)", len(nodes), min_clients)
-            return nodes
-        if len(nodes) != last:
-            log.info("waiting for clients: %d of %d connected", len(nodes), min_clients)
-            last = len(nodes)
-        if time.monotonic() >= deadline:
-            raise FederationError(
-                f"only {len(nodes)} client(s) connected within {timeout:.0f} s, min-clients is "
-                f"{min_clients}: start more SuperNodes (in a simulation: "
-                f'--federation-config "num-supernodes={min_clients}"), or lower min-clients'
-            )
-        time.sleep(min(poll, max(0.0, deadline - time.monotonic())) or 0.01)
+    federation: FederationState
 
 
 def resolve_features(
@@ -79,9 +63,11 @@ def resolve_features(
             raise
     log.info("the backbone's ImageNet weights are not on the server: the clients must have them")
     spec = FeatureSpec(
-        weights="imagenet", backbone=settings.backbone, image_size=settings.image_size,
+        weights="imagenet",
+        backbone=settings.backbone,
+        image_size=settings.image_size,
         seed=settings.seed,
-    )  # fmt: skip
+    )
     return spec, ()
 
 
@@ -145,42 +131,77 @@ def _prepare(settings: RunSettings, name: str, run_dir: Path) -> ServerRun:
     run.phase_done("prepare_data", t0)
     log.info(
         "dataset %s at %s, categories %s; feature spec %s (fingerprint %s)",
-        dataset.dataset, dataset.data_root, ", ".join(dataset.categories),
-        spec.to_dict(), spec.fingerprint(),
-    )  # fmt: skip
+        dataset.dataset,
+        dataset.data_root,
+        ", ".join(dataset.categories),
+        spec.to_dict(),
+        spec.fingerprint(),
+    )
     return run
 
 
-def _federate(run: ServerRun, grid: Grid, context: Context) -> PatchCoreStrategy:
+#: Makes the run's merge rule from its settings, features, client registry, parent model
+#: and merge device (`merge_rule.MergeRule`; default: `RobustKCenter`).
+RuleFactory = Callable[[RunSettings, FeatureSpec, ClientRegistry, Any, Any], MergeRule]
+
+
+def _connect(
+    run: ServerRun, grid: Grid, context: Context, rule: RuleFactory
+) -> tuple[Federation, GridLink]:
+    """The protocol for this run, and its link to the nodes once enough are connected."""
     from fedpatch_app.model.backbone import resolve_device
 
-    plan = make_plan(
-        run.settings, run.dataset, run.spec, f"{run.name}-{context.run_id}", run.run_dir
-    )
+    settings = run.settings
+    plan = make_plan(settings, run.dataset, run.spec, f"{run.name}-{context.run_id}", run.run_dir)
+    registry = ClientRegistry(settings.min_clients, settings.round_timeout)
+    link = GridLink(grid, registry, settings.round_timeout)
     t0 = time.perf_counter()
-    wait_for_clients(grid, run.settings.min_clients, run.settings.wait_timeout)
+    link.wait_for_clients(settings.min_clients, settings.wait_timeout)
     run.phase_done("wait_clients", t0)
-    strategy = PatchCoreStrategy(
-        plan, merge_device=resolve_device(run.settings.device), parent=run.parent
-    )
-    strategy.on_banks = lambda banks: banks_written(run, strategy)
+    device = resolve_device(settings.device)
+    merge_rule = rule(settings, run.spec, registry, run.parent, device)
+    return Federation(plan, merge_rule, registry, parent=run.parent), link
+
+
+def federate(
+    run: ServerRun, grid: Grid, context: Context, rule: RuleFactory = RobustKCenter
+) -> FederationState:
+    """The protocol's phases in order; every file is written here, as phases finish."""
+    fed, link = _connect(run, grid, context, rule)
     t0 = time.perf_counter()
-    strategy.start(grid)
+    trained = fed.accept(fed.train(link))
+    merged = fed.merge(trained)
+    state = FederationState(fed.registry, trained, merged)
+    banks_written(run, state)
+    scored = fed.evaluate(link, trained, merged)
+    merged = merged.with_source_checks(fed.source_check(scored))
+    scaled = fed.scale(merged, scored)
+    remerged = fed.remerge(merged)
+    if remerged is not None:
+        merged = remerged
+        banks_written(run, replace(state, merged=merged, scaled=scaled))
+        scored = fed.evaluate(link, trained, merged, check=False)
+        scaled = fed.scale(merged, scored, before=scaled)
+    stats = fed.statistics(link, trained, merged, scored, scaled)
+    pooled = fed.pool(merged, scored, scaled, stats)
     run.phase_done("federation", t0)
-    if not strategy.outcomes:
+    if not pooled.outcomes:
         raise FederationError("no category could be evaluated: no metrics to report")
-    return strategy
+    return replace(state, merged=merged, scored=scored, scaled=scaled, pooled=pooled)
 
 
-def run_server(grid: Grid, context: Context) -> ServerOutcome:
-    """The whole federated run on the server side (see module doc)."""
+def run_server(
+    grid: Grid, context: Context, merge_rule: RuleFactory = RobustKCenter
+) -> ServerOutcome:
+    """The whole federated run on the server side (see module doc); `merge_rule` makes
+    the rule that turns each category's accepted coresets into its bank."""
     settings = from_run_config(dict(context.run_config))
     name, run_dir = _run_folder(settings)
     run: ServerRun | None = None
     try:
         run = _prepare(settings, name, run_dir)
-        strategy = _federate(run, grid, context)
-        results = write_outputs(run, strategy)
+        state = federate(run, grid, context, merge_rule)
+        results = write_outputs(run, state)
     except BaseException as exc:
         finished = run.finished if run is not None else []
         kept = run.kept if run is not None else []
@@ -192,4 +213,4 @@ def run_server(grid: Grid, context: Context) -> ServerOutcome:
         log.error("run %s failed: %s (status in %s)", name, exc, run_dir / "status.json")
         raise
     log.info("results in %s", run_dir)
-    return ServerOutcome(run_dir, results, strategy)
+    return ServerOutcome(run_dir, results, state)

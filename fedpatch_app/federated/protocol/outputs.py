@@ -1,4 +1,4 @@
-"""What the ServerApp writes into the run folder, from what the strategy learned.
+"""What the ServerApp writes into the run folder, from what the protocol's phases returned.
 
 `<out-dir>/<run-name>/`: results.json (shared schema + a "federated" block), curves.npz,
 scores/<category>.csv (raw score and normalized score per test image), model/ (the model
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from fedpatch_app.federated.data import DatasetChoice
-from fedpatch_app.federated.strategy import PatchCoreStrategy
-from fedpatch_app.federated.strategy_facts import federated_facts, privacy_facts
+from fedpatch_app.federated.protocol.facts import federated_facts, privacy_facts
+from fedpatch_app.federated.protocol.results import FederationState
 from fedpatch_app.inspection.model_folder import Model, write_model
 from fedpatch_app.inspection.run_model import category_models, provenance
 from fedpatch_app.model.ann_index import built_index, search_params
@@ -62,46 +62,48 @@ class _Sample:
     defect: str
 
 
-def write_run_model(
-    run: ServerRun, strategy: PatchCoreStrategy, incomplete: str | None = None
-) -> Path:
-    """RUN/model/ from the strategy's banks, scalings and thresholds (so far); marked
+def write_run_model(run: ServerRun, state: FederationState, incomplete: str | None = None) -> Path:
+    """RUN/model/ from the federation's banks, scalings and thresholds (so far); marked
     incomplete (`incomplete`: why) until the thresholds are calibrated."""
-    thresholds = {cat: o.thresholds for cat, o in strategy.outcomes.items()}
-    scalings = dict(strategy.scalings)
+    thresholds = {cat: o.thresholds for cat, o in state.outcomes.items()}
+    scalings = dict(state.scalings)
     if run.parent is not None:
         for cat, entry in run.parent.categories.items():
             scalings.setdefault(cat, entry.scaling)
             thresholds.setdefault(cat, entry.thresholds)
-    train = {cat: info.get("train_images", 0) for cat, info in strategy.bank_info.items()}
+    train = {cat: info.train_images for cat, info in state.merged.infos.items()}
     clients = [
         {"partition_id": c.partition_id, "train_images": c.train_images}
-        for c in strategy.registry.active()
+        for c in state.registry.active()
         if c.train_images
     ]
     facts = provenance(
-        run.name, "federated", run.settings,
-        clients=clients, privacy=privacy_facts(strategy), parent=run.parent,
-        training_data=federated_training_data(run, strategy),
-    )  # fmt: skip
-    sizes = dict(strategy.plan.sizes)
+        run.name,
+        "federated",
+        run.settings,
+        clients=clients,
+        privacy=privacy_facts(state),
+        parent=run.parent,
+        training_data=federated_training_data(run, state),
+    )
+    sizes = dict(state.plan.sizes)
     if run.parent is not None:
         for cat, entry in run.parent.categories.items():
             sizes.setdefault(cat, entry.native_size)
-    cats = category_models(strategy.banks, scalings, thresholds, train, sizes)
+    cats = category_models(state.merged.banks, scalings, thresholds, train, sizes)
     for cat in cats.values():  # the index the clients calibrated through
         cat.index = built_index(cat.bank.features, search_params(run.settings))
     return write_model(run.run_dir / "model", run.spec, cats, facts, incomplete=incomplete)
 
 
-def federated_training_data(run: ServerRun, strategy: PatchCoreStrategy) -> dict[str, Any]:
+def federated_training_data(run: ServerRun, state: FederationState) -> dict[str, Any]:
     """What the federation's model was trained on, as far as the server knows it."""
     from fedpatch_app.inspection.training_data import training_data_facts
 
-    counts = {c: dict(o.block.get("counts", {})) for c, o in strategy.outcomes.items()}
-    for cat, info in strategy.bank_info.items():
-        counts.setdefault(cat, {}).setdefault("train", info.get("train_images"))
-    layouts = {c: run.dataset.layouts.get(c) for c in strategy.banks}
+    counts = {c: dict(o.block.get("counts", {})) for c, o in state.outcomes.items()}
+    for cat, info in state.merged.infos.items():
+        counts.setdefault(cat, {}).setdefault("train", info.train_images)
+    layouts = {c: run.dataset.layouts.get(c) for c in state.merged.categories}
     synthetic = run.dataset.synthetic
     if run.dataset.dataset == "synthetic" and synthetic is None:
         synthetic = {"kind": run.settings.synthetic_kind, "scale": run.settings.synthetic_scale}
@@ -109,27 +111,27 @@ def federated_training_data(run: ServerRun, strategy: PatchCoreStrategy) -> dict
     return training_data_facts(root, layouts, counts, synthetic)
 
 
-def banks_written(run: ServerRun, strategy: PatchCoreStrategy) -> None:
+def banks_written(run: ServerRun, state: FederationState) -> None:
     """Right after a merge: the model folder with the merged banks (incomplete: no map
     scaling or thresholds yet), and the merge among the finished phases."""
     reason = (
         f"written by run {run.name} right after the merge, before evaluation: no map "
         "scaling or thresholds yet"
     )
-    write_run_model(run, strategy, incomplete=reason)
+    write_run_model(run, state, incomplete=reason)
     phase = "merge" if "merge" not in run.finished else "merge again (source check)"
     run.record(phase, "model/ (the merged banks; model.json marked incomplete)")
 
 
-def _write_scores(run: ServerRun, strategy: PatchCoreStrategy) -> None:
-    for cat, outcome in strategy.outcomes.items():
+def _write_scores(run: ServerRun, state: FederationState) -> None:
+    for cat, outcome in state.outcomes.items():
         samples = [_Sample(p, d) for p, d in zip(outcome.rel_paths, outcome.defects, strict=True)]
         files.write_scores(
             run.run_dir, cat, samples, outcome.raw_scores, threshold=outcome.image_threshold
         )
 
 
-def _warnings(run: ServerRun, strategy: PatchCoreStrategy) -> list[str]:
+def _warnings(run: ServerRun, state: FederationState) -> list[str]:
     out = list(run.warnings)
     if run.dataset.synthetic and not any("SYNTHETIC" in w for w in out):
         out.append("SYNTHETIC data: the metrics say nothing about AutoVI")
@@ -137,17 +139,17 @@ def _warnings(run: ServerRun, strategy: PatchCoreStrategy) -> list[str]:
         out.append(
             "RANDOM backbone weights (weights=none): the metrics say little about a pretrained PatchCore"
         )
-    for dropped in strategy.dropped():
+    for dropped in state.registry.dropped():
         out.append(
             f"client node {dropped['node_id']} (partition {dropped['partition_id']}) dropped in "
             f"{dropped['phase']}: {dropped['reason']}"
         )
-    for flagged in strategy.registry.flagged():
+    for flagged in state.registry.flagged():
         out.append(
             f"client node {flagged['node_id']} (partition {flagged['partition_id']}) flagged in "
             f"{flagged['flag']}"
         )
-    missing = [c for c in run.dataset.categories if c not in strategy.outcomes]
+    missing = [c for c in run.dataset.categories if c not in state.outcomes]
     if missing:
         out.append(
             f"categories without results (no client held or kept them): {', '.join(missing)}"
@@ -155,12 +157,12 @@ def _warnings(run: ServerRun, strategy: PatchCoreStrategy) -> list[str]:
     return out
 
 
-def phase_seconds(strategy: PatchCoreStrategy) -> dict[str, float | None]:
+def phase_seconds(state: FederationState) -> dict[str, float | None]:
     """Where the run's time went (results.json `run.phases`). Client phases count the
     slowest client (the critical path); upload and broadcast are the rest of the train
     and evaluate phases' wall time: transfer and waiting."""
-    clients = [c for c in strategy.registry.clients.values() if c.status != "dropped"]
-    walls = strategy.registry.seconds
+    clients = [c for c in state.registry.clients.values() if c.status != "dropped"]
+    walls = state.registry.seconds
 
     def slowest(key: str) -> float:
         return round(max((c.seconds.get(key, 0.0) for c in clients), default=0.0), 3)
@@ -199,14 +201,14 @@ def _run_facts(run: ServerRun) -> dict[str, Any]:
     }
 
 
-def write_outputs(run: ServerRun, strategy: PatchCoreStrategy) -> dict[str, Any]:
+def write_outputs(run: ServerRun, state: FederationState) -> dict[str, Any]:
     """Every file of a completed run; returns the results dict."""
-    _write_scores(run, strategy)
-    files.write_curves(run.run_dir, {cat: o.curves for cat, o in strategy.outcomes.items()})
-    seconds = {**run.seconds, **{f"phase_{k}": v for k, v in strategy.registry.seconds.items()}}
+    _write_scores(run, state)
+    files.write_curves(run.run_dir, {cat: o.curves for cat, o in state.outcomes.items()})
+    seconds = {**run.seconds, **{f"phase_{k}": v for k, v in state.registry.seconds.items()}}
     seconds["total"] = round(time.perf_counter() - run.started, 3)
-    federated = federated_facts(strategy)
-    federated["bank_files"] = {cat: f"model/banks/{cat}.npz" for cat in strategy.banks}
+    federated = federated_facts(state)
+    federated["bank_files"] = {cat: f"model/banks/{cat}.npz" for cat in state.merged.categories}
     config = to_names(run.settings)
     results = files.build_results(
         "federated",
@@ -214,15 +216,15 @@ def write_outputs(run: ServerRun, strategy: PatchCoreStrategy) -> dict[str, Any]
         config=config,
         weights=run.spec.with_weights_id().weights,
         seconds=seconds,
-        categories={cat: o.block for cat, o in strategy.outcomes.items()},
-        run_facts={**_run_facts(run), "phases": phase_seconds(strategy)},
-        warnings=_warnings(run, strategy),
+        categories={cat: o.block for cat, o in state.outcomes.items()},
+        run_facts={**_run_facts(run), "phases": phase_seconds(state)},
+        warnings=_warnings(run, state),
         dataset="synthetic" if run.dataset.synthetic else run.dataset.dataset,
         federated=federated,
-        privacy=privacy_facts(strategy),
+        privacy=privacy_facts(state),
     )
     files.write_results(run.run_dir, results)
-    write_run_model(run, strategy)
+    write_run_model(run, state)
     _report(run, results)
     write_status(run.run_dir, "completed", finished_phases=[*run.finished, "write"])
     return results

@@ -157,9 +157,11 @@ def _drop_shared_partitions(registry: ClientRegistry, accepted: dict[int, M.Trai
         for node_id in nodes:
             others = ", ".join(str(n) for n in nodes if n != node_id)
             registry.drop(
-                node_id, "train", f"partition {pid} is also claimed by node(s) {others}: "
+                node_id,
+                "train",
+                f"partition {pid} is also claimed by node(s) {others}: "
                 "none of the claimants is believed (node-identities binds partitions to keys)",
-            )  # fmt: skip
+            )
             del accepted[node_id]
 
 
@@ -260,9 +262,11 @@ def conflicting_images(
     while (thief := _claiming_from_many(conflicts)) is not None:
         partners = sorted({n for nodes in conflicts.values() if thief in nodes for n in nodes})
         registry.drop(
-            thief, "evaluate", "claims test images that nodes "
+            thief,
+            "evaluate",
+            "claims test images that nodes "
             f"{', '.join(str(n) for n in partners if n != thief)} hold",
-        )  # fmt: skip
+        )
         del scored[thief]
         conflicts = _claims(scored, order)
     excluded: dict[str, set[str]] = {}
@@ -275,9 +279,10 @@ def conflicting_images(
     for node_id, per_cat in claimants.items():
         what = ", ".join(f"{n} of {cat}" for cat, n in per_cat.items())
         registry.flag(
-            node_id, "evaluate", f"claims test images that other nodes claim too ({what}): "
-            "left out of the evaluation",
-        )  # fmt: skip
+            node_id,
+            "evaluate",
+            f"claims test images that other nodes claim too ({what}): left out of the evaluation",
+        )
     return excluded
 
 
@@ -297,9 +302,11 @@ def accept_scores(
     for client, reply in replies:
         try:
             decoded = M.decode_score_reply(
-                reply.content, fingerprint=fingerprint, categories=tuple(categories),
+                reply.content,
+                fingerprint=fingerprint,
+                categories=tuple(categories),
                 judged=judged,
-            )  # fmt: skip
+            )
             _check_score_share(decoded, client.partition_id, expected)
         except ModelError as exc:
             registry.drop(client.node_id, "evaluate", f"invalid reply: {exc}")
