@@ -305,9 +305,14 @@ class RunSettings(BaseModel):
         description="nearest-neighbour search of the banks, the same for calibration and the "
         "line: approximate (an index written into the model folder, best candidates re-ranked "
         "exactly) or exact",
+        json_schema_extra=RECORDED,
     )
     search_probe: int = Field(
-        8, ge=1, le=4096, description="cells of the approximate index searched per patch"
+        8,
+        ge=1,
+        le=4096,
+        description="cells of the approximate index searched per patch",
+        json_schema_extra=RECORDED,
     )
     # -- thresholds and the model in use
     calibration_fraction: float = Field(
