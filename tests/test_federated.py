@@ -404,7 +404,7 @@ def test_synthetic_generation_happens_once_under_concurrency(tmp_path: Path, mon
     monkeypatch.setattr(synthetic, "generate", slow_generate)
     root = tmp_path / "syn"
     threads = [
-        threading.Thread(target=ensure_synthetic, args=(root, "tiny", 0, ["pipe_clip"]))
+        threading.Thread(target=ensure_synthetic, args=(root, "tiny", 0, ["pipe_clip"], "photo"))
         for _ in range(4)
     ]
     for t in threads:
@@ -412,9 +412,9 @@ def test_synthetic_generation_happens_once_under_concurrency(tmp_path: Path, mon
     for t in threads:
         t.join()
     assert len(calls) == 1
-    ensure_synthetic(root, "tiny", 0, ["pipe_clip", "tank_screw"])  # only the new category
+    ensure_synthetic(root, "tiny", 0, ["pipe_clip", "tank_screw"], "photo")  # only the new one
     assert len(calls) == 2
-    ensure_synthetic(root, "tiny", 1, ["pipe_clip"])  # another seed: regenerated
+    ensure_synthetic(root, "tiny", 1, ["pipe_clip"], "photo")  # another seed: regenerated
     assert len(calls) == 3
 
 

@@ -43,7 +43,7 @@ def file_lock(path: Path) -> Iterator[None]:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def synthetic_root(out_dir: Path, scale: str, seed: int, kind: str = "photo") -> Path:
+def synthetic_root(out_dir: Path, scale: str, seed: int, kind: str) -> Path:
     """Cache folder of the built-in synthetic data for one scale, kind and seed."""
     return Path(out_dir) / ".synthetic" / f"{kind}-{scale}-seed{seed}"
 
@@ -58,7 +58,7 @@ def _generated(root: Path, kind: str, scale: str, seed: int) -> list[str]:
 
 
 def ensure_synthetic(
-    root: Path, scale: str, seed: int, categories: Sequence[str] | None = None, kind: str = "photo"
+    root: Path, scale: str, seed: int, categories: Sequence[str] | None, kind: str
 ) -> Path:
     """Generate synthetic AutoVI-format data into `root` once; later calls only check the
     generator's marker (written when the data are complete). Safe under concurrent calls

@@ -62,13 +62,9 @@ def resolve_features(
         if synthetic or settings.weights != "imagenet":
             raise
     log.info("the backbone's ImageNet weights are not on the server: the clients must have them")
-    spec = FeatureSpec(
-        weights="imagenet",
-        backbone=settings.backbone,
-        image_size=settings.image_size,
-        seed=settings.seed,
-    )
-    return spec, ()
+    from fedpatch_app.settings.fields import feature_values
+
+    return FeatureSpec(**{**feature_values(settings), "weights": "imagenet"}), ()
 
 
 def make_plan(
