@@ -189,7 +189,9 @@ def test_predict_smooths_with_sigma_4_px_at_224(tmp_path, monkeypatch) -> None:
             scores[1] = 0.5  # row 0, column 1
             return scores
 
-    monkeypatch.setattr(patchcore, "MemoryBank", OnePatch)
+    monkeypatch.setattr(
+        patchcore, "bank_index", lambda features, device, search: OnePatch(features)
+    )
     spec = FeatureSpec(weights="none", image_size=112)
     path = tmp_path / "img.png"
     Image.new("RGB", (112, 112), (90, 120, 150)).save(path)
