@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import hashlib
 import http.client
 import json
 import logging
@@ -37,6 +36,7 @@ from tqdm import tqdm
 from fedpatch_app.data.autovi import find_category_root, load_category
 from fedpatch_app.data.autovi_release import CATEGORIES
 from fedpatch_app.errors import ConfigError, DataError
+from fedpatch_app.hashing import file_sha256 as sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +74,6 @@ class _Retry(Exception):
 
 
 # ---------------------------------------------------------------------------- utilities
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_records(path: Path) -> dict[str, dict[str, Any]]:

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from fedpatch_app.errors import ModelError
+from fedpatch_app.hashing import file_sha256 as sha256_of
 from fedpatch_app.inspection.model_checks import (
     check_bank_matches,
     check_entry,
@@ -128,14 +129,6 @@ class Model:
                 f"(it has {', '.join(sorted(self.categories)) or 'none'})"
             )
         return self.categories[name]
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def versions() -> dict[str, str]:

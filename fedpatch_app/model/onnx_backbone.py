@@ -19,7 +19,6 @@ torch nor onnxruntime; exporting needs torch and onnx, running needs onnxruntime
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from fedpatch_app.errors import ConfigError, ModelError
+from fedpatch_app.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +38,6 @@ OPSET = 17
 #: maps accepted at export.
 EXPORT_TOLERANCE = 1e-4
 INPUT, OUTPUTS = "images", ("stride8", "stride16")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _export(net: Any, path: Path, input_hw: tuple[int, int]) -> None:
