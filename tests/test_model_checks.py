@@ -12,8 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from key_utils import write_key_pair
 
 from fedpatch_app.errors import ConfigError, ModelError
 from fedpatch_app.inspection import signing
@@ -99,27 +98,9 @@ def test_banks_swapped_with_their_hashes_are_refused(built: Path, tmp_path: Path
         load_model(folder)
 
 
-def _key_files(folder: Path, name: str) -> tuple[Path, Path]:
-    key = Ed25519PrivateKey.generate()
-    private, public = folder / f"{name}.key", folder / f"{name}.pub"
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return private, public
-
-
 @pytest.fixture
 def keys(tmp_path: Path) -> dict[str, tuple[Path, Path]]:
-    return {name: _key_files(tmp_path, name) for name in ("builder", "stranger")}
+    return {name: write_key_pair(tmp_path, name) for name in ("builder", "stranger")}
 
 
 def test_a_signed_model_loads_only_unchanged_and_with_its_key(

@@ -10,8 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from key_utils import write_key_pair
 
 from fedpatch_app.errors import ModelError
 from fedpatch_app.inspection import model_format, signing
@@ -116,21 +115,7 @@ def test_a_signed_version_1_folder_still_verifies(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The signature covers the bytes on disk; the migration happens after it is checked."""
-    key = Ed25519PrivateKey.generate()
-    private = tmp_path / "builder.key"
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    public = tmp_path / "builder.pub"
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    private, public = write_key_pair(tmp_path, "builder")
     monkeypatch.setenv(signing.ENV_KEY, str(private))
     folder = _write(tmp_path / "model")
     _as_version_1(folder)

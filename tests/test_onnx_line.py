@@ -78,25 +78,9 @@ def _make_model(root: Path, folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from key_utils import write_key_pair
 
-    where = tmp_path_factory.mktemp("keys")
-    key = Ed25519PrivateKey.generate()
-    private, public = where / "model.key", where / "model.pub"
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return private, public
+    return write_key_pair(tmp_path_factory.mktemp("keys"), "model")
 
 
 @pytest.fixture(scope="module")
