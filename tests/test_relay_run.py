@@ -194,7 +194,7 @@ def test_the_server_drops_a_client_sealing_with_another_key(runs: dict[str, Any]
 
 
 def test_defences_that_need_rows_on_the_server_are_refused_by_name() -> None:
-    for key, value in (("source-check", True), ("dp-enabled", True), ("init-model", "m")):
+    for key, value in (("source-check", True), ("dp-epsilon", 1.0), ("init-model", "m")):
         config = {"share-mode": "relay", "source-check": False, key: value}
         with pytest.raises(ConfigError, match=key):
             from_run_config(config)

@@ -13,6 +13,7 @@ rounded as the raw mode's broadcast would round it, so the metrics are the raw m
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,22 +41,25 @@ log = logging.getLogger(__name__)
 
 #: Node config key: the folder under which this node writes each relay run's model folder.
 MODEL_DIR = "model-dir"
+#: The same for nodes without one (a simulation's: `fedpatch run` sets it), one folder
+#: per node under it.
+MODEL_DIR_ENV = "FEDPATCH_MODEL_DIR"
 #: The run's last message in relay mode: scalings and thresholds down, model folder written.
 PHASE_MODEL = "model"
 
 
 def model_folder(plan: M.Plan, context: Context) -> Path:
-    """Where this node keeps the run's model folder: `<model-dir>/<run key>` (default: under
-    the system's temporary folder, one per node)."""
+    """Where this node keeps the run's model folder: `<model-dir>/<run key>` (else
+    `<FEDPATCH_MODEL_DIR>/<run key>/node-<id>`, else the same under the system's temporary
+    folder)."""
     from fedpatch_app.federated.client import cache_dir
 
     cache_dir(plan, context)  # checks the run key is a safe folder name
     base = context.node_config.get(MODEL_DIR)
     if isinstance(base, str) and base:
         return Path(base) / plan.run_key
-    return (
-        Path(tempfile.gettempdir()) / "fedpatch-models" / plan.run_key / f"node-{context.node_id}"
-    )
+    shared = os.environ.get(MODEL_DIR_ENV) or str(Path(tempfile.gettempdir()) / "fedpatch-models")
+    return Path(shared) / plan.run_key / f"node-{context.node_id}"
 
 
 def _merge(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,9 @@ RELAY_BANKS = "relay-banks"
 KEY_ID = "share-key-id"
 #: The node config key naming this node's share key file.
 NODE_KEY = "share-key"
+#: Where a node without that key looks (a simulation's nodes, which have no node config
+#: of their own: `fedpatch run --share-key` sets it).
+KEY_ENV = "FEDPATCH_SHARE_KEY"
 #: AES-GCM's nonce and tag sizes.
 NONCE = 12
 TAG = 16
@@ -60,11 +64,14 @@ def sender(partition_id: int) -> str:
 
 
 def node_share_key(node_config: Mapping[str, Any]) -> ShareKey:
-    """This node's share key (node config `share-key`: a key file); a ConfigError naming
-    the node config key when it is missing or not a share key file."""
+    """This node's share key (node config `share-key`: a key file; else the file the
+    environment's FEDPATCH_SHARE_KEY names); a ConfigError naming the node config key when
+    it is missing or not a share key file."""
     value = node_config.get(NODE_KEY)
-    path = value if isinstance(value, str) else None
-    return read_key(path, setting=f"node config '{NODE_KEY}' (share-mode relay)")
+    if isinstance(value, str) and value:
+        return read_key(value, setting=f"node config '{NODE_KEY}' (share-mode relay)")
+    where = f"node config '{NODE_KEY}' (share-mode relay; or {KEY_ENV} in a simulation)"
+    return read_key(os.environ.get(KEY_ENV) or None, setting=where)
 
 
 # --------------------------------------------------------------------------- train

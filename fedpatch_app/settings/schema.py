@@ -408,14 +408,14 @@ class RunSettings(BaseModel):
             return
         needs = {
             "source-check": self.source_check,
-            "dp-enabled": self.dp.enabled,
+            "dp-epsilon": self.dp.enabled,
             "init-model": bool(self.init_model),
         }
         why = {
             "source-check": "the server labels every bank row with its source, and in relay "
             "mode it holds no bank (set source-check = false)",
-            "dp-enabled": "the server post-processes the noisy releases in clear; relay "
-            "already hides the rows from the server (set dp-enabled = false)",
+            "dp-epsilon": "the server post-processes the noisy releases in clear; relay "
+            "already hides the rows from the server (set dp-epsilon = 0)",
             "init-model": "a join merges the parent model's banks, which the clients do not "
             "hold (start from nothing)",
         }

@@ -168,7 +168,6 @@ def relay_evaluate(fed: Federation, link: GridLink, trained: Trained) -> tuple[S
             reports[client.node_id] = read_bank_facts(reply.content, known)
         except M.InvalidReply as exc:
             fed.registry.drop(client.node_id, "evaluate", f"invalid reply: {exc}")
-    answered = [(c, r) for c, r in answered if c.node_id in reports]
     merged = Merged(agree_banks(fed.registry, reports))
     answered = [(c, r) for c, r in answered if c.node_id in reports]
     replies = accept_scores(
