@@ -108,7 +108,7 @@ RUN = Command(
         opt(
             "--share-key",
             default=None,
-            help="share-mode relay: the federation's share key file, which the simulated SuperNodes read (a deployment's SuperNodes name it in their node config 'share-key')",
+            help="share-mode relay: the federation's share key file, which the simulated SuperNodes read (a deployment's SuperNodes name it in their node config 'share-key') [default: FEDPATCH_SHARE_KEY of the environment]",
         ),
         opt(
             "--flwr-home",
