@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
 import client_app
 from fedpatch_app.errors import ConfigError
@@ -220,3 +220,32 @@ def test_the_server_checks_the_ciphertexts_sizes(runs: dict[str, Any]) -> None:
     )
     with pytest.raises(M.InvalidReply, match="bytes"):
         M.decode_train_reply(content, limits)
+
+
+def test_relayed_rows_open_under_the_partition_their_sender_named() -> None:
+    """A node holding whole categories seals as partition -1 while node-identities binds
+    it to a partition: the rows are relayed with both and open; relayed as another
+    sender's, they fail their authentication."""
+    from fedpatch_app.federated.codec_relay import (
+        RELAY,
+        RelayedPart,
+        open_part,
+        read_relayed,
+        relay_record,
+        sender,
+    )
+    from fedpatch_app.privacy import relay
+    from fedpatch_app.privacy.keys import ShareKey
+
+    key = ShareKey.generate()
+    rows = np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)
+    box = relay.seal(rows, key, sender(-1), "pipe_clip")
+    part = RelayedPart(1001, 3, 20, 2, 1.5, 5, box.nonce + box.ciphertext, -1)
+    arrays, config = relay_record({"pipe_clip": [part]})
+    content = RecordDict({RELAY: arrays, M.CONFIG: ConfigRecord(config)})
+    (got,) = read_relayed(content, ["pipe_clip"], 8)["pipe_clip"]
+    assert got == part
+    assert open_part(got, "pipe_clip", 8, key, key.key_id).tobytes() == rows.tobytes()
+    forged = RelayedPart(*[*part.__dict__.values()][:-1], 2)
+    with pytest.raises(ConfigError, match="authentication"):
+        open_part(forged, "pipe_clip", 8, key, key.key_id)

@@ -150,6 +150,8 @@ class RelayedPart:
     radius: float
     rows: int
     sealed: bytes
+    #: The partition its sender named when sealing (the associated data).
+    sealed_as: int
 
 
 def relay_record(
@@ -167,6 +169,7 @@ def relay_record(
             v for p in holders for v in (p.n_patches, p.n_images, p.rows)
         ]
         config[f"relay-radii.{cat}"] = [float(p.radius) for p in holders]
+        config[f"relay-senders.{cat}"] = [p.sealed_as for p in holders]
     return arrays, config
 
 
@@ -191,9 +194,15 @@ def read_relayed(
             continue
         nodes = _ints(config, f"relay-nodes.{cat}")
         pids = _ints(config, f"relay-partitions.{cat}")
+        senders = _ints(config, f"relay-senders.{cat}")
         counts = _ints(config, f"relay-counts.{cat}")
         radii = config.get(f"relay-radii.{cat}")
-        if len(pids) != len(nodes) or len(counts) != 3 * len(nodes) or not isinstance(radii, list):
+        if (
+            len(pids) != len(nodes)
+            or len(senders) != len(nodes)
+            or len(counts) != 3 * len(nodes)
+            or not isinstance(radii, list)
+        ):
             raise ModelError(f"relayed coresets of {cat}: holder lists of different lengths")
         parts = []
         for i, node in enumerate(nodes):
@@ -210,7 +219,14 @@ def read_relayed(
                 raise ModelError(f"relayed {cat}.{i}: {data.shape[0]} bytes, expected {size}")
             parts.append(
                 RelayedPart(
-                    node, pids[i], n_patches, n_images, float(radii[i]), rows, data.tobytes()
+                    node,
+                    pids[i],
+                    n_patches,
+                    n_images,
+                    float(radii[i]),
+                    rows,
+                    data.tobytes(),
+                    senders[i],
                 )
             )
         out[cat] = parts
@@ -221,7 +237,7 @@ def open_part(part: RelayedPart, cat: str, dim: int, key: ShareKey, key_id: str)
     """The rows of a relayed coreset (`privacy.relay.open_rows`: a wrong key or an altered
     ciphertext is a ConfigError naming the sender, the category and the keys)."""
     sealed = relay.Sealed(
-        sender(part.partition_id),
+        sender(part.sealed_as),
         cat,
         (part.rows, dim),
         key_id,

@@ -81,6 +81,9 @@ class TrainReply:
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: Under share-mode relay: the public name of the share key the coresets are sealed with.
     key_id: str = ""
+    #: Under share-mode relay: the partition the client named in the associated data of
+    #: its ciphertexts (the one it claimed; node-identities may bind it to another).
+    sealed_as: int = -1
 
 
 @dataclass(frozen=True)
@@ -301,7 +304,9 @@ def decode_train_reply(content: RecordDict, limits: TrainLimits) -> TrainReply:
         out[cat] = LocalCoreset(features, n_patches, n_images, radius, dp)
     timings = read_timings(info)
     key_id = decode_key_id(info) if relayed else ""
-    return TrainReply(fingerprint, partition_id, out, seconds, device, timings, sizes, key_id)
+    return TrainReply(
+        fingerprint, partition_id, out, seconds, device, timings, sizes, key_id, partition_id
+    )
 
 
 #: Per-category info keys of a DP train reply (float values, besides counts and digest).

@@ -110,6 +110,7 @@ def _relayed(trained: Trained, registry: ClientRegistry) -> dict[str, list[Relay
                     p.radius,
                     rows,
                     p.sealed,
+                    reply.sealed_as,
                 )
             )
         if parts:
