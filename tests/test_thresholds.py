@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import numpy as np
 import pytest
 
@@ -93,3 +96,14 @@ def test_threshold_on_test_counts_by_hand() -> None:
     assert got["f1"] == pytest.approx(0.8)
     # Any threshold in [2.2, 3) separates them: F1 1 at the threshold 2.2.
     assert got["f1_optimal"] == {"threshold": 2.2, "f1": 1.0}
+
+
+def test_threshold_on_test_of_defective_parts_only_is_finite_and_rejects_all() -> None:
+    # A client's test split may hold defective parts only: the F1-optimal threshold then
+    # rejects every part, and it must still be a number JSON (and model.json) can hold.
+    scores = [3.0, 1.5, 2.0]
+    got = threshold_on_test(scores, ["missing"] * 3, 10.0)
+    best = got["f1_optimal"]
+    assert best["f1"] == 1.0
+    assert math.isfinite(best["threshold"]) and best["threshold"] < 1.5
+    json.dumps(got, allow_nan=False)

@@ -20,7 +20,6 @@ the facts say so.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -213,7 +212,10 @@ def threshold_on_test(
     raw = np.asarray(scores, dtype=np.float64)
     bad = np.asarray([d != "good" for d in defects])
     tp, fp, fn, tn = _counts(raw, bad, threshold)
-    candidates = np.concatenate([[-math.inf], np.unique(raw)])
+    # "reject every part" is the float just below the lowest score, not -inf: the result
+    # goes into JSON (model.json allows no infinity), e.g. for a split of defective parts only
+    candidates = np.unique(raw)
+    candidates = np.concatenate([[np.nextafter(candidates[0], -np.inf)], candidates])
     f1s = [_f1(*_counts(raw, bad, t)[:3]) for t in candidates]
     best = int(np.argmax(f1s))
     return {
