@@ -106,6 +106,8 @@ class Expected:
     shares: Mapping[int, NodeData] | None = None
     bound: Mapping[int, int | None] | None = None
     private: bool = False
+    #: Cross-fitted calibration: a node calibrates on its training images, not a held-out share.
+    crossfit: bool = False
 
     def share(self, partition_id: int) -> NodeData | None:
         """The share a claimed partition must match (None: nothing to check against)."""
@@ -210,6 +212,13 @@ def _check_score_share(decoded: M.ScoreReply, partition_id: int, expected: Expec
                 f"not hold, e.g. {foreign[0]}"
             )
     for cat, item in decoded.calibration.items():
+        if expected.crossfit:  # at most every training image (one fold alone: none)
+            if item.count > len(share.fit.get(cat, [])):
+                raise M.InvalidReply(
+                    f"{cat}: {item.count} cross-fitted calibration images scored, partition "
+                    f"{partition_id} trains on {len(share.fit.get(cat, []))}"
+                )
+            continue
         count = len(share.calibration.get(cat, []))
         if item.count != count:
             raise M.InvalidReply(
