@@ -369,15 +369,20 @@ def local_metrics(cat: str, stats: Any, scores: np.ndarray, defects: list[str]) 
 
 
 def _test_statistics(maps: np.ndarray, kept: list[int], category: Any, samples: list, scaling):
+    """AUC-sPRO statistics of the images whose pixels are known: every good image and
+    each defective one with a ground-truth mask (one without is left out: its defect
+    pixels are unknown, so it is neither a good image nor a region)."""
     from fedpatch_app.metrics import level_edges, spro_statistics
+    from fedpatch_app.metrics.availability import has_pixel_truth
 
-    stats = None
-    for begin in range(0, len(samples), STATS_CHUNK):
-        chunk = range(begin, min(begin + STATS_CHUNK, len(samples)))
+    known = [i for i, s in enumerate(samples) if has_pixel_truth(s)]
+    stats = spro_statistics([], [], level_edges())
+    for begin in range(0, len(known), STATS_CHUNK):
+        chunk = known[begin : begin + STATS_CHUNK]
         levels = [scaling.to_uint16(np.asarray(maps[kept[i]])) for i in chunk]
         regions = [category.load_regions(samples[i]) for i in chunk]
         part = spro_statistics(levels, regions, level_edges())
-        stats = part if stats is None else stats.merge(part)
+        stats = part if begin == 0 else stats.merge(part)
     return stats
 
 
