@@ -106,6 +106,11 @@ RUN = Command(
             help='Flower federation settings, e.g. "client-resources-num-cpus=1" (default: one SuperNode per client, 1 CPU each)',
         ),
         opt(
+            "--share-key",
+            default=None,
+            help="share-mode relay: the federation's share key file, which the simulated SuperNodes read (a deployment's SuperNodes name it in their node config 'share-key') [default: FEDPATCH_SHARE_KEY of the environment]",
+        ),
+        opt(
             "--flwr-home",
             default=None,
             help="Flower's home folder for this run, where its local SuperLink keeps its state; one run at a time (default: OUT-DIR/.flwr/RUN-NAME, removed when the run completes)",

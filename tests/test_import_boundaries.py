@@ -27,6 +27,8 @@ DRILLS = "fedpatch_drills"
 FLWR_ALLOWED = frozenset(
     {
         "fedpatch_app.federated.client",
+        "fedpatch_app.federated.client_relay",
+        "fedpatch_app.federated.codec_relay",
         "fedpatch_app.federated.codec_score",
         "fedpatch_app.federated.codec_source_check",
         "fedpatch_app.federated.codec_stats",
@@ -36,6 +38,7 @@ FLWR_ALLOWED = frozenset(
         "fedpatch_app.federated.protocol.accept",
         "fedpatch_app.federated.protocol.federation",
         "fedpatch_app.federated.protocol.link",
+        "fedpatch_app.federated.protocol.relay",
         "fedpatch_app.federated.protocol.results",
         "fedpatch_app.federated.protocol.server",
         "fedpatch_app.federated.registry",

@@ -40,6 +40,8 @@ from fedpatch_app.errors import DataError, FedpatchError, ModelError
 from fedpatch_app.federated import client_crossfit as crossfit
 from fedpatch_app.federated import messages as M
 from fedpatch_app.federated.client_dp import private_release
+from fedpatch_app.federated.client_relay import PHASE_MODEL, handle_model, relay_banks
+from fedpatch_app.federated.codec_relay import RELAY_BANKS, node_share_key, seal_reply
 from fedpatch_app.federated.codec_source_check import add_reports, decode_sources
 from fedpatch_app.federated.data import NodeData, node_data
 from fedpatch_app.federated.map_cache import MapCache
@@ -145,6 +147,8 @@ def _spent(model: PatchCore | None, before: Mapping[str, float], phases: tuple[s
 def handle_train(msg: Message, context: Context) -> Message:
     start = time.perf_counter()
     plan = _plan(msg)
+    relayed = plan.settings.share_mode == "relay"
+    key = node_share_key(context.node_config) if relayed else None  # before any work
     node = node_data(plan, context.node_config)
     log.info(
         "partition %s: training on %s (held out for calibration: %s)",
@@ -191,6 +195,8 @@ def handle_train(msg: Message, context: Context) -> Message:
             content.config_records[M.INFO][key] = value
     if public:
         content.array_records[M.PUBLIC] = M.public_centres_record(public)
+    if key is not None:
+        seal_reply(content, key, node.partition_id)
     return Message(content, reply_to=msg)
 
 
@@ -318,7 +324,12 @@ def _crossfit(plan: M.Plan, node: NodeData) -> set[str]:
 @named_errors
 def handle_evaluate(msg: Message, context: Context) -> Message:
     plan = _plan(msg)
-    banks = _banks(msg, plan)
+    facts = None
+    if plan.settings.share_mode == "relay":
+        device = _model(plan, context.node_config).device
+        banks, facts = relay_banks(msg, plan, context, device)
+    else:
+        banks = _banks(msg, plan)
     sources = decode_sources(msg.content, {c: b.size for c, b in banks.items()})
     node = node_data(plan, context.node_config)
     cache = MapCache(cache_dir(plan, context))
@@ -340,6 +351,8 @@ def handle_evaluate(msg: Message, context: Context) -> Message:
         timings=_spent(model, before, ("scoring",)),
     )
     add_reports(content, scored.reports)
+    if facts is not None:
+        content.config_records[RELAY_BANKS] = facts
     return Message(content, reply_to=msg)
 
 
@@ -423,8 +436,11 @@ def handle_query(msg: Message, context: Context) -> Message:
     plan = _plan(msg)
     cache = MapCache(cache_dir(plan, context))
     try:
-        if msg.content.config_records[M.CONFIG].get("phase") == M.PHASE_RELEASE:
+        phase = msg.content.config_records[M.CONFIG].get("phase")
+        if phase == M.PHASE_RELEASE:
             return Message(RecordDict(), reply_to=msg)
+        if phase == PHASE_MODEL:
+            return handle_model(msg, plan, context)
         content = _statistics_reply(msg.content.config_records[M.CONFIG], plan, context, cache)
     finally:
         cache.remove()

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
+from fedpatch_app.federated.codec_relay import decode_key_id, decode_sealed
 from fedpatch_app.federated.plan import Plan
 from fedpatch_app.federated.wire import (
     CORESETS,
@@ -62,6 +63,9 @@ class LocalCoreset:
     #: Under DP: `features` are noisy per-cluster SUMS; this holds the noisy "counts"
     #: (K,), the public "centres" (K, D) and their "digest", and the noise and budget facts.
     dp: dict[str, Any] | None = None
+    #: Under share-mode relay: the sealed rows (nonce + ciphertext); `features` is then a
+    #: zero-width stand-in (M, 0) that only counts the rows.
+    sealed: bytes | None = None
 
 
 @dataclass
@@ -75,6 +79,11 @@ class TrainReply:
     timings: dict[str, float] = field(default_factory=dict)
     #: The size (width, height) its images of each category were scored at.
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: Under share-mode relay: the public name of the share key the coresets are sealed with.
+    key_id: str = ""
+    #: Under share-mode relay: the partition the client named in the associated data of
+    #: its ciphertexts (the one it claimed; node-identities may bind it to another).
+    sealed_as: int = -1
 
 
 @dataclass(frozen=True)
@@ -269,17 +278,23 @@ def decode_train_reply(content: RecordDict, limits: TrainLimits) -> TrainReply:
     info = reply_info(content, len(limits.categories) or MAX_CATEGORIES)
     fingerprint = check_fingerprint(info, limits.fingerprint)
     cats = reply_categories(info, limits.categories)
-    arrays = _coreset_arrays(content, cats)
+    relayed = limits.settings.share_mode == "relay"
+    arrays = ArrayRecord() if relayed else _coreset_arrays(content, cats)
     partition_id, seconds, device = _reply_header(info)
     out: dict[str, LocalCoreset] = {}
     sizes: dict[str, tuple[int, int]] = {}
     for cat in cats:
-        if cat not in arrays:
+        if not relayed and cat not in arrays:
             raise InvalidReply(f"{cat}: listed but no coreset array sent")
         size = _size(info, cat, limits)
         if size is not None:
             sizes[cat] = size
         n_patches, n_images, radius = _counts(info, cat, limits, size)
+        if relayed:
+            max_rows = limits.max_coreset(n_patches)
+            stand_in, sealed = decode_sealed(content, info, cat, max_rows, limits.embed_dim)
+            out[cat] = LocalCoreset(stand_in, n_patches, n_images, radius, sealed=sealed)
+            continue
         features = _coreset(arrays[cat], cat, n_patches, limits)
         dp = None
         if limits.settings.dp.enabled:
@@ -288,7 +303,10 @@ def decode_train_reply(content: RecordDict, limits: TrainLimits) -> TrainReply:
             dp["centres"] = _decode_public_centres(content, cat, rows, limits.embed_dim, dp)
         out[cat] = LocalCoreset(features, n_patches, n_images, radius, dp)
     timings = read_timings(info)
-    return TrainReply(fingerprint, partition_id, out, seconds, device, timings, sizes)
+    key_id = decode_key_id(info) if relayed else ""
+    return TrainReply(
+        fingerprint, partition_id, out, seconds, device, timings, sizes, key_id, partition_id
+    )
 
 
 #: Per-category info keys of a DP train reply (float values, besides counts and digest).

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import sys
 import tomllib
@@ -86,6 +87,22 @@ def _verdict(run_dir: Path, error: str | None) -> int:
     return 1
 
 
+def relay_environment(share_key: str | None, run_dir: Path) -> None:
+    """Under share-mode relay: the simulated SuperNodes, which have no node config of
+    their own, read the share key from FEDPATCH_SHARE_KEY (checked here first) and write
+    their model folders under `<run folder>-clients/`."""
+    from fedpatch_app.federated.client_relay import MODEL_DIR_ENV
+    from fedpatch_app.federated.codec_relay import KEY_ENV
+    from fedpatch_app.privacy.keys import read_key
+
+    path = share_key or os.environ.get(KEY_ENV)
+    key = read_key(path, setting="--share-key (share-mode relay: the clients' share key file)")
+    os.environ[KEY_ENV] = str(Path(key.source).resolve())
+    clients = run_dir.parent / f"{run_dir.name}-clients"
+    os.environ.setdefault(MODEL_DIR_ENV, str(clients.resolve()))
+    print(f"fedpatch run: share-mode relay, share key {key.key_id}; model folders in {clients}")
+
+
 def run_cli(args: argparse.Namespace) -> int:
     cwd = Path.cwd()
     overrides, settings = plan_run(args.run_config, cwd)
@@ -94,6 +111,8 @@ def run_cli(args: argparse.Namespace) -> int:
     )
     check_data(settings)
     run_dir = Path(settings.out_dir) / settings.run_name
+    if settings.share_mode == "relay":
+        relay_environment(args.share_key, run_dir)
     own_home = not args.flwr_home
     flwr_home = Path(args.flwr_home or Path(settings.out_dir) / ".flwr" / settings.run_name)
     print(f"fedpatch run: {settings.run_name} with {nodes} simulated SuperNodes -> {run_dir}")

@@ -112,6 +112,7 @@ BankBudget = Annotated[Literal["volume", "equal", "sqrt"], BeforeValidator(_lowe
 RobustMerge = Annotated[Literal["quarantine", "rows", "strict", "off"], BeforeValidator(_lower)]
 ScalingMode = Annotated[Literal["robust", "exact"], BeforeValidator(_lower)]
 SourceAction = Annotated[Literal["flag", "exclude"], BeforeValidator(_lower)]
+ShareMode = Annotated[Literal["raw", "relay"], BeforeValidator(_lower)]
 SearchKind = Annotated[Literal["approximate", "exact"], BeforeValidator(_lower)]
 Categories = Annotated[tuple[str, ...] | None, BeforeValidator(parse_categories)]
 Device = Annotated[str, BeforeValidator(_lower), AfterValidator(_device)]
@@ -256,6 +257,13 @@ class RunSettings(BaseModel):
         description="JSON file binding partition ids to SuperNode public keys "
         "('' = partition ids as the nodes claim them)",
     )
+    share_mode: ShareMode = Field(
+        "raw",
+        description="how the coresets travel: raw (rows in clear to the server, which "
+        "merges) or relay (sealed with the federation's share key, which every client holds "
+        "as node config 'share-key' and the server never has; the server relays the "
+        "ciphertexts, every client merges; docs/privacy.md)",
+    )
     # -- features and model
     backbone: Backbone = Field(
         backbones.DEFAULT,
@@ -392,7 +400,31 @@ class RunSettings(BaseModel):
                 "'dp-public-seed' must differ from 'seed', which seeds the synthetic data "
                 "(the public reference must not be the private data)"
             )
+        self._relay_consistent()
         return self
+
+    def _relay_consistent(self) -> None:
+        """Under share-mode relay the server never holds a row: refuse what needs them."""
+        if self.share_mode != "relay":
+            return
+        needs = {
+            "source-check": self.source_check,
+            "dp-epsilon": self.dp.enabled,
+            "init-model": bool(self.init_model),
+        }
+        why = {
+            "source-check": "the server labels every bank row with its source, and in relay "
+            "mode it holds no bank (set source-check = false)",
+            "dp-epsilon": "the server post-processes the noisy releases in clear; relay "
+            "already hides the rows from the server (set dp-epsilon = 0)",
+            "init-model": "a join merges the parent model's banks, which the clients do not "
+            "hold (start from nothing)",
+        }
+        for name, on in needs.items():
+            if on:
+                raise ValueError(
+                    f"'share-mode = relay' cannot be combined with '{name}': {why[name]}"
+                )
 
     def resolved_run_name(self, stamp: str) -> str:
         """The run folder's name: `run-name`, or `federated-<partition>-<stamp>`."""

@@ -38,10 +38,15 @@ def train_content(decoded: M.TrainReply) -> tuple[Any, ...]:
 
     return tuple(
         sorted(
-            (cat, p.n_images, p.n_patches, content_digest(p.features))
+            (cat, p.n_images, p.n_patches, content_digest(_content(p)))
             for cat, p in decoded.coresets.items()
         )
     )
+
+
+def _content(part: Any) -> np.ndarray:
+    """A coreset's rows, or under share-mode relay its ciphertext."""
+    return part.features if part.sealed is None else np.frombuffer(part.sealed, dtype=np.uint8)
 
 
 def score_content(decoded: M.ScoreReply) -> tuple[Any, ...]:

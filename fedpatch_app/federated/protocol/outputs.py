@@ -26,6 +26,9 @@ from fedpatch_app.settings import RunSettings, to_names
 
 log = logging.getLogger(__name__)
 
+#: Where a relay run's banks are: on every client, never on the server.
+RELAY_BANKS = "on every client: <node config model-dir>/<run key>/banks/{cat}.npz"
+
 
 @dataclass
 class ServerRun:
@@ -196,7 +199,11 @@ def _run_facts(run: ServerRun) -> dict[str, Any]:
             run.dataset.layouts,
         ),
         "status": "completed",
-        "outputs": {"maps": "maps" if run.settings.write_maps else None, "model": "model"},
+        "outputs": {
+            "maps": "maps" if run.settings.write_maps else None,
+            # Under share-mode relay the model folders are the clients' (bank_files).
+            "model": None if run.settings.share_mode == "relay" else "model",
+        },
         "threads": torch.get_num_threads(),
     }
 
@@ -208,7 +215,11 @@ def write_outputs(run: ServerRun, state: FederationState) -> dict[str, Any]:
     seconds = {**run.seconds, **{f"phase_{k}": v for k, v in state.registry.seconds.items()}}
     seconds["total"] = round(time.perf_counter() - run.started, 3)
     federated = federated_facts(state)
-    federated["bank_files"] = {cat: f"model/banks/{cat}.npz" for cat in state.merged.categories}
+    relayed = run.settings.share_mode == "relay"
+    federated["bank_files"] = {
+        cat: RELAY_BANKS.format(cat=cat) if relayed else f"model/banks/{cat}.npz"
+        for cat in state.merged.categories
+    }
     config = to_names(run.settings)
     results = files.build_results(
         "federated",
@@ -224,7 +235,8 @@ def write_outputs(run: ServerRun, state: FederationState) -> dict[str, Any]:
         privacy=privacy_facts(state),
     )
     files.write_results(run.run_dir, results)
-    write_run_model(run, state)
+    if not relayed:
+        write_run_model(run, state)
     _report(run, results)
     write_status(run.run_dir, "completed", finished_phases=[*run.finished, "write"])
     return results

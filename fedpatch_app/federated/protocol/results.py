@@ -56,6 +56,9 @@ class BankInfo:
     source_check: dict[str, Any] | None = None
     #: The parent model's bank, kept unchanged (no client of this run holds the category).
     inherited: bool = False
+    #: Under share-mode relay: the SHA-256 of the bank every client merged (the server
+    #: holds no bank).
+    digest: str | None = None
 
     @classmethod
     def of_merge(cls, facts: dict[str, Any], clients: list[int]) -> BankInfo:
@@ -95,7 +98,7 @@ class BankInfo:
             out["dp"] = self.dp
         out["clients"] = self.clients
         out["support"] = self.support
-        for key in ("budget", "source_check"):
+        for key in ("budget", "source_check", "digest"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out
@@ -105,7 +108,8 @@ class BankInfo:
 class CategoryMerge:
     """One category's global bank and how it was made."""
 
-    bank: Bank
+    #: None under share-mode relay: the bank is on the clients only.
+    bank: Bank | None
     info: BankInfo
     #: The (screened) coresets that entered the merge, in data order.
     holders: Holders = field(default_factory=list)

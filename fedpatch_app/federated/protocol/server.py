@@ -27,7 +27,7 @@ from fedpatch_app.federated.protocol.federation import Federation
 from fedpatch_app.federated.protocol.link import GridLink
 from fedpatch_app.federated.protocol.merge_rule import MergeRule, RobustKCenter
 from fedpatch_app.federated.protocol.outputs import ServerRun, banks_written, write_outputs
-from fedpatch_app.federated.protocol.results import FederationState
+from fedpatch_app.federated.protocol.results import FederationState, Trained
 from fedpatch_app.federated.registry import ClientRegistry, FederationError
 from fedpatch_app.model.embedding import FeatureSpec
 from fedpatch_app.outputs import prepare_output
@@ -166,6 +166,8 @@ def federate(
     fed, link = _connect(run, grid, context, rule)
     t0 = time.perf_counter()
     trained = fed.accept(fed.train(link))
+    if run.settings.share_mode == "relay":
+        return federate_relay(run, fed, link, trained, t0)
     merged = fed.merge(trained)
     state = FederationState(fed.registry, trained, merged)
     banks_written(run, state)
@@ -184,6 +186,25 @@ def federate(
     if not pooled.outcomes:
         raise FederationError("no category could be evaluated: no metrics to report")
     return replace(state, merged=merged, scored=scored, scaled=scaled, pooled=pooled)
+
+
+def federate_relay(
+    run: ServerRun, fed: Federation, link: GridLink, trained: Trained, t0: float
+) -> FederationState:
+    """The relay mode's phases (`relay`): the clients merge, the server pools."""
+    from fedpatch_app.federated.protocol.relay import relay_evaluate, relay_model
+
+    scored, merged = relay_evaluate(fed, link, trained)
+    run.record("merge (on the clients)")
+    scaled = fed.scale(merged, scored)
+    stats = fed.statistics(link, trained, merged, scored, scaled)
+    pooled = fed.pool(merged, scored, scaled, stats)
+    if not pooled.outcomes:
+        raise FederationError("no category could be evaluated: no metrics to report")
+    state = FederationState(fed.registry, trained, merged, scored, scaled, pooled)
+    relay_model(link, run, state)
+    run.phase_done("federation", t0)
+    return state
 
 
 def run_server(
