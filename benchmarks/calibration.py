@@ -8,11 +8,18 @@ categories: how many scores the image threshold rests on, the false-reject rate 
 good test images (never seen in training or calibration) at the target rate, and the
 detection rate of the defective test images at the same threshold.
 
+With `--federated`, the two runs are federated instead (the in-process engine of
+`fedpatch run --engine inprocess`: five clients, the default partition): held-out, each
+client holds its share out of its coreset; cross-fitted, each client scores each of its
+folds against the global bank less its own rows joined with a coreset of its other folds.
+
 Usage::
 
     fedpatch synth --out data/photo-small --kind photo --scale small
     python benchmarks/calibration.py --data-root data/photo-small --out runs/calibration \
         --backbone efficientnet_lite0 --image-size 128 --folds 5
+    python benchmarks/calibration.py --data-root data/photo-small --out runs/calibration-fed \
+        --backbone efficientnet_lite0 --image-size 128 --folds 5 --federated
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from fedpatch_app.runs.centralized import run_centralized
-from fedpatch_app.settings import from_names
+from fedpatch_app.settings import from_names, to_run_config
 
 
 def _rates(results: dict[str, Any]) -> dict[str, Any]:
@@ -54,6 +61,15 @@ def _rates(results: dict[str, Any]) -> dict[str, Any]:
     return rows
 
 
+def _federated(run_config: dict[str, Any], out: Path, name: str) -> dict[str, Any]:
+    """results.json of a federated in-process run (five clients, default partition)."""
+    from fedpatch_app.federated.inprocess import run_inprocess
+
+    run_config = {**run_config, "out-dir": str(out), "run-name": name, "wait-timeout": 0}
+    outcome = run_inprocess(run_config)
+    return json.loads((Path(outcome.run_dir) / "results.json").read_text(encoding="utf-8"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", required=True)
@@ -62,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--federated", action="store_true", help="federated in-process runs (five clients)"
+    )
     args = parser.parse_args(argv)
     base = {
         "data_root": args.data_root,
@@ -77,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         ("held-out", {"calibration_fraction": 0.1}),
         ("cross-fitted", {"calibration_folds": args.folds}),
     ):
-        results = run_centralized(from_names({**base, **extra}), out / name)
+        settings = from_names({**base, **extra})
+        if args.federated:
+            results = _federated(to_run_config(settings), out, name)
+        else:
+            results = run_centralized(settings, out / name)
         found[name] = _rates(results)
     (out / "calibration.json").write_text(json.dumps(found, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(found, indent=2))

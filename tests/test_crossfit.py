@@ -40,13 +40,14 @@ def test_no_image_is_scored_by_a_bank_holding_its_own_patches(tmp_path: Path) ->
     assert np.array_equal(same.features, bank.features)  # the bank keeps every image
 
 
-def test_a_federated_run_refuses_cross_fitting_until_it_has_its_form(tmp_path: Path) -> None:
+def test_a_private_federated_run_refuses_cross_fitting(tmp_path: Path) -> None:
     import pytest
 
     from fedpatch_app.errors import ConfigError
     from fedpatch_app.federated.protocol.server import _prepare
     from fedpatch_app.settings import from_run_config
 
-    settings = from_run_config({"calibration-folds": 5, "out-dir": str(tmp_path)})
-    with pytest.raises(ConfigError, match="'calibration-folds'"):
+    config = {"calibration-folds": 5, "dp-epsilon": 2.0, "out-dir": str(tmp_path)}
+    settings = from_run_config(config)
+    with pytest.raises(ConfigError, match="'calibration-folds'.*differentially private"):
         _prepare(settings, "run", tmp_path / "run")

@@ -1,8 +1,10 @@
 """What a client does with each instruction (the ClientApp's handlers call these).
 
 train:    local PatchCore coreset per category it holds (its training images minus the
-          ones held out for calibration), oversampled for the merge.
-evaluate: score its own test and calibration images with the global banks; keep the float
+          ones held out for calibration; all of them with calibration-folds, when it
+          keeps the coreset it sent: `client_crossfit`), oversampled for the merge.
+evaluate: score its own test and calibration images with the global banks (cross-fitted:
+          each fold with the global bank less its own rows, `client_crossfit`); keep the float
           maps on its own disk (a new process may handle the next message); reply with
           the map ranges and the test images' scores.
 query:    quantize the cached maps with the global per-category scaling and reply with
@@ -35,6 +37,7 @@ from fedpatch_app.defences.source_check import (
     report,
 )
 from fedpatch_app.errors import DataError, FedpatchError, ModelError
+from fedpatch_app.federated import client_crossfit as crossfit
 from fedpatch_app.federated import messages as M
 from fedpatch_app.federated.client_dp import private_release
 from fedpatch_app.federated.client_relay import PHASE_MODEL, handle_model, relay_banks
@@ -47,6 +50,7 @@ from fedpatch_app.metrics.map_scaling import MapScaling
 from fedpatch_app.model.ann_index import search_params
 from fedpatch_app.model.memory_bank import MemoryBank, bank_index
 from fedpatch_app.model.patchcore import Bank, PatchCore
+from fedpatch_app.settings import RunSettings
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +176,8 @@ def handle_train(msg: Message, context: Context) -> Message:
         banks[cat] = model.fit(paths, cat, s.coreset_ratio, s.local_oversample, category.size)
         n_images[cat] = len(paths)
         sizes[cat] = category.size
+    if plan.settings.calibration_folds >= 2:  # the rows it must not be calibrated against
+        crossfit.keep_sent(cache_dir(plan, context), banks, plan.settings.transport_dtype)
     content = M.encode_train_reply(
         banks,
         n_images,
@@ -283,6 +289,7 @@ def _score_category(
     rows: np.ndarray | None,
     cache: MapCache,
     out: _Scored,
+    settings: RunSettings,
 ) -> None:
     cat = bank.category
     category = _category(node, cat)
@@ -294,7 +301,12 @@ def _score_category(
     if rel:
         out.test[cat] = _score_test(model, bank, index, category, rel, cache, check)
     test_grids = check.take() if check is not None else []
-    if node.calibration.get(cat):
+    if settings.calibration_folds >= 2 and node.fit.get(cat):
+        # Cross-fitted: no image was held out; each fold is scored without this node's rows.
+        found = crossfit.score_folds(model, bank, category, node.fit[cat], settings, cache)
+        if found is not None:
+            out.calibration[cat] = found
+    elif node.calibration.get(cat):
         out.calibration[cat] = _score_calibration(
             model, bank, index, category, node.calibration[cat], cache, check
         )
@@ -302,6 +314,11 @@ def _score_category(
         found = _check_report(category, rel, test_grids, check.take(), len(check.sources))
         if found is not None:
             out.reports[cat] = found
+
+
+def _crossfit(plan: M.Plan, node: NodeData) -> set[str]:
+    """The categories whose training images this node calibrates by cross-fitting."""
+    return set(node.fit) if plan.settings.calibration_folds >= 2 else set()
 
 
 @named_errors
@@ -320,12 +337,13 @@ def handle_evaluate(msg: Message, context: Context) -> Message:
     scored = _Scored()
     model = _model(plan, context.node_config)
     before = dict(model.seconds)
-    for cat in sorted(set(node.test) | set(node.calibration)):
+    for cat in sorted(set(node.test) | set(node.calibration) | _crossfit(plan, node)):
         if cat not in banks:
             log.warning("%s: the server sent no bank for it; its images are not scored", cat)
             continue
         model = _model(plan, context.node_config)
-        _score_category(model, node, banks[cat], sources.get(cat), cache, scored)
+        found = sources.get(cat)
+        _score_category(model, node, banks[cat], found, cache, scored, plan.settings)
     content = M.encode_score_reply(
         scored.test,
         fingerprint=plan.fingerprint,
@@ -364,15 +382,20 @@ def local_metrics(cat: str, stats: Any, scores: np.ndarray, defects: list[str]) 
 
 
 def _test_statistics(maps: np.ndarray, kept: list[int], category: Any, samples: list, scaling):
+    """AUC-sPRO statistics of the images whose pixels are known: every good image and
+    each defective one with a ground-truth mask (one without is left out: its defect
+    pixels are unknown, so it is neither a good image nor a region)."""
     from fedpatch_app.metrics import level_edges, spro_statistics
+    from fedpatch_app.metrics.availability import has_pixel_truth
 
-    stats = None
-    for begin in range(0, len(samples), STATS_CHUNK):
-        chunk = range(begin, min(begin + STATS_CHUNK, len(samples)))
+    known = [i for i, s in enumerate(samples) if has_pixel_truth(s)]
+    stats = spro_statistics([], [], level_edges())
+    for begin in range(0, len(known), STATS_CHUNK):
+        chunk = known[begin : begin + STATS_CHUNK]
         levels = [scaling.to_uint16(np.asarray(maps[kept[i]])) for i in chunk]
         regions = [category.load_regions(samples[i]) for i in chunk]
         part = spro_statistics(levels, regions, level_edges())
-        stats = part if stats is None else stats.merge(part)
+        stats = part if begin == 0 else stats.merge(part)
     return stats
 
 
@@ -421,6 +444,7 @@ def handle_query(msg: Message, context: Context) -> Message:
         content = _statistics_reply(msg.content.config_records[M.CONFIG], plan, context, cache)
     finally:
         cache.remove()
+        crossfit.remove_sent(cache.folder)
     return Message(content, reply_to=msg)
 
 

@@ -265,6 +265,8 @@ class NodeData:
         from fedpatch_app.data.layouts import load_category
 
         f, seed = settings.calibration_fraction, settings.seed
+        if getattr(settings, "calibration_folds", 0) >= 2:
+            f = 0.0  # cross-fitted calibration: every image feeds the bank (client_crossfit)
         splits = {
             cat: split_calibration(cat, rel, f, seed, load_category(root, cat, layout).train_rel)
             for cat, rel in train.items()

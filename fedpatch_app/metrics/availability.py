@@ -14,6 +14,12 @@ from typing import Any
 NO_TEST = "no test images: nothing to evaluate (the model and its thresholds are built)"
 
 
+def has_pixel_truth(sample: Any) -> bool:
+    """Whether every pixel of a test sample is known good or defective: a good image, or
+    a defective one with a ground-truth mask."""
+    return bool(sample.is_good or sample.mask_paths)
+
+
 def _split(test: Sequence[Any]) -> tuple[list[Any], list[Any]]:
     good = [s for s in test if s.is_good]
     return good, [s for s in test if not s.is_good]

@@ -81,6 +81,31 @@ def _spro(
     return dict(spro.auc), per_defect, spro.fpr, spro.spro
 
 
+def _spro_support(
+    category: str, merged: SproStatistics, defective: int, missing: dict[str, str]
+) -> dict[str, int] | None:
+    """The images a pooled AUC-sPRO rests on where some defective test images have no
+    ground-truth mask (their clients leave them out of the statistics; the image AUROC
+    still counts them); None where every one has a mask or there is no AUC-sPRO."""
+    masked = merged.n_images - merged.n_good
+    if masked >= defective or "auc_spro" in missing:
+        return None
+    log.warning(
+        "%s: AUC-sPRO rests on the %d defective test images with a ground-truth mask (and "
+        "%d good ones); %d defective images without one count in the image AUROC only",
+        category,
+        masked,
+        merged.n_good,
+        defective - masked,
+    )
+    return {
+        "images": merged.n_images,
+        "good": merged.n_good,
+        "defective_with_mask": masked,
+        "defective_without_mask": defective - masked,
+    }
+
+
 def _auroc(levels: np.ndarray, defects: list[str], missing: dict[str, str]):
     try:
         return image_auroc(levels, defects), *roc_curve_points(levels, defects)
@@ -121,8 +146,11 @@ def pool_category(
     # the float maximum (the quantization is monotone).
     levels = scaling.to_uint16(raw).astype(np.float64)
     if rel_paths:
-        auc, per_defect, spro_fpr, spro_tpr = _spro(merge_statistics(stats), missing, defective)
+        merged = merge_statistics(stats)
+        auc, per_defect, spro_fpr, spro_tpr = _spro(merged, missing, defective)
         auroc, roc_fpr, roc_tpr = _auroc(levels, defects, missing)
+        if (rests := _spro_support(category, merged, defective, missing)) is not None:
+            extra["auc_spro_rests_on"] = rests
     else:  # good training images only: the model and its thresholds, nothing to evaluate
         missing = {"auc_spro": NO_TEST, "image_auroc": NO_TEST}
         auc, per_defect = dict.fromkeys(LIMIT_KEYS), {}

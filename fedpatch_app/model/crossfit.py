@@ -36,20 +36,58 @@ def crossfit_bank(
     maps an image's index in `paths` to its fold."""
     feats = model.features(list(paths), f"{category}: train features", native_size)
     bank = model.bank_of(feats, category, coreset_ratio)
-    maps: list[np.ndarray | None] = [None] * len(paths)
+    maps = fold_maps(model, category, feats, folds, coreset_ratio, native_size)
+    return bank, [m for m in maps if m is not None]
+
+
+def fold_maps(
+    model: PatchCore,
+    category: str,
+    feats: np.ndarray,
+    folds: Mapping[int, int],
+    coreset_ratio: float,
+    native_size: tuple[int, int],
+    others: np.ndarray | None = None,
+) -> list[np.ndarray | None]:
+    """Each image's map (image `i` has patch features `feats[i]` and fold `folds[i]`)
+    from a coreset of the other folds' patches at `coreset_ratio`, joined with the bank
+    rows `others` where given (a federated client: the global bank less its own rows);
+    None for an image no such bank exists for (a single fold and no `others`)."""
+    n = len(feats)
+    extra = None if others is None or not len(others) else np.asarray(others, dtype=np.float32)
+    maps: list[np.ndarray | None] = [None] * n
     for fold in sorted(set(folds.values())):
-        held = [i for i in range(len(paths)) if folds[i] == fold]
-        kept = [i for i in range(len(paths)) if folds[i] != fold]
-        if not held or not kept:
+        held = [i for i in range(n) if folds[i] == fold]
+        kept = [i for i in range(n) if folds[i] != fold]
+        if not held or (not kept and extra is None):
             continue
-        other = model.bank_of(feats[kept], f"{category} (fold {fold} held out)", coreset_ratio)
+        other = _fold_bank(model, category, feats[kept], fold, coreset_ratio, extra)
         index = bank_index(other.features, model.device, model.search)
         for start in range(0, len(held), 8):
             part = held[start : start + 8]
             found = model.maps_of(other, index, feats[part], native_size)
             for i, anomaly_map in zip(part, found, strict=True):
                 maps[i] = anomaly_map
-    missing = [str(paths[i]) for i, m in enumerate(maps) if m is None]
+    missing = sum(1 for m in maps if m is None)
     if missing:
-        log.warning("%s: %d image(s) not cross-fitted (a single fold)", category, len(missing))
-    return bank, [m for m in maps if m is not None]
+        log.warning("%s: %d image(s) not cross-fitted (a single fold)", category, missing)
+    return maps
+
+
+def _fold_bank(
+    model: PatchCore,
+    category: str,
+    kept: np.ndarray,
+    fold: int,
+    coreset_ratio: float,
+    extra: np.ndarray | None,
+) -> Bank:
+    """The bank that scores fold `fold`: a coreset of the other folds' patches `kept`,
+    joined with the rows `extra`."""
+    if extra is not None and not len(kept):
+        return Bank(extra, model.spec, category, radius=0.0, n_patches=len(extra))
+    own = model.bank_of(kept, f"{category} (fold {fold} held out)", coreset_ratio)
+    if extra is None:
+        return own
+    rows = np.concatenate([extra, own.features], axis=0)
+    return Bank(rows, model.spec, category, radius=0.0, n_patches=len(extra) + own.n_patches)

@@ -337,7 +337,8 @@ class RunSettings(BaseModel):
         le=50,
         description="0: thresholds from the held-out calibration-fraction; K >= 2: "
         "cross-fitted on every good training image (each scored by a bank built without "
-        "its fold of K; the bank keeps all images; centralized and local-only runs)",
+        "its fold of K, in a federation also without its client's rows; the bank keeps "
+        "all images)",
     )
     target_false_reject: float = Field(
         0.01,

@@ -111,6 +111,8 @@ class Expected:
     shares: Mapping[int, NodeData] | None = None
     bound: Mapping[int, int | None] | None = None
     private: bool = False
+    #: Cross-fitted calibration: a node calibrates on its training images, not a held-out share.
+    crossfit: bool = False
 
     def share(self, partition_id: int) -> NodeData | None:
         """The share a claimed partition must match (None: nothing to check against)."""
@@ -215,6 +217,13 @@ def _check_score_share(decoded: M.ScoreReply, partition_id: int, expected: Expec
                 f"not hold, e.g. {foreign[0]}"
             )
     for cat, item in decoded.calibration.items():
+        if expected.crossfit:  # at most every training image (one fold alone: none)
+            if item.count > len(share.fit.get(cat, [])):
+                raise M.InvalidReply(
+                    f"{cat}: {item.count} cross-fitted calibration images scored, partition "
+                    f"{partition_id} trains on {len(share.fit.get(cat, []))}"
+                )
+            continue
         count = len(share.calibration.get(cat, []))
         if item.count != count:
             raise M.InvalidReply(
@@ -322,17 +331,21 @@ def accept_scores(
     return in_data_order(registry, scored, score_content)
 
 
-def _statistics(arrays: Mapping[str, np.ndarray], cat: str, n_scored: int) -> SproStatistics:
-    """One category's statistics, on the 16-bit level edges, covering the scored images."""
+def _statistics(arrays: Mapping[str, np.ndarray], cat: str, n_scored: tuple[int, int]):
+    """One category's statistics, on the 16-bit level edges, covering the scored images
+    `n_scored` = (images, good images) with pixel truth: every good image and the defective
+    ones with a ground-truth mask (a defective image without one is left out)."""
     try:
         stats = SproStatistics.from_arrays(arrays)
     except (ModelError, ValueError, KeyError, TypeError) as exc:
         raise M.InvalidReply(f"{cat} statistics: {exc}") from None
     if not np.array_equal(np.asarray(stats.edges), np.asarray(level_edges())):
         raise M.InvalidReply(f"{cat} statistics: not on the 16-bit level edges")
-    if stats.n_images != n_scored:
+    images, good = n_scored
+    if stats.n_good != good or not good <= stats.n_images <= images:
         raise M.InvalidReply(
-            f"{cat} statistics cover {stats.n_images} images, {n_scored} are evaluated"
+            f"{cat} statistics cover {stats.n_images} images ({stats.n_good} good), "
+            f"{images} are evaluated ({good} good)"
         )
     return stats
 
@@ -378,6 +391,11 @@ def remaining(item: M.CategoryScores, excluded: set[str]) -> int:
     return sum(1 for p in item.rel_paths if p not in excluded)
 
 
+def _remaining_good(item: M.CategoryScores, excluded: set[str]) -> int:
+    pairs = zip(item.rel_paths, item.defects, strict=True)
+    return sum(1 for p, d in pairs if p not in excluded and d == "good")
+
+
 def accept_stats(
     registry: ClientRegistry,
     replies: Replies,
@@ -395,7 +413,7 @@ def accept_stats(
     for client, reply in replies:
         sent = scored[client.node_id]
         counts = {
-            cat: n
+            cat: (n, _remaining_good(item, excluded.get(cat, set())))
             for cat, item in sent.categories.items()
             if (n := remaining(item, excluded.get(cat, set()))) > 0
         }

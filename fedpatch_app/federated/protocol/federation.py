@@ -130,7 +130,8 @@ class Federation:
         if self.settings.node_identities:
             identities = load_identities(self.settings.node_identities)
             bound = bind_nodes(link.nodes(), identities)
-        return Expected(expected_shares(self.plan), bound, self.settings.dp.enabled)
+        s = self.settings
+        return Expected(expected_shares(self.plan), bound, s.dp.enabled, s.calibration_folds >= 2)
 
     def accept(self, answers: TrainAnswers) -> Trained:
         """The valid train replies and the plan agreed from them."""
@@ -321,6 +322,8 @@ class Federation:
         found = category_thresholds(
             parts, scaled.scalings[cat], s.target_false_reject, s.target_pixel_fpr
         )
+        if found is not None and s.calibration_folds >= 2:
+            found["cross_fitted_folds"] = s.calibration_folds
         if found is None and self.parent is not None and cat in self.parent.categories:
             inherited = self.parent.categories[cat].thresholds
             return None if inherited is None else {**inherited, "inherited": True}

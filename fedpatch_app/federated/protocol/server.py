@@ -114,11 +114,11 @@ def _run_folder(settings: RunSettings) -> tuple[str, Path]:
 def _prepare(settings: RunSettings, name: str, run_dir: Path) -> ServerRun:
     """Dataset and feature spec: everything decided before any client works."""
     t0 = time.perf_counter()
-    if settings.calibration_folds >= 2:
+    if settings.calibration_folds >= 2 and settings.dp.enabled:
         raise ConfigError(
-            "run config 'calibration-folds': cross-fitted calibration is built for "
-            "centralized and local-only runs; a federated run calibrates on the held-out "
-            "calibration-fraction (set calibration-folds=0)"
+            "run config 'calibration-folds': cross-fitted calibration removes a client's own "
+            "rows from the global bank, and a differentially private bank's rows mix every "
+            "client's patches: set calibration-folds=0 (held-out calibration) or dp off"
         )
     dataset = resolve_dataset(settings)
     spec, warnings = resolve_features(settings, dataset)
