@@ -58,6 +58,8 @@ def test_pooled_auc_spro_rests_on_the_masked_lines_only(tmp_path: Path) -> None:
         "defective_with_mask": own_data.BAD_TEST,
         "defective_without_mask": own_data.BAD_TEST,
     }
+    said = [w for w in results["warnings"] if w.startswith(f"{BRACKET}: AUC-sPRO rests on")]
+    assert len(said) == 1 and f"{own_data.BAD_TEST} defective images without one" in said[0]
     spro = bracket["auc_spro"]
     assert all(v is not None and 0 < v <= 1 for v in spro.values()), spro
     assert "auc_spro" not in bracket.get("not_available", {})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +81,19 @@ def _spro(
     return dict(spro.auc), per_defect, spro.fpr, spro.spro
 
 
+def spro_support_warning(category: str, rests: Mapping[str, int] | None) -> str | None:
+    """What a pooled AUC-sPRO rests on where some defective test images have no mask
+    (results.json's warnings, so that report.md shows it); None where all have one."""
+    if not rests:
+        return None
+    return (
+        f"{category}: AUC-sPRO rests on the {rests['defective_with_mask']} defective test "
+        f"images with a ground-truth mask (and {rests['good']} good ones); "
+        f"{rests['defective_without_mask']} defective images without one count in the "
+        "image AUROC only"
+    )
+
+
 def _spro_support(
     category: str, merged: SproStatistics, defective: int, missing: dict[str, str]
 ) -> dict[str, int] | None:
@@ -90,20 +103,14 @@ def _spro_support(
     masked = merged.n_images - merged.n_good
     if masked >= defective or "auc_spro" in missing:
         return None
-    log.warning(
-        "%s: AUC-sPRO rests on the %d defective test images with a ground-truth mask (and "
-        "%d good ones); %d defective images without one count in the image AUROC only",
-        category,
-        masked,
-        merged.n_good,
-        defective - masked,
-    )
-    return {
+    rests = {
         "images": merged.n_images,
         "good": merged.n_good,
         "defective_with_mask": masked,
         "defective_without_mask": defective - masked,
     }
+    log.warning("%s", spro_support_warning(category, rests))
+    return rests
 
 
 def _auroc(levels: np.ndarray, defects: list[str], missing: dict[str, str]):

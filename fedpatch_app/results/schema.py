@@ -213,10 +213,13 @@ def data_facts(
 def _threshold_warnings(
     categories: Mapping[str, Mapping[str, Any]], already: Sequence[str]
 ) -> list[str]:
-    """A warning per category whose image threshold rests on too few scores."""
+    """A warning per category whose image threshold rests on too few scores, and per
+    category whose AUC-sPRO leaves defective images without a mask out."""
+    from fedpatch_app.metrics.pooling import spro_support_warning
     from fedpatch_app.metrics.thresholds import support_warning
 
     found = [support_warning(c, b.get("thresholds")) for c, b in categories.items()]
+    found += [spro_support_warning(c, b.get("auc_spro_rests_on")) for c, b in categories.items()]
     return [w for w in found if w is not None and w not in already]
 
 
