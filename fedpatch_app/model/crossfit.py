@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedpatch_app.model.ann_index import for_bank
 from fedpatch_app.model.memory_bank import bank_index
 from fedpatch_app.model.patchcore import Bank, PatchCore
 
@@ -36,6 +37,7 @@ def crossfit_bank(
     maps an image's index in `paths` to its fold."""
     feats = model.features(list(paths), f"{category}: train features", native_size)
     bank = model.bank_of(feats, category, coreset_ratio)
+    search = for_bank(bank.size, model.search)  # the folds follow the category's choice
     maps: list[np.ndarray | None] = [None] * len(paths)
     for fold in sorted(set(folds.values())):
         held = [i for i in range(len(paths)) if folds[i] == fold]
@@ -43,7 +45,7 @@ def crossfit_bank(
         if not held or not kept:
             continue
         other = model.bank_of(feats[kept], f"{category} (fold {fold} held out)", coreset_ratio)
-        index = bank_index(other.features, model.device, model.search)
+        index = bank_index(other.features, model.device, search)
         for start in range(0, len(held), 8):
             part = held[start : start + 8]
             found = model.maps_of(other, index, feats[part], native_size)
