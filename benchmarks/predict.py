@@ -11,8 +11,8 @@ Prints, measured in the same run on the same images:
   for EfficientNet-Lite0), and where predict's time goes (extraction, kNN search, maps,
   writing).
 
-`--search` (default: the `search` setting's default, `auto`) writes the model folder as a
-run with that setting would: with the bank's approximate index (`approximate`; `auto` from
+`--search` (default: the `search` setting's default) writes the model folder as a run
+with that setting would: with the bank's approximate index (`approximate`; `auto` from
 `AUTO_MIN_ROWS` rows, which the default-size bank reaches) or without it (exact search).
 
 `--runtime onnx` measures the line runtime instead (the model folder's ONNX backbone,

@@ -1,4 +1,4 @@
-"""`search = auto`: a category's bank is searched through the approximate index from
+"""`search = auto` (the intended default): a category's bank is searched through the approximate index from
 `AUTO_MIN_ROWS` rows, exactly below; calibration (cross-fitted folds included), the model
 folder and the line make the same choice."""
 
@@ -25,9 +25,8 @@ def rows(n: int, dim: int = 8, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
 
 
-def test_auto_is_the_default_and_sets_the_threshold():
-    params = search_params(RunSettings())
-    assert RunSettings().search == "auto"
+def test_auto_sets_the_threshold():
+    params = search_params(RunSettings(search="auto"))
     assert params == IvfParams(min_rows=AUTO_MIN_ROWS)
     assert search_params(RunSettings(search="approximate")).min_rows == 0
     # The benchmark's default-size bank is searched approximately, the small studies'
