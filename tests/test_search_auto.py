@@ -78,3 +78,46 @@ def test_crossfit_folds_follow_the_category_banks_choice(monkeypatch):
     model.search = IvfParams(min_rows=500)  # the category itself below: exact folds
     crossfit.crossfit_bank(model, "pipe_clip", ["a", "b", "c", "d"], folds, 1.0, (2, 2))
     assert used == [None, None]
+
+
+NO_TORCH = """
+import importlib.abc, sys
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision"):
+            raise ImportError("torch is blocked in this test: " + name)
+sys.meta_path.insert(0, NoTorch())
+import numpy as np
+from fedpatch_app.model.ann_index import IvfIndex, IvfSearch
+bank = np.random.default_rng(0).normal(size=(3000, 8)).astype(np.float32)
+queries = np.random.default_rng(1).normal(size=(600, 8)).astype(np.float32)
+np.save(sys.argv[1], IvfSearch(IvfIndex.build(bank), bank).patch_scores(queries))
+"""
+
+
+def test_the_index_searches_where_torch_cannot_be_imported(tmp_path):
+    """The line runtime has no PyTorch: the approximate search must not need it, and give
+    the scores it gives in a process with torch."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from fedpatch_app.model.ann_index import IvfSearch
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(repo))
+    out = tmp_path / "scores.npy"
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    bank = np.random.default_rng(0).normal(size=(3000, 8)).astype(np.float32)
+    queries = np.random.default_rng(1).normal(size=(600, 8)).astype(np.float32)
+    expected = IvfSearch(IvfIndex.build(bank), bank).patch_scores(queries)
+    assert np.array_equal(np.load(out), expected)
