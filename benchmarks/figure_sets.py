@@ -273,15 +273,15 @@ _speed(
 )
 _speed(
     "speed-predict-wrn",
-    "README: fedpatch predict against the bare forward, WideResNet-50-2",
-    "python benchmarks/predict.py",
+    "README: fedpatch predict against the bare forward, WideResNet-50-2, exact search",
+    "python benchmarks/predict.py --search exact",
     3,
     "inspection.md's images/s",
 )
 _speed(
     "speed-predict-effnet",
     "README: the same with EfficientNet-Lite0",
-    "python benchmarks/predict.py --backbone efficientnet_lite0 --weights imagenet",
+    "python benchmarks/predict.py --backbone efficientnet_lite0 --weights imagenet --search exact",
     2,
     "inspection.md's images/s",
 )

@@ -11,7 +11,9 @@ Prints, measured in the same run on the same images:
   for EfficientNet-Lite0), and where predict's time goes (extraction, kNN search, maps,
   writing).
 
-`--search exact` writes the model folder without its approximate index (exact search).
+`--search` (default: the `search` setting's default) writes the model folder as a run
+with that setting would: with the bank's approximate index (`approximate`; `auto` from
+`AUTO_MIN_ROWS` rows, which the default-size bank reaches) or without it (exact search).
 
 `--runtime onnx` measures the line runtime instead (the model folder's ONNX backbone,
 exported here with `fedpatch export`'s code, on onnxruntime; numpy after it): the bare
@@ -45,10 +47,11 @@ from PIL import Image
 from fedpatch_app.inspection.model_folder import CategoryModel, write_model
 from fedpatch_app.inspection.predict import run_predict
 from fedpatch_app.metrics.map_scaling import MapScaling
-from fedpatch_app.model.ann_index import IvfIndex
+from fedpatch_app.model.ann_index import built_index, search_kind, search_params
 from fedpatch_app.model.backbone import ImageFolderDataset
 from fedpatch_app.model.embedding import FeatureExtractor, FeatureSpec
 from fedpatch_app.model.patchcore import Bank, coreset_size
+from fedpatch_app.settings import RunSettings
 
 CATEGORY = "pipe_clip"
 NATIVE = (400, 400)
@@ -73,7 +76,7 @@ def write_bank_model(folder: Path, spec: FeatureSpec, rows: int, search: str) ->
     features = rng.normal(size=(rows, spec.embed_dim)).astype(np.float32)
     bank = Bank(features, spec, CATEGORY, radius=1.0, n_patches=rows * 10)
     thresholds = {"image": {"raw": 99.0}, "pixel": {"raw": 99.0}}
-    index = IvfIndex.build(features) if search == "approximate" else None
+    index = built_index(features, search_params(RunSettings(search=search)))
     cats = {CATEGORY: CategoryModel(bank, NATIVE, MapScaling(0.0, 100.0), thresholds, 1, index)}
     write_model(folder, spec, cats, {"run_name": "benchmark", "run_kind": "benchmark"})
     return folder
@@ -197,7 +200,9 @@ def main() -> None:
     parser.add_argument(
         "--runtime", choices=("torch", "onnx"), default="torch", help="see the module doc"
     )
-    parser.add_argument("--search", choices=("approximate", "exact"), default="approximate")
+    parser.add_argument(
+        "--search", choices=("auto", "approximate", "exact"), default=RunSettings().search
+    )
     args = parser.parse_args()
 
     spec = FeatureSpec(weights=args.weights, image_size=args.image_size)
@@ -214,7 +219,8 @@ def main() -> None:
     print(f"torch threads {torch.get_num_threads()}, {spec.backbone} at {args.image_size} px, "
           f"{n} images of {NATIVE[0]}x{NATIVE[1]}, bank {rows} x {spec.embed_dim} "
           f"(coreset 0.1 of {args.train_images} images x {grid[0]}x{grid[1]} patches)")  # fmt: skip
-    print(f"runtime {args.runtime}")
+    kind = search_kind(rows, search_params(RunSettings(search=args.search)))
+    print(f"runtime {args.runtime}, search {args.search}: the bank is searched {kind}ly")
     print(f"bare forward : {n / min(bare):7.2f} images/s (best of {args.repeats})")
     print(f"predict      : {n / min(full):7.2f} images/s (best of {args.repeats})")
     if torch_full:

@@ -28,6 +28,7 @@ from fedpatch_app.inspection.onnx_predictor import LinePredictor, choose_runtime
 from fedpatch_app.inspection.predict import run_predict
 from fedpatch_app.inspection.signing import read_public_keys, use_signing_key
 from fedpatch_app.metrics.map_scaling import MapScaling
+from fedpatch_app.model.ann_index import IvfIndex, IvfParams
 from fedpatch_app.model.embedding import FeatureSpec
 from fedpatch_app.model.patchcore import PatchCore
 
@@ -56,7 +57,9 @@ sys.exit(code)
 def _make_model(root: Path, folder: Path) -> None:
     """A two-category EfficientNet-Lite0 model (ImageNet weights, 64 px), thresholds at
     the median held-out score, so that both verdicts and some regions occur. The second
-    category shares the first one's bank (only its native size matters here)."""
+    category shares the first one's bank (only its native size matters here). Both
+    carry an approximate search index probing one cell, which misses some nearest rows:
+    both runtimes must search through it to agree."""
     spec = FeatureSpec(weights="imagenet", image_size=64, backbone="efficientnet_lite0")
     model = PatchCore(spec, device="cpu", batch_size=4)
     good = sorted((root / CAT / "train" / "good").glob("*.png"))
@@ -67,9 +70,10 @@ def _make_model(root: Path, folder: Path) -> None:
         "pixel": {"raw": float(np.quantile(np.stack(pred.maps), 0.9))},
     }
     scaling = MapScaling(0.0, float(pred.image_scores.max()) * 3)
+    index = IvfIndex.build(bank.features, IvfParams(probe=1))
     cats = {
         name: CategoryModel(
-            dataclasses.replace(bank, category=name), native, scaling, thresholds, 4
+            dataclasses.replace(bank, category=name), native, scaling, thresholds, 4, index
         )
         for name, native in ((CAT, (400, 400)), (WIDE, (480, 400)))
     }
@@ -130,6 +134,33 @@ def test_onnx_scores_equal_the_torch_path(
     if category == CAT:
         assert {r.verdict for r in torch_run} == {"OK", "NOK"}
     assert len(list((tmp_path / "o" / "maps").iterdir())) == len(images)
+
+
+def test_onnx_runtime_searches_through_the_folders_index(
+    exported: Path, tiny_root: Path, tmp_path: Path
+) -> None:
+    """The index changes some scores (one cell probed), and the line runtime's scores
+    follow it: approximate equals torch's approximate, exact equals torch's exact."""
+    images = _images(tiny_root)
+    runs = {
+        (runtime, search): run_predict(
+            exported,
+            CAT,
+            tmp_path / f"{runtime}-{search}",
+            images,
+            device="cpu",
+            runtime=runtime,
+            search=search,
+        )
+        for runtime in ("torch", "onnx")
+        for search in ("approximate", "exact")
+    }
+    scores = {key: np.array([r.score for r in run]) for key, run in runs.items()}
+    approx, exact = scores["torch", "approximate"], scores["torch", "exact"]
+    assert np.all(approx >= exact * (1 - RTOL))
+    assert np.any(approx > exact * (1 + 10 * RTOL))  # the index misses some nearest rows
+    for search in ("approximate", "exact"):
+        np.testing.assert_allclose(scores["onnx", search], scores["torch", search], rtol=RTOL)
 
 
 def test_predict_runs_where_torch_cannot_be_imported(

@@ -33,6 +33,7 @@ from fedpatch_app.errors import ModelError
 from fedpatch_app.federated import messages as M
 from fedpatch_app.federated.map_cache import MapCache
 from fedpatch_app.federated.wire import TRANSPORT_DTYPES
+from fedpatch_app.model.ann_index import for_bank
 from fedpatch_app.model.crossfit import fold_maps
 from fedpatch_app.model.patchcore import Bank, PatchCore
 from fedpatch_app.settings import RunSettings
@@ -119,7 +120,8 @@ def score_folds(
     root, size = category.root, category.size
     feats = model.features([root / r for r in rel], f"{cat}: calibration features", size)
     folds = {i: fold[r] for i, r in enumerate(rel)}
-    found = fold_maps(model, cat, feats, folds, settings.coreset_ratio, size, others)
+    search = for_bank(bank.size, model.search)  # the category's choice for its global bank
+    found = fold_maps(model, cat, feats, folds, settings.coreset_ratio, size, search, others)
     del feats
     scored = [(r, m) for r, m in zip(rel, found, strict=True) if m is not None]
     if not scored:

@@ -147,7 +147,7 @@ def versions() -> dict[str, str]:
 def _index_entry(folder: Path, cat: str, index: IvfIndex) -> dict[str, Any]:
     name = f"banks/{cat}.ivf.npz"
     sha = sha256_of(index.save(folder / name))
-    return {"file": name, "sha256": sha, "kind": "ivf", **dataclasses.asdict(index.params)}
+    return {"file": name, "sha256": sha, "kind": "ivf", **index.params.stored()}
 
 
 def _category_entry(cat: str, model: CategoryModel, sha: str) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import numpy as np
 from fedpatch_app.errors import ConfigError, ModelError
 from fedpatch_app.inspection.model_folder import Model
 from fedpatch_app.inspection.predictor import Predictor
+from fedpatch_app.model.ann_index import IvfSearch
 from fedpatch_app.model.backbone_facts import backbone_facts
 from fedpatch_app.model.backbone_input import backbone_input, input_size
 from fedpatch_app.model.bank import Bank, Prediction
@@ -88,7 +89,7 @@ class LinePipeline:
         paths: Sequence[str | Path],
         native_size: tuple[int, int],
         desc: str = "scoring",
-        index: NearestBank | None = None,
+        index: NearestBank | IvfSearch | None = None,
     ) -> Prediction:
         """Anomaly maps (float32, native (height, width)) and image scores (map maxima)."""
         if bank.spec.fingerprint() != self.spec.fingerprint():
@@ -115,17 +116,26 @@ class LinePipeline:
 
 
 class LinePredictor(Predictor):
-    """`Predictor` on the ONNX runtime: the same checks, verdicts and regions."""
+    """`Predictor` on the ONNX runtime: the same checks, verdicts and regions, and the
+    same search (`search` as `Predictor`'s: through the folder's index where it holds one,
+    in numpy)."""
 
-    def __init__(self, model: Model, *, batch_size: int = 8, threads: int = 0) -> None:
-        self.model = model
+    def __init__(
+        self, model: Model, *, batch_size: int = 8, threads: int = 0, search: str = "approximate"
+    ) -> None:
+        if search not in ("approximate", "exact"):
+            raise ConfigError(f"search must be 'approximate' or 'exact', got {search!r}")
+        self.model, self.search = model, search
         self.patchcore = LinePipeline(model, batch_size, threads)  # type: ignore[assignment]
         self._indexes = {}
 
-    def _index(self, category: str) -> NearestBank:  # type: ignore[override]
+    def _index(self, category: str) -> NearestBank | IvfSearch:  # type: ignore[override]
         if category not in self._indexes:
-            bank = self.model.category(category).bank
-            self._indexes[category] = NearestBank(bank.features)  # type: ignore[assignment]
+            cat = self.model.category(category)
+            found: NearestBank | IvfSearch = NearestBank(cat.bank.features)
+            if self.search == "approximate" and cat.index is not None:
+                found = IvfSearch(cat.index, cat.bank.features)
+            self._indexes[category] = found  # type: ignore[assignment]
         return self._indexes[category]  # type: ignore[return-value]
 
 
@@ -140,8 +150,7 @@ def make_predictor(
     search: str = "approximate",
 ) -> Predictor:
     """The predictor of the runtime `choose_runtime` picks. `threads`: onnxruntime's CPU
-    threads (0: its default, one per core). `search` as `Predictor`'s; the ONNX runtime
-    always searches exactly (its scores equal an exact-search model's)."""
+    threads (0: its default, one per core). `search` as `Predictor`'s, on either runtime."""
     chosen = choose_runtime(model, runtime)
     log.info("scoring runtime: %s", chosen)
     if chosen == "torch":
@@ -150,4 +159,4 @@ def make_predictor(
         )
     if device not in ("auto", "cpu"):
         log.warning("the ONNX runtime scores on the CPU (device %r is not used)", device)
-    return LinePredictor(model, batch_size=batch_size, threads=threads)
+    return LinePredictor(model, batch_size=batch_size, threads=threads, search=search)

@@ -29,6 +29,8 @@ import io
 import json
 import logging
 import math
+import os
+import sys
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -52,6 +54,12 @@ _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 #: index for its calibration and writes the same one into the model folder).
 _BUILT: dict[tuple[str, IvfParams], IvfIndex] = {}
 _BUILT_MAX = 16
+#: `search = auto`: the bank size (rows) from which a category is searched through the
+#: approximate index; smaller banks are searched exactly. Measured with
+#: benchmarks/search_crossover.py (docs/performance.md): below it exact search costs a
+#: small share of the backbone's forward and the index would change the figures for
+#: nothing.
+AUTO_MIN_ROWS = 10_000
 
 
 @dataclass(frozen=True)
@@ -64,26 +72,57 @@ class IvfParams:
     rerank: int = 4
     iterations: int = 8
     seed: int = 0
+    #: Banks with fewer rows are searched exactly (`search = auto`); 0: every bank
+    #: through the index. A choice of the run, not part of a built index (`stored`).
+    min_rows: int = 0
 
     def __post_init__(self) -> None:
         for name in ("probe", "rerank", "iterations"):
             if int(getattr(self, name)) < 1:
                 raise ModelError(f"search index: {name} must be >= 1, got {getattr(self, name)}")
-        if int(self.lists) < 0:
-            raise ModelError(f"search index: lists must be >= 0, got {self.lists}")
+        for name in ("lists", "min_rows"):
+            if int(getattr(self, name)) < 0:
+                raise ModelError(f"search index: {name} must be >= 0, got {getattr(self, name)}")
+
+    def stored(self) -> dict[str, int]:
+        """The parameters a built index records (in its file and in model.json)."""
+        out = asdict(self)
+        del out["min_rows"]
+        return out
+
+
+def search_kind(rows: int, params: IvfParams | None) -> str:
+    """ "approximate" or "exact": how a bank of `rows` is searched under `params`
+    (`search_params`; None: exact)."""
+    if params is None or rows < params.min_rows:
+        return "exact"
+    return "approximate"
+
+
+def for_bank(rows: int, params: IvfParams | None) -> IvfParams | None:
+    """`params` for a bank of `rows` (None where it is searched exactly), the choice fixed
+    (`min_rows` 0): what a derived bank (a cross-fitting fold's) is searched with so
+    that it follows the choice made for the category's own bank."""
+    if params is None or rows < params.min_rows:
+        return None
+    return IvfParams(**{**asdict(params), "min_rows": 0})
 
 
 def search_params(settings: Any) -> IvfParams | None:
     """The index parameters a run's settings ask for (`search`, `search_probe`, `seed`);
-    None for exact search."""
-    if getattr(settings, "search", "exact") != "approximate":
+    None for exact search. `search = auto`: the index only for banks of at least
+    `AUTO_MIN_ROWS` rows (`min_rows`; `search_kind` tells a bank's choice)."""
+    kind = getattr(settings, "search", "exact")
+    if kind not in ("approximate", "auto"):
         return None
-    return IvfParams(probe=int(settings.search_probe), seed=int(settings.seed))
+    min_rows = AUTO_MIN_ROWS if kind == "auto" else 0
+    return IvfParams(probe=int(settings.search_probe), seed=int(settings.seed), min_rows=min_rows)
 
 
 def built_index(features: np.ndarray, params: IvfParams | None) -> IvfIndex | None:
-    """`IvfIndex.build`, once per bank and parameters in this process; None for exact
-    search (`params` None)."""
+    """`IvfIndex.build`, once per bank and parameters in this process; None where the
+    bank is searched exactly (`params` None, or fewer rows than `params.min_rows`)."""
+    params = for_bank(int(features.shape[0]), params)
     if params is None:
         return None
     key = (bank_digest(features), params)
@@ -92,6 +131,18 @@ def built_index(features: np.ndarray, params: IvfParams | None) -> IvfIndex | No
             del _BUILT[next(iter(_BUILT))]
         _BUILT[key] = IvfIndex.build(features, params)
     return _BUILT[key]
+
+
+def search_threads() -> int:
+    """Threads of the approximate search: torch's thread setting where torch is loaded
+    (the runs and the PyTorch line path), else the CPUs this process may use (the line
+    runtime without PyTorch). Importing torch here would defeat that runtime."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return max(1, int(torch.get_num_threads()))
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
 
 
 def lists_for(rows: int) -> int:
@@ -159,7 +210,7 @@ class IvfIndex:
         order = np.argsort(assign, kind="stable").astype(np.int64)
         offsets = np.zeros(lists + 1, dtype=np.int64)
         offsets[1:] = np.cumsum(np.bincount(assign, minlength=lists))
-        fixed = IvfParams(**{**asdict(params), "lists": lists})
+        fixed = IvfParams(**{**params.stored(), "lists": lists})
         log.debug("search index: %d rows in %d cells", bank.shape[0], lists)
         return cls(fixed, centroids, order, offsets, bank_digest(bank))
 
@@ -169,7 +220,7 @@ class IvfIndex:
 
     def to_bytes(self) -> bytes:
         """The index as an uncompressed .npz whose bytes depend only on its content."""
-        meta = {"format": INDEX_FORMAT, "params": asdict(self.params), "bank": self.bank_sha256}
+        meta = {"format": INDEX_FORMAT, "params": self.params.stored(), "bank": self.bank_sha256}
         arrays = {
             "meta": np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), np.uint8),
             "centroids": self.centroids,
@@ -248,16 +299,14 @@ class IvfSearch:
     def nearest(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Distance (float32) and bank row (int64) of each query's nearest candidate.
 
-        The queries are split into pieces searched on `threads` threads (torch's thread
-        count), each with a single-threaded BLAS: the many small products of the cells
-        would spend more time handing work between BLAS threads than computing. A
-        query's answer does not depend on the piece it is in."""
+        The queries are split into pieces searched on `search_threads()` threads, each
+        with a single-threaded BLAS: the many small products of the cells would spend
+        more time handing work between BLAS threads than computing. A query's answer
+        does not depend on the piece it is in."""
         n = queries.shape[0]
         dist = np.empty(n, dtype=np.float32)
         idx = np.empty(n, dtype=np.int64)
-        import torch  # the process's thread setting (the training and torch predict paths)
-
-        threads = max(1, torch.get_num_threads())
+        threads = search_threads()
         step = max(256, min(QUERY_CHUNK, -(-n // threads)))
 
         def piece(s: int) -> None:
@@ -272,6 +321,17 @@ class IvfSearch:
                 with ThreadPoolExecutor(threads, thread_name_prefix="ann") as pool:
                     list(pool.map(piece, range(0, n, step)))
         return dist, idx
+
+    def patch_scores(self, queries: np.ndarray) -> np.ndarray:
+        """Distance of each query ``(N, D)`` to its nearest candidate, float32 ``(N,)``
+        (what the line runtime's exact `NearestBank.patch_scores` gives)."""
+        q = np.asarray(queries)
+        if q.ndim != 2 or q.shape[1] != self.features.shape[1]:
+            raise ModelError(
+                f"search index: queries of shape {q.shape} against a bank of "
+                f"{self.features.shape[1]} dimensions"
+            )
+        return self.nearest(q)[0]
 
     def _probes(self, q: np.ndarray) -> np.ndarray:
         """The `probe` nearest cells of each query (n, probe)."""

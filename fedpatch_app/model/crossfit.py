@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedpatch_app.model.ann_index import IvfParams, for_bank
 from fedpatch_app.model.memory_bank import bank_index
 from fedpatch_app.model.patchcore import Bank, PatchCore
 
@@ -36,7 +37,8 @@ def crossfit_bank(
     maps an image's index in `paths` to its fold."""
     feats = model.features(list(paths), f"{category}: train features", native_size)
     bank = model.bank_of(feats, category, coreset_ratio)
-    maps = fold_maps(model, category, feats, folds, coreset_ratio, native_size)
+    search = for_bank(bank.size, model.search)  # the folds follow the category's choice
+    maps = fold_maps(model, category, feats, folds, coreset_ratio, native_size, search)
     return bank, [m for m in maps if m is not None]
 
 
@@ -47,12 +49,15 @@ def fold_maps(
     folds: Mapping[int, int],
     coreset_ratio: float,
     native_size: tuple[int, int],
+    search: IvfParams | None,
     others: np.ndarray | None = None,
 ) -> list[np.ndarray | None]:
     """Each image's map (image `i` has patch features `feats[i]` and fold `folds[i]`)
     from a coreset of the other folds' patches at `coreset_ratio`, joined with the bank
     rows `others` where given (a federated client: the global bank less its own rows);
-    None for an image no such bank exists for (a single fold and no `others`)."""
+    None for an image no such bank exists for (a single fold and no `others`). `search`:
+    how every fold's bank is searched, the choice made for the category's own bank
+    (`ann_index.for_bank`)."""
     n = len(feats)
     extra = None if others is None or not len(others) else np.asarray(others, dtype=np.float32)
     maps: list[np.ndarray | None] = [None] * n
@@ -62,7 +67,7 @@ def fold_maps(
         if not held or (not kept and extra is None):
             continue
         other = _fold_bank(model, category, feats[kept], fold, coreset_ratio, extra)
-        index = bank_index(other.features, model.device, model.search)
+        index = bank_index(other.features, model.device, search)
         for start in range(0, len(held), 8):
             part = held[start : start + 8]
             found = model.maps_of(other, index, feats[part], native_size)

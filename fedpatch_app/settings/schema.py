@@ -30,6 +30,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from fedpatch_app.model.ann_index import AUTO_MIN_ROWS
 from fedpatch_app.model.backbones import registry as backbones
 
 #: The bounds of the backbone input size, for the run config, every command and the
@@ -113,7 +114,7 @@ RobustMerge = Annotated[Literal["quarantine", "rows", "strict", "off"], BeforeVa
 ScalingMode = Annotated[Literal["robust", "exact"], BeforeValidator(_lower)]
 SourceAction = Annotated[Literal["flag", "exclude"], BeforeValidator(_lower)]
 ShareMode = Annotated[Literal["raw", "relay"], BeforeValidator(_lower)]
-SearchKind = Annotated[Literal["approximate", "exact"], BeforeValidator(_lower)]
+SearchKind = Annotated[Literal["auto", "approximate", "exact"], BeforeValidator(_lower)]
 Categories = Annotated[tuple[str, ...] | None, BeforeValidator(parse_categories)]
 Device = Annotated[str, BeforeValidator(_lower), AfterValidator(_device)]
 RunName = Annotated[str, BeforeValidator(_strip), AfterValidator(_run_name)]
@@ -312,7 +313,8 @@ class RunSettings(BaseModel):
         "exact",
         description="nearest-neighbour search of the banks, the same for calibration and the "
         "line: approximate (an index written into the model folder, best candidates re-ranked "
-        "exactly) or exact",
+        f"exactly), exact, or auto (approximate for a bank of at least {AUTO_MIN_ROWS:,} "
+        "rows, exact below; chosen per category)",
         json_schema_extra=RECORDED,
     )
     search_probe: int = Field(
