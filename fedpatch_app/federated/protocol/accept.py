@@ -165,12 +165,6 @@ def _drop_shared_partitions(registry: ClientRegistry, accepted: dict[int, M.Trai
             del accepted[node_id]
 
 
-def _drop_arrays(reply: Message) -> None:
-    """A decoded reply's array payload freed (the decoded arrays are copies)."""
-    for key in list(reply.content.array_records):
-        del reply.content[key]
-
-
 def accept_train(
     registry: ClientRegistry,
     replies: Replies,
@@ -179,13 +173,15 @@ def accept_train(
     keep: Callable[[M.TrainReply], None] | None = None,
 ) -> dict[int, M.TrainReply]:
     """The valid train replies by node id: well formed, from the partition the node's key
-    is bound to, matching that partition's share, and no partition claimed twice. Each
-    reply's arrays are freed once decoded; `keep` is given each valid decoded reply then
-    (the server stores its coresets on disk), so that no more than one reply's arrays
+    is bound to, matching that partition's share, and no partition claimed twice.
+    `replies` is consumed: each message leaves the list once decoded (the decoded arrays
+    are copies, so its payload can be freed), and `keep` is given each valid decoded
+    reply then (the server stores its coresets on disk): no more than one reply's arrays
     are held twice."""
     expected = expected or Expected()
     accepted: dict[int, M.TrainReply] = {}
-    for client, reply in replies:
+    while replies:
+        client, reply = replies.pop(0)
         _claim_partition(client, reply)
         try:
             decoded = M.decode_train_reply(reply.content, limits)
@@ -194,8 +190,7 @@ def accept_train(
         except ModelError as exc:
             registry.drop(client.node_id, "train", f"invalid reply: {exc}")
             continue
-        finally:
-            _drop_arrays(reply)
+        del reply
         if keep is not None:
             keep(decoded)
         if expected.bound is not None:
