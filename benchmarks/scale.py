@@ -184,9 +184,22 @@ def warm_up(root: Path, folder: Path, args: argparse.Namespace, cats: list[str],
     _timed(centralized_cmd(folder / "data", folder / "run", args), env)
 
 
-def run_pair(view: Path, out: Path, args: argparse.Namespace, env: dict) -> dict:
+def run_central(view: Path, out: Path, args: argparse.Namespace, env: dict) -> dict:
+    """The centralized run's wall time, peak and bank bytes (None each with
+    --federated-only)."""
+    if args.federated_only:
+        return {"central_seconds": None, "central_peak": None, "central_banks": None}
     t_c, mem_c, _ = _timed(centralized_cmd(view, out / "central", args), env)
     central = json.loads((out / "central" / "results.json").read_text())
+    return {
+        "central_seconds": t_c,
+        "central_peak": mem_c["main"],
+        "central_banks": _bank_bytes(central)[1],
+    }
+
+
+def run_pair(view: Path, out: Path, args: argparse.Namespace, env: dict) -> dict:
+    central = run_central(view, out, args, env)
     config = (
         f'dataset="autovi" data-root="{view}" partition="iid" out-dir="{out}" run-name="fed" '
         f'backbone="{args.backbone}" weights="{args.weights}" image-size={args.image_size}'
@@ -198,12 +211,12 @@ def run_pair(view: Path, out: Path, args: argparse.Namespace, env: dict) -> dict
     traffic = fed["federated"]["bytes"]
     largest, banks = _bank_bytes(fed)
     return {
-        "central_seconds": t_c, "central_peak": mem_c["main"], "fed_seconds": t_f,
+        **central, "fed_seconds": t_f,
         "server_peak": mem_f["server"], "client_peak": mem_f["client"],
         "bytes_up": sum(v for k, v in traffic.items() if k.endswith("_up_total")),
         "bytes_up_train": traffic.get("train_up_total", 0),
         "bytes_down": sum(v for k, v in traffic.items() if k.endswith("_down_total")),
-        "largest_bank": largest, "banks": banks, "central_banks": _bank_bytes(central)[1],
+        "largest_bank": largest, "banks": banks,
     }  # fmt: skip
 
 
@@ -211,6 +224,22 @@ def exponent(x: list[float], y: list[float]) -> float | None:
     if len(x) < 2 or min(y) <= 0:
         return None
     return float(np.polyfit(np.log(x), np.log(y), 1)[0])
+
+
+def _cell(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def growth_line(rows: list[dict]) -> str:
+    """The part of the server's peak that grows with the data (peak at the largest
+    fraction less peak at the smallest) over the largest bank at the largest fraction."""
+    first, last = rows[0], rows[-1]
+    grown = last["server_peak"] - first["server_peak"]
+    return (
+        f"server peak growth from {first['train']} to {last['train']} training images: "
+        f"{grown / 2**20:.0f} MiB = {grown / last['largest_bank']:.1f} x the largest bank "
+        f"({last['largest_bank'] / 2**20:.1f} MiB) (target <= 4)"
+    )
 
 
 def report(rows: list[dict], oversample: float, idle: int) -> None:
@@ -223,14 +252,19 @@ def report(rows: list[dict], oversample: float, idle: int) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         above = (r["server_peak"] - idle) / r["largest_bank"]
+        central = r["central_seconds"]
+        ratio = None if central is None else r["fed_seconds"] / central
+        peak = None if r["central_peak"] is None else r["central_peak"] / mb
         print(
-            f"| {r['train']} | {r['central_seconds']:.0f} | {r['fed_seconds']:.0f} "
-            f"| {r['fed_seconds'] / r['central_seconds']:.2f} | {r['central_peak'] / mb:.0f} "
+            f"| {r['train']} | {_cell(central, '.0f')} | {r['fed_seconds']:.0f} "
+            f"| {_cell(ratio, '.2f')} | {_cell(peak, '.0f')} "
             f"| {r['server_peak'] / mb:.0f} | {above:.1f} | {r['client_peak'] / mb:.0f} "
             f"| {r['largest_bank'] / mb:.1f} | {r['bytes_up_train'] / 1e6:.1f} "
             f"| {r['bytes_up'] / 1e6:.1f} | {r['bytes_down'] / 1e6:.1f} "
             f"| {r['bytes_up_train'] / (oversample * r['banks']):.2f} |"
         )
+    if len(rows) > 1:
+        print(growth_line(rows))
     x = [r["train"] for r in rows]
     for key in (
         "central_seconds",
@@ -240,7 +274,8 @@ def report(rows: list[dict], oversample: float, idle: int) -> None:
         "bytes_up",
         "bytes_down",
     ):
-        e = exponent(x, [r[key] for r in rows])
+        values = [r[key] for r in rows]
+        e = None if None in values else exponent(x, values)
         print(
             f"growth exponent of {key} with the training images: {'-' if e is None else f'{e:.2f}'}"
         )
@@ -256,6 +291,11 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--keep", default=None, help="folder to keep the runs in")
     parser.add_argument("--no-warmup", action="store_true", help="skip the unmeasured first run")
+    parser.add_argument(
+        "--federated-only",
+        action="store_true",
+        help="skip the centralized runs (and their ratios): server and client memory only",
+    )
     args = parser.parse_args()
     root = Path(args.data_root).resolve()
     cats = args.categories or available_categories(root)
@@ -264,7 +304,7 @@ def main() -> None:
     idle = idle_peak(env)
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(args.keep) if args.keep else Path(tmp)
-        if not args.no_warmup:
+        if not (args.no_warmup or args.federated_only):
             warm_up(root, base / "warmup", args, cats, env)
         for fraction in args.fractions:
             out = base / f"f{fraction:g}"

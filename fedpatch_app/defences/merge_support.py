@@ -89,7 +89,10 @@ def vet_category(
         if verdict.action:
             _flag(registry, node_id, cat, verdict, facts["threshold_support"])
         keep = verdict.keep
-        vetted.append((node_id, dataclasses.replace(part, features=part.features[keep])))
+        if keep.all():  # the same rows: no copy (they may be memory-mapped)
+            vetted.append((node_id, part))
+        else:
+            vetted.append((node_id, dataclasses.replace(part, features=part.features[keep])))
     log.info(
         "%s: %d of %d coreset rows unsupported by any other client, %d quarantined",
         cat,

@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 
 from fedpatch_app.model.memory_bank import MemoryBank
+from fedpatch_app.model.row_store import release
 
 log = logging.getLogger(__name__)
 
@@ -139,17 +140,27 @@ def support_distances(
     sources = [np.asarray(p) for p in parts] + (
         [np.asarray(reference)] if reference is not None else []
     )
-    indexes = [MemoryBank(src, device=device) for src in sources]
-    spacings = np.array([_spacing(src, index) for src, index in zip(sources, indexes, strict=True)])
+    # One source's index at a time (an index copies its rows): each part's nearest
+    # distances to it, then the next; memory-mapped rows are released once read.
+    nearest: list[dict[int, np.ndarray]] = [{} for _ in parts]
+    found = []
+    for j, src in enumerate(sources):
+        index = MemoryBank(src, device=device)
+        found.append(_spacing(src, index))
+        release(src)
+        for i, part in enumerate(parts):
+            if i != j:
+                nearest[i][j] = index.patch_scores(part)
+                release(part)
+        del index
+    spacings = np.array(found)
     known = spacings[np.isfinite(spacings) & (spacings > 0)]
     fill = float(np.median(known)) if known.size else 1.0
     spacings = np.where(np.isfinite(spacings) & (spacings > 0), spacings, fill)
     out = []
-    for i, part in enumerate(parts):
+    for i, by_source in enumerate(nearest):
         scaled = [
-            index.patch_scores(part).astype(np.float64) / max(spacings[j], spacings[i])
-            for j, index in enumerate(indexes)
-            if j != i
+            d.astype(np.float64) / max(spacings[j], spacings[i]) for j, d in by_source.items()
         ]
         out.append(np.min(np.stack(scaled, axis=1), axis=1))
     return out

@@ -210,7 +210,8 @@ class ClientRegistry:
 
     def collect(self, phase: str, replies: Iterable[Message]) -> list[tuple[ClientState, Message]]:
         """Match replies to the nodes they answer; error replies and silent nodes are dropped."""
-        sent = self._outbox.get(phase, [])
+        # The instructions are forgotten here: their content (the banks) is freed.
+        sent = self._outbox.pop(phase, [])
         by_id = {m.metadata.message_id: m.metadata.dst_node_id for m in sent}
         started = self._started.get(phase, time.perf_counter())
         self.seconds[phase] = round(time.perf_counter() - started, 3)

@@ -22,6 +22,7 @@ projection works in row blocks, so a ``1,000,000 x 1024`` input is never copied 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -242,6 +243,7 @@ def greedy_coreset(
     initial: ArrayLike | None = None,
     device: str | torch.device | None = None,
     method: str = "pruned",
+    projected: Callable[[], None] | None = None,
 ) -> CoresetResult:
     """Select ``k`` rows of ``features`` by greedy k-center (farthest point first).
 
@@ -266,6 +268,10 @@ def greedy_coreset(
         ``"pruned"`` (default: per-centre groups on the CPU, masks on other devices),
         ``"masked"`` (the device form, on any device) or ``"plain"`` (no pruning). All
         three select the same points.
+    projected:
+        called once the features are projected: the selection reads only the
+        projection, so a caller may release the features' memory then (a memory-mapped
+        union's pages, `row_store.release`).
 
     Returns
     -------
@@ -277,6 +283,8 @@ def greedy_coreset(
     pts, centres = project_features(
         features, projection_dim, seed, _as_device(device, features), initial=initial
     )
+    if projected is not None:
+        projected()
     indices, radius, measured = select(
         pts, int(k), start=start_index(n, seed), initial=centres, method=method
     )

@@ -19,6 +19,7 @@ import numpy as np
 
 from fedpatch_app.model.embedding import FeatureSpec
 from fedpatch_app.model.patchcore import Bank, merge_coresets
+from fedpatch_app.model.row_store import RowStore
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +120,12 @@ def merge_category(
     device: Any = "cpu",
     private: bool = False,
     parent: Bank | None = None,
+    store: RowStore | None = None,
 ) -> MergedBank:
     """Greedy k-center over the union of `parts` (already in content order) to a bank of
     `k` rows; with a `parent` bank (a join), its rows are kept and count toward `k`, so a
-    joined bank has the size a build with everyone has (at least one row is added)."""
+    joined bank has the size a build with everyone has (at least one row is added). With
+    a `store`, the union is memory-mapped from it (`merge_coresets`)."""
     t0 = time.perf_counter()
     dp_info: dict[str, Any] | None = None
     if private:
@@ -132,7 +135,9 @@ def merge_category(
         union = [p.features for p in parts]
     initial = None if parent is None else parent.features
     new_rows = k if parent is None else max(1, k - parent.size)
-    merged, radius, sources = merge_coresets(union, new_rows, spec, device=device, initial=initial)
+    merged, radius, sources = merge_coresets(
+        union, new_rows, spec, device=device, initial=initial, store=store
+    )
     total_patches = int(sum(p.n_patches for p in parts)) + (parent.n_patches if parent else 0)
     bank = Bank(
         features=merged,

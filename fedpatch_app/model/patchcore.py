@@ -34,6 +34,7 @@ from fedpatch_app.model.coreset import greedy_coreset
 from fedpatch_app.model.dp import clip_rows
 from fedpatch_app.model.embedding import FeatureExtractor, FeatureSpec
 from fedpatch_app.model.memory_bank import MemoryBank, bank_index
+from fedpatch_app.model.row_store import RowStore, gather, release
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ def merge_coresets(
     *,
     device: str | torch.device | None = None,
     initial: np.ndarray | None = None,
+    store: RowStore | None = None,
 ) -> tuple[np.ndarray, float, np.ndarray]:
     """Merge coresets (one per client) into one bank of at most `k` entries: greedy k-center
     over their union, with the same code as the local selection. Returns the bank, its
@@ -88,6 +90,11 @@ def merge_coresets(
     With `initial` (an existing bank), the selection starts from its rows, which stay: the
     result is the existing bank followed by the `k` new rows that cover the union best.
     This is how a new line joins a model later.
+
+    With a `store` (`row_store.RowStore`), the union is written there and memory-mapped
+    instead of concatenated in memory, its pages released once projected and the bank
+    gathered from it a chunk at a time: the same rows, bit for bit, with the union never
+    resident beside the projection.
     """
     sizes = [0 if p is None else len(p) for p in parts]
     kept = [p for p in parts if p is not None and len(p)]
@@ -95,7 +102,10 @@ def merge_coresets(
         raise ModelError("nothing to merge: every coreset is empty")
     for i, part in enumerate(kept):
         _check_features(part, spec.embed_dim, f"coreset {i}")
-    union = np.concatenate([np.asarray(p, dtype=np.float32) for p in kept], axis=0)
+    if store is not None:
+        union = store.union("union", kept)
+    else:
+        union = np.concatenate([np.asarray(p, dtype=np.float32) for p in kept], axis=0)
     part_of = np.repeat(np.arange(len(parts)), sizes)
     k = min(int(k), union.shape[0])
     if initial is not None:
@@ -107,8 +117,9 @@ def merge_coresets(
         seed=spec.seed,
         initial=initial,
         device=device,
+        projected=lambda: release(union),
     )
-    bank = np.ascontiguousarray(union[result.indices], dtype=np.float32)
+    bank = gather(union, result.indices)
     sources = part_of[result.indices]
     if initial is not None:
         bank = np.concatenate([np.asarray(initial, dtype=np.float32), bank], axis=0)

@@ -177,12 +177,18 @@ def accept_train(
     replies: Replies,
     limits: M.TrainLimits,
     expected: Expected | None = None,
+    keep: Callable[[M.TrainReply], None] | None = None,
 ) -> dict[int, M.TrainReply]:
     """The valid train replies by node id: well formed, from the partition the node's key
-    is bound to, matching that partition's share, and no partition claimed twice."""
+    is bound to, matching that partition's share, and no partition claimed twice.
+    `replies` is consumed: each message leaves the list once decoded (the decoded arrays
+    are copies, so its payload can be freed), and `keep` is given each valid decoded
+    reply then (the server stores its coresets on disk): no more than one reply's arrays
+    are held twice."""
     expected = expected or Expected()
     accepted: dict[int, M.TrainReply] = {}
-    for client, reply in replies:
+    while replies:
+        client, reply = replies.pop(0)
         _claim_partition(client, reply)
         try:
             decoded = M.decode_train_reply(reply.content, limits)
@@ -191,6 +197,9 @@ def accept_train(
         except ModelError as exc:
             registry.drop(client.node_id, "train", f"invalid reply: {exc}")
             continue
+        del reply
+        if keep is not None:
+            keep(decoded)
         if expected.bound is not None:
             decoded.partition_id = int(expected.bound[client.node_id])
         client.partition_id = decoded.partition_id

@@ -35,7 +35,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from flwr.app import MessageType, RecordDict
+from flwr.app import ArrayRecord, MessageType, RecordDict
 
 from fedpatch_app.defences.robust_scaling import RADIUS_FACTOR, global_scaling
 from fedpatch_app.defences.source_check_verdicts import (
@@ -58,6 +58,7 @@ from fedpatch_app.federated.protocol.category_sizes import agreed_plan
 from fedpatch_app.federated.protocol.link import GridLink
 from fedpatch_app.federated.protocol.merge_rule import MergeRule, inherited_banks
 from fedpatch_app.federated.protocol.results import (
+    CategoryMerge,
     Merged,
     Pooled,
     Scaled,
@@ -69,6 +70,7 @@ from fedpatch_app.federated.registry import ClientRegistry, FederationError
 from fedpatch_app.metrics.pooling import CategoryOutcome, ScoredImages, pool_category
 from fedpatch_app.metrics.thresholds import category_thresholds
 from fedpatch_app.model.merge import stable_order
+from fedpatch_app.model.row_store import RowStore, release
 
 if TYPE_CHECKING:
     from fedpatch_app.inspection.model_folder import Model
@@ -91,6 +93,7 @@ class Federation:
         registry: ClientRegistry,
         *,
         parent: Model | None = None,
+        store: RowStore | None = None,
     ) -> None:
         self.plan = plan
         self.settings = plan.settings
@@ -98,6 +101,11 @@ class Federation:
         self.registry = registry
         self.parent = parent
         self.limits = M.TrainLimits.of(plan)
+        #: Where the accepted coresets live (memory-mapped) until the run ends; None: in
+        #: memory. A rule with a `store` attribute writes its unions there too.
+        self.store = store
+        if store is not None and hasattr(rule, "store"):
+            rule.store = store
 
     # ------------------------------------------------------------------ train, accept
 
@@ -136,8 +144,17 @@ class Federation:
     def accept(self, answers: TrainAnswers) -> Trained:
         """The valid train replies and the plan agreed from them."""
         expected = answers.expected
-        replies = accept_train(self.registry, answers.answered, self.limits, expected)
+        replies = accept_train(
+            self.registry, answers.answered, self.limits, expected, keep=self._spill
+        )
         return Trained(replies, agreed_plan(self.plan, replies, self.registry), expected)
+
+    def _spill(self, decoded: M.TrainReply) -> None:
+        """A decoded reply's coresets to the run's store, mapped from there."""
+        if self.store is None:
+            return
+        for cat, part in decoded.coresets.items():
+            part.features = self.store.put(cat, part.features)
 
     # ------------------------------------------------------------------ merge
 
@@ -145,19 +162,28 @@ class Federation:
         """Each category's global bank from its holders' coresets (`self.rule`); a parent
         model's banks of categories no client holds are kept."""
         start = time.perf_counter()
-        held = {
-            cat: stable_order(
+        held = {}
+        for cat in trained.plan.categories:
+            held[cat] = stable_order(
                 [(n, r.coresets[cat]) for n, r in trained.replies.items() if cat in r.coresets],
                 lambda node: self.registry.clients[node].partition_id,
             )
-            for cat in trained.plan.categories
-        }
-        merged = self.rule.merge(held)
+            release(*(p.features for _, p in held[cat]))  # read for their digests
+        merged = self._stored(self.rule.merge(held))
         inherited = inherited_banks(self.parent, set(merged), trained.plan.categories)
         self.registry.seconds["merge"] = round(time.perf_counter() - start, 3)
         if not merged and not inherited:
             raise FederationError("train: no client sent a coreset for any category")
         return Merged({**inherited, **merged})
+
+    def _stored(self, merged: dict[str, CategoryMerge]) -> dict[str, CategoryMerge]:
+        """Each merged bank's rows to the run's store as soon as it is made (the same
+        bytes, mapped from there): the banks are read from disk where they are sent or
+        written, one at a time, instead of all held in memory beside the broadcast."""
+        if self.store is not None:
+            for cat, m in merged.items():
+                m.bank.features = self.store.put(f"bank-{cat}", m.bank.features)
+        return merged
 
     # ------------------------------------------------------------------ evaluate (A)
 
@@ -174,9 +200,10 @@ class Federation:
         for cat, bank in banks.items():
             if bank.query_clip > 0:
                 extra[f"{M.QUERY_CLIP}.{cat}"] = float(bank.query_clip)
-        arrays = M.encode_banks(
-            {c: b.features for c, b in banks.items()}, self.settings.transport_dtype
-        )
+        arrays = ArrayRecord()
+        for cat, bank in banks.items():  # one bank read at a time
+            arrays[cat] = M.encode_banks({cat: bank.features}, self.settings.transport_dtype)[cat]
+            release(bank.features)
         log.info(
             "evaluate: broadcasting %d bank(s) to %d node(s)",
             len(arrays),
@@ -251,7 +278,9 @@ class Federation:
         changed = excluded_holders(self.registry, verdicts, entered)
         if not changed:
             return None
-        again = self.rule.merge({**entered, **changed}, screen=False, only=set(changed))
+        again = self._stored(
+            self.rule.merge({**entered, **changed}, screen=False, only=set(changed))
+        )
         out = dict(merged.categories)
         for cat, remade in again.items():
             remade.info.support = merged.categories[cat].info.support

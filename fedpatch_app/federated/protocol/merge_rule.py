@@ -7,6 +7,8 @@ is fedpatch's rule: each category's coresets are screened by the robust merge
 each category's bank size follows from the patches that enter its merge
 (`fairness.bank_budget`, as the centralized bank would have), and greedy k-center reduces
 the union to that size (`model.merge.merge_category`), keeping a parent model's rows.
+One category at a time: with the run's `RowStore`, a category's rows are read from disk
+while it is screened and merged, and released before the next.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from fedpatch_app.federated.registry import ClientRegistry
 from fedpatch_app.model.embedding import FeatureSpec
 from fedpatch_app.model.merge import MergedBank, merge_category
 from fedpatch_app.model.patchcore import Bank
+from fedpatch_app.model.row_store import RowStore, release
 from fedpatch_app.settings import RunSettings
 
 if TYPE_CHECKING:
@@ -59,6 +62,9 @@ class RobustKCenter:
     registry: ClientRegistry
     parent: Model | None = None
     device: Any = "cpu"
+    #: Where each category's union is written and memory-mapped during its merge (None:
+    #: in memory); the protocol sets its run's store (`Federation`).
+    store: RowStore | None = None
 
     def merge(
         self,
@@ -97,6 +103,7 @@ class RobustKCenter:
                 device=self.device,
             )
             vetted[cat] = [(n, p) for n, p in kept if len(p.features)]
+            release(*(p.features for _, p in holders))
             if not vetted[cat]:
                 log.warning("%s: no coreset row is left after the robust merge", cat)
         return {cat: v for cat, v in vetted.items() if v}, support
@@ -123,7 +130,9 @@ class RobustKCenter:
             device=self.device,
             private=self.settings.dp.enabled,
             parent=parent,
+            store=self.store,
         )
+        release(*(p.features for _, p in holders))
         info = BankInfo.of_merge(
             merged.info, [self.registry.clients[n].partition_id for n, _ in holders]
         )

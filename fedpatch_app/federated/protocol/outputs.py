@@ -20,6 +20,7 @@ from fedpatch_app.inspection.model_folder import Model, write_model
 from fedpatch_app.inspection.run_model import category_models, provenance
 from fedpatch_app.model.ann_index import built_index, search_params
 from fedpatch_app.model.embedding import FeatureSpec
+from fedpatch_app.model.row_store import RowStore, release
 from fedpatch_app.results import schema as files
 from fedpatch_app.run_status import write_status
 from fedpatch_app.settings import RunSettings, to_names
@@ -45,6 +46,8 @@ class ServerRun:
     finished: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
+    #: Where the clients' coresets are kept on disk while the run lasts (removed at its end).
+    store: RowStore | None = None
 
     def phase_done(self, phase: str, since: float) -> None:
         self.seconds[phase] = round(time.perf_counter() - since, 3)
@@ -96,7 +99,9 @@ def write_run_model(run: ServerRun, state: FederationState, incomplete: str | No
     cats = category_models(state.merged.banks, scalings, thresholds, train, sizes)
     for cat in cats.values():  # the index the clients calibrated through
         cat.index = built_index(cat.bank.features, search_params(run.settings))
-    return write_model(run.run_dir / "model", run.spec, cats, facts, incomplete=incomplete)
+    folder = write_model(run.run_dir / "model", run.spec, cats, facts, incomplete=incomplete)
+    release(*(bank.features for bank in state.merged.banks.values()))
+    return folder
 
 
 def federated_training_data(run: ServerRun, state: FederationState) -> dict[str, Any]:

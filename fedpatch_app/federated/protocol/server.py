@@ -30,6 +30,7 @@ from fedpatch_app.federated.protocol.outputs import ServerRun, banks_written, wr
 from fedpatch_app.federated.protocol.results import FederationState, Trained
 from fedpatch_app.federated.registry import ClientRegistry, FederationError
 from fedpatch_app.model.embedding import FeatureSpec
+from fedpatch_app.model.row_store import RowStore
 from fedpatch_app.outputs import prepare_output
 from fedpatch_app.run_status import write_failure, write_status
 from fedpatch_app.settings import RunSettings, from_run_config
@@ -156,7 +157,7 @@ def _connect(
     run.phase_done("wait_clients", t0)
     device = resolve_device(settings.device)
     merge_rule = rule(settings, run.spec, registry, run.parent, device)
-    return Federation(plan, merge_rule, registry, parent=run.parent), link
+    return Federation(plan, merge_rule, registry, parent=run.parent, store=run.store), link
 
 
 def federate(
@@ -217,6 +218,7 @@ def run_server(
     run: ServerRun | None = None
     try:
         run = _prepare(settings, name, run_dir)
+        run.store = RowStore(run_dir)
         state = federate(run, grid, context, merge_rule)
         results = write_outputs(run, state)
     except BaseException as exc:
@@ -229,5 +231,8 @@ def run_server(
             write_failure(run_dir, name, str(exc) or type(exc).__name__, finished, kept)
         log.error("run %s failed: %s (status in %s)", name, exc, run_dir / "status.json")
         raise
+    finally:
+        if run is not None and run.store is not None:
+            run.store.close()
     log.info("results in %s", run_dir)
     return ServerOutcome(run_dir, results, state)
