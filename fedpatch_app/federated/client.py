@@ -148,7 +148,7 @@ def handle_train(msg: Message, context: Context) -> Message:
     start = time.perf_counter()
     plan = _plan(msg)
     relayed = plan.settings.share_mode == "relay"
-    key = node_share_key(context.node_config) if relayed else None  # before any work
+    share_key = node_share_key(context.node_config) if relayed else None  # before any work
     node = node_data(plan, context.node_config)
     log.info(
         "partition %s: training on %s (held out for calibration: %s)",
@@ -191,12 +191,12 @@ def handle_train(msg: Message, context: Context) -> Message:
         sizes=sizes,
     )
     for facts in dp_facts.values():
-        for key, value in facts.items():
-            content.config_records[M.INFO][key] = value
+        for name, value in facts.items():
+            content.config_records[M.INFO][name] = value
     if public:
         content.array_records[M.PUBLIC] = M.public_centres_record(public)
-    if key is not None:
-        seal_reply(content, key, node.partition_id)
+    if share_key is not None:
+        seal_reply(content, share_key, node.partition_id)
     return Message(content, reply_to=msg)
 
 
