@@ -60,12 +60,15 @@ NATIVE = (400, 400)
 TARGETS = {"wide_resnet50_2": 1.5, "efficientnet_lite0": 2.0}
 
 
-def write_images(folder: Path, count: int, seed: int = 0) -> list[Path]:
+def write_images(
+    folder: Path, count: int, seed: int = 0, size: tuple[int, int] = NATIVE
+) -> list[Path]:
+    """`count` PNGs of random pixels, `size` (width, height)."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True)
     paths = []
     for i in range(count):
-        arr = rng.integers(0, 256, size=(NATIVE[1], NATIVE[0], 3), dtype=np.uint8)
+        arr = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
         paths.append(folder / f"{i:04d}.png")
         Image.fromarray(arr).save(paths[-1])
     return paths

@@ -37,7 +37,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import torch
-from PIL import Image
+from predict import write_images
 from serve import ServiceThread, stats, timed
 
 from fedpatch_app.data.autovi_release import NATIVE_SIZES
@@ -60,17 +60,6 @@ def bank_rows(category: str, grid: tuple[int, int]) -> int:
     train = [str(i) for i in range(AUTOVI_COUNTS[category]["train/good"])]
     held = calibration_set(category, train, DEFAULTS.calibration_fraction, DEFAULTS.seed)
     return coreset_size((len(train) - len(held)) * grid[0] * grid[1], DEFAULTS.coreset_ratio)
-
-
-def write_images(folder: Path, size: tuple[int, int], count: int) -> list[Path]:
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True)
-    paths = []
-    for i in range(count):
-        arr = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
-        paths.append(folder / f"{i:04d}.png")
-        Image.fromarray(arr).save(paths[-1])
-    return paths
 
 
 def write_models(folder: Path, spec: FeatureSpec, grid: tuple[int, int], search: str) -> Path:
@@ -121,7 +110,7 @@ def service_rates(scorer: Scorer, url: str, category: str, paths: list[Path], le
 
 def measure(args: argparse.Namespace, spec: FeatureSpec, tmp: Path) -> dict:
     images = {
-        size: write_images(tmp / f"images-{size[0]}x{size[1]}", size, args.images)
+        size: write_images(tmp / f"images-{size[0]}x{size[1]}", args.images, size=size)
         for size in sorted(set(NATIVE_SIZES.values()))
     }
     first = next(iter(images.values()))[:1]
