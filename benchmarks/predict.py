@@ -219,9 +219,11 @@ def main() -> None:
         model_dir = write_bank_model(tmp_path / "model", spec, rows, args.search)
         bare, full, split, torch_full = measure(args, spec, model_dir, paths, tmp_path)
     n = args.images
-    print(f"torch threads {torch.get_num_threads()}, {spec.backbone} at {args.image_size} px, "
-          f"{n} images of {NATIVE[0]}x{NATIVE[1]}, bank {rows} x {spec.embed_dim} "
-          f"(coreset 0.1 of {args.train_images} images x {grid[0]}x{grid[1]} patches)")  # fmt: skip
+    print(
+        f"torch threads {torch.get_num_threads()}, {spec.backbone} at {args.image_size} px, "
+        f"{n} images of {NATIVE[0]}x{NATIVE[1]}, bank {rows} x {spec.embed_dim} "
+        f"(coreset 0.1 of {args.train_images} images x {grid[0]}x{grid[1]} patches)"
+    )
     kind = search_kind(rows, search_params(RunSettings(search=args.search)))
     print(f"runtime {args.runtime}, search {args.search}: the bank is searched {kind}ly")
     print(f"bare forward : {n / min(bare):7.2f} images/s (best of {args.repeats})")

@@ -173,9 +173,9 @@ CLI = [sys.executable, "-m", "fedpatch_app.cli"]
 
 
 def centralized_cmd(view: Path, out: Path, args: argparse.Namespace) -> list[str]:
-    return [*CLI, "centralized", "--data-root", str(view), "--out", str(out),
-            "--backbone", args.backbone, "--weights", args.weights,
-            "--image-size", str(args.image_size)]  # fmt: skip
+    command = [*CLI, "centralized", "--data-root", str(view), "--out", str(out)]
+    command += ["--backbone", args.backbone, "--weights", args.weights]
+    return [*command, "--image-size", str(args.image_size)]
 
 
 def warm_up(root: Path, folder: Path, args: argparse.Namespace, cats: list[str], env: dict) -> None:
@@ -211,13 +211,16 @@ def run_pair(view: Path, out: Path, args: argparse.Namespace, env: dict) -> dict
     traffic = fed["federated"]["bytes"]
     largest, banks = _bank_bytes(fed)
     return {
-        **central, "fed_seconds": t_f,
-        "server_peak": mem_f["server"], "client_peak": mem_f["client"],
+        **central,
+        "fed_seconds": t_f,
+        "server_peak": mem_f["server"],
+        "client_peak": mem_f["client"],
         "bytes_up": sum(v for k, v in traffic.items() if k.endswith("_up_total")),
         "bytes_up_train": traffic.get("train_up_total", 0),
         "bytes_down": sum(v for k, v in traffic.items() if k.endswith("_down_total")),
-        "largest_bank": largest, "banks": banks,
-    }  # fmt: skip
+        "largest_bank": largest,
+        "banks": banks,
+    }
 
 
 def exponent(x: list[float], y: list[float]) -> float | None:
@@ -245,10 +248,12 @@ def growth_line(rows: list[dict]) -> str:
 def report(rows: list[dict], oversample: float, idle: int) -> None:
     mb = 2**20
     print(f"idle server process (imports only): {idle / mb:.0f} MiB")
-    print("| train images | central s | federated s | ratio (<= 1.3) | central peak MiB "
-          "| server peak MiB | above idle / largest bank (<= 2) | largest client MiB "
-          "| largest bank MiB | MB up (train) | MB up (all) | MB down "
-          "| train up / (oversample x banks) (<= 1) |")  # fmt: skip
+    print(
+        "| train images | central s | federated s | ratio (<= 1.3) | central peak MiB "
+        "| server peak MiB | above idle / largest bank (<= 2) | largest client MiB "
+        "| largest bank MiB | MB up (train) | MB up (all) | MB down "
+        "| train up / (oversample x banks) (<= 1) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         above = (r["server_peak"] - idle) / r["largest_bank"]
@@ -312,8 +317,10 @@ def main() -> None:
             row = run_pair(out / "data", out, args, env)
             rows.append({"fraction": fraction, "train": train, **row})
             print(json.dumps(rows[-1]), flush=True)
-    print(f"categories {', '.join(cats)}; {args.backbone} ({args.weights}) at {args.image_size} px; "
-          f"torch threads per process: {os.environ.get('OMP_NUM_THREADS', 'default')}")  # fmt: skip
+    print(
+        f"categories {', '.join(cats)}; {args.backbone} ({args.weights}) at {args.image_size} px; "
+        f"torch threads per process: {os.environ.get('OMP_NUM_THREADS', 'default')}"
+    )
     report(rows, oversample=2.0, idle=idle)
 
 

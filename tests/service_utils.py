@@ -83,9 +83,8 @@ def start_service(
     token_file.chmod(0o600)
     port = free_port()
     log = workdir / "serve.log"
-    command = [sys.executable, "-m", "fedpatch_app.cli", "serve", "--model", str(model),
-               "--port", str(port), "--device", "cpu", "--token-file", str(token_file)]  # fmt: skip
-    command = [*prefix, *command, *extra]
+    command = [*prefix, sys.executable, "-m", "fedpatch_app.cli", "serve", "--model", str(model)]
+    command += ["--port", str(port), "--device", "cpu", "--token-file", str(token_file), *extra]
     with log.open("wb") as out:
         process = subprocess.Popen(
             command, cwd=REPO, env=scoring_env(), stdout=out, stderr=subprocess.STDOUT

@@ -47,10 +47,18 @@ def test_growth_exponent_recovers_a_power_law(scale) -> None:
 def test_report_prints_the_ratios_against_the_targets(scale, capsys) -> None:
     mib = 2**20
     row = {
-        "train": 100, "central_seconds": 100.0, "fed_seconds": 120.0, "central_peak": 900 * mib,
-        "server_peak": 860 * mib, "client_peak": 700 * mib, "bytes_up": 50e6,
-        "bytes_up_train": 20e6, "bytes_down": 60e6, "largest_bank": 20 * mib, "banks": 10e6,
-    }  # fmt: skip
+        "train": 100,
+        "central_seconds": 100.0,
+        "fed_seconds": 120.0,
+        "central_peak": 900 * mib,
+        "server_peak": 860 * mib,
+        "client_peak": 700 * mib,
+        "bytes_up": 50e6,
+        "bytes_up_train": 20e6,
+        "bytes_down": 60e6,
+        "largest_bank": 20 * mib,
+        "banks": 10e6,
+    }
     scale.report([row, {**row, "train": 200, "fed_seconds": 240.0}], 2.0, idle=800 * mib)
     out = capsys.readouterr().out
     first = [line for line in out.splitlines() if line.startswith("| 100 |")][0]

@@ -1,13 +1,19 @@
-"""The package's shape as ruff formats it: no packed lines, short functions, short modules.
+"""The code's shape as ruff formats it: no packed lines, short functions, short modules.
 
-Over every module of fedpatch_app:
+Over every Python file of the project (the packages, tests, benchmarks, scripts and the
+top-level apps; not the environment, caches, or the data and run folders at the top):
 
 - no ``# fmt: skip`` or ``# fmt: off`` comment (they pack lines to dodge the limits below);
-- the file is as ``ruff format`` writes it, and then has at most ``MAX_MODULE_LINES`` lines;
+- the file is as ``ruff format`` writes it.
+
+Over every module of fedpatch_app and fedpatch_drills (``SIZED``), also:
+
+- the formatted module has at most ``MAX_MODULE_LINES`` lines;
 - no function has more than ``MAX_FUNCTION_CODE_LINES`` code lines (lines holding code, not
-  docstrings, comments or blank lines; nested functions count with the function around them);
-- no two modules import each other, directly or round a loop, at module level (imports under
-  ``if TYPE_CHECKING:`` included: a loop of types is a loop of design).
+  docstrings, comments or blank lines; nested functions count with the function around them).
+
+Over fedpatch_app: no two modules import each other, directly or round a loop, at module
+level (imports under ``if TYPE_CHECKING:`` included: a loop of types is a loop of design).
 
 The limits flag a design smell; a module or function over them is split into named pieces.
 """
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import io
+import os
 import shutil
 import subprocess
 import sys
@@ -29,6 +36,11 @@ PACKAGE = ROOT / "fedpatch_app"
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_CODE_LINES = 60
 FMT_MARKERS = ("fmt: skip", "fmt: off", "fmt:skip", "fmt:off")
+# Folders whose modules also keep to the size limits, relative to the repository root.
+SIZED = ("fedpatch_app", "fedpatch_drills")
+# Folders that hold no project code, relative to the repository root: data, run outputs
+# and build products (hidden folders, __pycache__ and *.egg-info are skipped everywhere).
+NOT_PROJECT = {"data", "runs", "build", "dist", "docker/data", "docker/runs"}
 
 # Modules that break a rule today, relative to the repository root. This set must only
 # shrink: the test also fails when a listed module meets every rule, so remove it then.
@@ -41,6 +53,23 @@ def _ruff() -> str:
     found = str(local) if local.is_file() else shutil.which("ruff")
     if found is None:
         pytest.fail("ruff is not installed (pip install -e '.[dev]'); the shape test needs it")
+    return found
+
+
+def _is_project_folder(folder: Path, root: Path) -> bool:
+    name = folder.name
+    if name.startswith(".") or name == "__pycache__" or name.endswith(".egg-info"):
+        return False
+    return folder.relative_to(root).as_posix() not in NOT_PROJECT
+
+
+def project_files(root: Path = ROOT) -> list[Path]:
+    """Every Python file of the project under ``root``, in a stable order."""
+    found: list[Path] = []
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        dirs[:] = sorted(d for d in dirs if _is_project_folder(here / d, root))
+        found.extend(here / f for f in sorted(files) if f.endswith(".py"))
     return found
 
 
@@ -148,12 +177,16 @@ def long_functions(source: str, limit: int = MAX_FUNCTION_CODE_LINES) -> list[tu
     return out
 
 
-def shape_violations(work: Path, root: Path = PACKAGE) -> dict[str, list[str]]:
-    """What each module of ``root`` breaks, keyed by its path relative to the repository.
+def _sized(path: Path) -> bool:
+    return path.relative_to(ROOT).parts[0] in SIZED
+
+
+def shape_violations(work: Path, files: list[Path] | None = None) -> dict[str, list[str]]:
+    """What each file (by default every project file) breaks, keyed by its repository path.
 
     Lengths are measured on the module as ruff formats it; ``work`` is a scratch folder.
     """
-    files = sorted(root.rglob("*.py"))
+    files = project_files() if files is None else files
     sources = {path: path.read_text(encoding="utf-8") for path in files}
     formatted = _formatted_copy(sources, work)
     found: dict[str, list[str]] = {}
@@ -166,14 +199,22 @@ def shape_violations(work: Path, root: Path = PACKAGE) -> dict[str, list[str]]:
             why.append(f"formatter switched off on lines {markers}")
         elif shaped != source:
             why.append("not as `ruff format` writes it")
-        n = len(shaped.splitlines())
-        if n > MAX_MODULE_LINES:
-            why.append(f"{n} lines as formatted (limit {MAX_MODULE_LINES})")
-        for name, n in long_functions(shaped):
-            why.append(f"function {name}: {n} code lines (limit {MAX_FUNCTION_CODE_LINES})")
+        if _sized(path):
+            why.extend(_size_violations(shaped))
         if why:
             found[path.relative_to(ROOT).as_posix()] = why
     return found
+
+
+def _size_violations(shaped: str) -> list[str]:
+    """How a module, as ruff formats it, goes over the size limits."""
+    why: list[str] = []
+    n = len(shaped.splitlines())
+    if n > MAX_MODULE_LINES:
+        why.append(f"{n} lines as formatted (limit {MAX_MODULE_LINES})")
+    for name, n in long_functions(shaped):
+        why.append(f"function {name}: {n} code lines (limit {MAX_FUNCTION_CODE_LINES})")
+    return why
 
 
 def _module_name(path: Path) -> str:
@@ -243,12 +284,29 @@ def test_code_lines_skip_docstrings_comments_and_blank_lines() -> None:
     assert long_functions(nested) == [("C.m", 61)]
 
 
-def test_package_shape(tmp_path: Path) -> None:
+def test_project_files_are_every_folder_but_environment_data_and_outputs(tmp_path: Path) -> None:
+    kept = ["app.py", "tests/test_x.py", "benchmarks/b.py", "pkg/data/d.py", "pkg/runs/r.py"]
+    dropped = [
+        ".venv/lib/m.py",
+        "data/d.py",
+        "runs/r.py",
+        "docker/runs/r.py",
+        "pkg/__pycache__/c.py",
+        "x.egg-info/e.py",
+    ]
+    for name in [*kept, *dropped, "notes.txt"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x = 1\n")
+    found = {p.relative_to(tmp_path).as_posix() for p in project_files(tmp_path)}
+    assert found == set(kept)
+
+
+def test_project_shape(tmp_path: Path) -> None:
     found = shape_violations(tmp_path)
     new = {p: why for p, why in found.items() if p not in KNOWN_VIOLATIONS}
     fixed = sorted(KNOWN_VIOLATIONS - set(found))
     lines = [f"{p}: {'; '.join(why)}" for p, why in sorted(new.items())]
-    assert not new, "modules over the shape limits:\n" + "\n".join(lines)
+    assert not new, "files that break the shape rules:\n" + "\n".join(lines)
     assert not fixed, (
         f"these modules now meet every shape rule; remove them from KNOWN_VIOLATIONS: {fixed}"
     )

@@ -63,8 +63,9 @@ def test_centralized_refuses_a_used_out_folder(tiny_root: Path, tmp_path: Path, 
     out = tmp_path / "out"
     out.mkdir()
     (out / "results.json").write_text("{}")
-    code = main(["centralized", "--data-root", str(tiny_root), "--out", str(out),
-                 "--weights", "none"])  # fmt: skip
+    code = main(
+        ["centralized", "--data-root", str(tiny_root), "--out", str(out), "--weights", "none"]
+    )
     assert code == 2 and "--overwrite" in capsys.readouterr().err
 
 

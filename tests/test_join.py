@@ -41,10 +41,17 @@ def test_a_line_joining_later_matches_building_with_everyone(tmp_path: Path) -> 
     data = tmp_path / "data"
     generate(data, scale="small", seed=0, categories=list(CATS), kind="photo")
     base = {
-        "dataset": "autovi", "data-root": str(data), "partition": "iid", "num-clients": 5,
-        "backbone": "efficientnet_lite0", "weights": "imagenet", "image-size": 128,
-        "device": "cpu", "out-dir": str(tmp_path), "wait-timeout": 0,
-    }  # fmt: skip
+        "dataset": "autovi",
+        "data-root": str(data),
+        "partition": "iid",
+        "num-clients": 5,
+        "backbone": "efficientnet_lite0",
+        "weights": "imagenet",
+        "image-size": 128,
+        "device": "cpu",
+        "out-dir": str(tmp_path),
+        "wait-timeout": 0,
+    }
     nodes = [{"partition-id": i, "num-partitions": 5} for i in range(5)]
     run_inprocess({**base, "run-name": "first4", "min-clients": 4}, node_configs=nodes[:4])
     parent = tmp_path / "first4" / "model"

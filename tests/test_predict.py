@@ -27,14 +27,19 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def _predict(model: str, category: str, out: Path, *rest: str) -> int:
+    """``fedpatch predict --model MODEL --category CATEGORY --out OUT REST...``'s exit code."""
+    return main(["predict", "--model", model, "--category", category, "--out", str(out), *rest])
+
+
 @pytest.mark.slow
 def test_predict_gives_the_runs_scores_and_a_verdict_for_every_image(
     run_dir: Path, tiny_root: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "pred"
     test_dir = tiny_root / CAT / "test"
-    code = main(["predict", "--model", str(run_dir / "model"), "--category", CAT,
-                 "--out", str(out), "--device", "cpu", "--write-maps", str(test_dir)])  # fmt: skip
+    model = str(run_dir / "model")
+    code = _predict(model, CAT, out, "--device", "cpu", "--write-maps", str(test_dir))
     assert code == 0
     rows = _rows(out / "predictions.csv")
     images = sorted(test_dir.rglob("*.png"))
@@ -71,17 +76,13 @@ def test_bad_input_fails_clearly_and_writes_nothing(
     shutil.copytree(tiny_root / CAT / "test" / "good", images)
     (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     out = tmp_path / "o1"
-    assert (
-        main(["predict", "--model", model, "--category", CAT, "--out", str(out), str(images)]) == 2
-    )
+    assert _predict(model, CAT, out, str(images)) == 2
     assert "broken.png" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
     (images / "broken.png").unlink()
-    assert main(["predict", "--model", model, "--category", "tank_screw", "--out",
-                 str(out), str(images)]) == 2  # fmt: skip
+    assert _predict(model, "tank_screw", out, str(images)) == 2
     assert "no category 'tank_screw'" in capsys.readouterr().err
-    assert main(["predict", "--model", str(tmp_path / "none"), "--category", CAT, "--out",
-                 str(out), str(images)]) == 2  # fmt: skip
+    assert _predict(str(tmp_path / "none"), CAT, out, str(images)) == 2
     assert "not a fedpatch model folder" in capsys.readouterr().err
     tampered = tmp_path / "tampered"
     shutil.copytree(run_dir / "model", tampered)
@@ -89,8 +90,7 @@ def test_bad_input_fails_clearly_and_writes_nothing(
     data = bytearray(bank.read_bytes())
     data[-100] ^= 0xFF
     bank.write_bytes(bytes(data))
-    assert main(["predict", "--model", str(tampered), "--category", CAT, "--out", str(out),
-                 str(images)]) == 2  # fmt: skip
+    assert _predict(str(tampered), CAT, out, str(images)) == 2
     assert "has changed since the model was written" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
 
@@ -120,8 +120,7 @@ def test_an_image_outside_the_size_rule_is_refused_before_any_work(
     images.mkdir()
     Image.new("RGB", (4000, 1)).save(images / "line.png")
     out = tmp_path / "out"
-    code = main(["predict", "--model", str(run_dir / "model"), "--category", CAT, "--out",
-                 str(out), str(images)])  # fmt: skip
+    code = _predict(str(run_dir / "model"), CAT, out, str(images))
     assert code == 2
     err = capsys.readouterr().err
     assert "line.png" in err and "4000x1" in err and "aspect-ratio limit" in err

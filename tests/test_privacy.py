@@ -216,8 +216,13 @@ def test_server_sums_releases_that_share_centres_and_ignores_the_others() -> Non
     centres = np.eye(3, 2)
 
     def part(digest: str, sums: list, counts: list, clip: float = 2.0) -> Any:
-        dp_facts = {"digest": digest, "counts": np.array(counts, dtype=float), "clip": clip,
-                    "sigma-counts": 0.5, "centres": centres}  # fmt: skip
+        dp_facts = {
+            "digest": digest,
+            "counts": np.array(counts, dtype=float),
+            "clip": clip,
+            "sigma-counts": 0.5,
+            "centres": centres,
+        }
         return SimpleNamespace(features=np.array(sums, dtype=np.float32), dp=dp_facts)
 
     same = [[2.0, 0.0], [0.0, 0.0], [0.0, 0.0]]
@@ -277,8 +282,10 @@ def test_public_reference_from_a_folder(tmp_path: Path) -> None:
     got = dp.public_image_paths(tmp_path / "pub", "pipe_clip", 2)
     assert [p.name for p in got] == ["000.png", "001.png"]
     assert [p.name for p in dp.public_image_paths(tmp_path / "pub", "pipe_staple", 3)] == [
-        "000.png", "001.png", "002.png",
-    ]  # fmt: skip
+        "000.png",
+        "001.png",
+        "002.png",
+    ]
     with pytest.raises(DataError, match="holds 3 image"):
         dp.public_image_paths(tmp_path / "pub", "pipe_clip", 4)
     with pytest.raises(DataError, match="no folder of public images for tank_screw"):
@@ -486,8 +493,13 @@ def test_dp_run_scores_mostly_what_the_public_reference_alone_scores(
     exact, not a coin toss."""
     runs = [_dp_and_public_metrics(tmp_path, seed, monkeypatch) for seed in range(5)]
     figures = [
-        (r["dp"]["auc_spro"]["0.3"], r["public"]["auc_spro"]["0.3"], r["dp"]["image_auroc"]["mean"],
-         r["public"]["image_auroc"]["mean"]) for r in runs
-    ]  # fmt: skip
+        (
+            r["dp"]["auc_spro"]["0.3"],
+            r["public"]["auc_spro"]["0.3"],
+            r["dp"]["image_auroc"]["mean"],
+            r["public"]["image_auroc"]["mean"],
+        )
+        for r in runs
+    ]
     assert sum(abs(f[0] - f[1]) < 1e-4 for f in figures) >= 3, figures
     assert sum(f[2] == f[3] for f in figures) >= 3, figures

@@ -124,13 +124,12 @@ def test_audit_on_tiny_data_shows_the_raw_membership_attack(tiny_root: Path, tmp
     from fedpatch_app.cli import main
 
     out = tmp_path / "audit"
-    code = main(
-        ["privacy-audit", "--data-root", str(tiny_root), "--out", str(out), "--categories",
-         "pipe_clip", "--weights", "none", "--image-size", "64", "--device", "cpu",
-         "--public-crops", "6", "--training-pairs", "600", "--epochs", "1", "--max-rows", "60",
-         "--candidates", "4", "--modes", "raw", "relay", "dp", "dp_projection", "--public-pairs", "8",
-         "--projection-dim", "8"]
-    )  # fmt: skip
+    argv = ["privacy-audit", "--data-root", str(tiny_root), "--out", str(out)]
+    argv += ["--categories", "pipe_clip", "--weights", "none", "--image-size", "64"]
+    argv += ["--device", "cpu", "--public-crops", "6", "--training-pairs", "600"]
+    argv += ["--epochs", "1", "--max-rows", "60", "--candidates", "4"]
+    argv += ["--modes", "raw", "relay", "dp", "dp_projection"]
+    code = main([*argv, "--public-pairs", "8", "--projection-dim", "8"])
     assert code == 0
     audit = json.loads((out / "audit.json").read_text())
     raw, sealed = audit["modes"]["raw"], audit["modes"]["relay"]

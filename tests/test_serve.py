@@ -39,9 +39,9 @@ def predicted(pipe_clip_run: Path, images: list[Path], tmp_path_factory) -> dict
     """`fedpatch predict --batch-size 1` on the same images, in a process of its own like
     the service (one image per backbone batch, as the service scores them)."""
     out = tmp_path_factory.mktemp("reference") / "pred"
-    command = [sys.executable, "-m", "fedpatch_app.cli", "predict", "--model",
-               str(pipe_clip_run / "model"), "--category", CAT, "--out", str(out),
-               "--device", "cpu", "--batch-size", "1", *map(str, images)]  # fmt: skip
+    command = [sys.executable, "-m", "fedpatch_app.cli", "predict"]
+    command += ["--model", str(pipe_clip_run / "model"), "--category", CAT, "--out", str(out)]
+    command += ["--device", "cpu", "--batch-size", "1", *map(str, images)]
     subprocess.run(command, cwd=REPO, env=scoring_env(), check=True, capture_output=True)
     records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     return {r["path"]: r for r in records}
@@ -120,10 +120,14 @@ def _png_header(width: int, height: int) -> bytes:
     idat = zlib.compress(b"\0" * 64)
     return (
         b"\x89PNG\r\n\x1a\n"
-        + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
-        + struct.pack(">I", len(idat)) + b"IDAT" + idat
+        + struct.pack(">I", len(ihdr))
+        + chunk
+        + struct.pack(">I", zlib.crc32(chunk))
+        + struct.pack(">I", len(idat))
+        + b"IDAT"
+        + idat
         + struct.pack(">I", zlib.crc32(b"IDAT" + idat))
-    )  # fmt: skip
+    )
 
 
 def _jpeg(image: Path) -> bytes:
@@ -163,9 +167,16 @@ BAD = [
 
 @pytest.mark.parametrize("case,category,kind,body,status,words", BAD, ids=[b[0] for b in BAD])
 def test_bad_input_is_refused_and_the_next_image_served(
-    service: Service, images: list[Path], predicted: dict,
-    case, category, kind, body, status, words,
-) -> None:  # fmt: skip
+    service: Service,
+    images: list[Path],
+    predicted: dict,
+    case,
+    category,
+    kind,
+    body,
+    status,
+    words,
+) -> None:
     answer = httpx.post(
         f"{service.url}/v1/predict/{category}",
         content=body(images[1]),
@@ -194,9 +205,11 @@ def test_the_token_is_required_on_v1(service: Service, images: list[Path]) -> No
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"}):
         for method, path in (("GET", "/v1/model"), ("POST", f"/v1/predict/{CAT}")):
             answer = httpx.request(
-                method, f"{service.url}{path}", headers={"Content-Type": "image/png", **headers},
+                method,
+                f"{service.url}{path}",
+                headers={"Content-Type": "image/png", **headers},
                 content=images[0].read_bytes() if method == "POST" else None,
-            )  # fmt: skip
+            )
             assert answer.status_code == 401, (headers, path)
             assert "token" in answer.json()["error"]
             assert answer.headers["www-authenticate"] == "Bearer"

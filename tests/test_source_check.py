@@ -113,8 +113,12 @@ def test_judge_flags_by_the_others_and_ignores_what_a_client_says_of_itself() ->
     assert not verdicts[2]["flagged"] and verdicts[2]["gain"] == pytest.approx(-0.1)
     assert not verdicts[0]["flagged"]
     assert judge([5], {5: _report(0.1, 0.9)}, 0.1)[5] == {
-        "reporters": 0, "defect_patches": 0, "gains": {}, "gain": None, "flagged": False,
-    }  # fmt: skip
+        "reporters": 0,
+        "defect_patches": 0,
+        "gains": {},
+        "gain": None,
+        "flagged": False,
+    }
 
 
 def test_judge_hears_only_reporters_whose_defects_a_source_touches() -> None:

@@ -33,8 +33,12 @@ def _run(threads: int, data: Path, out: Path) -> dict:
     }
     proc = subprocess.run(
         [sys.executable, str(HERE / "thread_case.py"), str(data), str(out)],
-        env=env, capture_output=True, text=True, timeout=900, cwd=HERE.parent,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=HERE.parent,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

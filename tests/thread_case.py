@@ -33,11 +33,19 @@ def main() -> None:
     data, out = Path(sys.argv[1]), Path(sys.argv[2])
     central = run_centralized(from_names({**COMMON, "data_root": str(data)}), out / "central")
     config = {
-        "dataset": "autovi", "data-root": str(data), "partition": "iid", "num-clients": 3,
-        "min-clients": 3, "backbone": "efficientnet_lite0", "weights": "imagenet",
-        "image-size": 96, "device": "cpu", "out-dir": str(out), "run-name": "fed",
+        "dataset": "autovi",
+        "data-root": str(data),
+        "partition": "iid",
+        "num-clients": 3,
+        "min-clients": 3,
+        "backbone": "efficientnet_lite0",
+        "weights": "imagenet",
+        "image-size": 96,
+        "device": "cpu",
+        "out-dir": str(out),
+        "run-name": "fed",
         "wait-timeout": 0,
-    }  # fmt: skip
+    }
     federated = run_inprocess(config).results
     print(
         json.dumps(
