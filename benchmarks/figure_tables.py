@@ -186,6 +186,10 @@ def read_honest_grid(folder: Path) -> Values:
 PRINTED = {
     "ours_vs_reference": r"ours vs reference: ([\d.]+)x",
     "predict_vs_forward": r"ratio predict / bare forward: ([\d.]+)x",
+    "bare_forward_images_s": r"bare forward\s*:\s*([\d.]+) images/s",
+    "predict_images_s": r"predict\s+:\s*([\d.]+) images/s",
+    "extraction_share": r"predict's time: extraction [\d.]+ s \((\d+)%\)",
+    "knn_share": r"kNN [\d.]+ s \((\d+)%\)",
     "http_p50_vs_library": r"HTTP overhead, 1 client\s*: p50 ([\d.]+)x",
 }
 
@@ -202,10 +206,15 @@ def read_printed(text: str) -> Values:
 
 def read_scale_table(text: str) -> Values:
     """The last row (the largest fraction) of `benchmarks/scale.py`'s printed table."""
-    rows = [line for line in text.splitlines() if re.match(r"\|\s*\d", line)]
+    # the cost table's rows (its second cell a number, or "-" with --federated-only);
+    # the phase table's rows name their run there
+    rows = [line for line in text.splitlines() if re.match(r"\|\s*\d+\s*\|\s*[\d.-]+\s*\|", line)]
     if not rows:
         return {}
-    cells = [float(c) for c in rows[-1].strip().strip("|").split("|")]
+    cells = [
+        float("nan") if c.strip() == "-" else float(c)
+        for c in rows[-1].strip().strip("|").split("|")
+    ]
     return {
         "train_images": cells[0],
         "fed_vs_central_time": cells[3],

@@ -188,14 +188,40 @@ def run_central(view: Path, out: Path, args: argparse.Namespace, env: dict) -> d
     """The centralized run's wall time, peak and bank bytes (None each with
     --federated-only)."""
     if args.federated_only:
-        return {"central_seconds": None, "central_peak": None, "central_banks": None}
+        return {
+            "central_seconds": None,
+            "central_phases": {},
+            "central_peak": None,
+            "central_banks": None,
+        }
     t_c, mem_c, _ = _timed(centralized_cmd(view, out / "central", args), env)
     central = json.loads((out / "central" / "results.json").read_text())
     return {
         "central_seconds": t_c,
+        "central_phases": central_phases(central),
         "central_peak": mem_c["main"],
         "central_banks": _bank_bytes(central)[1],
     }
+
+
+def central_phases(results: dict) -> dict[str, float]:
+    """The centralized run's seconds per phase, summed over its categories."""
+    phases: dict[str, float] = {}
+    for key, seconds in results["run"].get("seconds", {}).items():
+        if "/" in key:
+            phase = key.split("/", 1)[1]
+            phases[phase] = phases.get(phase, 0.0) + float(seconds)
+    return phases
+
+
+def fed_phases(results: dict) -> dict[str, float]:
+    """The federated run's seconds per phase as its ServerApp timed them."""
+    seconds = results["run"].get("seconds", {})
+    phases = {k: float(v) for k, v in seconds.items() if k in ("prepare_data", "wait_clients")}
+    phases.update(
+        {k.removeprefix("phase_"): float(v) for k, v in seconds.items() if k.startswith("phase_")}
+    )
+    return phases
 
 
 def run_pair(view: Path, out: Path, args: argparse.Namespace, env: dict) -> dict:
@@ -213,6 +239,7 @@ def run_pair(view: Path, out: Path, args: argparse.Namespace, env: dict) -> dict
     return {
         **central,
         "fed_seconds": t_f,
+        "fed_phases": fed_phases(fed),
         "server_peak": mem_f["server"],
         "client_peak": mem_f["client"],
         "bytes_up": sum(v for k, v in traffic.items() if k.endswith("_up_total")),
@@ -245,6 +272,17 @@ def growth_line(rows: list[dict]) -> str:
     )
 
 
+def phase_report(rows: list[dict]) -> None:
+    """Seconds per phase of each run (centralized: summed over the categories)."""
+    print("| train images | run | seconds per phase |")
+    print("|---|---|---|")
+    for r in rows:
+        for run, phases in (("centralized", r["central_phases"]), ("federated", r["fed_phases"])):
+            if phases:
+                cells = ", ".join(f"{name} {sec:.0f}" for name, sec in phases.items())
+                print(f"| {r['train']} | {run} | {cells} |")
+
+
 def report(rows: list[dict], oversample: float, idle: int) -> None:
     mb = 2**20
     print(f"idle server process (imports only): {idle / mb:.0f} MiB")
@@ -270,6 +308,7 @@ def report(rows: list[dict], oversample: float, idle: int) -> None:
         )
     if len(rows) > 1:
         print(growth_line(rows))
+    phase_report(rows)
     x = [r["train"] for r in rows]
     for key in (
         "central_seconds",

@@ -58,6 +58,8 @@ def test_report_prints_the_ratios_against_the_targets(scale, capsys) -> None:
         "bytes_down": 60e6,
         "largest_bank": 20 * mib,
         "banks": 10e6,
+        "central_phases": {"fit": 80.0},
+        "fed_phases": {"train": 90.0},
     }
     scale.report([row, {**row, "train": 200, "fed_seconds": 240.0}], 2.0, idle=800 * mib)
     out = capsys.readouterr().out
@@ -67,3 +69,15 @@ def test_report_prints_the_ratios_against_the_targets(scale, capsys) -> None:
     assert cells[6] == "3.0"  # (860 - 800) MiB above idle over a 20 MiB bank
     assert cells[-1] == "1.00"  # 20 MB of coresets over 2 x 10 MB of banks
     assert "growth exponent of fed_seconds with the training images: 1.00" in out
+
+
+def test_phases_are_read_from_each_runs_results(scale, capsys) -> None:
+    central = {"run": {"seconds": {"a/fit": 10.0, "b/fit": 5.0, "a/predict": 2.0, "total": 17.0}}}
+    fed = {"run": {"seconds": {"prepare_data": 3.0, "phase_train": 40.0, "total": 50.0}}}
+    assert scale.central_phases(central) == {"fit": 15.0, "predict": 2.0}
+    assert scale.fed_phases(fed) == {"prepare_data": 3.0, "train": 40.0}
+    row = {"train": 100, "central_phases": {"fit": 15.0}, "fed_phases": {"train": 40.0}}
+    scale.phase_report([row])
+    out = capsys.readouterr().out
+    assert "| 100 | centralized | fit 15 |" in out
+    assert "| 100 | federated | train 40 |" in out

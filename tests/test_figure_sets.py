@@ -154,13 +154,31 @@ def test_a_poisoning_json_gives_per_scenario_and_category_values(tmp_path: Path)
 
 
 def test_printed_speed_figures_are_read() -> None:
-    text = "ours vs reference: 9.4x faster; vs plain: 5.6x faster\nratio predict / bare forward: 2.71x (target)\nHTTP overhead, 1 client : p50 1.01x the library"
+    text = (
+        "ours vs reference: 9.4x faster; vs plain: 5.6x faster\n"
+        "bare forward :    1.90 images/s (best of 2)\n"
+        "predict      :    1.40 images/s (best of 2)\n"
+        "predict torch:    1.10 images/s (best of 2)\n"
+        "ratio predict / bare forward: 2.71x (target)\n"
+        "predict's time: extraction 9.00 s (75%), kNN 1.00 s (8%), maps 2.00 s (17%)\n"
+        "HTTP overhead, 1 client : p50 1.01x the library"
+    )
     assert ft.read_printed(text) == {
         "ours_vs_reference": 9.4,
+        "bare_forward_images_s": 1.9,
+        "predict_images_s": 1.4,
         "predict_vs_forward": 2.71,
+        "extraction_share": 75.0,
+        "knn_share": 8.0,
         "http_p50_vs_library": 1.01,
     }
-    table = "| train images | x |\n|---|\n| 52 | 160 | 100 | 0.62 | 1 | 2 | 172.2 | 3 | 4 | 5 | 6 | 7 | 1.00 |\n| 513 | 269 | 253 | 0.94 | 1 | 2 | 28.5 | 3 | 4 | 5 | 6 | 7 | 1.00 |"
+    table = (
+        "| train images | x |\n|---|\n"
+        "| 52 | 160 | 100 | 0.62 | 1 | 2 | 172.2 | 3 | 4 | 5 | 6 | 7 | 1.00 |\n"
+        "| 513 | 269 | 253 | 0.94 | 1 | 2 | 28.5 | 3 | 4 | 5 | 6 | 7 | 1.00 |\n"
+        "| train images | run | seconds per phase |\n|---|---|---|\n"
+        "| 513 | federated | train 200, merge 10 |"
+    )
     assert ft.read_scale_table(table) == {
         "train_images": 513.0,
         "fed_vs_central_time": 0.94,
