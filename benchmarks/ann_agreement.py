@@ -113,9 +113,10 @@ def category_figures(model: PatchCore, args: argparse.Namespace, name: str) -> d
     return out
 
 
-def _mean_diff(figures: list[dict], key: str, kind: str) -> float:
-    a = [v for f in figures for v in f[kind][key] if v is not None]
-    e = [v for f in figures for v in f["exact"][key] if v is not None]
+def _mean_diff(figures: list[dict], key: str, ref: str) -> float:
+    """Mean of a metric under the approximate search less its mean under `ref`."""
+    a = [v for f in figures for v in f["approximate"][key] if v is not None]
+    e = [v for f in figures for v in f[ref][key] if v is not None]
     return float(np.mean(a) - np.mean(e))
 
 
@@ -151,7 +152,12 @@ def summary(figures: list[dict]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--bank-data", type=Path, required=True)
+    parser.add_argument("--bank-data", type=Path)
+    parser.add_argument(
+        "--summary-of",
+        type=Path,
+        help="print the summary of the figures an earlier --out wrote, measuring nothing",
+    )
     parser.add_argument("--data", type=Path, nargs="*", default=[])
     parser.add_argument("--categories", nargs="*", default=None)
     parser.add_argument("--backbone", default="efficientnet_lite0")
@@ -162,6 +168,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="JSON of every figure")
     args = parser.parse_args()
+    if args.summary_of is not None:
+        figures = json.loads(args.summary_of.read_text())["categories"]
+        print(json.dumps(summary(figures), indent=2))
+        return
+    if args.bank_data is None:
+        parser.error("--bank-data is required (or --summary-of a saved run)")
     spec = FeatureSpec(weights=args.weights, backbone=args.backbone)
     model = PatchCore(spec, device="cpu", batch_size=8)
     names = args.categories or sorted(
