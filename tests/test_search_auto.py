@@ -1,4 +1,4 @@
-"""`search = auto` (the intended default): a category's bank is searched through the approximate index from
+"""`search = auto` (the default): a category's bank is searched through the approximate index from
 `AUTO_MIN_ROWS` rows, exactly below; calibration (cross-fitted folds included), the model
 folder and the line make the same choice."""
 
@@ -26,6 +26,7 @@ def rows(n: int, dim: int = 8, seed: int = 0) -> np.ndarray:
 
 
 def test_auto_sets_the_threshold():
+    assert RunSettings().search == "auto"
     params = search_params(RunSettings(search="auto"))
     assert params == IvfParams(min_rows=AUTO_MIN_ROWS)
     assert search_params(RunSettings(search="approximate")).min_rows == 0

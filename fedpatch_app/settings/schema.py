@@ -310,7 +310,7 @@ class RunSettings(BaseModel):
         json_schema_extra=FEATURES_RECORDED,
     )
     search: SearchKind = Field(
-        "exact",
+        "auto",
         description="nearest-neighbour search of the banks, the same for calibration and the "
         "line: approximate (an index written into the model folder, best candidates re-ranked "
         f"exactly), exact, or auto (approximate for a bank of at least {AUTO_MIN_ROWS:,} "
