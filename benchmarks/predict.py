@@ -23,7 +23,11 @@ ratio ONNX / PyTorch.
 The bank has the size a real model of the category has at the default settings
 (coreset-ratio 0.1 of the training patches of `--train-images` images); its rows are
 drawn at random (the search costs the same whatever the rows are). Random backbone
-weights by default (speed does not depend on them).
+weights by default (speed does not depend on them), read from a weights file as a line
+reads its ImageNet weights (`--weights none` saves them first; for WideResNet-50-2 the
+whole network, as large as torchvision's ImageNet checkpoint), so that predict loads
+its backbone as it does by default instead of drawing random weights, which only a
+`weights = none` study does (`--random-init` measures that path).
 
 Usage::
 
@@ -83,6 +87,25 @@ def write_bank_model(folder: Path, spec: FeatureSpec, rows: int, search: str) ->
     cats = {CATEGORY: CategoryModel(bank, NATIVE, MapScaling(0.0, 100.0), thresholds, 1, index)}
     write_model(folder, spec, cats, {"run_name": "benchmark", "run_kind": "benchmark"})
     return folder
+
+
+def weights_file(spec: FeatureSpec, folder: Path, random_init: bool) -> FeatureSpec:
+    """`spec` with its random weights saved to a file and named by it (unless
+    `random_init`, or the weights are not random)."""
+    if random_init or spec.weights != "none":
+        return spec
+    folder.mkdir(parents=True)
+    path = folder / f"{spec.backbone}-random.pth"
+    if spec.backbone == "wide_resnet50_2":
+        from torchvision.models import wide_resnet50_2
+
+        torch.manual_seed(spec.seed)
+        torch.save(wide_resnet50_2(weights=None).state_dict(), path)
+    else:
+        torch.save(FeatureExtractor(spec, "cpu").backbone.state_dict(), path)
+    return FeatureSpec(
+        weights=str(path), image_size=spec.image_size, backbone=spec.backbone, seed=spec.seed
+    )
 
 
 def bare_forward(spec: FeatureSpec, paths: list[Path], batch_size: int) -> float:
@@ -157,12 +180,29 @@ def onnx_parts(spec: FeatureSpec, model_dir: Path, paths: list[Path], batch_size
     return {"extraction": extraction, "knn": time.perf_counter() - start}
 
 
+def weights_path(spec: FeatureSpec) -> str | None:
+    """The weights file predict is given (`--weights PATH`), when the spec names one."""
+    return None if spec.weights in ("none", "imagenet") else spec.weights
+
+
 def timed_predict(
-    model_dir: Path, paths: list[Path], out: Path, batch_size: int, runtime: str = "torch"
+    model_dir: Path,
+    paths: list[Path],
+    out: Path,
+    batch_size: int,
+    runtime: str = "torch",
+    weights_file: str | None = None,
 ) -> float:
     start = time.perf_counter()
     run_predict(
-        model_dir, CATEGORY, out, paths, device="cpu", batch_size=batch_size, runtime=runtime
+        model_dir,
+        CATEGORY,
+        out,
+        paths,
+        device="cpu",
+        batch_size=batch_size,
+        runtime=runtime,
+        weights_file=weights_file,
     )
     return time.perf_counter() - start
 
@@ -176,17 +216,21 @@ def measure(
         from fedpatch_app.inspection.onnx_export import export_model
 
         start = time.perf_counter()
-        export_model(model_dir)
+        export_model(model_dir, weights_file=weights_path(spec))
         print(f"ONNX export (fedpatch export): {time.perf_counter() - start:.1f} s")
     bare, full, split, torch_full = [], [], [], []
+    wfile = weights_path(spec)
     for r in range(args.repeats):
         if onnx:
             bare.append(onnx_bare_forward(spec, model_dir, paths, args.batch_size))
-            torch_full.append(timed_predict(model_dir, paths, tmp_path / f"t{r}", args.batch_size))
+            t_out = tmp_path / f"t{r}"
+            torch_full.append(
+                timed_predict(model_dir, paths, t_out, args.batch_size, "torch", wfile)
+            )
         else:
             bare.append(bare_forward(spec, paths, args.batch_size))
         out = tmp_path / f"out{r}"
-        full.append(timed_predict(model_dir, paths, out, args.batch_size, args.runtime))
+        full.append(timed_predict(model_dir, paths, out, args.batch_size, args.runtime, wfile))
         split.append((onnx_parts if onnx else parts)(spec, model_dir, paths, args.batch_size))
     return bare, full, split, torch_full
 
@@ -204,6 +248,12 @@ def main() -> None:
         "--runtime", choices=("torch", "onnx"), default="torch", help="see the module doc"
     )
     parser.add_argument(
+        "--random-init",
+        action="store_true",
+        help="with --weights none: draw the random weights in predict, as a weights=none "
+        "study does, instead of reading them from a file",
+    )
+    parser.add_argument(
         "--search", choices=("auto", "approximate", "exact"), default=RunSettings().search
     )
     args = parser.parse_args()
@@ -213,6 +263,7 @@ def main() -> None:
         spec = FeatureSpec(weights=args.weights, image_size=args.image_size, backbone=args.backbone)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
+        spec = weights_file(spec, tmp_path / "weights", args.random_init)
         paths = write_images(tmp_path / "images", args.images)
         grid = FeatureExtractor(spec, "cpu").extract(paths[:1]).shape[1:3]
         rows = coreset_size(args.train_images * grid[0] * grid[1], 0.1)
@@ -226,6 +277,8 @@ def main() -> None:
     )
     kind = search_kind(rows, search_params(RunSettings(search=args.search)))
     print(f"runtime {args.runtime}, search {args.search}: the bank is searched {kind}ly")
+    source = "random, drawn in predict" if spec.weights == "none" else "read from a file"
+    print(f"backbone weights: {args.weights} ({source})")
     print(f"bare forward : {n / min(bare):7.2f} images/s (best of {args.repeats})")
     print(f"predict      : {n / min(full):7.2f} images/s (best of {args.repeats})")
     if torch_full:
