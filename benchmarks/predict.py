@@ -6,7 +6,8 @@ Prints, measured in the same run on the same images:
   PatchCore inference must do): images/s;
 * predict: the whole `fedpatch predict` path (`run_predict`: reading and checking the
   images, extraction, kNN search against a bank of the default size, maps at native
-  size, regions, overlays, predictions.csv/.jsonl), images/s;
+  size, regions, predictions.csv/.jsonl; the overlays too with `--overlays`, as
+  `fedpatch predict --overlays` writes them), images/s;
 * the ratio predict / bare forward (target at most 1.5x on CPU for WideResNet-50-2, 2.0x
   for EfficientNet-Lite0), and where predict's time goes (extraction, kNN search, maps,
   writing).
@@ -192,6 +193,7 @@ def timed_predict(
     batch_size: int,
     runtime: str = "torch",
     weights_file: str | None = None,
+    overlays: bool = False,
 ) -> float:
     start = time.perf_counter()
     run_predict(
@@ -203,6 +205,7 @@ def timed_predict(
         batch_size=batch_size,
         runtime=runtime,
         weights_file=weights_file,
+        overlays=overlays,
     )
     return time.perf_counter() - start
 
@@ -230,7 +233,10 @@ def measure(
         else:
             bare.append(bare_forward(spec, paths, args.batch_size))
         out = tmp_path / f"out{r}"
-        full.append(timed_predict(model_dir, paths, out, args.batch_size, args.runtime, wfile))
+        timed = timed_predict(
+            model_dir, paths, out, args.batch_size, args.runtime, wfile, args.overlays
+        )
+        full.append(timed)
         split.append((onnx_parts if onnx else parts)(spec, model_dir, paths, args.batch_size))
     return bare, full, split, torch_full
 
@@ -246,6 +252,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument(
         "--runtime", choices=("torch", "onnx"), default="torch", help="see the module doc"
+    )
+    parser.add_argument(
+        "--overlays", action="store_true", help="predict writes the overlays too (--overlays)"
     )
     parser.add_argument(
         "--random-init",
@@ -278,7 +287,9 @@ def main() -> None:
     kind = search_kind(rows, search_params(RunSettings(search=args.search)))
     print(f"runtime {args.runtime}, search {args.search}: the bank is searched {kind}ly")
     source = "random, drawn in predict" if spec.weights == "none" else "read from a file"
-    print(f"backbone weights: {args.weights} ({source})")
+    print(
+        f"backbone weights: {args.weights} ({source}); overlays {'on' if args.overlays else 'off'}"
+    )
     print(f"bare forward : {n / min(bare):7.2f} images/s (best of {args.repeats})")
     print(f"predict      : {n / min(full):7.2f} images/s (best of {args.repeats})")
     if torch_full:

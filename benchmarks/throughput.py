@@ -7,7 +7,7 @@ the search costs the same whatever the rows are) and test images at the category
 native size. Measured in one run, on CPU:
 
 * `fedpatch predict` (`run_predict`, everything it does by default: reading, checking,
-  extraction, search, maps at native size, regions, overlays and files), batches of
+  extraction, search, maps at native size, regions and files; no overlays), batches of
   `--batch-size`: images/s, best of `--repeats`;
 * the inspection service (`create_app` on uvicorn in a thread of this process, on
   127.0.0.1) with 1, 4 and 8 clients posting the images at once (`--concurrency`):

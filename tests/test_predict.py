@@ -39,8 +39,8 @@ def test_predict_gives_the_runs_scores_and_a_verdict_for_every_image(
     out = tmp_path / "pred"
     test_dir = tiny_root / CAT / "test"
     model = str(run_dir / "model")
-    code = _predict(model, CAT, out, "--device", "cpu", "--write-maps", str(test_dir))
-    assert code == 0
+    args = ("--device", "cpu", "--write-maps", "--overlays", str(test_dir))
+    assert _predict(model, CAT, out, *args) == 0
     rows = _rows(out / "predictions.csv")
     images = sorted(test_dir.rglob("*.png"))
     assert sorted(r["path"] for r in rows) == sorted(map(str, images))
@@ -110,6 +110,18 @@ def test_an_image_of_another_size_is_resized_to_the_native_size_with_a_note(
     assert result.size == (200, 160) and result.anomaly_map.shape == (400, 400)
     assert "200x160" in result.note and "400x400" in result.note
     assert np.isfinite(result.score)
+
+
+@pytest.mark.slow
+def test_overlays_are_written_only_when_asked_for(
+    run_dir: Path, tiny_root: Path, tmp_path: Path
+) -> None:
+    image = next((tiny_root / CAT / "test" / "good").glob("*.png"))
+    out = tmp_path / "plain"
+    assert _predict(str(run_dir / "model"), CAT, out, "--device", "cpu", str(image)) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["predictions.csv", "predictions.jsonl"]
+    record = json.loads((out / "predictions.jsonl").read_text())
+    assert "overlay" not in record and record["verdict"] in ("OK", "NOK")
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ Writes to `--out`:
 
 - `predictions.csv`: path, category, score, normalized_score, verdict, region_count;
 - `predictions.jsonl`: the same per image, with the regions (area, bounding box, peak);
-- `overlays/<name>.png`: the image with its heatmap and regions;
+- `overlays/<name>.png` (`--overlays`): the image with its heatmap and regions;
 - `maps/<name>.png` (`--write-maps`): the anomaly map as a 16-bit PNG at the category's
   native size, on the category's map scaling (the same levels the study's exported maps use).
 
@@ -82,22 +82,29 @@ def _csv(results: Sequence[PartResult]) -> str:
 
 
 def write_outputs(
-    stage: Path, results: Sequence[PartResult], category: CategoryModel, write_maps: bool
+    stage: Path,
+    results: Sequence[PartResult],
+    category: CategoryModel,
+    write_maps: bool,
+    overlays: bool = False,
 ) -> None:
     """Every output file of the images into `stage`."""
     names = output_names([Path(r.path) for r in results])
-    (stage / "overlays").mkdir(parents=True)
-    if write_maps:
-        (stage / "maps").mkdir()
+    stage.mkdir(parents=True)
+    for folder, wanted in (("overlays", overlays), ("maps", write_maps)):
+        if wanted:
+            (stage / folder).mkdir()
     lines = []
     for name, result in zip(names, results, strict=True):
-        overlay = overlay_image(result.path, result.anomaly_map, category.scaling, result.regions)
-        overlay.save(stage / "overlays" / f"{name}.png", compress_level=PNG_LEVEL)
+        record = result.to_dict()
+        if overlays:
+            scaling, regions = category.scaling, result.regions
+            overlay = overlay_image(result.path, result.anomaly_map, scaling, regions)
+            overlay.save(stage / "overlays" / f"{name}.png", compress_level=PNG_LEVEL)
+            record["overlay"] = f"overlays/{name}.png"
         if write_maps:
             levels = category.scaling.to_uint16(result.anomaly_map)
             Image.fromarray(levels).save(stage / "maps" / f"{name}.png", format="PNG")
-        record = result.to_dict()
-        record["overlay"] = f"overlays/{name}.png"
         lines.append(json.dumps(record, allow_nan=False))
     (stage / "predictions.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (stage / "predictions.csv").write_text(_csv(results), encoding="utf-8")
@@ -118,6 +125,7 @@ def run_predict(
     device: str = "auto",
     batch_size: int = 8,
     write_maps: bool = False,
+    overlays: bool = False,
     overwrite: bool = False,
     weights_file: str | None = None,
     search: str = "approximate",
@@ -145,7 +153,7 @@ def run_predict(
     results = predictor.score(category, paths)
     stage = out / STAGE
     try:
-        write_outputs(stage, results, cat, write_maps)
+        write_outputs(stage, results, cat, write_maps, overlays)
         _publish(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -161,6 +169,7 @@ def run_cli(args: argparse.Namespace) -> int:
     trusted = read_public_keys(args.trusted_key or ())
     chosen = {k: getattr(settings, k) for k in ("device", "batch_size", "write_maps", "overwrite")}
     chosen["search"] = args.search
+    chosen["overlays"] = args.overlays
     where = (args.model, args.category, args.out, args.paths)
     results = run_predict(
         *where,
