@@ -315,7 +315,7 @@ register(
         read=_read_scale,
         minutes=50,
         estimate="two categories at four fractions took 29 min; data generation not counted",
-        timing=("fed_vs_central_time", "server_above_idle_vs_bank"),
+        timing=("fed_vs_central_time", "server_above_idle_vs_bank", "server_growth_vs_bank"),
     )
 )
 

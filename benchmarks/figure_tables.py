@@ -215,12 +215,16 @@ def read_scale_table(text: str) -> Values:
         float("nan") if c.strip() == "-" else float(c)
         for c in rows[-1].strip().strip("|").split("|")
     ]
-    return {
+    values = {
         "train_images": cells[0],
         "fed_vs_central_time": cells[3],
         "server_above_idle_vs_bank": cells[6],
         "coresets_vs_banks": 2.0 * cells[12],
     }
+    growth = re.search(r"server peak growth .*?= ([\d.]+) x the largest bank", text)
+    if growth:
+        values["server_growth_vs_bank"] = float(growth.group(1))
+    return values
 
 
 # ---------------------------------------------------------------------- tables

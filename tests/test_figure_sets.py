@@ -177,13 +177,15 @@ def test_printed_speed_figures_are_read() -> None:
         "| 52 | 160 | 100 | 0.62 | 1 | 2 | 172.2 | 3 | 4 | 5 | 6 | 7 | 1.00 |\n"
         "| 513 | 269 | 253 | 0.94 | 1 | 2 | 28.5 | 3 | 4 | 5 | 6 | 7 | 1.00 |\n"
         "| train images | run | seconds per phase |\n|---|---|---|\n"
-        "| 513 | federated | train 200, merge 10 |"
+        "| 513 | federated | train 200, merge 10 |\n"
+        "server peak growth from 52 to 513 training images: 64 MiB = 2.8 x the largest bank"
     )
     assert ft.read_scale_table(table) == {
         "train_images": 513.0,
         "fed_vs_central_time": 0.94,
         "server_above_idle_vs_bank": 28.5,
         "coresets_vs_banks": 2.0,
+        "server_growth_vs_bank": 2.8,
     }
 
 
