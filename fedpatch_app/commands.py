@@ -233,7 +233,7 @@ PREDICT = Command(
             "--overlays",
             action="store_true",
             help="also write each image with its heatmap and regions to overlays/ (PNG; "
-            "off by default: on a CPU line it costs about a fifth of a light backbone's time)",
+            "off by default: on a CPU line it costs about a third of a light backbone's time)",
         ),
         opt("paths", nargs="+", help="images and/or folders of images"),
         opt(
