@@ -151,3 +151,29 @@ def test_audit_on_tiny_data_shows_the_raw_membership_attack(tiny_root: Path, tmp
     assert projected["curious_client"]["membership_candidates"] > 0
     assert (out / "audit.md").read_text().startswith("# Privacy audit")
     assert (out / "figures" / "raw.png").stat().st_size > 0
+
+
+def test_a_rotated_extractor_passes_the_native_size_on_and_rotates() -> None:
+    """A rotated client's scoring goes through `PatchCore.predict`, which hands the
+    category's native size to the extractor: the wrapper must take and pass it."""
+    from fedpatch_app.privacy.rotation import RotatedExtractor
+
+    feats = np.random.default_rng(0).normal(size=(2, 3, 3, 8)).astype(np.float32)
+    seen: list = []
+
+    class Inner:
+        def extract_iter(self, paths, desc="features", native_size=None):
+            seen.append(native_size)
+            yield 0, feats
+
+        def extract(self, paths, desc="features", native_size=None):
+            seen.append(native_size)
+            return feats
+
+    rot = Rotation.of(ShareKey.generate(), 8)
+    wrapped = RotatedExtractor(Inner(), rot)
+    [(start, out)] = list(wrapped.extract_iter(["a.png"], "scoring", (400, 300)))
+    assert start == 0 and seen == [(400, 300)]
+    np.testing.assert_allclose(out.reshape(-1, 8), rot.apply(feats.reshape(-1, 8)), atol=1e-6)
+    assert wrapped.extract(["a.png"], "x", (10, 20)).shape == feats.shape
+    assert seen[-1] == (10, 20)
