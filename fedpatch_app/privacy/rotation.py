@@ -87,21 +87,13 @@ class RotatedExtractor:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def extract_iter(
-        self,
-        paths: Sequence[Any],
-        desc: str = "features",
-        native_size: tuple[int, int] | None = None,
-    ) -> Iterator:
-        for start, feats in self.inner.extract_iter(paths, desc, native_size):
+    def extract_iter(self, paths: Sequence[Any], *args: Any, **kwargs: Any) -> Iterator:
+        """The inner extractor's batches (whatever it is asked: description, native
+        size), each rotated."""
+        for start, feats in self.inner.extract_iter(paths, *args, **kwargs):
             shape = feats.shape
             yield start, self.rotation.apply(feats.reshape(-1, shape[-1])).reshape(shape)
 
-    def extract(
-        self,
-        paths: Sequence[Any],
-        desc: str = "features",
-        native_size: tuple[int, int] | None = None,
-    ) -> np.ndarray:
-        feats = self.inner.extract(paths, desc, native_size)
+    def extract(self, paths: Sequence[Any], *args: Any, **kwargs: Any) -> np.ndarray:
+        feats = self.inner.extract(paths, *args, **kwargs)
         return self.rotation.apply(feats.reshape(-1, feats.shape[-1])).reshape(feats.shape)
