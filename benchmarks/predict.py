@@ -90,7 +90,7 @@ def write_bank_model(folder: Path, spec: FeatureSpec, rows: int, search: str) ->
     return folder
 
 
-def weights_file(spec: FeatureSpec, folder: Path, random_init: bool) -> FeatureSpec:
+def with_saved_random_weights(spec: FeatureSpec, folder: Path, random_init: bool) -> FeatureSpec:
     """`spec` with its random weights saved to a file and named by it (unless
     `random_init`, or the weights are not random)."""
     if random_init or spec.weights != "none":
@@ -215,14 +215,14 @@ def measure(
 ):
     """Seconds of each repeat: bare forward, predict, its parts, and (onnx) torch's predict."""
     onnx = args.runtime == "onnx"
+    wfile = weights_path(spec)
     if onnx:
         from fedpatch_app.inspection.onnx_export import export_model
 
         start = time.perf_counter()
-        export_model(model_dir, weights_file=weights_path(spec))
+        export_model(model_dir, weights_file=wfile)
         print(f"ONNX export (fedpatch export): {time.perf_counter() - start:.1f} s")
     bare, full, split, torch_full = [], [], [], []
-    wfile = weights_path(spec)
     for r in range(args.repeats):
         if onnx:
             bare.append(onnx_bare_forward(spec, model_dir, paths, args.batch_size))
@@ -272,7 +272,7 @@ def main() -> None:
         spec = FeatureSpec(weights=args.weights, image_size=args.image_size, backbone=args.backbone)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        spec = weights_file(spec, tmp_path / "weights", args.random_init)
+        spec = with_saved_random_weights(spec, tmp_path / "weights", args.random_init)
         paths = write_images(tmp_path / "images", args.images)
         grid = FeatureExtractor(spec, "cpu").extract(paths[:1]).shape[1:3]
         rows = coreset_size(args.train_images * grid[0] * grid[1], 0.1)
