@@ -72,6 +72,34 @@ def test_all_cells_probed_matches_exact_search(bank, queries):
     np.testing.assert_allclose(dist, exact_dist, rtol=1e-5)  # float32 vs float64 arithmetic
 
 
+def test_a_bank_searched_through_its_index_is_hashed_once_and_builds_no_exact_search(
+    bank, queries, tmp_path, monkeypatch
+):
+    """The line's path: the bank checked against its index when loaded is not hashed
+    again by the memory bank, and the exact search is built only when asked for (k > 1)."""
+    import fedpatch_app.model.ann_index as ann_index
+
+    path = IvfIndex.build(bank).save(tmp_path / "a.ivf.npz")
+    loaded = bank.copy()
+    index = IvfIndex.load(path, loaded)
+    hashed = []
+    monkeypatch.setattr(ann_index, "bank_digest", lambda f: hashed.append(1) or "x")
+    searched = MemoryBank(loaded, ann=index)
+    assert hashed == [] and searched._index is None and searched._bank_t is None
+    near = searched.search(queries, k=1)
+    assert searched._index is None and searched._bank_t is None
+    assert np.array_equal(
+        searched.search(queries, k=2)[1][:, :1], MemoryBank(bank).search(queries, k=2)[1][:, :1]
+    )
+    assert searched._index is not None or searched._bank_t is not None
+    assert np.array_equal(near[0], MemoryBank(loaded, ann=index).search(queries, k=1)[0])
+    # Another array (even with the same rows) is checked anew, and refused here by the
+    # stand-in digest.
+    with pytest.raises(ModelError, match="built for another bank"):
+        MemoryBank(bank.copy(), ann=index)
+    assert hashed == [1]
+
+
 def test_index_of_another_bank_is_refused(bank, tmp_path):
     path = IvfIndex.build(bank).save(tmp_path / "a.ivf.npz")
     assert IvfIndex.load(path, bank).to_bytes() == path.read_bytes()

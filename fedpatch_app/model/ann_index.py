@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import sys
+import weakref
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -159,6 +160,11 @@ def bank_digest(features: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def _memory(features: np.ndarray) -> tuple:
+    """Where an array's data lies, its shape and dtype."""
+    return features.__array_interface__["data"], features.shape, features.dtype.str
+
+
 def _sq_norms(x: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", x, x)
 
@@ -277,6 +283,14 @@ class IvfIndex:
             raise ModelError(f"search index {where} is malformed (rows or centroids)")
         if self.bank_sha256 != bank_digest(features):
             raise ModelError(f"search index {where} was built for another bank")
+        self._checked = (weakref.ref(features), _memory(features))
+
+    def checked_against(self, features: np.ndarray) -> bool:
+        """Whether `check` passed on this very array (same object, memory and shape), so
+        that a bank loaded and checked once is not hashed again where it is searched. A
+        bank is not changed in place once loaded; a new array is checked anew."""
+        checked = getattr(self, "_checked", None)
+        return checked is not None and checked[0]() is features and checked[1] == _memory(features)
 
 
 def exact_distances(queries: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -105,33 +106,49 @@ class MemoryBank:
             raise ModelError(f"memory bank: bank features are empty, shape {bank.shape}")
         self.features = bank
         self.device = torch.device("cpu") if device is None else torch.device(device)
-        faiss = _faiss()
-        backend = _choose_backend(backend, self.device, faiss)
-        self.backend = backend
+        self._faiss = _faiss()
+        self.backend = _choose_backend(backend, self.device, self._faiss)
         self.ann: IvfSearch | None = None
         if ann is not None:
-            ann.check(bank, "given to the memory bank")
+            if not ann.checked_against(bank):
+                ann.check(bank, "given to the memory bank")
             self.ann = IvfSearch(ann, bank)
         self._index = None
         self._gpu_resources = None
         self._bank_t: torch.Tensor | None = None
         self._bank_sqn: torch.Tensor | None = None
-        if backend == "faiss":
-            index = faiss.IndexFlatL2(bank.shape[1])
+        self._exact_lock = threading.Lock()
+        if self.ann is None:
+            self._exact()
+        logger.debug(
+            "memory bank: %d x %d, backend %s on %s", *bank.shape, self.backend, self.device
+        )
+
+    def _exact(self) -> None:
+        """The exact search's structures (FAISS index or the bank on the torch device),
+        made once: at once without an approximate index, else at the first search that
+        needs them (k > 1), so that a line searching through the index never builds them."""
+        with self._exact_lock:
+            if self._index is None and self._bank_sqn is None:
+                self._build_exact()
+
+    def _build_exact(self) -> None:
+        bank = self.features
+        if self.backend == "faiss":
+            index = self._faiss.IndexFlatL2(bank.shape[1])
             if self.device.type == "cuda":
                 gpu_index = (
                     self.device.index
                     if self.device.index is not None
                     else torch.cuda.current_device()
                 )
-                self._gpu_resources = faiss.StandardGpuResources()
-                index = faiss.index_cpu_to_gpu(self._gpu_resources, gpu_index, index)
+                self._gpu_resources = self._faiss.StandardGpuResources()
+                index = self._faiss.index_cpu_to_gpu(self._gpu_resources, gpu_index, index)
             index.add(bank)
             self._index = index
         else:
             self._bank_t = torch.from_numpy(bank).to(self.device)
             self._bank_sqn = (self._bank_t * self._bank_t).sum(dim=1)
-        logger.debug("memory bank: %d x %d, backend %s on %s", *bank.shape, backend, self.device)
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
@@ -161,6 +178,7 @@ class MemoryBank:
         if k == 1 and self.ann is not None:
             near, rows = self.ann.nearest(q)
             return near[:, None], rows[:, None]
+        self._exact()
         if self.backend == "faiss":
             for start in range(0, n, FAISS_CHUNK_ROWS):
                 stop = min(n, start + FAISS_CHUNK_ROWS)
