@@ -24,11 +24,12 @@ ratio ONNX / PyTorch.
 The bank has the size a real model of the category has at the default settings
 (coreset-ratio 0.1 of the training patches of `--train-images` images); its rows are
 drawn at random (the search costs the same whatever the rows are). Random backbone
-weights by default (speed does not depend on them), read from a weights file as a line
-reads its ImageNet weights (`--weights none` saves them first; for WideResNet-50-2 the
-whole network, as large as torchvision's ImageNet checkpoint), so that predict loads
-its backbone as it does by default instead of drawing random weights, which only a
-`weights = none` study does (`--random-init` measures that path).
+weights by default (speed does not depend on them), saved first and read as a line reads
+its ImageNet weights: for WideResNet-50-2 the whole network in a temporary torch hub cache
+under the name of torchvision's ImageNet checkpoint (predict then takes its default path,
+`weights = imagenet`, byte for byte as large), for EfficientNet-Lite0 a weights file
+(`--weights imagenet` reads the installed ImageNet weights). Drawing random weights in
+predict is what only a `weights = none` study does (`--random-init` measures that path).
 
 Usage::
 
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -54,6 +56,7 @@ from fedpatch_app.inspection.predict import run_predict
 from fedpatch_app.metrics.map_scaling import MapScaling
 from fedpatch_app.model.ann_index import built_index, search_kind, search_params
 from fedpatch_app.model.backbone import ImageFolderDataset
+from fedpatch_app.model.backbones.wide_resnet import imagenet_cache_path
 from fedpatch_app.model.embedding import FeatureExtractor, FeatureSpec
 from fedpatch_app.model.patchcore import Bank, coreset_size
 from fedpatch_app.settings import RunSettings
@@ -91,22 +94,40 @@ def write_bank_model(folder: Path, spec: FeatureSpec, rows: int, search: str) ->
 
 
 def with_saved_random_weights(spec: FeatureSpec, folder: Path, random_init: bool) -> FeatureSpec:
-    """`spec` with its random weights saved to a file and named by it (unless
-    `random_init`, or the weights are not random)."""
+    """`spec` with its random weights saved where predict reads them (unless `random_init`,
+    or the weights are not random). WideResNet-50-2: the whole network saved in a
+    temporary torch hub cache (`TORCH_HOME`) under the name of torchvision's ImageNet
+    checkpoint, so that predict loads it exactly as it loads ImageNet weights by default
+    (from the cache, no file hash); other backbones: a weights file."""
     if random_init or spec.weights != "none":
         return spec
-    folder.mkdir(parents=True)
-    path = folder / f"{spec.backbone}-random.pth"
     if spec.backbone == "wide_resnet50_2":
         from torchvision.models import wide_resnet50_2
 
+        os.environ["TORCH_HOME"] = str(folder / "torch")
+        path = imagenet_cache_path()  # under the TORCH_HOME just set
+        path.parent.mkdir(parents=True)
         torch.manual_seed(spec.seed)
         torch.save(wide_resnet50_2(weights=None).state_dict(), path)
+        weights = "imagenet"
     else:
-        torch.save(FeatureExtractor(spec, "cpu").backbone.state_dict(), path)
+        folder.mkdir(parents=True)
+        weights = str(folder / f"{spec.backbone}-random.pth")
+        torch.save(FeatureExtractor(spec, "cpu").backbone.state_dict(), weights)
     return FeatureSpec(
-        weights=str(path), image_size=spec.image_size, backbone=spec.backbone, seed=spec.seed
+        weights=weights, image_size=spec.image_size, backbone=spec.backbone, seed=spec.seed
     )
+
+
+def weights_source(args: argparse.Namespace, spec: FeatureSpec) -> str:
+    """How the measured backbone got its weights, for the printout."""
+    if args.weights != "none":
+        return "read as predict reads them"
+    if spec.weights == "none":
+        return "random, drawn in predict"
+    if spec.weights == "imagenet":
+        return "random, read from torchvision's cache as the ImageNet checkpoint"
+    return "random, read from a file"
 
 
 def bare_forward(spec: FeatureSpec, paths: list[Path], batch_size: int) -> float:
@@ -286,7 +307,7 @@ def main() -> None:
     )
     kind = search_kind(rows, search_params(RunSettings(search=args.search)))
     print(f"runtime {args.runtime}, search {args.search}: the bank is searched {kind}ly")
-    source = "random, drawn in predict" if spec.weights == "none" else "read from a file"
+    source = weights_source(args, spec)
     print(
         f"backbone weights: {args.weights} ({source}); overlays {'on' if args.overlays else 'off'}"
     )

@@ -16,7 +16,9 @@ native size. Measured in one run, on CPU:
 
 `--search` picks how the model searches its bank (the run setting `search`; `approximate`
 writes the folder's index as a run does). Random backbone weights by default (speed does
-not depend on them). `--out FILE` also writes the figures as JSON.
+not depend on them), saved first and read as predict reads ImageNet weights
+(`benchmarks/predict.py`'s `with_saved_random_weights`), so that predict does not pay
+for drawing them at every call. `--out FILE` also writes the figures as JSON.
 
 Usage::
 
@@ -37,7 +39,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import torch
-from predict import write_images
+from predict import weights_path, weights_source, with_saved_random_weights, write_images
 from serve import ServiceThread, stats, timed
 
 from fedpatch_app.data.autovi_release import NATIVE_SIZES
@@ -83,7 +85,15 @@ def predict_rate(model_dir: Path, category: str, paths: list[Path], args, tmp: P
     for r in range(args.repeats):
         start = time.perf_counter()
         out = tmp / f"{category}-{r}"
-        run_predict(model_dir, category, out, paths, device="cpu", batch_size=args.batch_size)
+        run_predict(
+            model_dir,
+            category,
+            out,
+            paths,
+            device="cpu",
+            batch_size=args.batch_size,
+            weights_file=weights_path(args.spec),
+        )
         best = min(best, time.perf_counter() - start)
     return len(paths) / best
 
@@ -117,7 +127,7 @@ def measure(args: argparse.Namespace, spec: FeatureSpec, tmp: Path) -> dict:
     grid = tuple(FeatureExtractor(spec, "cpu").extract(first).shape[1:3])
     model_dir = write_models(tmp / "model", spec, grid, args.search)
     model = load_model(model_dir)
-    scorer = Scorer.load(model, device="cpu")
+    scorer = Scorer.load(model, device="cpu", weights_file=weights_path(spec))
     results = {}
     with ServiceThread(scorer) as url:
         scorer.ready.wait()
@@ -138,6 +148,7 @@ def report(out: dict, args: argparse.Namespace, spec: FeatureSpec, load: tuple) 
         f"{os.cpu_count()} CPUs, load average at start {load[0]:.2f}, at end "
         f"{os.getloadavg()[0]:.2f}"
     )
+    print(f"backbone weights: {args.weights} ({weights_source(args, spec)})")
     levels = args.concurrency
     head = " | ".join(f"service c={c} images/s (p50 / p95 ms)" for c in levels)
     print(f"| category | native size | bank rows | predict images/s | {head} |")
@@ -168,6 +179,7 @@ def main() -> None:
     spec = FeatureSpec(weights=args.weights, image_size=args.image_size, backbone=args.backbone)
     load = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
+        args.spec = spec = with_saved_random_weights(spec, Path(tmp) / "weights", False)
         out = measure(args, spec, Path(tmp))
     report(out, args, spec, load)
     if args.out:

@@ -42,7 +42,9 @@ def test_report_prints_one_row_per_category_with_every_concurrency(throughput, c
         c: {"bank_rows": 100, "predict": 1.5, "service": {1: one, 4: one}}
         for c in throughput.AUTOVI_COUNTS
     }
-    args = argparse.Namespace(search="exact", images=4, batch_size=8, concurrency=[1, 4])
+    args = argparse.Namespace(
+        search="exact", images=4, batch_size=8, concurrency=[1, 4], weights="none"
+    )
     throughput.report({"categories": cats}, args, FeatureSpec(weights="none"), (1.0, 1.0, 1.0))
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     assert lines[0].count("service c=") == 2

@@ -55,15 +55,27 @@ class Scorer:
 
     @classmethod
     def load(
-        cls, model: Model, *, device: str = "auto", slots: int = 1, runtime: str = "auto"
+        cls,
+        model: Model,
+        *,
+        device: str = "auto",
+        slots: int = 1,
+        runtime: str = "auto",
+        weights_file: str | None = None,
     ) -> Scorer:
         """A scorer on `device` and `runtime` (`onnx_predictor.make_predictor`); one image
-        per request, so batches hold one image."""
+        per request, so batches hold one image. `weights_file`: the backbone's weights
+        file where the model was built from one (as `fedpatch predict --weights-file`)."""
         from fedpatch_app.inspection.onnx_predictor import make_predictor
 
         threads = max(1, (os.cpu_count() or 1) // slots) if slots > 1 else 0
         predictor = make_predictor(
-            model, runtime=runtime, device=device, batch_size=1, threads=threads
+            model,
+            runtime=runtime,
+            device=device,
+            batch_size=1,
+            threads=threads,
+            weights_file=weights_file,
         )
         return cls(model, predictor, slots=slots)
 
