@@ -403,7 +403,7 @@ PRIVACY_AUDIT = Command(
         opt(
             "--share-key",
             default=None,
-            help="share key file of the federation [default: a fresh key for this audit]",
+            help="share key file of the federation [default: a key derived from the seed, so that the audit is reproducible]",
         ),
     ),
     (

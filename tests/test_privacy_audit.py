@@ -151,6 +151,14 @@ def test_audit_on_tiny_data_shows_the_raw_membership_attack(tiny_root: Path, tmp
     assert projected["curious_client"]["membership_candidates"] > 0
     assert (out / "audit.md").read_text().startswith("# Privacy audit")
     assert (out / "figures" / "raw.png").stat().st_size > 0
+    # No --share-key: the key is derived from the seed, so the audit can be repeated.
+    assert audit["share_key_id"] == ShareKey.for_audit(audit["settings"]["seed"]).key_id
+
+
+def test_the_audit_key_is_fixed_by_the_seed_and_differs_between_seeds() -> None:
+    assert ShareKey.for_audit(0).secret == ShareKey.for_audit(0).secret
+    assert ShareKey.for_audit(0).key_id != ShareKey.for_audit(1).key_id
+    assert len(ShareKey.for_audit(7).secret) == 32
 
 
 def test_a_rotated_extractor_passes_the_native_size_on_and_rotates() -> None:

@@ -158,7 +158,7 @@ def verdicts(modes: dict[str, dict]) -> dict[str, Any]:
 
 def run_audit(settings: RunSettings, audit: AuditSettings, out: Path) -> dict[str, Any]:
     start = time.perf_counter()
-    key = read_key(audit.share_key) if audit.share_key else ShareKey.generate()
+    key = read_key(audit.share_key) if audit.share_key else ShareKey.for_audit(settings.seed)
     world = build(settings, audit, key, out)
     rotation = Rotation.of(key, int(world.spec.embed_dim))
     base = attacks.baseline(world, world.sample).best

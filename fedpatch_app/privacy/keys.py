@@ -50,6 +50,15 @@ class ShareKey:
     def generate(cls) -> ShareKey:
         return cls(secrets.token_bytes(KEY_BYTES))
 
+    @classmethod
+    def for_audit(cls, seed: int) -> ShareKey:
+        """The key a privacy audit uses when given none: derived from the audit's seed, so
+        that the same command gives the same figures (the rotation and the ciphertexts
+        depend on the key). Only for the audit's simulation, whose attackers never read
+        it; a federation's key is `generate`d (`fedpatch keys`)."""
+        digest = hashlib.sha256(f"fedpatch privacy audit key, seed {int(seed)}".encode()).digest()
+        return cls(digest, f"<derived from the audit's seed {int(seed)}>")
+
 
 def write_key(path: str | Path, key: ShareKey | None = None) -> ShareKey:
     """Write a new (or the given) share key to `path`, readable by its owner only."""

@@ -53,4 +53,6 @@ class AuditSettings(BaseModel):
         "row per dimension, dp_projection_d<dim>)",
     )
     modes: tuple[Mode, ...] = Field(MODES, description="share modes to audit")
-    share_key: str = Field("", description="share key file ('' = a fresh key for this audit)")
+    share_key: str = Field(
+        "", description="share key file ('' = a key derived from the seed: reproducible)"
+    )
