@@ -164,6 +164,48 @@ register(
         derive=_three_seeds,
     )
 )
+
+
+def _read_iid_gap(work: Path) -> Values:
+    """The appendix A runs, the banks' covering of the training patches, and the bytes
+    the 4x IID run sends against the default IID run."""
+    values = t.read_experiment(work / "experiment")
+    radii = json.loads((work / "radii.json").read_text(encoding="utf-8"))
+    for cat, runs in radii.items():
+        for run, figures in runs.items():
+            values[f"{run}/{cat}/train_radius"] = figures["radius"]
+            values[f"{run}/{cat}/good_p99"] = figures["good_p99"]
+    four, two = "federated-iid-oversample-4/bytes_up_mb", "federated-iid/bytes_up_mb"
+    values["federated-iid-oversample-4/bytes_vs_iid"] = values[four] / values[two]
+    return values
+
+
+register(
+    FigureSet(
+        "stage1-iid-gap",
+        "technical report appendix A: the banks' covering radius over the training patches, "
+        "the good test patches' 99th percentile, and federated IID with local-oversample 4",
+        (
+            PHOTO_DATA,
+            Command(
+                "fedpatch experiment --preset benchmarks/presets/iid-gap.yaml --data-root "
+                "data/photo-small --out {work}/experiment --backbone efficientnet_lite0 "
+                "--weights imagenet --engine inprocess",
+                creates="{work}/experiment/experiment.md",
+                clears="{work}/experiment",
+            ),
+            Command(
+                "python benchmarks/iid_gap.py --experiment {work}/experiment --data-root "
+                "data/photo-small --out {work}/radii.json",
+                creates="{work}/radii.json",
+            ),
+        ),
+        read=_read_iid_gap,
+        timing=("*/seconds",),
+        minutes=8,
+        estimate="estimate: four runs of the stage-1 study and the feature extraction",
+    )
+)
 register(
     FigureSet(
         "stage1-photo-random",

@@ -266,6 +266,12 @@ def _fake_outputs(s: fs.FigureSet, work: Path) -> None:
     for run in EXPERIMENT_RUNS:
         (work / "stage1" / run).mkdir(parents=True)
         (work / "stage1" / run / "results.json").write_text(json.dumps(_fake_results(run)))
+    for run in ("centralized", "federated-iid", "federated-noniid", "federated-iid-oversample-4"):
+        (work / "experiment" / run).mkdir(parents=True)
+        (work / "experiment" / run / "results.json").write_text(json.dumps(_fake_results(run)))
+    runs = ("centralized", "federated-iid", "federated-noniid")
+    per_run = {run: {"radius": 1.0, "good_p99": 0.9} for run in runs}
+    (work / "radii.json").write_text(json.dumps(dict.fromkeys(CATEGORIES, per_run)))
     for name in ("poisoning.json", "on.json", "off.json"):
         _fake_poisoning(work / name)
     printed = (
