@@ -3,7 +3,8 @@ appendix A: why federated IID loses image AUROC).
 
 For each category of a `fedpatch experiment --preset stage1` folder, the patch features
 of the images the banks were fit from (the training images less the calibration share,
-as every run of the study splits them) are scored against the bank of each run
+as every run of the study splits them at the default calibration settings and the banks'
+seed) are scored against the bank of each run
 (`<run>/model/banks/<category>.npz`) with the project's `MemoryBank`, exactly, in the
 full feature space (not the coreset's projection). Printed and written as JSON, per
 category and run:

@@ -80,7 +80,9 @@ def write_models(folder: Path, spec: FeatureSpec, grid: tuple[int, int], search:
     return folder
 
 
-def predict_rate(model_dir: Path, category: str, paths: list[Path], args, tmp: Path) -> float:
+def predict_rate(
+    model_dir: Path, category: str, paths: list[Path], args, tmp: Path, weights_file: str | None
+) -> float:
     best = float("inf")
     for r in range(args.repeats):
         start = time.perf_counter()
@@ -92,7 +94,7 @@ def predict_rate(model_dir: Path, category: str, paths: list[Path], args, tmp: P
             paths,
             device="cpu",
             batch_size=args.batch_size,
-            weights_file=weights_path(args.spec),
+            weights_file=weights_file,
         )
         best = min(best, time.perf_counter() - start)
     return len(paths) / best
@@ -134,7 +136,7 @@ def measure(args: argparse.Namespace, spec: FeatureSpec, tmp: Path) -> dict:
         for category in AUTOVI_COUNTS:
             paths = images[NATIVE_SIZES[category]]
             rows = model.category(category).bank.features.shape[0]
-            rate = predict_rate(model_dir, category, paths, args, tmp)
+            rate = predict_rate(model_dir, category, paths, args, tmp, weights_path(spec))
             service = service_rates(scorer, url, category, paths, args.concurrency)
             results[category] = {"bank_rows": rows, "predict": rate, "service": service}
             logging.info("%s: %d rows, predict %.2f images/s", category, rows, rate)
@@ -179,7 +181,7 @@ def main() -> None:
     spec = FeatureSpec(weights=args.weights, image_size=args.image_size, backbone=args.backbone)
     load = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        args.spec = spec = with_saved_random_weights(spec, Path(tmp) / "weights", False)
+        spec = with_saved_random_weights(spec, Path(tmp) / "weights", False)
         out = measure(args, spec, Path(tmp))
     report(out, args, spec, load)
     if args.out:

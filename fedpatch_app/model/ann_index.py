@@ -34,7 +34,7 @@ import sys
 import weakref
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +206,8 @@ class IvfIndex:
     order: np.ndarray
     offsets: np.ndarray
     bank_sha256: str
+    #: The array `check` last passed on (a weak reference) and where its data lay.
+    _checked: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def build(cls, features: np.ndarray, params: IvfParams = IvfParams()) -> IvfIndex:
@@ -289,7 +291,7 @@ class IvfIndex:
         """Whether `check` passed on this very array (same object, memory and shape), so
         that a bank loaded and checked once is not hashed again where it is searched. A
         bank is not changed in place once loaded; a new array is checked anew."""
-        checked = getattr(self, "_checked", None)
+        checked = self._checked
         return checked is not None and checked[0]() is features and checked[1] == _memory(features)
 
 
